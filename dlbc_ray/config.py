@@ -1,0 +1,120 @@
+"""Configuration: one small pydantic model per concern, with named presets.
+
+Only the CLI reads files and environment variables; everything deeper receives
+these objects. Presets: ``MINIMAL`` (fast tests) and ``DEFAULT`` (the demo).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dlbc_ray.errors import ConfigError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MinerConfig(_Config):
+    """Resources and training choices of one miner (miners compete, so they may differ)."""
+
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs Ray reserves; also the torch thread count")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs Ray allots (fractional allowed); 0 trains on CPU")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. dlbc_miner")
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-2, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    watermark: bool = Field(default=True, description="embed this miner's DNN watermark (DLBC)")
+    watermark_bits: int = Field(default=64, ge=8, le=1024, description="T; Uchida uses 256 on larger layers")
+    watermark_lambda: float = Field(default=0.01, gt=0)
+    secure_mapping: bool = Field(default=True, description="train through this miner's Secure Mapping Layer (PoLe)")
+    max_restarts: int = Field(default=3, ge=-1)
+
+
+class ValidatorConfig(_Config):
+    num_cpus: float = Field(default=0.25, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    eval_batch_size: int = Field(default=1024, ge=1)
+    max_ber: float = Field(default=0.0, ge=0, le=0.5, description="watermark bit-error rate still counted as present")
+    foreign_ber: float = Field(default=0.1, ge=0, le=0.5, description="BER at or under which another miner's mark counts")
+    copy_distance: float = Field(default=0.05, ge=0, description="relative L2 distance under which weights are a copy")
+    copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat to count")
+    max_restarts: int = Field(default=3, ge=-1)
+
+
+class ConsensusConfig(_Config):
+    """Phase deadlines and the economics of a round."""
+
+    collect_timeout_s: float = Field(default=600.0, gt=0, description="deadline for miners' submissions")
+    reveal_timeout_s: float = Field(default=30.0, gt=0)
+    validate_timeout_s: float = Field(default=120.0, gt=0, description="deadline for validators' votes")
+    commit_timeout_s: float = Field(default=30.0, gt=0)
+    max_faulty: int = Field(default=1, ge=0, description="f, lying validators tolerated; needs >= 3f + 1 validators")
+    validator_fee_bps: int = Field(default=1_000, ge=0, le=10_000, description="share of a reward paid to voters")
+
+
+class TaskDefaults(_Config):
+    """The built-in task the demo mines when nobody has posted one."""
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    model_params: dict[str, int | float | str | bool | list[int]] = Field(default_factory=dict)
+    target: float = Field(default=0.85, ge=0, le=1)
+    reward: int = Field(default=1_000, gt=0)
+    epochs: int = Field(default=5, ge=1)
+    deadline_s: float = Field(default=900.0, gt=0)
+
+
+class NetworkConfig(_Config):
+    """A whole network: how many of each actor, and each concern's config."""
+
+    miners: int = Field(default=3, ge=1, le=64)
+    validators: int = Field(default=4, ge=1, le=64)
+    miner: MinerConfig = MinerConfig()
+    validator: ValidatorConfig = ValidatorConfig()
+    consensus: ConsensusConfig = ConsensusConfig()
+    task: TaskDefaults = TaskDefaults()
+    genesis_balance: int = Field(default=1_000_000, ge=0, description="given to the demo requester at genesis")
+    ray_num_cpus: int | None = Field(default=None, ge=1, description="logical CPUs of a local Ray; None = all")
+
+    @model_validator(mode="after")
+    def _enough_validators(self) -> NetworkConfig:
+        f = self.consensus.max_faulty
+        if self.validators < 3 * f + 1:
+            raise ValueError(
+                f"validators={self.validators} cannot reach a safe quorum: tolerating {f} faulty validator(s) "
+                f"needs at least {3 * f + 1} (n >= 3f + 1)"
+            )
+        return self
+
+
+DEFAULT = NetworkConfig()
+MINIMAL = NetworkConfig(
+    miners=2,
+    validators=4,
+    miner=MinerConfig(num_cpus=0.5, watermark_bits=32),
+    validator=ValidatorConfig(num_cpus=0.0),
+    task=TaskDefaults(epochs=2, target=0.5),
+    consensus=ConsensusConfig(collect_timeout_s=240, validate_timeout_s=120),
+)
+PRESETS: dict[str, NetworkConfig] = {"default": DEFAULT, "minimal": MINIMAL}
+
+
+def config_error(error: ValidationError, *, prefix: str = "") -> ConfigError:
+    """Turn pydantic's multi-line report into one line naming the first bad field."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{prefix}{where}: {message}", reason="config")
+
+
+def network_config(base: NetworkConfig = DEFAULT, **changes: object) -> NetworkConfig:
+    """``base`` with top-level fields replaced, validated; bad values raise ConfigError."""
+    try:
+        return NetworkConfig.model_validate({**base.model_dump(), **changes})
+    except ValidationError as e:
+        raise config_error(e) from None

@@ -1,0 +1,118 @@
+"""Assembling blocks: what the consensus actor proposes and the ledger then validates.
+
+Each function returns a block that ``validate_block`` accepts against the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dlbc_ray import crypto
+from dlbc_ray.constants import ZERO_HASH
+from dlbc_ray.consensus.decision import Decision, decide
+from dlbc_ray.consensus.quorum import is_conflicting
+from dlbc_ray.consensus.settlement import compute_settlement
+from dlbc_ray.consensus.state import ChainState
+from dlbc_ray.consensus.validation import compute_roots
+from dlbc_ray.crypto import Identity
+from dlbc_ray.schema import (
+    Block,
+    BlockHeader,
+    ChainParams,
+    EquivocationEvidence,
+    MintTx,
+    PostTaskTx,
+    Signed,
+    Submission,
+    Task,
+    Transaction,
+    Vote,
+)
+
+_EMPTY_ROOTS = {k: crypto.merkle_root([]) for k in ("submissions_root", "votes_root", "txs_root", "evidence_root")}
+
+
+def seal(header: BlockHeader, body: Block, proposer: Identity) -> Block:
+    """Fill the header's roots from ``body`` and sign it."""
+    draft = body.model_copy(update={"header": header})
+    header = header.model_copy(update=compute_roots(draft))
+    signature = proposer.sign_root(crypto.signing_root(header)).hex()
+    return draft.model_copy(update={"header": header, "signature": signature})
+
+
+
+def make_genesis(params: ChainParams, proposer: Identity, timestamp_ms: int) -> Block:
+    header = BlockHeader(chain_id=crypto.message_hash(params), height=0, prev_hash=ZERO_HASH,
+                         timestamp_ms=timestamp_ms, proposer=proposer.public_key, **_EMPTY_ROOTS)
+    mints = tuple(MintTx(recipient=a.account, amount=a.amount) for a in params.allocations)
+    body = Block(header=header, signature="0" * 128, txs=mints, params=params)
+    return seal(header, body, proposer)
+
+
+def next_timestamp(state: ChainState, now_ms: int) -> int:
+    """Strictly increasing even if the clock is not."""
+    return max(now_ms, state.timestamp_ms + 1)
+
+
+def find_equivocations(votes: Sequence[Signed[Vote]]) -> tuple[EquivocationEvidence, ...]:
+    """First conflicting pair per validator and submission."""
+    seen: dict[tuple[str, str], Signed[Vote]] = {}
+    evidence: dict[tuple[str, str], EquivocationEvidence] = {}
+    for signed in votes:
+        key = (signed.message.validator, signed.message.commit)
+        first = seen.setdefault(key, signed)
+        if key not in evidence and is_conflicting(first.message, signed.message):
+            evidence[key] = EquivocationEvidence(first=first, second=signed)
+    return tuple(evidence.values())
+
+
+def select_votes(votes: Sequence[Signed[Vote]], commits: Sequence[str], excluded: set[str]) -> tuple[Signed[Vote], ...]:
+    """One vote per (validator, submission) from honest-looking validators, in a canonical order."""
+    order = {c: i for i, c in enumerate(commits)}
+    chosen: dict[tuple[str, str], Signed[Vote]] = {}
+    for signed in votes:
+        v = signed.message
+        if v.commit in order and v.validator not in excluded:
+            chosen.setdefault((v.validator, v.commit), signed)
+    return tuple(sorted(chosen.values(), key=lambda s: (order[s.message.commit], s.message.validator)))
+
+
+def propose_task_block(
+    state: ChainState,
+    task: Signed[Task],
+    submissions: Sequence[Signed[Submission]],
+    votes: Sequence[Signed[Vote]],
+    proposer: Identity,
+    now_ms: int,
+) -> tuple[Block, Decision]:
+    """Decide the round and build its block; raises NoQuorum when no safe decision exists."""
+    task_id = crypto.message_hash(task.message)
+    commits = [s.message.commit for s in submissions]
+    evidence = find_equivocations(votes)
+    culprits = {e.first.message.validator for e in evidence}
+    chosen = select_votes(votes, commits, culprits)
+    messages = [s.message for s in submissions]
+    decision = decide(messages, [v.message for v in chosen], state.params.validators, task.message.target)
+    posted = task_id in state.tasks
+    balances = dict(state.balances)
+    if not posted:
+        balances[task.message.requester] = max(0, balances.get(task.message.requester, 0) - task.message.reward)
+    settlement = compute_settlement(task_id, task.message, messages, decision, state.params, balances)
+    txs: tuple[Transaction, ...] = (() if posted else (PostTaskTx(task=task),)) + settlement
+    winner = decision.winner
+    header = BlockHeader(
+        chain_id=state.chain_id, height=state.height + 1, prev_hash=state.head_hash,
+        timestamp_ms=next_timestamp(state, now_ms), proposer=proposer.public_key, task_id=task_id,
+        winner=winner.miner if winner else None, model_hash=winner.model_hash if winner else None,
+        score=decision.score, difficulty=task.message.target, **_EMPTY_ROOTS,
+    )
+    body = Block(header=header, signature="0" * 128, submissions=tuple(submissions), votes=chosen, txs=txs,
+                 evidence=evidence)
+    return seal(header, body, proposer), decision
+
+
+def propose_tx_block(state: ChainState, txs: Sequence[Transaction], proposer: Identity, now_ms: int) -> Block:
+    """A block that only moves money or posts tasks."""
+    header = BlockHeader(chain_id=state.chain_id, height=state.height + 1, prev_hash=state.head_hash,
+                         timestamp_ms=next_timestamp(state, now_ms), proposer=proposer.public_key, **_EMPTY_ROOTS)
+    return seal(header, Block(header=header, signature="0" * 128, txs=tuple(txs)), proposer)

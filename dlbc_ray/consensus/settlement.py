@@ -1,0 +1,52 @@
+"""The system transactions that close a task: penalties on thieves, then payouts.
+
+The proposer emits exactly these; the ledger recomputes them and demands equality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from dlbc_ray.consensus.decision import Decision
+from dlbc_ray.consensus.rewards import compute_payouts
+from dlbc_ray.schema import ChainParams, PayoutTx, PenaltyTx, Submission, Task
+from dlbc_ray.schema.submission import Verdict
+
+# Rejections that prove intent (the watermark of another miner), so they cost stake.
+PENALIZED_VERDICTS = frozenset({Verdict.STOLEN})
+
+
+def compute_penalties(
+    task_id: str,
+    submissions: Sequence[Submission],
+    decision: Decision,
+    params: ChainParams,
+    balances: Mapping[str, int],
+) -> tuple[PenaltyTx, ...]:
+    """One penalty per miner whose submission validators agreed was stolen, capped by its balance."""
+    penalties: list[PenaltyTx] = []
+    charged: set[str] = set()
+    for submission, tally in zip(submissions, decision.tallies):
+        miner = submission.miner
+        if tally.verdict not in PENALIZED_VERDICTS or miner in charged:
+            continue
+        charged.add(miner)
+        amount = min(params.theft_penalty, balances.get(miner, 0))
+        if amount:
+            penalties.append(PenaltyTx(task_id=task_id, account=miner, amount=amount, reason=tally.verdict.value))
+    return tuple(penalties)
+
+
+def compute_settlement(
+    task_id: str,
+    task: Task,
+    submissions: Sequence[Submission],
+    decision: Decision,
+    params: ChainParams,
+    balances: Mapping[str, int],
+) -> tuple[PenaltyTx | PayoutTx, ...]:
+    penalties = compute_penalties(task_id, submissions, decision, params, balances)
+    escrow = task.reward + sum(p.amount for p in penalties)
+    winner = decision.winner.miner if decision.winner else None
+    payouts = compute_payouts(task_id, task, winner, decision.voters, params.validator_fee_bps, escrow=escrow)
+    return penalties + payouts

@@ -1,0 +1,191 @@
+"""The state a chain implies (balances, escrow, tasks) and the transitions that change it.
+
+``process_block`` is the only way state moves: py-evm's and consensus-specs' habit
+of one pure transition per block. Supply is created at genesis and only moves after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Literal
+
+from dlbc_ray import crypto
+from dlbc_ray.errors import InvalidBlock
+from dlbc_ray.schema import (
+    Block,
+    ChainParams,
+    MintTx,
+    PayoutTx,
+    PenaltyTx,
+    PostTaskTx,
+    Task,
+    Transaction,
+    TransferTx,
+)
+
+TaskStatus = Literal["open", "done", "refunded"]
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task: Task
+    status: TaskStatus
+    posted_height: int
+    closed_height: int | None = None
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """Everything the chain implies after its head block. Treat as immutable."""
+
+    params: ChainParams
+    chain_id: str
+    height: int
+    head_hash: str
+    timestamp_ms: int
+    balances: Mapping[str, int] = field(default_factory=dict)
+    escrow: Mapping[str, int] = field(default_factory=dict)
+    nonces: Mapping[str, int] = field(default_factory=dict)
+    tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
+    won_models: Mapping[str, int] = field(default_factory=dict)  # model hash -> height it won
+
+    def balance(self, account: str) -> int:
+        return self.balances.get(account, 0)
+
+    @property
+    def total_supply(self) -> int:
+        return sum(self.balances.values()) + sum(self.escrow.values())
+
+    def open_tasks(self) -> list[TaskRecord]:
+        return [r for r in self.tasks.values() if r.status == "open"]
+
+
+@dataclass
+class _Draft:
+    """Mutable copy used while one block is applied; frozen again at the end."""
+
+    balances: dict[str, int]
+    escrow: dict[str, int]
+    nonces: dict[str, int]
+    tasks: dict[str, TaskRecord]
+    won_models: dict[str, int]
+
+
+def _fail(reason: str, message: str, height: int) -> InvalidBlock:
+    return InvalidBlock(f"block {height}: {message}", reason=reason, height=height)
+
+
+def process_mint(d: _Draft, tx: MintTx, height: int) -> None:
+    if height != 0:
+        raise _fail("mint", "mint transactions are allowed only in genesis", height)
+    d.balances[tx.recipient] = d.balances.get(tx.recipient, 0) + tx.amount
+
+
+def process_transfer(d: _Draft, tx: TransferTx, height: int) -> None:
+    transfer = tx.transfer.message
+    if tx.transfer.signer != transfer.sender or not crypto.is_valid_signature(tx.transfer):
+        raise _fail("transfer_signature", f"transfer from {transfer.sender[:12]}... is not signed by its sender", height)
+    expected = d.nonces.get(transfer.sender, 0)
+    if transfer.nonce != expected:
+        raise _fail("nonce", f"transfer nonce {transfer.nonce}, expected {expected}", height)
+    _debit(d, transfer.sender, transfer.amount, height)
+    d.balances[transfer.recipient] = d.balances.get(transfer.recipient, 0) + transfer.amount
+    d.nonces[transfer.sender] = expected + 1
+
+
+def process_post_task(d: _Draft, tx: PostTaskTx, height: int, timestamp_ms: int) -> None:
+    task = tx.task.message
+    if tx.task.signer != task.requester or not crypto.is_valid_signature(tx.task):
+        raise _fail("task_signature", "task is not signed by its requester", height)
+    task_id = crypto.message_hash(task)
+    if task_id in d.tasks:
+        raise _fail("task_replay", f"task {task_id[:12]} was already posted", height)
+    if task.deadline_ms <= timestamp_ms:
+        raise _fail("deadline", f"task {task_id[:12]} is posted after its deadline", height)
+    _debit(d, task.requester, task.reward, height)
+    d.escrow[task_id] = task.reward
+    d.tasks[task_id] = TaskRecord(task=task, status="open", posted_height=height)
+
+
+def process_penalty(d: _Draft, tx: PenaltyTx, height: int) -> None:
+    if tx.task_id not in d.escrow:
+        raise _fail("penalty", f"penalty for task {tx.task_id[:12]} which holds no escrow", height)
+    _debit(d, tx.account, tx.amount, height)
+    d.escrow[tx.task_id] += tx.amount
+
+
+def process_payout(d: _Draft, tx: PayoutTx, height: int) -> None:
+    held = d.escrow.get(tx.task_id, 0)
+    if tx.amount > held:
+        raise _fail("escrow", f"payout of {tx.amount} exceeds the {held} held for task {tx.task_id[:12]}", height)
+    d.escrow[tx.task_id] = held - tx.amount
+    d.balances[tx.recipient] = d.balances.get(tx.recipient, 0) + tx.amount
+
+
+def _debit(d: _Draft, account: str, amount: int, height: int) -> None:
+    have = d.balances.get(account, 0)
+    if amount > have:
+        raise _fail("balance", f"account {account[:12]}... has {have}, needs {amount}", height)
+    d.balances[account] = have - amount
+
+
+def process_tx(d: _Draft, tx: Transaction, height: int, timestamp_ms: int) -> None:
+    match tx:
+        case MintTx():
+            process_mint(d, tx, height)
+        case TransferTx():
+            process_transfer(d, tx, height)
+        case PostTaskTx():
+            process_post_task(d, tx, height, timestamp_ms)
+        case PenaltyTx():
+            process_penalty(d, tx, height)
+        case PayoutTx():
+            process_payout(d, tx, height)
+
+
+def process_task_close(d: _Draft, block: Block) -> None:
+    """A task block empties the task's escrow and closes it; the winning model is remembered."""
+    header = block.header
+    if header.task_id is None:
+        return
+    record = d.tasks.get(header.task_id)
+    if record is None or record.status != "open":
+        raise _fail("task", f"task {header.task_id[:12]} is not open on this chain", header.height)
+    if d.escrow.get(header.task_id, 0) != 0:
+        raise _fail("escrow", f"task {header.task_id[:12]} escrow is not fully paid out", header.height)
+    del d.escrow[header.task_id]
+    status: TaskStatus = "done" if header.winner else "refunded"
+    d.tasks[header.task_id] = replace(record, status=status, closed_height=header.height)
+    if header.model_hash:
+        d.won_models[header.model_hash] = header.height
+
+
+def process_block(state: ChainState | None, block: Block, block_hash: str) -> ChainState:
+    """Apply a block's transactions; raises InvalidBlock naming the first broken money rule."""
+    header = block.header
+    src = state or _empty(block)
+    d = _Draft(dict(src.balances), dict(src.escrow), dict(src.nonces), dict(src.tasks), dict(src.won_models))
+    for tx in block.txs:
+        process_tx(d, tx, header.height, header.timestamp_ms)
+    process_task_close(d, block)
+    return replace(
+        src,
+        height=header.height,
+        head_hash=block_hash,
+        timestamp_ms=header.timestamp_ms,
+        balances=MappingProxyType(d.balances),
+        escrow=MappingProxyType(d.escrow),
+        nonces=MappingProxyType(d.nonces),
+        tasks=MappingProxyType(d.tasks),
+        won_models=MappingProxyType(d.won_models),
+    )
+
+
+def _empty(genesis: Block) -> ChainState:
+    if genesis.params is None:
+        raise _fail("genesis", "the first block carries no chain parameters", genesis.header.height)
+    return ChainState(
+        params=genesis.params, chain_id=genesis.header.chain_id, height=-1, head_hash="", timestamp_ms=0
+    )

@@ -1,0 +1,254 @@
+"""Block validity: each rule is a named check that raises InvalidBlock with its reason.
+
+Order matters for diagnosis: link rules (height, prev_hash, timestamp) before the
+proposer's signature, roots before the body, the body before the decision it implies,
+and the decision before the money it moves (CometBFT's and py-evm's header rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dlbc_ray import crypto
+from dlbc_ray.constants import ZERO_HASH
+from dlbc_ray.consensus.decision import Decision, decide
+from dlbc_ray.consensus.quorum import is_conflicting
+from dlbc_ray.consensus.settlement import compute_settlement
+from dlbc_ray.consensus.state import ChainState
+from dlbc_ray.errors import InvalidBlock, NoQuorum
+from dlbc_ray.schema import (
+    Block,
+    BlockHeader,
+    ChainParams,
+    MintTx,
+    PayoutTx,
+    PenaltyTx,
+    PostTaskTx,
+    Signed,
+    Submission,
+    Task,
+    TransferTx,
+    Vote,
+)
+
+
+def compute_block_hash(header: BlockHeader) -> str:
+    return crypto.message_hash(header)
+
+
+def compute_roots(block: Block) -> dict[str, str]:
+    """The Merkle roots a header must carry for this body."""
+    return {
+        "submissions_root": crypto.merkle_root_of(block.submissions),
+        "votes_root": crypto.merkle_root_of(block.votes),
+        "txs_root": crypto.merkle_root_of(block.txs),
+        "evidence_root": crypto.merkle_root_of(block.evidence),
+    }
+
+
+def _fail(header: BlockHeader, reason: str, message: str) -> InvalidBlock:
+    return InvalidBlock(f"block {header.height}: {message}", reason=reason, height=header.height)
+
+
+# ----------------------------------------------------------------- header rules
+
+
+def validate_validator_set(header: BlockHeader, params: ChainParams) -> None:
+    n, f = len(params.validators), params.max_faulty
+    if len(set(params.validators)) != n:
+        raise _fail(header, "validator_set", "validator set lists a validator twice")
+    if n < 3 * f + 1:
+        raise _fail(header, "validator_set", f"{n} validators cannot tolerate {f} faulty (needs {3 * f + 1})")
+
+
+def validate_link(header: BlockHeader, state: ChainState) -> None:
+    if header.chain_id != state.chain_id:
+        raise _fail(header, "chain_id", "block belongs to another chain")
+    if header.height != state.height + 1:
+        raise _fail(header, "height", f"height is {header.height}, expected {state.height + 1}")
+    if header.prev_hash != state.head_hash:
+        raise _fail(header, "prev_hash", f"prev_hash {header.prev_hash[:12]} is not the head {state.head_hash[:12]}")
+    if header.timestamp_ms <= state.timestamp_ms:
+        raise _fail(header, "timestamp", f"timestamp {header.timestamp_ms} is not after {state.timestamp_ms}")
+    if header.proposer != state.params.proposer:
+        raise _fail(header, "proposer", f"proposer {header.proposer[:12]} is not the chain's proposer")
+
+
+def validate_signature(block: Block) -> None:
+    signed = Signed[BlockHeader](message=block.header, signer=block.header.proposer, signature=block.signature)
+    if not crypto.is_valid_signature(signed):
+        raise _fail(block.header, "block_signature", "proposer's signature does not verify")
+
+
+def validate_roots(block: Block) -> None:
+    for name, root in compute_roots(block).items():
+        if getattr(block.header, name) != root:
+            raise _fail(block.header, name, f"{name} does not match the block body")
+
+
+# ------------------------------------------------------------------ body rules
+
+
+def validate_submission(signed: Signed[Submission], header: BlockHeader) -> Submission:
+    s = signed.message
+    if signed.signer != s.miner:
+        raise _fail(header, "submission_signer", f"submission {s.commit[:12]} not signed by its miner")
+    if not crypto.is_valid_signature(signed):
+        raise _fail(header, "submission_signature", f"submission {s.commit[:12]} signature does not verify")
+    if s.task_id != header.task_id:
+        raise _fail(header, "submission_task", f"submission {s.commit[:12]} is for another task")
+    if s.commit != crypto.compute_commit(s.model_hash, s.miner, s.task_id):
+        raise _fail(header, "commit", f"submission {s.commit[:12]} commit is not H(model_hash|miner|task)")
+    return s
+
+
+def validate_submissions(block: Block) -> list[Submission]:
+    submissions = [validate_submission(s, block.header) for s in block.submissions]
+    if len({s.commit for s in submissions}) != len(submissions):
+        raise _fail(block.header, "duplicate_submission", "a submission appears twice")
+    return submissions
+
+
+def validate_vote(signed: Signed[Vote], header: BlockHeader, params: ChainParams, commits: set[str]) -> Vote:
+    v = signed.message
+    if signed.signer != v.validator:
+        raise _fail(header, "vote_signer", f"vote on {v.commit[:12]} not signed by its validator")
+    if v.validator not in params.validators:
+        raise _fail(header, "vote_validator", f"vote by {v.validator[:12]}, who is not a validator")
+    if not crypto.is_valid_signature(signed):
+        raise _fail(header, "vote_signature", f"vote by {v.validator[:12]} signature does not verify")
+    if (v.task_id, v.height, v.prev_hash) != (header.task_id, header.height, header.prev_hash):
+        raise _fail(header, "vote_round", f"vote by {v.validator[:12]} is for another round")
+    if v.commit not in commits:
+        raise _fail(header, "vote_commit", f"vote on {v.commit[:12]}, which is not in this block")
+    return v
+
+
+def validate_votes(block: Block, params: ChainParams, commits: set[str]) -> list[Vote]:
+    votes = [validate_vote(v, block.header, params, commits) for v in block.votes]
+    if len({(v.validator, v.commit) for v in votes}) != len(votes):
+        raise _fail(block.header, "duplicate_vote", "a validator votes twice on one submission")
+    return votes
+
+
+def validate_evidence(block: Block, params: ChainParams, commits: set[str]) -> set[str]:
+    """Every piece of evidence must prove equivocation; returns the equivocating validators."""
+    culprits: set[str] = set()
+    for ev in block.evidence:
+        first = validate_vote(ev.first, block.header, params, commits)
+        second = validate_vote(ev.second, block.header, params, commits)
+        if not is_conflicting(first, second):
+            raise _fail(block.header, "evidence", f"evidence against {first.validator[:12]} shows no conflict")
+        culprits.add(first.validator)
+    return culprits
+
+
+# ------------------------------------------------------------- task and money
+
+
+def get_block_task(block: Block, state: ChainState) -> tuple[Task, int]:
+    """The block's task (posted now or earlier and still open) and its index of posting tx, or -1."""
+    task_id = block.header.task_id
+    for i, tx in enumerate(block.txs):
+        if isinstance(tx, PostTaskTx) and crypto.message_hash(tx.task.message) == task_id:
+            return tx.task.message, i
+    record = state.tasks.get(task_id or "")
+    if record is None or record.status != "open":
+        raise _fail(block.header, "task", f"task {str(task_id)[:12]} is neither posted here nor open")
+    return record.task, -1
+
+
+def split_task_txs(block: Block, post_index: int) -> list[PenaltyTx | PayoutTx]:
+    """A task block holds only: its own task's posting (first), then penalties and payouts."""
+    system: list[PenaltyTx | PayoutTx] = []
+    for i, tx in enumerate(block.txs):
+        if i == post_index == 0:
+            continue
+        if not isinstance(tx, PenaltyTx | PayoutTx) or tx.task_id != block.header.task_id:
+            raise _fail(block.header, "txs", f"transaction {i} ({tx.kind}) does not belong in a task block")
+        system.append(tx)
+    return system
+
+
+def validate_decision(block: Block, task: Task, submissions: Sequence[Submission], votes: Iterable[Vote],
+                      params: ChainParams, excluded: set[str]) -> Decision:
+    header = block.header
+    try:
+        decision = decide(submissions, votes, params.validators, task.target, excluded=excluded)
+    except NoQuorum as e:
+        raise _fail(header, "quorum", str(e)) from None
+    expected = {
+        "winner": decision.winner.miner if decision.winner else None,
+        "model_hash": decision.winner.model_hash if decision.winner else None,
+        "score": decision.score,
+        "difficulty": task.target,
+    }
+    for field, value in expected.items():
+        if getattr(header, field) != value:
+            raise _fail(header, field, f"header {field} is {getattr(header, field)}, the votes imply {value}")
+    return decision
+
+
+def validate_task_block(block: Block, state: ChainState) -> None:
+    header, params = block.header, state.params
+    task, post_index = get_block_task(block, state)
+    system = split_task_txs(block, post_index)
+    submissions = validate_submissions(block)
+    commits = {s.commit for s in submissions}
+    votes = validate_votes(block, params, commits)
+    culprits = validate_evidence(block, params, commits)
+    decision = validate_decision(block, task, submissions, votes, params, culprits)
+    balances = dict(state.balances)
+    if post_index == 0:
+        balances[task.requester] = max(0, balances.get(task.requester, 0) - task.reward)
+    expected = compute_settlement(header.task_id or "", task, submissions, decision, params, balances)
+    if tuple(system) != expected:
+        raise _fail(header, "settlement", "penalties and payouts differ from what the votes imply")
+
+
+def validate_tx_block(block: Block) -> None:
+    header = block.header
+    if block.submissions or block.votes or block.evidence:
+        raise _fail(header, "body", "a block without a task carries submissions, votes or evidence")
+    if (header.winner, header.model_hash, header.score, header.difficulty) != (None, None, None, None):
+        raise _fail(header, "winner", "a block without a task names a winner")
+    for i, tx in enumerate(block.txs):
+        if not isinstance(tx, TransferTx | PostTaskTx):
+            raise _fail(header, "txs", f"transaction {i} ({tx.kind}) is not allowed outside a task block")
+
+
+def validate_genesis(block: Block) -> None:
+    header, params = block.header, block.params
+    if params is None:
+        raise _fail(header, "genesis", "genesis carries no chain parameters")
+    checks = [
+        (header.height == 0, "height", "genesis height must be 0"),
+        (header.prev_hash == ZERO_HASH, "prev_hash", "genesis prev_hash must be zero"),
+        (header.chain_id == crypto.message_hash(params), "chain_id", "chain_id is not the hash of the parameters"),
+        (header.proposer == params.proposer, "proposer", "genesis is not signed by the chain's proposer"),
+        (not (block.submissions or block.votes or block.evidence or header.task_id), "body", "genesis mines nothing"),
+        (block.txs == tuple(MintTx(recipient=a.account, amount=a.amount) for a in params.allocations),
+         "txs", "genesis transactions are not the allocations"),
+    ]
+    for ok, reason, message in checks:
+        if not ok:
+            raise _fail(header, reason, message)
+    validate_validator_set(header, params)
+    validate_roots(block)
+    validate_signature(block)
+
+
+def validate_block(block: Block, state: ChainState | None) -> None:
+    """Every rule; ``state`` is the chain after the parent (None for genesis)."""
+    if state is None:
+        validate_genesis(block)
+        return
+    if block.params is not None:
+        raise _fail(block.header, "genesis", "only genesis carries chain parameters")
+    validate_link(block.header, state)
+    validate_signature(block)
+    validate_roots(block)
+    if block.header.task_id is None:
+        validate_tx_block(block)
+    else:
+        validate_task_block(block, state)

@@ -1,0 +1,21 @@
+"""Fixed protocol constants: changing one makes a different chain."""
+
+from __future__ import annotations
+
+# Scores (accuracy) travel as integers scaled by SCORE_SCALE: 4 decimal places.
+# Validators round to this precision so honest validators agree to the last digit.
+SCORE_SCALE = 10_000
+
+ZERO_HASH = "0" * 64
+
+# Fees are expressed in basis points of a task's reward.
+BPS = 10_000
+
+# Signing domains: one kind of signature can never pass as another.
+TASK_DOMAIN = b"dlbc/task/v1"
+SUBMISSION_DOMAIN = b"dlbc/submission/v1"
+VOTE_DOMAIN = b"dlbc/vote/v1"
+BLOCK_DOMAIN = b"dlbc/block/v1"
+TRANSFER_DOMAIN = b"dlbc/transfer/v1"
+REVEAL_DOMAIN = b"dlbc/reveal/v1"
+CHAIN_DOMAIN = b"dlbc/chain/v1"

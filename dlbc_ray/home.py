@@ -1,0 +1,64 @@
+"""The home directory: identities, the ledger, model artifacts, caches and plots.
+
+``--home`` or ``DLBC_HOME`` picks it (the CLI decides); default ``~/.dlbc-ray``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlbc_ray.errors import ConfigError
+
+DEFAULT_HOME = Path("~/.dlbc-ray")
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.sqlite"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def ray_token(self) -> Path:
+        return self.root / "ray" / "auth_token"
+
+
+def open_home(path: Path | str, *, create: bool = True) -> Home:
+    """Check (and with ``create``, make) a usable home; one-line ConfigError otherwise."""
+    root = Path(path).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"home {root} is not a directory", reason="home")
+    if not root.exists():
+        if not create:
+            raise ConfigError(f"home {root} does not exist", reason="home")
+        root.mkdir(parents=True, mode=0o700)
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"home {root} is not readable and writable by this user", reason="home")
+    home = Home(root)
+    if create:
+        home.keys.mkdir(mode=0o700, exist_ok=True)
+    return home

@@ -1,0 +1,73 @@
+"""A miner's signed claim to have trained a model, and a validator's signed vote on it."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import ClassVar
+
+from pydantic import Field
+
+from dlbc_ray.constants import REVEAL_DOMAIN, SUBMISSION_DOMAIN, VOTE_DOMAIN
+from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey, Score
+
+
+class Submission(FrozenModel):
+    """Commits to weights by hash, bound to the miner and the task (SN9's commit)."""
+
+    DOMAIN: ClassVar[bytes] = SUBMISSION_DOMAIN
+
+    task_id: Hash
+    miner: PublicKey
+    model_hash: Hash
+    commit: Hash = Field(description="H(model_hash | miner | task_id); also the submission's id")
+    num_params: int = Field(ge=0)
+    claimed_score: Score = Field(description="the miner's own validation score; informative, never trusted")
+    epochs: int = Field(ge=0)
+    train_ms: Millis
+    examples: int = Field(ge=0, description="training examples used (weights FedAvg)")
+    sml_commitment: Hash | None = Field(default=None, description="H(seed) of the miner's Secure Mapping Layer")
+
+
+class Reveal(FrozenModel):
+    """Sent after the submission window closes: the seed behind ``sml_commitment``."""
+
+    DOMAIN: ClassVar[bytes] = REVEAL_DOMAIN
+
+    task_id: Hash
+    commit: Hash
+    sml_seed: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Verdict(str, Enum):
+    """A validator's judgement of one submission; everything but VALID is a named rejection."""
+
+    VALID = "valid"
+    BAD_SIGNATURE = "bad_signature"
+    HASH_MISMATCH = "hash_mismatch"
+    BAD_COMMIT = "bad_commit"
+    WRONG_TASK = "wrong_task"
+    LATE = "late"
+    WRONG_ARCHITECTURE = "wrong_architecture"
+    DUPLICATE = "duplicate"
+    COPY = "copy"
+    REPLAY = "replay"
+    STOLEN = "stolen"
+    BAD_REVEAL = "bad_reveal"
+
+    def is_valid(self) -> bool:
+        return self is Verdict.VALID
+
+
+class Vote(FrozenModel):
+    """One validator's signed verdict and score for one submission in one round."""
+
+    DOMAIN: ClassVar[bytes] = VOTE_DOMAIN
+
+    task_id: Hash
+    height: int = Field(ge=1, description="height of the block this round will produce")
+    prev_hash: Hash
+    commit: Hash
+    validator: PublicKey
+    verdict: Verdict
+    score: Score
+    detail: str = Field(default="", max_length=200)

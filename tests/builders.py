@@ -1,0 +1,108 @@
+"""Builders for real signed tasks, submissions, votes and blocks (no Ray, no torch)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dlbc_ray import crypto
+from dlbc_ray.consensus import ChainState, make_genesis, process_block, propose_task_block
+from dlbc_ray.consensus.validation import compute_block_hash
+from dlbc_ray.crypto import Identity
+from dlbc_ray.schema import (
+    Allocation,
+    Block,
+    ChainParams,
+    DatasetSpec,
+    ModelSpec,
+    Signed,
+    Submission,
+    Task,
+    Verdict,
+    Vote,
+)
+
+T0 = 1_700_000_000_000
+
+
+def fake_hash(label: str) -> str:
+    return hashlib.sha256(label.encode()).hexdigest()
+
+
+def ids(prefix: str, n: int) -> list[Identity]:
+    return [Identity.from_seed(f"{prefix}-{i}", f"{prefix}-{i}".encode()) for i in range(n)]
+
+
+@dataclass
+class World:
+    """A small network's identities, its genesis and a running chain state."""
+
+    n_validators: int = 4
+    n_miners: int = 3
+    max_faulty: int = 1
+    theft_penalty: int = 0
+    proposer: Identity = field(default_factory=lambda: Identity.from_seed("consensus", b"consensus"))
+    requester: Identity = field(default_factory=lambda: Identity.from_seed("requester", b"requester"))
+
+    def __post_init__(self) -> None:
+        self.validators = ids("validator", self.n_validators)
+        self.miners = ids("miner", self.n_miners)
+        allocations = [Allocation(account=self.requester.public_key, amount=100_000)]
+        allocations += [Allocation(account=m.public_key, amount=500) for m in self.miners]
+        self.params = ChainParams(proposer=self.proposer.public_key,
+                                  validators=tuple(v.public_key for v in self.validators),
+                                  max_faulty=self.max_faulty, theft_penalty=self.theft_penalty,
+                                  allocations=tuple(allocations), created_ms=T0)
+        self.genesis = make_genesis(self.params, self.proposer, T0)
+        self.state: ChainState = process_block(None, self.genesis, compute_block_hash(self.genesis.header))
+        self.nonce = 0
+
+    def task(self, *, reward: int = 1_000, target: int = 5_000, deadline_ms: int = T0 + 10**9) -> Signed[Task]:
+        self.nonce += 1
+        dataset = DatasetSpec(name="digits", train_hash=fake_hash("train"), test_hash=fake_hash("test"),
+                              n_train=1437, n_test=360, input_shape=(1, 8, 8), n_classes=10)
+        task = Task(requester=self.requester.public_key, nonce=self.nonce, model=ModelSpec(name="mlp"),
+                    dataset=dataset, target=target, reward=reward, deadline_ms=deadline_ms, max_epochs=3,
+                    created_ms=T0)
+        return crypto.sign(self.requester, task)
+
+    def submission(self, miner: Identity, task: Signed[Task], label: str = "") -> Signed[Submission]:
+        task_id = crypto.message_hash(task.message)
+        model_hash = fake_hash(f"model-{miner.name}-{label}")
+        sub = Submission(task_id=task_id, miner=miner.public_key, model_hash=model_hash,
+                         commit=crypto.compute_commit(model_hash, miner.public_key, task_id), num_params=100,
+                         claimed_score=9000, epochs=3, train_ms=10, examples=1000)
+        return crypto.sign(miner, sub)
+
+    def vote(self, validator: Identity, sub: Signed[Submission], score: int,
+             verdict: Verdict = Verdict.VALID, state: ChainState | None = None) -> Signed[Vote]:
+        st = state or self.state
+        vote = Vote(task_id=sub.message.task_id, height=st.height + 1, prev_hash=st.head_hash,
+                    commit=sub.message.commit, validator=validator.public_key, verdict=verdict, score=score)
+        return crypto.sign(validator, vote)
+
+    def round(self, scores: Mapping[int, Sequence[int]], task: Signed[Task] | None = None,
+              verdicts: Mapping[tuple[int, int], Verdict] | None = None) -> tuple[Block, Signed[Task]]:
+        """A task block where miner i gets ``scores[i][j]`` from validator j."""
+        task = task or self.task()
+        subs = [self.submission(self.miners[i], task) for i in scores]
+        votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID))
+                 for sub, (i, row) in zip(subs, scores.items()) for j, s in enumerate(row)]
+        block, _ = propose_task_block(self.state, task, subs, votes, self.proposer, T0 + 1000 * (self.state.height + 1))
+        return block, task
+
+    def apply(self, block: Block) -> ChainState:
+        self.state = process_block(self.state, block, compute_block_hash(block.header))
+        return self.state
+
+
+def resign(block: Block, signer: Identity, *, roots: bool = False, **header: object) -> Block:
+    """The block with header fields replaced and re-signed (roots recomputed when asked)."""
+    from dlbc_ray.consensus.proposal import seal
+
+    new_header = block.header.model_copy(update=header)
+    if roots:
+        return seal(new_header, block, signer)
+    signature = signer.sign_root(crypto.signing_root(new_header)).hex()
+    return block.model_copy(update={"header": new_header, "signature": signature})

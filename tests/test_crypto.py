@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from dlbc_ray import crypto
+from dlbc_ray.constants import BLOCK_DOMAIN, VOTE_DOMAIN
+from dlbc_ray.crypto import Identity
+from dlbc_ray.errors import BadSignature, KeyFileError
+from dlbc_ray.schema import BlockHeader, Signed, Verdict, Vote
+from tests.builders import fake_hash
+
+
+@pytest.fixture
+def alice() -> Identity:
+    return Identity.from_seed("alice", b"alice")
+
+
+def a_vote(validator: str) -> Vote:
+    return Vote(task_id=fake_hash("t"), height=1, prev_hash=fake_hash("p"), commit=fake_hash("c"),
+                validator=validator, verdict=Verdict.VALID, score=9000)
+
+
+def test_sign_and_verify_round_trip(alice: Identity) -> None:
+    signed = crypto.sign(alice, a_vote(alice.public_key))
+    assert crypto.verify(signed, expected_signer=alice.public_key) == signed.message
+
+
+def test_a_vote_signature_never_verifies_as_a_block_signature(alice: Identity) -> None:
+    signed = crypto.sign(alice, a_vote(alice.public_key))
+    assert crypto.is_valid_signature(signed, VOTE_DOMAIN)
+    assert not crypto.is_valid_signature(signed, BLOCK_DOMAIN)
+    header = BlockHeader(chain_id=fake_hash("c"), height=1, prev_hash=fake_hash("p"), timestamp_ms=1,
+                         proposer=alice.public_key, submissions_root=fake_hash("1"), votes_root=fake_hash("2"),
+                         txs_root=fake_hash("3"), evidence_root=fake_hash("4"))
+    grafted = Signed[BlockHeader](message=header, signer=alice.public_key, signature=signed.signature)
+    assert not crypto.is_valid_signature(grafted)
+
+
+def test_tampered_message_and_wrong_signer_fail(alice: Identity) -> None:
+    signed = crypto.sign(alice, a_vote(alice.public_key))
+    tampered = signed.model_copy(update={"message": signed.message.model_copy(update={"score": 9001})})
+    with pytest.raises(BadSignature, match="does not verify"):
+        crypto.verify(tampered)
+    bob = Identity.from_seed("bob", b"bob")
+    with pytest.raises(BadSignature, match="expected"):
+        crypto.verify(signed, expected_signer=bob.public_key)
+
+
+def test_identity_hides_its_secret_and_pickles(alice: Identity) -> None:
+    assert alice.secret_bytes().hex() not in repr(alice)
+    assert pickle.loads(pickle.dumps(alice)) == alice
+
+
+def test_derived_secrets_are_per_label_and_per_identity(alice: Identity) -> None:
+    bob = Identity.from_seed("bob", b"bob")
+    assert alice.derive("watermark") == alice.derive("watermark")
+    assert alice.derive("watermark") != alice.derive("sml")
+    assert alice.derive("watermark") != bob.derive("watermark")
+
+
+def test_wrong_secret_size_is_a_key_error() -> None:
+    with pytest.raises(KeyFileError, match="32"):
+        Identity("x", b"short")
+
+
+def test_canonical_bytes_sort_keys_and_refuse_nan() -> None:
+    assert crypto.canonical_bytes({"b": 1, "a": [1, 2]}) == b'{"a":[1,2],"b":1}'
+    with pytest.raises(ValueError):
+        crypto.canonical_bytes({"x": float("nan")})
+
+
+def test_commit_binds_model_miner_and_task() -> None:
+    base = crypto.compute_commit("m", "k", "t")
+    assert len({base, crypto.compute_commit("m2", "k", "t"), crypto.compute_commit("m", "k2", "t"),
+                crypto.compute_commit("m", "k", "t2")}) == 4
+
+
+# ------------------------------------------------------------------- weights
+
+
+def weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"b.weight": rng.normal(size=(4, 3)).astype(np.float32), "a.bias": rng.normal(size=3).astype(np.float32)}
+
+
+def test_weight_hash_ignores_insertion_order() -> None:
+    w = weights()
+    assert crypto.hash_weights(w) == crypto.hash_weights(dict(reversed(list(w.items()))))
+
+
+@pytest.mark.parametrize("change", [
+    lambda w: {**w, "a.bias": w["a.bias"].astype(np.float64)},  # dtype
+    lambda w: {**w, "b.weight": w["b.weight"].reshape(3, 4)},  # shape
+    lambda w: {"c.weight" if k == "b.weight" else k: v for k, v in w.items()},  # name
+    lambda w: {**w, "a.bias": w["a.bias"] + np.float32(1e-7)},  # value
+    lambda w: {**w, "extra": np.zeros(0, np.float32)},  # an empty extra tensor
+])
+def test_weight_hash_sees_dtype_shape_name_and_value(change) -> None:
+    w = weights()
+    assert crypto.hash_weights(change(w)) != crypto.hash_weights(w)
+
+
+def test_chunked_hash_of_large_tensors_is_stable_and_sensitive() -> None:
+    big = np.arange(3 * crypto.HASH_CHUNK_BYTES // 4 + 5, dtype=np.float32)
+    w = {"x": big, "y": big[::-1].copy()}
+    first = crypto.hash_weights(w)
+    assert crypto.hash_weights({k: v.copy() for k, v in w.items()}) == first
+    flipped = big.copy()
+    flipped.view(np.uint8)[-1] ^= 1
+    assert crypto.hash_weights({"x": flipped, "y": w["y"]}) != first
+
+
+def test_non_contiguous_arrays_hash_like_their_contiguous_copy() -> None:
+    a = np.arange(12, dtype=np.float32).reshape(3, 4).T
+    assert crypto.hash_weights({"a": a}) == crypto.hash_weights({"a": np.ascontiguousarray(a)})
+
+
+def test_merkle_root_is_order_sensitive_and_handles_odd_counts() -> None:
+    leaves = [b"a", b"b", b"c"]
+    assert crypto.merkle_root(leaves) != crypto.merkle_root(leaves[::-1])
+    assert crypto.merkle_root(leaves) != crypto.merkle_root(leaves[:2])
+    assert crypto.merkle_root([]) == crypto.sha256_hex(b"")
+    assert crypto.merkle_root([b"a"]) != crypto.merkle_root([b"a", b"a"])
