@@ -20,30 +20,38 @@ class _Config(BaseModel):
 class MinerConfig(_Config):
     """Resources and training choices of one miner (miners compete, so they may differ)."""
 
-    num_cpus: float = Field(default=1.0, gt=0, description="CPUs Ray reserves; also the torch thread count")
+    num_cpus: float | None = Field(default=None, gt=0, description="CPUs Ray reserves and torch threads; "
+                                   "None = an equal share of the node")
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs Ray allots (fractional allowed); 0 trains on CPU")
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. dlbc_miner")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=1e-2, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
-    watermark: bool = Field(default=True, description="embed this miner's DNN watermark (DLBC)")
-    watermark_bits: int = Field(default=64, ge=8, le=1024, description="T; Uchida uses 256 on larger layers")
-    watermark_lambda: float = Field(default=0.01, gt=0)
-    secure_mapping: bool = Field(default=True, description="train through this miner's Secure Mapping Layer (PoLe)")
     max_restarts: int = Field(default=3, ge=-1)
 
 
 class ValidatorConfig(_Config):
-    num_cpus: float = Field(default=0.25, ge=0)
+    # Validators evaluate while miners are idle, so by default they reserve no CPU.
+    num_cpus: float = Field(default=0.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
     eval_batch_size: int = Field(default=1024, ge=1)
-    max_ber: float = Field(default=0.0, ge=0, le=0.5, description="watermark bit-error rate still counted as present")
-    foreign_ber: float = Field(default=0.1, ge=0, le=0.5, description="BER at or under which another miner's mark counts")
-    copy_distance: float = Field(default=0.05, ge=0, description="relative L2 distance under which weights are a copy")
-    copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat to count")
     max_restarts: int = Field(default=3, ge=-1)
+
+
+class ProtectionConfig(_Config):
+    """Anti-theft and anti-cheating settings shared by miners and validators (they must agree)."""
+
+    watermark: bool = Field(default=True, description="miners embed their DNN watermark (DLBC, Uchida)")
+    watermark_bits: int = Field(default=256, ge=8, le=4096, description="T, capped at the host layer's size M")
+    watermark_lambda: float = Field(default=0.01, gt=0, description="weight of the embedding loss")
+    max_ber: float = Field(default=0.0, ge=0, le=0.5, description="the submitter's own mark must reach this BER")
+    foreign_ber: float = Field(default=0.1, ge=0, le=0.5, description="another miner's mark at this BER = stolen")
+    secure_mapping: bool = Field(default=True, description="miners train through a Secure Mapping Layer (PoLe)")
+    copy_distance: float = Field(default=0.05, ge=0, description="relative L2 distance under which weights copy")
+    copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat (SN9)")
+    theft_penalty: int = Field(default=100, ge=0, description="taken from a miner caught with a stolen model")
 
 
 class ConsensusConfig(_Config):
@@ -77,8 +85,10 @@ class NetworkConfig(_Config):
     miner: MinerConfig = MinerConfig()
     validator: ValidatorConfig = ValidatorConfig()
     consensus: ConsensusConfig = ConsensusConfig()
+    protection: ProtectionConfig = ProtectionConfig()
     task: TaskDefaults = TaskDefaults()
     genesis_balance: int = Field(default=1_000_000, ge=0, description="given to the demo requester at genesis")
+    miner_stake: int = Field(default=1_000, ge=0, description="given to each miner at genesis; thefts cost from it")
     ray_num_cpus: int | None = Field(default=None, ge=1, description="logical CPUs of a local Ray; None = all")
 
     @model_validator(mode="after")
@@ -96,7 +106,7 @@ DEFAULT = NetworkConfig()
 MINIMAL = NetworkConfig(
     miners=2,
     validators=4,
-    miner=MinerConfig(num_cpus=0.5, watermark_bits=32),
+    miner=MinerConfig(num_cpus=0.5),
     validator=ValidatorConfig(num_cpus=0.0),
     task=TaskDefaults(epochs=2, target=0.5),
     consensus=ConsensusConfig(collect_timeout_s=240, validate_timeout_s=120),

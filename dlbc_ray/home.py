@@ -48,7 +48,11 @@ class Home:
 
 
 def open_home(path: Path | str, *, create: bool = True) -> Home:
-    """Check (and with ``create``, make) a usable home; one-line ConfigError otherwise."""
+    """Check (and with ``create``, make) a usable home; one-line ConfigError otherwise.
+
+    Subfolders are made by whoever first writes into them, so a command that fails on
+    bad input leaves an existing home exactly as it was.
+    """
     root = Path(path).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"home {root} is not a directory", reason="home")
@@ -58,7 +62,4 @@ def open_home(path: Path | str, *, create: bool = True) -> Home:
         root.mkdir(parents=True, mode=0o700)
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
         raise ConfigError(f"home {root} is not readable and writable by this user", reason="home")
-    home = Home(root)
-    if create:
-        home.keys.mkdir(mode=0o700, exist_ok=True)
-    return home
+    return Home(root)

@@ -17,6 +17,7 @@ def home(tmp_path: Path):
 
 
 def test_new_key_is_private_and_loads_back(home) -> None:
+    assert not home.keys.exists()  # made on first write, not on open
     identity = create_key(home, "alice")
     path = key_path(home, "alice")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -47,6 +48,7 @@ def test_loose_permissions_are_refused(home) -> None:
 ])
 def test_bad_content_is_one_line_naming_the_file(home, content: str, message: str) -> None:
     path = key_path(home, "bob")
+    path.parent.mkdir(mode=0o700)
     path.write_text(content)
     path.chmod(0o600)
     with pytest.raises(KeyFileError) as info:

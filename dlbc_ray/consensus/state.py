@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Literal
 
 from dlbc_ray import crypto
@@ -38,7 +37,11 @@ class TaskRecord:
 
 @dataclass(frozen=True)
 class ChainState:
-    """Everything the chain implies after its head block. Treat as immutable."""
+    """Everything the chain implies after its head block.
+
+    Treat as immutable: ``process_block`` returns a new state with new dicts. Plain dicts
+    (not read-only proxies) so that snapshots pickle across Ray actors.
+    """
 
     params: ChainParams
     chain_id: str
@@ -175,11 +178,11 @@ def process_block(state: ChainState | None, block: Block, block_hash: str) -> Ch
         height=header.height,
         head_hash=block_hash,
         timestamp_ms=header.timestamp_ms,
-        balances=MappingProxyType(d.balances),
-        escrow=MappingProxyType(d.escrow),
-        nonces=MappingProxyType(d.nonces),
-        tasks=MappingProxyType(d.tasks),
-        won_models=MappingProxyType(d.won_models),
+        balances=d.balances,
+        escrow=d.escrow,
+        nonces=d.nonces,
+        tasks=d.tasks,
+        won_models=d.won_models,
     )
 
 

@@ -51,12 +51,19 @@ class ArtifactStore:
     def has(self, model_hash: str) -> bool:
         return self.path(model_hash).is_file()
 
-    def put(self, weights: Mapping[str, np.ndarray], model_hash: str | None = None) -> Path:
+    def put(self, weights: Mapping[str, np.ndarray], model_hash: str | None = None,
+            metadata: dict[str, str] | None = None) -> Path:
         actual = hash_weights(weights)
         if model_hash is not None and actual != model_hash:
             raise InvalidModelFile(f"weights hash to {actual[:12]}, not {model_hash[:12]}", reason="hash_mismatch")
         target = self.path(actual)
-        return target if target.is_file() else save_safetensors(weights, target)
+        return target if target.is_file() else save_safetensors(weights, target, metadata)
+
+    def metadata(self, model_hash: str) -> dict[str, str]:
+        from safetensors import safe_open
+
+        with safe_open(str(self.path(model_hash)), framework="numpy") as f:
+            return dict(f.metadata() or {})
 
     def get(self, model_hash: str) -> dict[str, np.ndarray]:
         weights = load_safetensors(self.path(model_hash))

@@ -1,0 +1,51 @@
+"""The ledger actor: owns the chain on disk; validates every block before it persists it.
+
+Named and detached on a cluster, ``max_restarts=-1``: a restart reruns ``__init__``,
+which replays the SQLite file, so no committed block is ever lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlbc_ray.consensus import ChainState, compute_block_hash
+from dlbc_ray.errors import ConfigError
+from dlbc_ray.ledger import ArtifactStore, BlockImportResult, Chain
+from dlbc_ray.schema import Block, ChainParams
+
+
+class Ledger:
+    """A thin shell over ``Chain``: every method unpacks, calls, returns data."""
+
+    def __init__(self, path: str, *, genesis: Block | None = None) -> None:
+        self.chain = Chain.open(path)
+        if self.chain.is_empty:
+            if genesis is None:
+                raise ConfigError(f"ledger {path} is empty and no genesis block was given", reason="no_genesis")
+            self.chain.import_block(genesis)
+        self.artifacts = ArtifactStore(Path(path).parent / "artifacts")
+
+    def head(self) -> dict[str, Any]:
+        header = self.chain.head
+        return {"height": header.height, "hash": compute_block_hash(header), "timestamp_ms": header.timestamp_ms,
+                "chain_id": header.chain_id}
+
+    def params(self) -> ChainParams:
+        return self.chain.state.params
+
+    def snapshot(self) -> ChainState:
+        return self.chain.state
+
+    def import_block(self, block: Block) -> BlockImportResult:
+        """Idempotent: re-importing the head (a retried call) returns its result again."""
+        if block.height == self.chain.height and compute_block_hash(block.header) == self.head()["hash"]:
+            return BlockImportResult(block.height, self.head()["hash"], block.header.prev_hash,
+                                     block.header.winner, 0.0, 0.0)
+        return self.chain.import_block(block)
+
+    def blocks(self, start: int = 0, stop: int | None = None) -> list[Block]:
+        return self.chain.blocks(start, stop)
+
+    def store_artifact(self, weights: dict[str, Any], model_hash: str, metadata: dict[str, str]) -> str:
+        return str(self.artifacts.put(weights, model_hash, metadata=metadata))

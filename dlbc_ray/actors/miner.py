@@ -1,0 +1,151 @@
+"""A miner: trains the task's Lightning module as its proof of useful work, marks it, signs it.
+
+Each miner trains through its own Secure Mapping Layer (PoLe) and embeds its own DNN
+watermark (DLBC), so its model is useless to, and provably not made by, anyone else.
+A plain class: tests build it directly; ``spawn`` makes it a Ray actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from dlbc_ray import crypto
+from dlbc_ray.config import MinerConfig, ProtectionConfig
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.crypto import Identity
+from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models import sml, watermark
+from dlbc_ray.models.data import Split, split_hash
+from dlbc_ray.models.nets import build_net, count_parameters
+from dlbc_ray.models.protect import mapping_layer, watermark_key
+from dlbc_ray.models.training import EpochStat, TrainSettings, train
+from dlbc_ray.models.weights import to_numpy
+from dlbc_ray.schema import Reveal, Signed, Submission, Task
+from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext
+
+
+def torch_threads(num_cpus: float | None) -> int:
+    """Threads matching the CPUs Ray reserved (Ray sets OMP_NUM_THREADS=1 inside actors)."""
+    return max(1, math.floor(num_cpus or 1))
+
+
+def claimed_score(val_accuracy: float) -> int:
+    """The miner's own validation score; 0 when it kept no validation split (NaN)."""
+    return 0 if math.isnan(val_accuracy) else round(val_accuracy * SCORE_SCALE)
+
+
+def training_seed(identity: Identity, task_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(identity.derive("train") + task_id.encode()).digest()[:4], "big")
+
+
+class Miner:
+    """Trains, watermarks, hashes and signs; weights leave through the object store."""
+
+    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig) -> None:
+        self.cfg, self.identity, self.protection = cfg, identity, protection
+        self.threads = torch_threads(cfg.num_cpus)
+        torch.set_num_threads(self.threads)
+        self.accelerator = "gpu" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.identity.name, "public_key": self.identity.public_key, "threads": self.threads,
+                "device": self.accelerator, "num_cpus": self.cfg.num_cpus, "num_gpus": self.cfg.num_gpus}
+
+    def watermark_secret(self) -> bytes:
+        """Given to validators only (privately), so they can read this miner's mark."""
+        return self.identity.derive("watermark")
+
+    def mapping_seed(self, task_id: str) -> bytes:
+        return sml.derive_seed(self.identity.derive("sml"), task_id)
+
+    def reveal(self, task_id: str, commit: str) -> Signed[Reveal]:
+        """Called after the submission window closes: the seed behind this task's mapping layer."""
+        message = Reveal(task_id=task_id, commit=commit, sml_seed=self.mapping_seed(task_id).hex())
+        return crypto.sign(self.identity, message)
+
+    @ray.method(num_returns=2)
+    def mine(self, task: Signed[Task], data: Split, ctx: RoundContext,
+             progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
+        """Train the task's model on ``data`` and return the signed submission and its weights."""
+        spec = crypto.verify(task, expected_signer=task.message.requester)
+        task_id = crypto.message_hash(spec)
+        self._check_inputs(spec, task_id, data, ctx)
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        mapped, commitment = self._mapped(net, spec, task_id)
+        report = self._reporter(progress, task_id, spec.max_epochs)
+        marks = self._marks(net, spec)
+        result = train(mapped, data, self._settings(spec, task_id), regularizers=marks, on_epoch=report)
+        weights = self._settled(net, marks, result.weights)
+        t0 = time.perf_counter()
+        model_hash = crypto.hash_weights(weights)
+        t1 = time.perf_counter()
+        submission = Submission(
+            task_id=task_id, miner=self.identity.public_key, model_hash=model_hash,
+            commit=crypto.compute_commit(model_hash, self.identity.public_key, task_id),
+            num_params=count_parameters(net), claimed_score=claimed_score(result.val_accuracy),
+            epochs=result.epochs, train_ms=round(result.seconds * 1e3), examples=result.examples,
+            sml_commitment=commitment,
+        )
+        signed = crypto.sign(self.identity, submission)
+        t2 = time.perf_counter()
+        stats = MinerStats(train_s=result.seconds, epochs=result.epochs, hash_ms=(t1 - t0) * 1e3,
+                           sign_ms=(t2 - t1) * 1e3, put_ms=0.0, device=self.accelerator)
+        report(None, stage="submitted")
+        return MinedSubmission(signed=signed, stats=stats), weights
+
+    # ------------------------------------------------------------------ parts
+
+    def _check_inputs(self, spec: Task, task_id: str, data: Split, ctx: RoundContext) -> None:
+        if task_id != ctx.task_id:
+            raise InvalidTask(f"round is for task {ctx.task_id[:12]}, got {task_id[:12]}", reason="wrong_task")
+        if spec.dataset.partition == "none" and split_hash(data) != spec.dataset.train_hash:
+            raise InvalidTask("training data does not match the task's train_hash", reason="data_hash")
+
+    def _settings(self, spec: Task, task_id: str) -> TrainSettings:
+        return TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
+                             optimizer=self.cfg.optimizer, seed=training_seed(self.identity, task_id),
+                             accelerator=self.accelerator, val_fraction=self.cfg.val_fraction,
+                             num_threads=self.threads)
+
+    def _mapped(self, net: torch.nn.Module, spec: Task, task_id: str) -> tuple[torch.nn.Module, str | None]:
+        """The net behind this miner's Secure Mapping Layer, and the commitment to its seed."""
+        if not self.protection.secure_mapping:
+            return net, None
+        seed = self.mapping_seed(task_id)
+        q, kind = mapping_layer(seed, net, spec.model.name, spec.dataset.input_shape)
+        return sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), sml.seed_commitment(seed)
+
+    def _marks(self, net: torch.nn.Module, spec: Task) -> list[watermark.WatermarkRegularizer]:
+        if not self.protection.watermark:
+            return []
+        key = watermark_key(self.watermark_secret(), self.identity.public_key, net, spec.model.name,
+                            self.protection.watermark_bits)
+        return [watermark.WatermarkRegularizer(key, self.protection.watermark_lambda)]
+
+    def _settled(self, net: torch.nn.Module, marks: list[watermark.WatermarkRegularizer],
+                 weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Make sure our own mark reads back before signing (short tasks may stop short of it)."""
+        if not marks:
+            return weights
+        net.cpu()
+        steps = watermark.settle(net, marks[0].key, max_ber=self.protection.max_ber)
+        return to_numpy(net) if steps else weights
+
+    def _reporter(self, progress: Any, task_id: str, epochs: int) -> Any:
+        def report(stat: EpochStat | None, stage: str = "epoch") -> None:
+            if progress is None:
+                return
+            event = ProgressEvent(actor=self.identity.name, public_key=self.identity.public_key, task_id=task_id,
+                                  stage=stage, epoch=stat.epoch if stat else epochs, epochs=epochs,
+                                  val_accuracy=stat.val_accuracy if stat else None)
+            progress.report.remote(event)  # fire and forget: progress must never slow training
+
+        return report
+

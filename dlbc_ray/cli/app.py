@@ -1,0 +1,16 @@
+"""`dlbc-ray`: the command-line entry point. Wiring only; each command calls one library function."""
+
+from __future__ import annotations
+
+from dlbc_ray.cli import chain, keys
+from dlbc_ray.cli._app import new_app
+from dlbc_ray.cli.demo import demo
+
+app = new_app("dlbc-ray: a blockchain whose consensus is useful deep-learning work, run on Ray.")
+app.command("demo")(demo)
+app.add_typer(chain.app, name="chain")
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,119 @@
+"""`dlbc-ray demo`: a local network mines blocks on the built-in task, with live progress."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from dlbc_ray.cli._app import err, out, print_json, resolve_home
+from dlbc_ray.config import PRESETS, NetworkConfig, network_config
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.errors import ConfigError, ConsensusError
+from dlbc_ray.plots import plot_rounds, time_split
+from dlbc_ray.schema.rounds import RoundReport, RoundStatus
+
+if TYPE_CHECKING:
+    from dlbc_ray.network import DemoResult
+
+
+class LiveView:
+    """Renders the consensus actor's status: the phase, then each actor's stage and progress."""
+
+    def __init__(self, blocks: int) -> None:
+        self.blocks, self.started = blocks, time.monotonic()
+        self.live = Live(Text("starting the network..."), console=err, refresh_per_second=8, transient=True)
+
+    def stage(self, text: str) -> None:
+        self.live.update(Text(f"{text} ({time.monotonic() - self.started:.0f} s)"))
+
+    def update(self, status: RoundStatus) -> None:
+        table = Table("actor", "stage", "epoch", "val acc", box=None, pad_edge=False)
+        for a in status.actors.values():
+            epoch = f"{a.epoch}/{a.epochs}" if a.epochs else ""
+            acc = f"{a.val_accuracy:.3f}" if a.val_accuracy is not None else ""
+            table.add_row(a.name, a.stage, epoch, acc)
+        head = Text(f"block {status.rounds_done + 1}/{self.blocks}  phase: {status.phase}  "
+                    f"({time.monotonic() - self.started:.0f} s)", style="bold")
+        self.live.update(Group(head, table))
+
+    def done(self, report: RoundReport) -> None:
+        word = f"block {report.height} committed" if report.committed else f"round failed: {report.failure}"
+        err.print(f"{word} in {report.round_seconds:.1f} s")
+
+
+def summary(result: DemoResult) -> Table:
+    table = Table("height", "hash", "task", "winner", "test acc", "round s", "train s", "eval s", "other s",
+                  title="mined blocks")
+    for r in result.reports:
+        if not r.committed:
+            table.add_row("-", "-", r.task_id[:10], f"[red]failed: {r.failure}[/]", "", f"{r.round_seconds:.1f}")
+            continue
+        train, evaluate, other = time_split(r)
+        winner = result.names.get(r.winner or "", "none (refund)") if r.winner else "none (refund)"
+        table.add_row(str(r.height), (r.block_hash or "")[:12], r.task_id[:10], winner,
+                      f"{(r.score or 0) / SCORE_SCALE:.4f}" if r.score is not None else "-",
+                      f"{r.round_seconds:.1f}", f"{train:.1f}", f"{evaluate:.2f}",
+                      f"{other:.1f} ({other / max(r.round_seconds, 1e-9):.0%})")
+    return table
+
+
+def as_json(result: DemoResult) -> dict[str, Any]:
+    blocks = [{"height": r.height, "hash": r.block_hash, "prev_hash": r.prev_hash, "task_id": r.task_id,
+               "winner": r.winner, "winner_name": result.names.get(r.winner or ""),
+               "score": None if r.score is None else r.score / SCORE_SCALE, "round_seconds": round(r.round_seconds, 3),
+               "timings": r.timings} for r in result.reports if r.committed]
+    failures = [{"task_id": r.task_id, "reason": r.failure} for r in result.reports if not r.committed]
+    return {"blocks": blocks, "failures": failures, "chain_valid": result.chain_valid}
+
+
+def demo(
+    miners: Annotated[int, typer.Option(help="Number of miner actors.")] = 3,
+    validators: Annotated[int, typer.Option(help="Number of validator actors (needs >= 3f+1).")] = 4,
+    blocks: Annotated[int, typer.Option(help="Blocks to mine.")] = 2,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per task (default from the preset).")] = None,
+    preset: Annotated[str, typer.Option(help=f"Config preset: {', '.join(PRESETS)}.")] = "default",
+    home: Annotated[Path | None, typer.Option("--home", help="Home directory (default $DLBC_HOME or ~/.dlbc-ray).")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+) -> None:
+    """Start a local Ray network and mine blocks on the built-in task (MLP on sklearn digits)."""
+    cfg = _config(preset, miners=miners, validators=validators, blocks=blocks, epochs=epochs)
+    h = resolve_home(home)
+    view = LiveView(blocks)
+    with view.live:
+        view.stage("loading Ray and PyTorch")
+        from dlbc_ray.network import run_demo  # torch and Ray load only for commands that run a network
+
+        result = run_demo(cfg, h, blocks=blocks, on_status=view.update, on_round=view.done, on_stage=view.stage)
+    committed = [r for r in result.reports if r.committed]
+    if json:
+        print_json(as_json(result))
+    else:
+        out.print(summary(result))
+        if committed:
+            out.print(f"plot: {plot_rounds(result.reports, h.plots / 'demo.png')}")
+        out.print("chain valid" if result.chain_valid else f"[red]chain INVALID: {result.chain_error}[/]")
+    if not result.chain_valid or len(committed) < len(result.reports):
+        raise ConsensusError(f"{len(result.reports) - len(committed)} of {blocks} rounds failed"
+                             if result.chain_valid else result.chain_error, reason="demo")
+
+
+def _config(preset: str, *, miners: int, validators: int, blocks: int, epochs: int | None) -> NetworkConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}", reason="preset")
+    if blocks < 1:
+        raise ConfigError(f"--blocks must be at least 1 (got {blocks})", reason="blocks")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1 (got {epochs})", reason="epochs")
+    base = PRESETS[preset]
+    task = base.task.model_copy(update={"epochs": epochs}) if epochs else base.task
+    try:
+        return network_config(base, miners=miners, validators=validators, task=task.model_dump())
+    except ConfigError as e:
+        raise ConfigError(f"--{e.message}", reason=e.reason) from None

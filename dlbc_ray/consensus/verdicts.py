@@ -1,0 +1,57 @@
+"""Verdict rules that need no model: envelope, timing, duplicates and replays.
+
+Validators apply them before touching weights; the consensus actor applies the
+envelope rules on arrival, so nothing that would break a ledger rule enters a block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+from dlbc_ray import crypto
+from dlbc_ray.schema import Signed, Submission, Verdict
+from dlbc_ray.schema.rounds import SubmissionArrival
+from dlbc_ray.schema.submission import Reveal
+
+Judgement = tuple[Verdict, str]
+
+
+def check_envelope(signed: Signed[Submission], task_id: str) -> Judgement | None:
+    """Signature by the miner it names, for this task, with a correctly formed commit."""
+    s = signed.message
+    if signed.signer != s.miner or not crypto.is_valid_signature(signed):
+        return Verdict.BAD_SIGNATURE, "signature does not verify for the named miner"
+    if s.task_id != task_id:
+        return Verdict.WRONG_TASK, f"submitted for task {s.task_id[:12]}"
+    if s.commit != crypto.compute_commit(s.model_hash, s.miner, s.task_id):
+        return Verdict.BAD_COMMIT, "commit is not H(model_hash | miner | task_id)"
+    return None
+
+
+def check_timing(arrival: SubmissionArrival, deadline_ms: int) -> Judgement | None:
+    if arrival.arrived_ms > deadline_ms:
+        return Verdict.LATE, f"arrived {arrival.arrived_ms - deadline_ms} ms after the deadline"
+    return None
+
+
+def check_reuse(model_hash: str, earlier_in_round: Container[str], won_before: Container[str]) -> Judgement | None:
+    """Identical weights count only once: for the earliest submission, and never after they won."""
+    if model_hash in won_before:
+        return Verdict.REPLAY, "these weights already won an earlier block"
+    if model_hash in earlier_in_round:
+        return Verdict.DUPLICATE, "identical weights were submitted earlier in this round"
+    return None
+
+
+def check_reveal(submission: Submission, reveal: Signed[Reveal] | None, commitment: str | None) -> Judgement | None:
+    """The revealed mapping seed must be the miner's, for this submission, and match its commitment."""
+    if submission.sml_commitment is None:
+        return None
+    if reveal is None:
+        return Verdict.BAD_REVEAL, "no mapping seed was revealed"
+    r = reveal.message
+    if reveal.signer != submission.miner or not crypto.is_valid_signature(reveal):
+        return Verdict.BAD_REVEAL, "reveal not signed by the miner"
+    if (r.task_id, r.commit) != (submission.task_id, submission.commit) or commitment != submission.sml_commitment:
+        return Verdict.BAD_REVEAL, "revealed seed does not match the commitment"
+    return None

@@ -1,0 +1,37 @@
+"""What miners and validators must derive identically: a miner's watermark key and mapping layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from dlbc_ray.errors import InvalidModelFile
+from dlbc_ray.models import sml, watermark
+from dlbc_ray.models.nets import net_info
+
+
+def _shapes(net: nn.Module | Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    tensors = dict(net.named_parameters()) if isinstance(net, nn.Module) else net
+    return {name: tuple(t.shape) for name, t in tensors.items()}
+
+
+def watermark_key(secret: bytes, public_key: str, net: nn.Module | Mapping[str, Any], model: str,
+                  bits: int) -> watermark.WatermarkKey:
+    """A miner's key for the host layer of ``model``; T is capped at M/2 (``WatermarkConfig.bits_for``)."""
+    layer = net_info(model).watermark_layer
+    shapes = _shapes(net)
+    if layer not in shapes:
+        raise InvalidModelFile(f"model has no watermark host tensor '{layer}'", reason="wrong_architecture")
+    m = watermark.host_size(shapes[layer])
+    return watermark.derive_key(secret, public_key, layer, m, watermark.WatermarkConfig(t=bits).bits_for(m))
+
+
+def mapping_layer(seed: bytes, net: nn.Module | Mapping[str, Any], model: str,
+                  input_shape: tuple[int, ...]) -> tuple[np.ndarray, sml.Kind]:
+    """The Secure Mapping Layer's matrix and kind for ``model`` on inputs of ``input_shape``."""
+    first = _shapes(net)[net_info(model).first_layer]
+    kind = sml.sml_kind(first, input_shape)
+    return sml.mapping_matrix(seed, sml.map_size(kind, input_shape)), kind

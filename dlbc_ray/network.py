@@ -1,0 +1,250 @@
+"""Assembling a network on Ray and driving it: identities, genesis, actors, rounds.
+
+Everything here is callable from Python (``run_demo``); the CLI only adds display.
+Checks that can fail on user input run before anything is written to the home.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from dlbc_ray import crypto
+from dlbc_ray.actors._ray import Member, get
+from dlbc_ray.actors.consensus import TaskData, now_ms
+from dlbc_ray.actors.spawn import NAMESPACE, spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
+from dlbc_ray.config import NetworkConfig, TaskDefaults
+from dlbc_ray.consensus import make_genesis
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.crypto import Identity
+from dlbc_ray.errors import ConfigError
+from dlbc_ray.home import Home
+from dlbc_ray.keystore import key_path, load_key, load_or_create_key
+from dlbc_ray.ledger import Chain, verify_chain
+from dlbc_ray.schema import Allocation, ChainParams, DatasetSpec, ModelSpec, Signed, Task
+from dlbc_ray.schema.rounds import RoundReport, RoundStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identities:
+    consensus: Identity
+    requester: Identity
+    miners: list[Identity]
+    validators: list[Identity]
+
+    def names(self) -> dict[str, str]:
+        everyone = [self.consensus, self.requester, *self.miners, *self.validators]
+        return {i.public_key: i.name for i in everyone}
+
+
+@dataclass
+class Network:
+    ledger: Any
+    consensus: Any
+    miners: list[Member]
+    validators: list[Member]
+    identities: Identities
+    owns_ray: bool = False
+
+    def actors(self) -> list[Any]:
+        return [self.consensus, self.ledger, *(m.handle for m in self.miners + self.validators)]
+
+
+@dataclass
+class DemoResult:
+    reports: list[RoundReport]
+    chain_valid: bool
+    names: dict[str, str]
+    chain_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ identities
+
+
+def _names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(n)]
+
+
+def check_home(home: Home, cfg: NetworkConfig) -> ChainParams | None:
+    """Refuse a home whose existing chain this config cannot continue; writes nothing."""
+    if not home.ledger.exists():
+        return None
+    chain = Chain.open(home.ledger, create=False)
+    params = chain.state.params
+    chain.close()
+    wanted = _names("validator", cfg.validators)
+    if len(params.validators) != len(wanted):
+        raise ConfigError(f"the chain in {home.root} has {len(params.validators)} validators; "
+                          f"--validators {cfg.validators} cannot continue it", reason="validator_set")
+    keys = [load_key(home, n).public_key for n in wanted if key_path(home, n).exists()]
+    if set(keys) - set(params.validators) or len(keys) != len(wanted):
+        raise ConfigError(f"validator keys in {home.keys} do not match the chain's validator set",
+                          reason="validator_set")
+    if load_key(home, "consensus").public_key != params.proposer:
+        raise ConfigError(f"key 'consensus' in {home.keys} is not this chain's proposer", reason="proposer")
+    return params
+
+
+def load_identities(home: Home, cfg: NetworkConfig) -> Identities:
+    """Keys for every role: all existing ones are checked first, then missing ones created (0600)."""
+    miners, validators = _names("miner", cfg.miners), _names("validator", cfg.validators)
+    everyone = ["consensus", "requester", *miners, *validators]
+    loaded = {n: load_key(home, n) for n in everyone if key_path(home, n).exists()}
+    keys = {n: loaded.get(n) or load_or_create_key(home, n) for n in everyone}
+    return Identities(consensus=keys["consensus"], requester=keys["requester"],
+                      miners=[keys[n] for n in miners], validators=[keys[n] for n in validators])
+
+
+def genesis_params(ids: Identities, cfg: NetworkConfig, created_ms: int) -> ChainParams:
+    allocations = [Allocation(account=ids.requester.public_key, amount=cfg.genesis_balance)]
+    allocations += [Allocation(account=m.public_key, amount=cfg.miner_stake) for m in ids.miners if cfg.miner_stake]
+    return ChainParams(proposer=ids.consensus.public_key, validators=tuple(v.public_key for v in ids.validators),
+                       max_faulty=cfg.consensus.max_faulty, validator_fee_bps=cfg.consensus.validator_fee_bps,
+                       theft_penalty=cfg.protection.theft_penalty, allocations=tuple(allocations),
+                       created_ms=created_ms)
+
+
+# ------------------------------------------------------------------------- Ray
+
+
+def configure_ray_auth(home: Home, *, local: bool) -> None:
+    """Point a cluster we start ourselves at a token kept in the home (mode 0600).
+
+    Token auth itself is chosen before Ray is imported (``dlbc_ray.cli`` sets
+    ``RAY_AUTH_MODE=token`` unless the user set it). Connecting to another cluster uses
+    whatever token the user configured for it (``RAY_AUTH_TOKEN`` or Ray's default file).
+    """
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not local:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = home.ray_token
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+
+
+def start_local_ray(home: Home, cfg: NetworkConfig, *, object_store_mb: int | None = None) -> bool:
+    """A private single-node Ray for this process; returns whether we started it."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    configure_ray_auth(home, local=True)
+    ray.init(address="local", num_cpus=cfg.ray_num_cpus or os.cpu_count(), include_dashboard=False,
+             namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
+             object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
+    return True
+
+
+def share_cpus(cfg: NetworkConfig) -> NetworkConfig:
+    """Miners with no explicit num_cpus split this node's CPUs equally (validators idle meanwhile)."""
+    if cfg.miner.num_cpus is not None:
+        return cfg
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    share = max(0.1, round(total / cfg.miners - 0.005, 2))
+    return cfg.model_copy(update={"miner": cfg.miner.model_copy(update={"num_cpus": share})})
+
+
+def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | None = None) -> Network:
+    """Spawn ledger, miners, validators and consensus; tell validators each miner's watermark key."""
+    cfg = share_cpus(cfg)
+    genesis = None if home.ledger.exists() else make_genesis(genesis_params(ids, cfg, genesis_ms or now_ms()),
+                                                              ids.consensus, genesis_ms or now_ms())
+    ledger = spawn_ledger(str(home.ledger), genesis)
+    miners = [spawn_miner(cfg.miner, i, cfg.protection) for i in ids.miners]
+    validators = [spawn_validator(cfg.validator, i, cfg.protection) for i in ids.validators]
+    get(ledger.head.remote(), timeout=120, what="ledger start")
+    secrets_ = get([m.handle.watermark_secret.remote() for m in miners], timeout=300, what="miner start")
+    get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],
+        timeout=300, what="validator start")
+    consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators)
+    return Network(ledger=ledger, consensus=consensus, miners=miners, validators=validators, identities=ids)
+
+
+def teardown(net: Network) -> None:
+    for handle in net.actors():
+        ray.kill(handle)
+
+
+# ----------------------------------------------------------------------- tasks
+
+
+def make_task(requester: Identity, defaults: TaskDefaults, bundle: Any, *, nonce: int, created_ms: int) -> Signed[Task]:
+    """The built-in task: a registry model on a bundled dataset, signed by the requester."""
+    from dlbc_ray.models.data import split_hash
+
+    dataset = DatasetSpec(name=bundle.name, train_hash=split_hash(bundle.train), test_hash=split_hash(bundle.test),
+                          n_train=len(bundle.train), n_test=len(bundle.test), input_shape=bundle.input_shape,
+                          n_classes=bundle.n_classes)
+    task = Task(requester=requester.public_key, nonce=nonce, model=ModelSpec(name=defaults.model,
+                params=dict(defaults.model_params)), dataset=dataset, target=round(defaults.target * SCORE_SCALE),
+                reward=defaults.reward, deadline_ms=created_ms + int(defaults.deadline_s * 1e3),
+                max_epochs=defaults.epochs, created_ms=created_ms)
+    return crypto.sign(requester, task)
+
+
+def run_round(net: Network, task: Signed[Task], data: TaskData, *, timeout_s: float,
+              on_status: Callable[[RoundStatus], None] | None = None, poll_s: float = 0.25) -> RoundReport:
+    """One round on the network, polling its status for a live display."""
+    ref = net.consensus.mine.remote(task, data)
+    deadline = time.monotonic() + timeout_s
+    while on_status is not None and time.monotonic() < deadline:
+        ready, _ = ray.wait([ref], timeout=poll_s)
+        on_status(get(net.consensus.status.remote(), timeout=30, what="consensus status"))
+        if ready:
+            break
+    return get(ref, timeout=max(1.0, deadline - time.monotonic()), what="consensus round")
+
+
+def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int,
+             on_status: Callable[[RoundStatus], None] | None = None,
+             on_round: Callable[[RoundReport], None] | None = None,
+             on_stage: Callable[[str], None] = lambda text: None) -> DemoResult:
+    """Mine ``blocks`` blocks on the built-in task with a fresh local network; verify the chain after."""
+    from dlbc_ray.models.data import load_builtin
+
+    check_home(home, cfg)
+    ids = load_identities(home, cfg)
+    on_stage("starting a local Ray cluster")
+    owns = start_local_ray(home, cfg)
+    on_stage(f"starting {cfg.miners} miners, {cfg.validators} validators, the ledger and consensus")
+    net = assemble(cfg, home, ids)
+    net.owns_ray = owns
+    try:
+        bundle = load_builtin(cfg.task.dataset, cache_dir=home.datasets)
+        data = TaskData(train=ray.put(bundle.train), test=ray.put(bundle.test))
+        reports = []
+        timeout = cfg.consensus.collect_timeout_s + cfg.consensus.validate_timeout_s + 120
+        for _ in range(blocks):
+            task = make_task(ids.requester, cfg.task, bundle, nonce=time.time_ns(), created_ms=now_ms())
+            reports.append(run_round(net, task, data, timeout_s=timeout, on_status=on_status))
+            if on_round:
+                on_round(reports[-1])
+    finally:
+        on_stage("stopping the network")
+        teardown(net)
+        if owns:
+            ray.shutdown()
+    on_stage("verifying the chain")
+    return _finish(home, reports, ids)
+
+
+def _finish(home: Home, reports: list[RoundReport], ids: Identities) -> DemoResult:
+    try:
+        verify_chain(home.ledger)
+    except Exception as e:  # reported, not raised: the rounds' results still stand
+        return DemoResult(reports, chain_valid=False, names=ids.names(), chain_error=str(e))
+    return DemoResult(reports, chain_valid=True, names=ids.names())

@@ -1,0 +1,119 @@
+"""Messages between actors during a round: context, progress, per-actor stats and the report.
+
+None of these is signed or stored in blocks; they carry what the user sees and what
+the benchmarks measure.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey
+from dlbc_ray.schema.signed import Signed
+from dlbc_ray.schema.submission import Reveal, Submission, Verdict, Vote
+
+
+class RoundContext(FrozenModel):
+    """What every participant of one round agrees on before it starts."""
+
+    height: int = Field(ge=1)
+    prev_hash: Hash
+    task_id: Hash
+    eval_seed: int = Field(ge=0, description="derived from prev_hash: validators evaluate identically")
+    submit_deadline_ms: Millis
+
+
+class MinerStats(FrozenModel):
+    train_s: float
+    epochs: int
+    hash_ms: float
+    sign_ms: float
+    put_ms: float
+    device: str
+
+
+class MinedSubmission(FrozenModel):
+    """A miner's answer: the signed submission (its weights travel separately by object ref)."""
+
+    signed: Signed[Submission]
+    stats: MinerStats
+
+
+class SubmissionArrival(FrozenModel):
+    """A submission as the consensus received it: arrival order and time are the commit order."""
+
+    signed: Signed[Submission]
+    arrived_ms: Millis
+    reveal: Signed[Reveal] | None = None
+
+
+class ValidatorStats(FrozenModel):
+    fetch_ms: float
+    hash_ms: float
+    verify_ms: float
+    eval_ms: float
+    sign_ms: float
+
+
+class Ballot(FrozenModel):
+    """One validator's signed votes for every submission of a round."""
+
+    votes: tuple[Signed[Vote], ...]
+    stats: ValidatorStats
+
+
+class ProgressEvent(FrozenModel):
+    """A miner's or validator's live progress, shown by the CLI."""
+
+    actor: str
+    public_key: PublicKey
+    task_id: Hash
+    stage: str  # "training", "epoch", "submitted", "validating", "voted", "failed"
+    epoch: int = 0
+    epochs: int = 0
+    val_accuracy: float | None = None
+    detail: str = ""
+
+
+class SubmissionOutcome(FrozenModel):
+    miner: PublicKey
+    commit: Hash | None
+    verdict: Verdict | str
+    score: int | None
+    detail: str = ""
+
+
+class RoundReport(FrozenModel):
+    """What a round did, where its time went, and what became of every submission."""
+
+    height: int | None
+    block_hash: Hash | None
+    prev_hash: Hash | None = None
+    task_id: Hash
+    winner: PublicKey | None
+    score: int | None
+    committed: bool
+    failure: str = ""
+    outcomes: tuple[SubmissionOutcome, ...] = ()
+    timings: dict[str, float] = Field(default_factory=dict)
+    started_ms: Millis = 0
+    round_seconds: float = 0.0
+
+
+class ActorProgress(FrozenModel):
+    name: str
+    stage: str = "idle"
+    epoch: int = 0
+    epochs: int = 0
+    val_accuracy: float | None = None
+
+
+class RoundStatus(FrozenModel):
+    """A snapshot of the round in progress, polled by the CLI for its live display."""
+
+    phase: str
+    height: int | None = None
+    task_id: Hash | None = None
+    started_ms: Millis = 0
+    actors: dict[str, ActorProgress] = Field(default_factory=dict)
+    rounds_done: int = 0

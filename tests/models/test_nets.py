@@ -1,0 +1,104 @@
+"""The nets registry: fixed layer names, parameter checks, sizes and FLOPs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models.nets import NETS, build_net, count_parameters, estimate_flops
+
+NATURAL_SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "cnn1d": (1, 40)}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_nets_give_logits_and_expose_their_special_layers(name: str) -> None:
+    info, shape = NETS[name], NATURAL_SHAPES[name]
+    net = build_net(name, {}, shape, 10)
+    assert net(torch.zeros(5, *shape)).shape == (5, 10)
+    modules = dict(net.named_modules())
+    for key in (info.watermark_layer, info.first_layer):
+        assert isinstance(modules[key.removesuffix(".weight")], nn.Linear | nn.Conv1d | nn.Conv2d)
+    first_in = next(iter(net.state_dict()))  # the first tensor is the first layer's weight
+    assert first_in == info.first_layer
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("mlp", {"hidden": [7]}), ("mlp", {"hidden": [5, 6, 7], "dropout": 0.3}), ("cnn", {"channels": [4, 4, 4], "hidden": 9})],
+)
+def test_special_layer_keys_do_not_move_with_hyperparameters(name: str, params: dict[str, Any]) -> None:
+    state = build_net(name, params, NATURAL_SHAPES[name], 3).state_dict()
+    assert NETS[name].watermark_layer in state and NETS[name].first_layer in state
+
+
+def test_same_arguments_give_same_architecture_and_weights_without_touching_global_rng() -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    a = build_net("cnn", {"channels": [8, 8]}, (3, 12, 12), 4)
+    assert torch.rand(1) == expected
+    b = build_net("cnn", {"channels": [8, 8]}, (3, 12, 12), 4)
+    c = build_net("cnn", {"channels": [8, 8]}, (3, 12, 12), 4, seed=1)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert not torch.equal(a.state_dict()["conv.0.weight"], c.state_dict()["conv.0.weight"])
+
+
+def test_mlp_default_widths() -> None:
+    net = build_net("mlp", {}, (4,), 3)
+    assert [tuple(t.shape) for k, t in net.state_dict().items() if k.endswith("weight")] == [(128, 4), (64, 128), (3, 64)]
+
+
+def test_cnn_pools_only_while_the_input_is_big_enough() -> None:
+    tiny = build_net("cnn", {"channels": [2, 2]}, (1, 2, 2), 2)  # 2x2 -> 1x1, then no more pooling
+    assert tiny.state_dict()["fc.0.weight"].shape == (64, 2)
+    assert tiny(torch.zeros(1, 1, 2, 2)).shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "shape", "match"),
+    [
+        ("resnet", {}, (4,), "unknown net 'resnet'"),
+        ("mlp", {"width": 3}, (4,), "no parameter 'width'"),
+        ("mlp", {"hidden": 64}, (4,), "'hidden' must be a list"),
+        ("mlp", {"hidden": [64, 0]}, (4,), "'hidden'"),
+        ("mlp", {"hidden": [True]}, (4,), "'hidden'"),
+        ("mlp", {"hidden": []}, (4,), "at least one hidden"),
+        ("mlp", {"dropout": "0.5"}, (4,), "'dropout' must be a number"),
+        ("mlp", {"dropout": 1.0}, (4,), "dropout"),
+        ("cnn", {"hidden": 2.5}, (1, 8, 8), "'hidden' must be a positive int"),
+        ("cnn", {"channels": [8]}, (1, 8, 8), "two conv layers"),
+        ("cnn", {}, (64,), "'cnn' cannot take inputs of shape"),
+        ("cnn1d", {}, (1, 8, 8), "'cnn1d' cannot take inputs of shape"),
+        ("mlp", {}, (0, 3), "cannot take inputs"),
+    ],
+)
+def test_build_net_names_what_is_wrong(name: str, params: dict[str, Any], shape: tuple[int, ...], match: str) -> None:
+    with pytest.raises(InvalidTask, match=match):
+        build_net(name, params, shape, 10)
+
+
+def test_one_class_is_not_a_task() -> None:
+    with pytest.raises(InvalidTask, match="2 classes"):
+        build_net("mlp", {}, (4,), 1)
+
+
+def test_flops_of_a_known_linear_are_exact() -> None:
+    assert estimate_flops(nn.Linear(10, 5), (10,)) == 2 * 10 * 5
+
+
+def test_flops_of_a_known_conv_and_mlp_are_exact() -> None:
+    assert estimate_flops(nn.Conv2d(3, 4, 3, padding=1), (3, 6, 6)) == 2 * (4 * 6 * 6) * (3 * 3 * 3)
+    mlp = build_net("mlp", {"hidden": [16, 8]}, (1, 8, 8), 10)
+    assert estimate_flops(mlp, (1, 8, 8)) == 2 * (64 * 16 + 16 * 8 + 8 * 10)
+    assert mlp.training  # measuring does not leave the net in eval mode
+
+
+def test_count_parameters() -> None:
+    net = build_net("mlp", {"hidden": [3]}, (2,), 2)
+    assert count_parameters(net) == (2 * 3 + 3) + (3 * 2 + 2)
+    net.fc[0].weight.requires_grad_(False)
+    assert count_parameters(net, trainable_only=True) == 3 + 8
