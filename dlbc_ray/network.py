@@ -150,10 +150,10 @@ def start_local_ray(home: Home, cfg: NetworkConfig, *, object_store_mb: int | No
 
 
 def share_cpus(cfg: NetworkConfig) -> NetworkConfig:
-    """Miners with no explicit num_cpus split this node's CPUs equally (validators idle meanwhile)."""
+    """Miners with no explicit num_cpus split the free CPUs equally (validators idle meanwhile)."""
     if cfg.miner.num_cpus is not None:
         return cfg
-    total = float(ray.cluster_resources().get("CPU", 1.0))
+    total = float(ray.available_resources().get("CPU", 1.0))
     share = max(0.1, round(total / cfg.miners - 0.005, 2))
     return cfg.model_copy(update={"miner": cfg.miner.model_copy(update={"num_cpus": share})})
 

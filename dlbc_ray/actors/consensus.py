@@ -35,6 +35,7 @@ from dlbc_ray.schema.rounds import (
     RoundStatus,
     SubmissionArrival,
     SubmissionOutcome,
+    ValidatorStats,
 )
 
 
@@ -139,12 +140,14 @@ class Consensus:
         t0 = time.perf_counter()
         done, pending = wait_each([c[0] for c in calls.values()],
                                   timeout=max(0.0, (ctx.submit_deadline_ms - now_ms()) / 1e3))
-        arrivals, refs, stats = [], {}, []
+        arrivals, refs, stats, verify_ms = [], {}, [], 0.0
         for ref, arrived in done:
             mined = self._receive(ref, names[ref], rnd)
             if mined is None:
                 continue
+            t = time.perf_counter()
             judgement = check_envelope(mined.signed, ctx.task_id)
+            verify_ms += (time.perf_counter() - t) * 1e3
             if judgement:
                 rnd.outcomes.append(_outcome(mined.signed.message.miner, None, judgement[0].value, judgement[1]))
                 continue
@@ -154,7 +157,8 @@ class Consensus:
         for ref in pending:
             self._set(names[ref], "late")
             rnd.outcomes.append(_outcome(None, None, "late", f"{names[ref]} did not submit before the deadline"))
-        timings.update(collect_s=time.perf_counter() - t0, train_s=max((s.train_s for s in stats), default=0.0),
+        timings.update(collect_s=time.perf_counter() - t0, consensus_verify_ms=verify_ms,
+                       train_s=max((s.train_s for s in stats), default=0.0),
                        miner_hash_ms=max((s.hash_ms for s in stats), default=0.0),
                        miner_sign_ms=max((s.sign_ms for s in stats), default=0.0))
         return arrivals, refs
@@ -203,11 +207,13 @@ class Consensus:
             if isinstance(ballot, Ballot):
                 ballots.append(ballot)
                 key = self.validators[calls[ref]].public_key
+                t = time.perf_counter()
                 votes.extend(v for v in ballot.votes if _is_own_vote(v, key))
+                timings["consensus_verify_ms"] = timings.get("consensus_verify_ms", 0.0) + (time.perf_counter() - t) * 1e3
                 self._set(calls[ref], "voted")
         timings.update(validate_s=time.perf_counter() - t0,
                        **{k: max((getattr(b.stats, k) for b in ballots), default=0.0)
-                          for k in ("fetch_ms", "hash_ms", "verify_ms", "eval_ms", "sign_ms")})
+                          for k in ValidatorStats.model_fields})
         return votes
 
     def _decide_and_commit(self, task: Signed[Task], snapshot: ChainState, arrivals: list[SubmissionArrival],

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
 from dlbc_ray.errors import ConfigError
@@ -43,7 +42,6 @@ def show(name: Annotated[str | None, typer.Option("--name", help="Show only this
     if json:
         print_json([{"name": n, "public_key": pk, "path": str(p)} for n, pk, p in keys])
         return
-    table = Table("name", "public key", "file")
-    for n, pk, p in keys:
-        table.add_row(n, pk, str(p))
-    out.print(table)
+    width = max(len(n) for n, _, _ in keys)
+    for n, pk, p in keys:  # one line each, never wrapped: keys are meant to be copied
+        out.print(f"[bold]{n:<{width}}[/]  {pk}  [dim]{p}[/]", highlight=False)

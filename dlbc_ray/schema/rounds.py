@@ -48,11 +48,14 @@ class SubmissionArrival(FrozenModel):
 
 
 class ValidatorStats(FrozenModel):
-    fetch_ms: float
-    hash_ms: float
-    verify_ms: float
-    eval_ms: float
-    sign_ms: float
+    """Milliseconds one validator spent per kind of work on one round's submissions."""
+
+    fetch_ms: float  # object store -> validator
+    hash_ms: float  # canonical weight hashes
+    verify_ms: float  # signatures and envelope rules
+    checks_ms: float  # architecture, reveal, watermarks, near copies
+    eval_ms: float  # scoring on the test split
+    sign_ms: float  # signing votes
 
 
 class Ballot(FrozenModel):

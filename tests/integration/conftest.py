@@ -21,7 +21,7 @@ class Live:
     data: Any
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     import ray
 

@@ -1,0 +1,151 @@
+"""Where a round's time goes: training and evaluation against the protocol's own work.
+
+Runs several real rounds on a local Ray network and prints, per round and as medians:
+training, evaluation, weight hashing, signing, signature verification, object-store
+transfer, model checks (architecture, watermarks, copies), vote aggregation, ledger
+append; then the share of the round that is protocol work and the share that is not
+training or evaluation. Also times hash + sign + verify of a 100 MB model.
+
+    python benchmarks/round_overhead.py                 # demo task, 5 rounds
+    python benchmarks/round_overhead.py --task long     # a round dominated by training
+    python benchmarks/round_overhead.py --quick --json
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # decided before Ray is imported, as the CLI does
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+TASKS: dict[str, dict[str, Any]] = {
+    "demo": {"dataset": "digits", "model": "mlp", "epochs": 5, "target": 0.85},
+    "long": {"dataset": "digits", "model": "cnn", "epochs": 40, "target": 0.9},
+}
+
+# column -> (how to read it from a round's timings in ms, whether it is protocol work)
+COLUMNS: dict[str, tuple[Any, bool]] = {
+    "wall": (lambda t, r: r * 1e3, False),
+    "train": (lambda t, r: t["train_s"] * 1e3, False),
+    "eval": (lambda t, r: t.get("eval_ms", 0.0), False),
+    "hash": (lambda t, r: t.get("miner_hash_ms", 0.0) + t.get("hash_ms", 0.0), True),
+    "sign": (lambda t, r: t.get("miner_sign_ms", 0.0) + t.get("sign_ms", 0.0), True),
+    "verify": (lambda t, r: t.get("verify_ms", 0.0) + t.get("consensus_verify_ms", 0.0), True),
+    "transfer": (lambda t, r: t.get("fetch_ms", 0.0), False),
+    "checks": (lambda t, r: t.get("checks_ms", 0.0), True),
+    "aggregate": (lambda t, r: t.get("aggregate_ms", 0.0), True),
+    "ledger": (lambda t, r: t.get("ledger_validate_ms", 0.0) + t.get("ledger_persist_ms", 0.0)
+               + t.get("artifact_ms", 0.0), True),
+}
+
+
+def round_row(timings: dict[str, float], seconds: float) -> dict[str, float]:
+    row = {name: read(timings, seconds) for name, (read, _) in COLUMNS.items()}
+    row["protocol_pct"] = 100 * sum(row[n] for n, (_, p) in COLUMNS.items() if p) / row["wall"]
+    row["not_train_eval_pct"] = 100 * (row["wall"] - row["train"] - row["eval"]) / row["wall"]
+    return row
+
+
+def run_rounds(task: str, rounds: int, miners: int, validators: int) -> list[dict[str, float]]:
+    import ray
+
+    from dlbc_ray.actors.consensus import TaskData, now_ms
+    from dlbc_ray.config import DEFAULT, TaskDefaults
+    from dlbc_ray.home import open_home
+    from dlbc_ray.models.data import load_builtin
+    from dlbc_ray.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
+
+    cfg = DEFAULT.model_copy(update={"miners": miners, "validators": validators,
+                                     "task": TaskDefaults(**TASKS[task])})
+    home = open_home(tempfile.mkdtemp(prefix="dlbc-bench-"))
+    start_local_ray(home, cfg)
+    net = assemble(cfg, home, load_identities(home, cfg))
+    bundle = load_builtin(cfg.task.dataset, cache_dir=home.datasets)
+    data = TaskData(train=ray.put(bundle.train), test=ray.put(bundle.test))
+    rows = []
+    try:
+        for i in range(rounds + 1):  # round 0 warms up imports and caches; not reported
+            task = make_task(net.identities.requester, cfg.task, bundle, nonce=time.time_ns(), created_ms=now_ms())
+            report = run_round(net, task, data, timeout_s=3600)
+            if not report.committed:
+                raise SystemExit(f"round failed: {report.failure}")
+            if i:
+                rows.append(round_row(report.timings, report.round_seconds))
+    finally:
+        teardown(net)
+        ray.shutdown()
+    return rows
+
+
+def hash_sign_verify(megabytes: int, repeats: int = 5) -> dict[str, float]:
+    """One miner-side hash + sign and one validator-side verify of a ``megabytes`` model."""
+    from dlbc_ray import crypto
+    from dlbc_ray.schema import Submission
+
+    tensors = max(1, megabytes // 4)
+    rng = np.random.default_rng(0)
+    weights = {f"layer{i}.weight": rng.standard_normal(megabytes * 2**18 // tensors, dtype=np.float32)
+               for i in range(tensors)}
+    identity = crypto.Identity.generate("bench")
+    samples: list[tuple[float, float, float]] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model_hash = crypto.hash_weights(weights)
+        t1 = time.perf_counter()
+        sub = Submission(task_id=model_hash, miner=identity.public_key, model_hash=model_hash,
+                         commit=crypto.compute_commit(model_hash, identity.public_key, model_hash), num_params=1,
+                         claimed_score=0, epochs=1, train_ms=1, examples=1)
+        signed = crypto.sign(identity, sub)
+        t2 = time.perf_counter()
+        crypto.verify(signed, expected_signer=identity.public_key)
+        t3 = time.perf_counter()
+        samples.append(((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+    h, s, v = (statistics.median(x) for x in zip(*samples))
+    return {"megabytes": megabytes, "hash_ms": h, "sign_ms": s, "verify_ms": v, "total_ms": h + s + v}
+
+
+def print_table(rows: list[dict[str, float]], task: str) -> None:
+    names = [*COLUMNS, "protocol_pct", "not_train_eval_pct"]
+    print(f"\nrounds on task '{task}' (ms; % of the round's wall time)")
+    print("round " + " ".join(f"{n[:9]:>9}" for n in names))
+    for i, row in enumerate(rows, 1):
+        print(f"{i:>5} " + " ".join(f"{row[n]:>9.1f}" for n in names))
+    print("  med " + " ".join(f"{statistics.median(r[n] for r in rows):>9.1f}" for n in names))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="demo")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--miners", type=int, default=3)
+    parser.add_argument("--validators", type=int, default=4)
+    parser.add_argument("--model-mb", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, 20 MB model")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rounds, mb = (2, 20) if args.quick else (args.rounds, args.model_mb)
+    rows = run_rounds(args.task, rounds, args.miners, args.validators)
+    crypto_figures = hash_sign_verify(mb)
+    medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    if args.json:
+        print(json.dumps({"task": args.task, "rounds": rows, "median": medians, "hash_sign_verify": crypto_figures}))
+        return
+    print_table(rows, args.task)
+    c = crypto_figures
+    print(f"\n{c['megabytes']} MB model: hash {c['hash_ms']:.1f} ms + sign {c['sign_ms']:.2f} ms + verify "
+          f"{c['verify_ms']:.2f} ms = {c['total_ms']:.1f} ms (target < 50 ms for 100 MB)")
+    print(f"protocol work: {medians['protocol_pct']:.2f}% of the round (target < 1%); everything but training "
+          f"and evaluation: {medians['not_train_eval_pct']:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

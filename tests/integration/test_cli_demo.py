@@ -1,0 +1,54 @@
+"""The demo end to end: through CliRunner on the session's Ray, and through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlbc_ray.cli.app import app
+from dlbc_ray.ledger import verify_chain
+
+pytestmark = pytest.mark.ray
+
+
+def test_demo_mines_and_a_second_run_continues_the_chain(ray_session: None, tmp_path: Path) -> None:
+    args = ["demo", "--miners", "2", "--blocks", "1", "--epochs", "1", "--home", str(tmp_path), "--json"]
+    first = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    assert out["chain_valid"] and [b["height"] for b in out["blocks"]] == [1]
+    block = out["blocks"][0]
+    assert {"height", "hash", "prev_hash", "task_id", "winner", "score", "round_seconds"} <= set(block)
+    second = json.loads(CliRunner().invoke(app, args, catch_exceptions=False).stdout)
+    assert [b["height"] for b in second["blocks"]] == [2]
+    assert second["blocks"][0]["prev_hash"] == block["hash"]
+    assert verify_chain(tmp_path / "ledger.sqlite").height == 2
+
+
+def test_console_script_runs_its_own_local_network(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "dlbc-ray"
+    env = {**os.environ, "DLBC_HOME": str(tmp_path / "home")}
+    env.pop("RAY_AUTH_TOKEN_PATH", None)  # the CLI must set up auth for the cluster it starts by itself
+    result = subprocess.run([str(exe), "demo", "--miners", "1", "--blocks", "1", "--epochs", "1", "--json"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["chain_valid"] and out["blocks"][0]["winner"]
+    token = tmp_path / "home" / "ray" / "auth_token"
+    assert token.exists() and (token.stat().st_mode & 0o077) == 0
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_bad_input_is_one_line(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "dlbc-ray"
+    result = subprocess.run([str(exe), "demo", "--validators", "2", "--home", str(tmp_path / "h")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "3f + 1" in result.stderr
+    assert not (tmp_path / "h").exists()
