@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dlbc_ray.consensus.ranking import RankingWeights
 from dlbc_ray.errors import ConfigError
 
 
@@ -23,7 +24,8 @@ class MinerConfig(_Config):
     num_cpus: float | None = Field(default=None, gt=0, description="CPUs Ray reserves and torch threads; "
                                    "None = an equal share of the node")
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs Ray allots (fractional allowed); 0 trains on CPU")
-    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources, e.g. dlbc_miner")
+    resources: dict[str, float] = Field(default_factory=lambda: {"dlbc_miner": 1.0},
+                                        description="custom Ray resources: cluster node types decide where miners run")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=1e-2, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -35,7 +37,7 @@ class ValidatorConfig(_Config):
     # Validators evaluate while miners are idle, so by default they reserve no CPU.
     num_cpus: float = Field(default=0.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, float] = Field(default_factory=lambda: {"dlbc_validator": 1.0})
     eval_batch_size: int = Field(default=1024, ge=1)
     max_restarts: int = Field(default=3, ge=-1)
 
@@ -63,6 +65,9 @@ class ConsensusConfig(_Config):
     commit_timeout_s: float = Field(default=30.0, gt=0)
     max_faulty: int = Field(default=1, ge=0, description="f, lying validators tolerated; needs >= 3f + 1 validators")
     validator_fee_bps: int = Field(default=1_000, ge=0, le=10_000, description="share of a reward paid to voters")
+    tick_s: float = Field(default=0.5, gt=0, description="how often the scheduler looks at the task pool")
+    max_attempts: int = Field(default=3, ge=1, description="rounds a task may fail (no quorum, no submissions)")
+    ranking: RankingWeights = RankingWeights()
 
 
 class TaskDefaults(_Config):
@@ -81,6 +86,8 @@ class NetworkConfig(_Config):
     """A whole network: how many of each actor, and each concern's config."""
 
     miners: int = Field(default=3, ge=1, le=64)
+    miners_per_task: int = Field(default=0, ge=0, description="miners per group; several groups mine several "
+                                 "tasks at once. 0 = all miners mine every task together")
     validators: int = Field(default=4, ge=1, le=64)
     miner: MinerConfig = MinerConfig()
     validator: ValidatorConfig = ValidatorConfig()

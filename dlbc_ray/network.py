@@ -7,6 +7,7 @@ Checks that can fail on user input run before anything is written to the home.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import time
@@ -18,7 +19,7 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get
-from dlbc_ray.actors.consensus import TaskData, now_ms
+from dlbc_ray.actors.rounds import TaskData, now_ms
 from dlbc_ray.actors.spawn import NAMESPACE, spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
 from dlbc_ray.config import NetworkConfig, TaskDefaults
 from dlbc_ray.consensus import make_genesis
@@ -145,8 +146,24 @@ def start_local_ray(home: Home, cfg: NetworkConfig, *, object_store_mb: int | No
     configure_ray_auth(home, local=True)
     ray.init(address="local", num_cpus=cfg.ray_num_cpus or os.cpu_count(), include_dashboard=False,
              namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
-             object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
+             resources=local_resources(cfg), object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
     return True
+
+
+def local_resources(cfg: NetworkConfig) -> dict[str, float]:
+    """A single-node cluster we start hosts every miner and validator."""
+    return {"dlbc_miner": float(cfg.miners), "dlbc_validator": float(cfg.validators)}
+
+
+def check_resources(cfg: NetworkConfig) -> None:
+    """Refuse, up front, a cluster that can never host these actors."""
+    have = ray.cluster_resources()
+    for what, need in [*((k, v * cfg.miners) for k, v in cfg.miner.resources.items()),
+                       *((k, v * cfg.validators) for k, v in cfg.validator.resources.items()),
+                       ("GPU", cfg.miner.num_gpus * cfg.miners)]:
+        if need and have.get(what, 0.0) < need:
+            raise ConfigError(f"this Ray cluster has {have.get(what, 0.0):g} '{what}' but the network needs {need:g}; "
+                              f"start nodes with that resource (see cluster.yaml)", reason="resources")
 
 
 def share_cpus(cfg: NetworkConfig) -> NetworkConfig:
@@ -154,12 +171,13 @@ def share_cpus(cfg: NetworkConfig) -> NetworkConfig:
     if cfg.miner.num_cpus is not None:
         return cfg
     total = float(ray.available_resources().get("CPU", 1.0))
-    share = max(0.1, round(total / cfg.miners - 0.005, 2))
+    share = max(0.1, math.floor(100 * total / cfg.miners) / 100)
     return cfg.model_copy(update={"miner": cfg.miner.model_copy(update={"num_cpus": share})})
 
 
 def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | None = None) -> Network:
     """Spawn ledger, miners, validators and consensus; tell validators each miner's watermark key."""
+    check_resources(cfg)
     cfg = share_cpus(cfg)
     genesis = None if home.ledger.exists() else make_genesis(genesis_params(ids, cfg, genesis_ms or now_ms()),
                                                               ids.consensus, genesis_ms or now_ms())

@@ -75,10 +75,12 @@ class World:
                          claimed_score=9000, epochs=3, train_ms=10, examples=1000)
         return crypto.sign(miner, sub)
 
+    def round_id(self, task_id: str) -> str:
+        return fake_hash(f"round-{task_id}")
+
     def vote(self, validator: Identity, sub: Signed[Submission], score: int,
-             verdict: Verdict = Verdict.VALID, state: ChainState | None = None) -> Signed[Vote]:
-        st = state or self.state
-        vote = Vote(task_id=sub.message.task_id, height=st.height + 1, prev_hash=st.head_hash,
+             verdict: Verdict = Verdict.VALID) -> Signed[Vote]:
+        vote = Vote(task_id=sub.message.task_id, round_id=self.round_id(sub.message.task_id),
                     commit=sub.message.commit, validator=validator.public_key, verdict=verdict, score=score)
         return crypto.sign(validator, vote)
 
@@ -89,7 +91,9 @@ class World:
         subs = [self.submission(self.miners[i], task) for i in scores]
         votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID))
                  for sub, (i, row) in zip(subs, scores.items()) for j, s in enumerate(row)]
-        block, _ = propose_task_block(self.state, task, subs, votes, self.proposer, T0 + 1000 * (self.state.height + 1))
+        task_id = crypto.message_hash(task.message)
+        block, _ = propose_task_block(self.state, task, subs, votes, self.proposer,
+                                      T0 + 1000 * (self.state.height + 1), self.round_id(task_id))
         return block, task
 
     def apply(self, block: Block) -> ChainState:

@@ -50,7 +50,8 @@ def ray_session(ray_home: Home) -> Iterator[None]:
 
     configure_ray_auth(ray_home, local=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
-             namespace="dlbc-test", log_to_driver=False, logging_level="WARNING")
+             namespace="dlbc-test", log_to_driver=False, logging_level="WARNING",
+             resources={"dlbc_miner": 16, "dlbc_validator": 16})
     yield
     ray.shutdown()
 

@@ -19,7 +19,7 @@ def alice() -> Identity:
 
 
 def a_vote(validator: str) -> Vote:
-    return Vote(task_id=fake_hash("t"), height=1, prev_hash=fake_hash("p"), commit=fake_hash("c"),
+    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), commit=fake_hash("c"),
                 validator=validator, verdict=Verdict.VALID, score=9000)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from dlbc_ray.errors import ActorUnavailable, DLBCError
 
@@ -32,6 +32,8 @@ def get(ref: Any, *, timeout: float, what: str) -> Any:
         raise ActorUnavailable(f"{what} did not answer within {timeout:.0f} s", reason="timeout") from None
     except RayTaskError as e:
         raise unwrap(e, what) from None
+    except ActorUnavailableError:
+        raise ActorUnavailable(f"{what}: the actor is restarting", reason="restarting") from None
     except RayActorError as e:
         raise ActorUnavailable(f"{what}: actor died ({type(e).__name__})", reason="actor_died") from None
 

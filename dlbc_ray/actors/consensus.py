@@ -1,249 +1,194 @@
-"""The consensus actor: runs each round as an explicit state machine and proposes its block.
+"""The consensus actor: a ranked task pool, a scheduler, rounds on miner groups, ordered commits.
 
-COLLECTING (miners train and submit) -> REVEALING (mapping seeds) -> VALIDATING (signed
-votes) -> DECIDING (quorum, medians, winner, block) -> COMMITTED, each phase with a
-deadline; any failure ends in FAILED with a reason and commits nothing. Weights move
-miner -> validators -> ledger through the object store; this actor never holds them.
+Requester tasks are escrowed on chain the moment they are submitted and mined when a
+group of miners is free, best-ranked first; several groups mine several tasks at once.
+Every block (task, transfer, refund) goes through one commit lock, proposed on the
+head as it is then, so concurrent rounds never produce conflicting blocks. A restart
+rebuilds the pool from the ledger's open tasks and the task data kept in the home.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import Member, get, wait_each
+from dlbc_ray.actors import pool as task_pool
+from dlbc_ray.actors._ray import Member, get
+from dlbc_ray.actors.names import LEDGER_NAME, NAMESPACE, miner_name, validator_name
+from dlbc_ray.actors.rounds import (
+    RoundResult,
+    RoundRunner,
+    RoundState,
+    TaskData,
+    compute_round_id,
+    now_ms,
+    progress_update,
+)
 from dlbc_ray.config import ConsensusConfig
-from dlbc_ray.consensus import ChainState, Event, Phase, next_phase, propose_task_block
+from dlbc_ray.consensus import ChainState, Event, propose_task_block, propose_tx_block
 from dlbc_ray.consensus.decision import Decision
-from dlbc_ray.consensus.verdicts import check_envelope
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ConsensusError, DLBCError, NoQuorum
-from dlbc_ray.schema import Signed, Task, Vote
+from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
+from dlbc_ray.ledger.chain import BlockImportResult
+from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.rounds import (
-    ActorProgress,
-    Ballot,
-    MinedSubmission,
     ProgressEvent,
-    RoundContext,
     RoundReport,
     RoundStatus,
     SubmissionArrival,
     SubmissionOutcome,
-    ValidatorStats,
 )
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """Object refs of a task's splits; wrapped so Ray passes the refs, not the arrays."""
-
-    train: Any
-    test: Any
+__all__ = ["Consensus", "TaskData", "now_ms"]
 
 
 @dataclass
-class _Round:
-    task_id: str
-    phase: Phase = Phase.OPEN
-    started: float = field(default_factory=time.perf_counter)
-    marks: dict[str, float] = field(default_factory=dict)
-    outcomes: list[SubmissionOutcome] = field(default_factory=list)
+class _Group:
+    members: list[Member]
+    busy: bool = False
 
-    def advance(self, event: Event) -> None:
-        self.marks[event.value] = time.perf_counter() - self.started
-        self.phase = next_phase(self.phase, event)
+
+@dataclass
+class _Live:
+    """State shared by the scheduler thread, round threads and status calls (under ``lock``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rounds: dict[str, RoundState] = field(default_factory=dict)
+    reports: dict[str, RoundReport] = field(default_factory=dict)
+    done: int = 0
 
 
 class Consensus:
-    """Owns the round state; miners and validators are handles given at construction."""
+    """Coordinates rounds and proposes every block; the only proposer, so there are no forks."""
 
     def __init__(self, cfg: ConsensusConfig, *, identity: Identity, ledger: Any, miners: Sequence[Member],
-                 validators: Sequence[Member]) -> None:
-        self.cfg, self.identity, self.ledger = cfg, identity, ledger
-        self.miners = {m.name: m for m in miners}
-        self.validators = {v.name: v for v in validators}
-        self._lock = threading.Lock()
-        self._round: _Round | None = None
-        self._progress: dict[str, ActorProgress] = {}
-        self._done = 0
+                 validators: Sequence[Member], groups: Sequence[Sequence[str]] | None = None,
+                 home: str | None = None, autostart: bool = False) -> None:
+        self.cfg, self.identity = cfg, identity
+        # A long-lived network passes names, not handles: a restart must not depend on
+        # constructor arguments held in the object store by a driver that has exited.
+        self.ledger = ledger if ledger is not None else ray.get_actor(LEDGER_NAME, namespace=NAMESPACE)
+        self.miners = {m.name: _resolve(m, miner_name) for m in miners}
+        self.validators = [_resolve(v, validator_name) for v in validators]
+        names = groups or [list(self.miners)]
+        self.groups = [_Group([self.miners[n] for n in g]) for g in names]
+        self.live = _Live()
+        self.pool = task_pool.TaskPool(Path(home) / "tasks" if home else None)
+        self._commit = threading.Lock()
+        self._stop = threading.Event()
+        self._scheduler: threading.Thread | None = None
+        self._workers = ThreadPoolExecutor(max_workers=max(1, len(self.groups)), thread_name_prefix="dlbc-round")
+        if home:
+            self.pool.recover(self.snapshot())
+        if autostart:  # a long-lived network resumes mining by itself after a restart
+            self.start()
 
-    # ------------------------------------------------------------ live status
+    # ------------------------------------------------------------- chain access
 
-    def report(self, event: ProgressEvent) -> None:
-        with self._lock:
-            if self._round and event.task_id == self._round.task_id:
-                self._progress[event.actor] = ActorProgress(name=event.actor, stage=event.stage, epoch=event.epoch,
-                                                            epochs=event.epochs, val_accuracy=event.val_accuracy)
+    def snapshot(self) -> ChainState:
+        return get(self.ledger.snapshot.remote(), timeout=self.cfg.commit_timeout_s, what="ledger snapshot")
 
-    def status(self) -> RoundStatus:
-        with self._lock:
-            r = self._round
-            return RoundStatus(phase=r.phase.value if r else "idle", task_id=r.task_id if r else None,
-                               actors=dict(self._progress), rounds_done=self._done)
+    def _commit_block(self, build: Callable[[ChainState], Block]) -> BlockImportResult:
+        """Propose on the current head and import, one block at a time."""
+        with self._commit:
+            block = build(self.snapshot())
+            return get(self.ledger.import_block.remote(block), timeout=self.cfg.commit_timeout_s, what="ledger")
 
-    def _set(self, name: str, stage: str) -> None:
-        with self._lock:
-            old = self._progress.get(name, ActorProgress(name=name))
-            self._progress[name] = old.model_copy(update={"stage": stage})
+    # ------------------------------------------------------------ transactions
 
-    # ------------------------------------------------------------------ round
+    def submit_task(self, task: Signed[Task], train: Any, test: Any) -> str:
+        """Escrow the reward on chain now (its own block), then queue the task for mining."""
+        spec = crypto.verify(task, expected_signer=task.message.requester)
+        task_id = crypto.message_hash(spec)
+        task_pool.check_data(spec, train, test)
+        if task_id in self.pool:
+            raise InvalidTask(f"task {task_id[:12]} was already submitted", reason="duplicate_task")
+        try:
+            self._commit_block(lambda st: propose_tx_block(st, [PostTaskTx(task=task)], self.identity, now_ms()))
+        except InvalidBlock as e:
+            raise InvalidTask(f"task not accepted: {e.message.split(': ', 1)[-1]}", reason=e.reason) from None
+        self.pool.add(task_id, task, train, test)
+        return task_id
+
+    def submit_transfer(self, transfer: Signed[Transfer]) -> dict[str, Any]:
+        """A signed transfer, included in the next block (made at once)."""
+        crypto.verify(transfer, expected_signer=transfer.message.sender)
+        result = self._commit_block(lambda st: propose_tx_block(st, [TransferTx(transfer=transfer)], self.identity,
+                                                                now_ms()))
+        return {"height": result.height, "hash": result.hash}
+
+    # ----------------------------------------------------------------- rounds
 
     def mine(self, task: Signed[Task], data: TaskData) -> RoundReport:
-        """Run one round for ``task``; returns what happened, committed or not."""
+        """One round on the first miner group, now, for a task not yet on chain (the demo's path)."""
+        return self._round(task, data, self.groups[0].members)
+
+    def _round(self, task: Signed[Task], data: TaskData, miners: Sequence[Member]) -> RoundReport:
         task_id = crypto.message_hash(crypto.verify(task, expected_signer=task.message.requester))
-        rnd = _Round(task_id)
-        with self._lock:
-            self._round, self._progress = rnd, {n: ActorProgress(name=n) for n in [*self.miners, *self.validators]}
-        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        base = self.snapshot()
+        state = RoundState(task_id, compute_round_id(task_id, base.head_hash, time.time_ns()))
+        with self.live.lock:
+            self.live.rounds[task_id] = state
+            for m in [*miners, *self.validators]:
+                state.set(m.name)
+        runner = RoundRunner(self.cfg, task=task, data=data, miners=miners, validators=self.validators, base=base,
+                             state=state, lock=self.live.lock, sink=_self_handle())
         try:
-            snapshot: ChainState = get(self.ledger.snapshot.remote(), timeout=self.cfg.commit_timeout_s,
-                                       what="ledger snapshot")
-            ctx = self._context(task, task_id, snapshot)
-            rnd.advance(Event.START)
-            arrivals, refs = self._collect(task, data.train, ctx, rnd, timings)
-            rnd.advance(Event.SUBMISSIONS_CLOSED)
-            arrivals = self._reveal(arrivals, timings)
-            rnd.advance(Event.REVEALS_CLOSED)
-            votes = self._validate(task, data.test, arrivals, refs, ctx, snapshot, timings)
-            rnd.advance(Event.VOTES_CLOSED)
-            report = self._decide_and_commit(task, snapshot, arrivals, refs, votes, rnd, timings)
+            result = runner.run()
+            report = self._commit_round(task, result, state, started)
         except DLBCError as e:
-            rnd.advance(Event.FAIL)
+            with self.live.lock:
+                state.advance(Event.FAIL)
             report = RoundReport(height=None, block_hash=None, task_id=task_id, winner=None, score=None,
-                                 committed=False, failure=str(e), outcomes=tuple(rnd.outcomes), timings=timings,
-                                 round_seconds=time.perf_counter() - rnd.started)
-        with self._lock:
-            self._done += 1
+                                 committed=False, failure=str(e), outcomes=tuple(runner.outcomes),
+                                 timings=runner.timings, round_seconds=time.perf_counter() - started)
+        with self.live.lock:
+            self.live.rounds.pop(task_id, None)
+            self.live.reports[task_id] = report
+            self.live.done += 1
         return report
 
-    def _context(self, task: Signed[Task], task_id: str, snapshot: ChainState) -> RoundContext:
-        deadline = min(task.message.deadline_ms, now_ms() + int(self.cfg.collect_timeout_s * 1e3))
-        return RoundContext(height=snapshot.height + 1, prev_hash=snapshot.head_hash, task_id=task_id,
-                            eval_seed=int(snapshot.head_hash[:8], 16), submit_deadline_ms=deadline)
-
-    def _collect(self, task: Signed[Task], train: Any, ctx: RoundContext, rnd: _Round,
-                 timings: dict[str, float]) -> tuple[list[SubmissionArrival], dict[str, Any]]:
-        """Miners train in parallel; submissions are ordered by arrival, the commit order."""
-        me = _self_handle()
-        calls = {n: m.handle.mine.remote(task, train, ctx, me) for n, m in self.miners.items()}
-        names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
+    def _commit_round(self, task: Signed[Task], result: RoundResult, state: RoundState,
+                      started: float) -> RoundReport:
         t0 = time.perf_counter()
-        done, pending = wait_each([c[0] for c in calls.values()],
-                                  timeout=max(0.0, (ctx.submit_deadline_ms - now_ms()) / 1e3))
-        arrivals, refs, stats, verify_ms = [], {}, [], 0.0
-        for ref, arrived in done:
-            mined = self._receive(ref, names[ref], rnd)
-            if mined is None:
-                continue
-            t = time.perf_counter()
-            judgement = check_envelope(mined.signed, ctx.task_id)
-            verify_ms += (time.perf_counter() - t) * 1e3
-            if judgement:
-                rnd.outcomes.append(_outcome(mined.signed.message.miner, None, judgement[0].value, judgement[1]))
-                continue
-            arrivals.append(SubmissionArrival(signed=mined.signed, arrived_ms=arrived))
-            refs[mined.signed.message.commit] = calls[names[ref]][1]
-            stats.append(mined.stats)
-        for ref in pending:
-            self._set(names[ref], "late")
-            rnd.outcomes.append(_outcome(None, None, "late", f"{names[ref]} did not submit before the deadline"))
-        timings.update(collect_s=time.perf_counter() - t0, consensus_verify_ms=verify_ms,
-                       train_s=max((s.train_s for s in stats), default=0.0),
-                       miner_hash_ms=max((s.hash_ms for s in stats), default=0.0),
-                       miner_sign_ms=max((s.sign_ms for s in stats), default=0.0))
-        return arrivals, refs
+        decided: list[Decision] = []
 
-    def _receive(self, ref: Any, name: str, rnd: _Round) -> MinedSubmission | None:
-        try:
-            mined = get(ref, timeout=self.cfg.commit_timeout_s, what=f"miner {name}")
-        except DLBCError as e:
-            self._set(name, "failed")
-            rnd.outcomes.append(_outcome(None, None, "failed", f"{name}: {e}"))
-            return None
-        return mined if isinstance(mined, MinedSubmission) else None
+        def build(snapshot: ChainState) -> Block:
+            try:
+                block, decision = propose_task_block(snapshot, task, [a.signed for a in result.arrivals],
+                                                     result.votes, self.identity, now_ms(), state.round_id)
+            except NoQuorum as e:
+                raise ConsensusError(f"no block: {e}", reason="quorum") from None
+            decided.append(decision)
+            if decision.winner is not None:
+                self._store_winner(decision, result.arrivals, result.weight_refs)
+            return block
 
-    def _reveal(self, arrivals: list[SubmissionArrival], timings: dict[str, float]) -> list[SubmissionArrival]:
-        """After the window closes, each miner reveals the seed its submission committed to."""
-        t0 = time.perf_counter()
-        by_key = {m.public_key: m.handle for m in self.miners.values()}
-        asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(
-            a.signed.message.task_id, a.signed.message.commit)
-            for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
-        revealed = []
-        for a in arrivals:
-            ref = asks.get(a.signed.message.commit)
-            reveal = _try_get(ref, self.cfg.reveal_timeout_s) if ref is not None else None
-            revealed.append(a.model_copy(update={"reveal": reveal}))
-        timings["reveal_s"] = time.perf_counter() - t0
-        return revealed
+        imported = self._commit_block(build)
+        decision = decided[-1]
+        with self.live.lock:
+            state.advance(Event.BLOCK_COMMITTED)
+        timings = {**result.timings, "commit_s": time.perf_counter() - t0,
+                   "ledger_validate_ms": imported.validate_ms, "ledger_persist_ms": imported.persist_ms}
+        return RoundReport(height=imported.height, block_hash=imported.hash, prev_hash=imported.prev_hash,
+                           task_id=state.task_id, winner=imported.winner, score=decision.score, committed=True,
+                           outcomes=tuple(result.outcomes) + _outcomes(decision, result.arrivals), timings=timings,
+                           round_seconds=time.perf_counter() - started)
 
-    def _validate(self, task: Signed[Task], test: Any, arrivals: Sequence[SubmissionArrival], refs: dict[str, Any],
-                  ctx: RoundContext, snapshot: ChainState, timings: dict[str, float]) -> list[Signed[Vote]]:
-        if not arrivals:
-            return []
-        t0 = time.perf_counter()
-        weight_refs = [refs[a.signed.message.commit] for a in arrivals]
-        won = frozenset(snapshot.won_models)
-        me = _self_handle()
-        calls = {v.handle.validate.remote(task, test, list(arrivals), weight_refs, ctx, won, me): n
-                 for n, v in self.validators.items()}
-        for name in self.validators:
-            self._set(name, "validating")
-        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
-        votes: list[Signed[Vote]] = []
-        ballots: list[Ballot] = []
-        for ref, _ in done:
-            ballot = _try_get(ref, self.cfg.commit_timeout_s)
-            if isinstance(ballot, Ballot):
-                ballots.append(ballot)
-                key = self.validators[calls[ref]].public_key
-                t = time.perf_counter()
-                votes.extend(v for v in ballot.votes if _is_own_vote(v, key))
-                timings["consensus_verify_ms"] = timings.get("consensus_verify_ms", 0.0) + (time.perf_counter() - t) * 1e3
-                self._set(calls[ref], "voted")
-        timings.update(validate_s=time.perf_counter() - t0,
-                       **{k: max((getattr(b.stats, k) for b in ballots), default=0.0)
-                          for k in ValidatorStats.model_fields})
-        return votes
-
-    def _decide_and_commit(self, task: Signed[Task], snapshot: ChainState, arrivals: list[SubmissionArrival],
-                           refs: dict[str, Any], votes: list[Signed[Vote]], rnd: _Round,
-                           timings: dict[str, float]) -> RoundReport:
-        t0 = time.perf_counter()
-        try:
-            block, decision = propose_task_block(snapshot, task, [a.signed for a in arrivals], votes,
-                                                 self.identity, now_ms())
-        except NoQuorum as e:
-            raise ConsensusError(f"no block: {e}", reason="quorum") from None
-        t1 = time.perf_counter()
-        if decision.winner is not None:
-            self._store_winner(decision, arrivals, refs)
-        t2 = time.perf_counter()
-        result = get(self.ledger.import_block.remote(block), timeout=self.cfg.commit_timeout_s, what="ledger")
-        rnd.advance(Event.BLOCK_COMMITTED)
-        timings.update(aggregate_ms=(t1 - t0) * 1e3, artifact_ms=(t2 - t1) * 1e3,
-                       ledger_validate_ms=result.validate_ms, ledger_persist_ms=result.persist_ms,
-                       commit_s=time.perf_counter() - t1)
-        rnd.outcomes.extend(_outcomes(decision, arrivals))
-        return RoundReport(height=result.height, block_hash=result.hash, prev_hash=result.prev_hash,
-                           task_id=rnd.task_id,
-                           winner=result.winner, score=decision.score, committed=True, outcomes=tuple(rnd.outcomes),
-                           timings=timings, round_seconds=time.perf_counter() - rnd.started)
-
-    def _store_winner(self, decision: Decision, arrivals: list[SubmissionArrival], refs: dict[str, Any]) -> None:
+    def _store_winner(self, decision: Decision, arrivals: Sequence[SubmissionArrival], refs: dict[str, Any]) -> None:
         """The winner's weights go straight from the object store into the ledger's artifact folder."""
         winner = decision.winner
-        assert winner is not None
+        if winner is None:
+            return
         arrival = next(a for a in arrivals if a.signed.message.commit == winner.commit)
         metadata = {"task_id": winner.task_id, "miner": winner.miner}
         if arrival.reveal is not None:
@@ -251,18 +196,108 @@ class Consensus:
         get(self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
             timeout=self.cfg.commit_timeout_s, what="artifact store")
 
+    # ---------------------------------------------------------------- scheduler
 
-def _outcome(miner: str | None, commit: str | None, verdict: str, detail: str) -> SubmissionOutcome:
-    return SubmissionOutcome(miner=miner or "0" * 64, commit=commit, verdict=verdict, score=None, detail=detail)
+    def start(self) -> bool:
+        """Mine queued tasks in the background until ``stop``; False if already running."""
+        if self._scheduler and self._scheduler.is_alive():
+            return False
+        self._stop.clear()
+        self._scheduler = threading.Thread(target=self._loop, name="dlbc-scheduler", daemon=True)
+        self._scheduler.start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.cfg.tick_s):
+            try:
+                self.tick()
+            except DLBCError:  # a ledger hiccup: the next tick tries again
+                continue
+
+    def tick(self) -> int:
+        """Refund expired tasks, then start the best-ranked tasks on free groups; returns rounds started."""
+        for task_id, task in self.pool.expired(now_ms()):
+            self._refund(task_id, task)
+        started = 0
+        for group, entry in zip(self._free_groups(), self.pool.next(now_ms(), self.cfg.ranking)):
+            group.busy = True
+            self.pool.mark(entry.task_id, "mining")
+            self._workers.submit(self._mine_entry, group, entry)
+            started += 1
+        return started
+
+    def _free_groups(self) -> list[_Group]:
+        return [g for g in self.groups if not g.busy]
+
+    def _mine_entry(self, group: _Group, entry: task_pool.PoolEntry) -> None:
+        try:
+            report = self._round(entry.task, entry.data, group.members)
+            self.pool.finish(entry.task_id, report, retry=not report.committed, max_attempts=self.cfg.max_attempts)
+        finally:
+            group.busy = False
+
+    def _refund(self, task_id: str, task: Signed[Task]) -> None:
+        """An open task past its deadline with no block: a block with no winner returns the escrow."""
+        round_id = compute_round_id(task_id, "expired", 0)
+        self._commit_block(lambda st: propose_task_block(st, task, [], [], self.identity, now_ms(), round_id)[0])
+        self.pool.mark(task_id, "expired")
+
+    # ------------------------------------------------------------------ status
+
+    def report(self, event: ProgressEvent) -> None:
+        with self.live.lock:
+            state = self.live.rounds.get(event.task_id)
+            if state is not None:
+                progress_update(state, event)
+
+    def status(self) -> RoundStatus:
+        """The first round in progress (the demo's live view), or idle."""
+        with self.live.lock:
+            state = next(iter(self.live.rounds.values()), None)
+            status = state.status() if state else RoundStatus(phase="idle")
+            return status.model_copy(update={"rounds_done": self.live.done})
+
+    def rounds(self) -> list[RoundStatus]:
+        with self.live.lock:
+            return [s.status() for s in self.live.rounds.values()]
+
+    def task_view(self, task_id: str) -> dict[str, Any]:
+        """Where one task stands: queued, mining (with its phase), done, failed or expired."""
+        with self.live.lock:
+            state = self.live.rounds.get(task_id)
+            report = self.live.reports.get(task_id)
+        view = self.pool.view(task_id)
+        if state is not None:
+            view["round"] = state.status().model_dump()
+        if report is not None:
+            view["report"] = report.model_dump()
+        return view
+
+    def queue(self) -> list[dict[str, Any]]:
+        return self.pool.explain(now_ms(), self.cfg.ranking)
+
+    def members(self) -> dict[str, Any]:
+        return {"miners": [m.name for m in self.miners.values()], "validators": [v.name for v in self.validators],
+                "groups": [[m.name for m in g.members] for g in self.groups],
+                "busy": [g.busy for g in self.groups], "scheduler": bool(self._scheduler and
+                                                                         self._scheduler.is_alive())}
 
 
-def _outcomes(decision: Decision, arrivals: Sequence[SubmissionArrival]) -> list[SubmissionOutcome]:
-    result = []
-    for arrival, tally in zip(arrivals, decision.tallies):
-        s = arrival.signed.message
-        verdict = tally.verdict.value if tally.verdict else "undecided"
-        result.append(SubmissionOutcome(miner=s.miner, commit=s.commit, verdict=verdict, score=tally.score))
-    return result
+def _outcomes(decision: Decision, arrivals: Sequence[SubmissionArrival]) -> tuple[SubmissionOutcome, ...]:
+    return tuple(
+        SubmissionOutcome(miner=a.signed.message.miner, commit=a.signed.message.commit,
+                          verdict=t.verdict.value if t.verdict else "undecided", score=t.score)
+        for a, t in zip(arrivals, decision.tallies)
+    )
+
+
+def _resolve(member: Member, name_of: Callable[[str], str]) -> Member:
+    if member.handle is not None:
+        return member
+    return Member(member.name, member.public_key, ray.get_actor(name_of(member.name), namespace=NAMESPACE))
 
 
 def _self_handle() -> Any:
@@ -270,15 +305,3 @@ def _self_handle() -> Any:
         return ray.get_runtime_context().current_actor
     except RuntimeError:  # called outside an actor (unit tests): no live progress
         return None
-
-
-def _try_get(ref: Any, timeout: float) -> Any:
-    try:
-        return get(ref, timeout=timeout, what="call")
-    except DLBCError:
-        return None
-
-
-def _is_own_vote(vote: Signed[Vote], validator: str) -> bool:
-    """Votes are verified on receipt: by the validator that was asked, and signed by it."""
-    return vote.signer == vote.message.validator == validator and crypto.is_valid_signature(vote)

@@ -7,6 +7,7 @@ A plain class: tests build it directly; ``spawn`` makes it a Ray actor.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import time
@@ -98,7 +99,19 @@ class Miner:
         stats = MinerStats(train_s=result.seconds, epochs=result.epochs, hash_ms=(t1 - t0) * 1e3,
                            sign_ms=(t2 - t1) * 1e3, put_ms=0.0, device=self.accelerator)
         report(None, stage="submitted")
+        del mapped, net
+        self.release_gpu()
         return MinedSubmission(signed=signed, stats=stats), weights
+
+    def release_gpu(self) -> None:
+        """Give this task's GPU memory back: the actor lives on, its cached blocks must not."""
+        if self.accelerator == "gpu":
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def gpu_memory(self) -> int:
+        """Bytes this miner holds on its GPU now (0 on CPU)."""
+        return int(torch.cuda.memory_allocated()) if self.accelerator == "gpu" else 0
 
     # ------------------------------------------------------------------ parts
 

@@ -21,9 +21,9 @@ from dlbc_ray.config import ConsensusConfig, MinerConfig, ProtectionConfig, Vali
 from dlbc_ray.crypto import Identity
 from dlbc_ray.schema import Block
 
-NAMESPACE = "dlbc"
-LEDGER_NAME = "dlbc-ledger"
-CONSENSUS_NAME = "dlbc-consensus"
+from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name, validator_name
+
+__all__ = ["NAMESPACE", "spawn_consensus", "spawn_ledger", "spawn_miner", "spawn_validator"]
 
 
 def _placement(name: str | None, detached: bool) -> dict[str, Any]:
@@ -44,24 +44,28 @@ def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConf
     cls = ray.remote(Miner).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                     resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
                                     max_concurrency=2,
-                                    **_placement(f"dlbc-miner-{identity.name}" if named else None, detached),
+                                    **_placement(miner_name(identity.name) if named else None, detached),
                                     **options)
     return Member(identity.name, identity.public_key, cls.remote(cfg, identity=identity, protection=protection))
 
 
 def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: ProtectionConfig, *,
                     named: bool = False, detached: bool = False, **options: Any) -> Member:
+    # max_concurrency=2: health checks (info) answer while a ballot is being judged.
     cls = ray.remote(Validator).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                         resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
-                                        **_placement(f"dlbc-validator-{identity.name}" if named else None,
+                                        max_concurrency=2,
+                                        **_placement(validator_name(identity.name) if named else None,
                                                      detached), **options)
     return Member(identity.name, identity.public_key, cls.remote(cfg, identity=identity, protection=protection))
 
 
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],
-                    validators: Sequence[Member], *, named: bool = False, detached: bool = False,
-                    max_restarts: int = 0, **options: Any) -> Any:
-    # Threaded: status() and report() answer while a round runs in mine().
-    cls = ray.remote(Consensus).options(num_cpus=0, max_concurrency=16, max_restarts=max_restarts,
+                    validators: Sequence[Member], *, groups: Sequence[Sequence[str]] | None = None,
+                    home: str | None = None, named: bool = False, detached: bool = False, max_restarts: int = 0,
+                    **options: Any) -> Any:
+    # Threaded: status() and report() answer while rounds run.
+    cls = ray.remote(Consensus).options(num_cpus=0, max_concurrency=32, max_restarts=max_restarts,
                                         **_placement(CONSENSUS_NAME if named else None, detached), **options)
-    return cls.remote(cfg, identity=identity, ledger=ledger, miners=list(miners), validators=list(validators))
+    return cls.remote(cfg, identity=identity, ledger=ledger, miners=list(miners), validators=list(validators),
+                      groups=[list(g) for g in groups] if groups else None, home=home, autostart=named)

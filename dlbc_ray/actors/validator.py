@@ -63,8 +63,8 @@ class Validator:
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.identity.name, "public_key": self.identity.public_key,
-                "num_cpus": self.cfg.num_cpus, "num_gpus": self.cfg.num_gpus, "miners_known": len(self._marks)}
+        return {"name": self.identity.name, "public_key": self.identity.public_key, "num_cpus": self.cfg.num_cpus,
+                "num_gpus": self.cfg.num_gpus, "device": "cpu", "miners_known": len(self._marks)}
 
     def register_miner(self, public_key: str, watermark_secret: bytes) -> None:
         self._marks[public_key] = watermark_secret
@@ -81,8 +81,7 @@ class Validator:
             verdict, score, detail, weights = self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock)
             judged.append((arrival.signed.message, weights, score if verdict is Verdict.VALID else None))
             t = time.perf_counter()
-            vote = Vote(task_id=ctx.task_id, height=ctx.height, prev_hash=ctx.prev_hash,
-                        commit=arrival.signed.message.commit, validator=self.identity.public_key,
+            vote = Vote(task_id=ctx.task_id, round_id=ctx.round_id, commit=arrival.signed.message.commit, validator=self.identity.public_key,
                         verdict=verdict, score=score, detail=detail[:200])
             votes.append(crypto.sign(self.identity, vote))
             clock.add("sign_ms", t)

@@ -64,7 +64,8 @@ def show(home: HomeOpt = None, json: JsonOpt = False) -> None:
         when = dt.datetime.fromtimestamp(r["timestamp"] / 1e3, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         winner = names.get(r["winner"], (r["winner"] or "-")[:12])
         score = "-" if r["score"] is None else f"{r['score']:.4f}"
-        table.add_row(str(r["height"]), r["hash"][:12], when, (r["task_id"] or "genesis")[:12], winner, score,
+        task = (r["task_id"] or "")[:12] or ("genesis" if r["height"] == 0 else "(transfers)")
+        table.add_row(str(r["height"]), r["hash"][:12], when, task, winner, score,
                       str(r["submissions"]), str(r["votes"]), str(r["txs"]))
     out.print(table)
 

@@ -84,8 +84,9 @@ def propose_task_block(
     votes: Sequence[Signed[Vote]],
     proposer: Identity,
     now_ms: int,
+    round_id: str,
 ) -> tuple[Block, Decision]:
-    """Decide the round and build its block; raises NoQuorum when no safe decision exists."""
+    """Decide the round and build its block on ``state``'s head; raises NoQuorum without a safe decision."""
     task_id = crypto.message_hash(task.message)
     commits = [s.message.commit for s in submissions]
     evidence = find_equivocations(votes)
@@ -103,7 +104,7 @@ def propose_task_block(
     header = BlockHeader(
         chain_id=state.chain_id, height=state.height + 1, prev_hash=state.head_hash,
         timestamp_ms=next_timestamp(state, now_ms), proposer=proposer.public_key, task_id=task_id,
-        winner=winner.miner if winner else None, model_hash=winner.model_hash if winner else None,
+        round_id=round_id, winner=winner.miner if winner else None, model_hash=winner.model_hash if winner else None,
         score=decision.score, difficulty=task.message.target, **_EMPTY_ROOTS,
     )
     body = Block(header=header, signature="0" * 128, submissions=tuple(submissions), votes=chosen, txs=txs,

@@ -34,7 +34,7 @@ def compute_median_score(scores: Sequence[int]) -> int:
 
 def is_conflicting(a: Vote, b: Vote) -> bool:
     """Two votes by one validator on one submission in one round that say different things."""
-    same_slot = (a.validator, a.commit, a.height, a.task_id) == (b.validator, b.commit, b.height, b.task_id)
+    same_slot = (a.validator, a.commit, a.round_id, a.task_id) == (b.validator, b.commit, b.round_id, b.task_id)
     return same_slot and a != b
 
 

@@ -117,7 +117,7 @@ def validate_vote(signed: Signed[Vote], header: BlockHeader, params: ChainParams
         raise _fail(header, "vote_validator", f"vote by {v.validator[:12]}, who is not a validator")
     if not crypto.is_valid_signature(signed):
         raise _fail(header, "vote_signature", f"vote by {v.validator[:12]} signature does not verify")
-    if (v.task_id, v.height, v.prev_hash) != (header.task_id, header.height, header.prev_hash):
+    if (v.task_id, v.round_id) != (header.task_id, header.round_id):
         raise _fail(header, "vote_round", f"vote by {v.validator[:12]} is for another round")
     if v.commit not in commits:
         raise _fail(header, "vote_commit", f"vote on {v.commit[:12]}, which is not in this block")
@@ -210,8 +210,8 @@ def validate_tx_block(block: Block) -> None:
     header = block.header
     if block.submissions or block.votes or block.evidence:
         raise _fail(header, "body", "a block without a task carries submissions, votes or evidence")
-    if (header.winner, header.model_hash, header.score, header.difficulty) != (None, None, None, None):
-        raise _fail(header, "winner", "a block without a task names a winner")
+    if (header.winner, header.model_hash, header.score, header.difficulty, header.round_id) != (None,) * 5:
+        raise _fail(header, "winner", "a block without a task names a winner or a round")
     for i, tx in enumerate(block.txs):
         if not isinstance(tx, TransferTx | PostTaskTx):
             raise _fail(header, "txs", f"transaction {i} ({tx.kind}) is not allowed outside a task block")

@@ -112,6 +112,7 @@ class BlockHeader(FrozenModel):
     timestamp_ms: Millis
     proposer: PublicKey
     task_id: Hash | None = None
+    round_id: Hash | None = Field(default=None, description="the round whose votes this block carries")
     winner: PublicKey | None = None
     model_hash: Hash | None = None
     score: Score | None = None

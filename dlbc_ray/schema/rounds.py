@@ -16,10 +16,11 @@ from dlbc_ray.schema.submission import Reveal, Submission, Verdict, Vote
 class RoundContext(FrozenModel):
     """What every participant of one round agrees on before it starts."""
 
-    height: int = Field(ge=1)
-    prev_hash: Hash
+    round_id: Hash
     task_id: Hash
-    eval_seed: int = Field(ge=0, description="derived from prev_hash: validators evaluate identically")
+    base_height: int = Field(ge=0, description="the chain head when the round started")
+    base_hash: Hash
+    eval_seed: int = Field(ge=0, description="derived from base_hash: validators evaluate identically")
     submit_deadline_ms: Millis
 
 

@@ -59,13 +59,16 @@ class Verdict(str, Enum):
 
 
 class Vote(FrozenModel):
-    """One validator's signed verdict and score for one submission in one round."""
+    """One validator's signed verdict and score for one submission in one round.
+
+    Bound to the round (not to a height), so several rounds can run at once and each
+    block is proposed on whatever the head is when its round ends.
+    """
 
     DOMAIN: ClassVar[bytes] = VOTE_DOMAIN
 
     task_id: Hash
-    height: int = Field(ge=1, description="height of the block this round will produce")
-    prev_hash: Hash
+    round_id: Hash = Field(description="the round these votes belong to; the block header names it")
     commit: Hash
     validator: PublicKey
     verdict: Verdict

@@ -24,7 +24,7 @@ def submission(i: int, model: str | None = None) -> Submission:
 
 
 def votes_for(sub: Submission, scores: list[int], verdict: Verdict = Verdict.VALID) -> list[Vote]:
-    return [Vote(task_id=sub.task_id, height=1, prev_hash=fake_hash("p"), commit=sub.commit, validator=v,
+    return [Vote(task_id=sub.task_id, round_id=fake_hash("r"), commit=sub.commit, validator=v,
                  verdict=verdict, score=s) for v, s in zip(VALIDATORS, scores)]
 
 
@@ -81,7 +81,7 @@ def test_fewer_than_a_third_liars_cannot_change_the_winner(n: int, honest_scores
         for j, v in enumerate(VALIDATORS[:n]):
             lie = j in liars
             verdict = rng.choice(list(Verdict)) if lie else Verdict.VALID
-            votes.append(Vote(task_id=sub.task_id, height=1, prev_hash=fake_hash("p"), commit=sub.commit,
+            votes.append(Vote(task_id=sub.task_id, round_id=fake_hash("r"), commit=sub.commit,
                               validator=v, verdict=verdict, score=rng.randint(0, 10_000) if lie else score))
     d = decide(subs, votes, VALIDATORS[:n], target=0)
     assert d.winner == subs[honest_scores.index(max(honest_scores))]

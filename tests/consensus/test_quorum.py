@@ -16,7 +16,7 @@ from tests.builders import fake_hash
 
 
 def vote(validator: str, verdict: Verdict = Verdict.VALID, score: int = 9000, commit: str = "c") -> Vote:
-    return Vote(task_id=fake_hash("t"), height=1, prev_hash=fake_hash("p"), commit=fake_hash(commit),
+    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), commit=fake_hash(commit),
                 validator=fake_hash(validator), verdict=verdict, score=score)
 
 

@@ -79,7 +79,7 @@ def _bad_vote_signature(world: World, good: Block) -> Block:
 
 
 def _vote_for_other_round(world: World, good: Block) -> Block:
-    vote = good.votes[0].message.model_copy(update={"height": good.height + 1})
+    vote = good.votes[0].message.model_copy(update={"round_id": fake_hash("another round")})
     return _with_body(world, good, votes=(crypto.sign(world.validators[0], vote), *good.votes[1:]))
 
 
@@ -176,7 +176,8 @@ def test_equivocating_validator_is_recorded_and_ignored(world: World) -> None:
     votes.append(world.vote(liar, subs[1], 10_000))  # a second, conflicting vote on miner 1
     from dlbc_ray.consensus import propose_task_block
 
-    block, decision = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5000)
+    round_id = world.round_id(crypto.message_hash(task.message))
+    block, decision = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5000, round_id)
     validate_block(block, world.state)
     assert [e.first.message.validator for e in block.evidence] == [liar.public_key]
     assert liar.public_key not in decision.voters

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 
 def test_demo_mines_and_a_second_run_continues_the_chain(ray_session: None, tmp_path: Path) -> None:
-    args = ["demo", "--miners", "2", "--blocks", "1", "--epochs", "1", "--home", str(tmp_path), "--json"]
+    args = ["demo", "--preset", "minimal", "--miners", "2", "--blocks", "1", "--home", str(tmp_path), "--json"]
     first = CliRunner().invoke(app, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
@@ -35,7 +35,8 @@ def test_console_script_runs_its_own_local_network(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "dlbc-ray"
     env = {**os.environ, "DLBC_HOME": str(tmp_path / "home")}
     env.pop("RAY_AUTH_TOKEN_PATH", None)  # the CLI must set up auth for the cluster it starts by itself
-    result = subprocess.run([str(exe), "demo", "--miners", "1", "--blocks", "1", "--epochs", "1", "--json"],
+    # The minimal preset's target (0.5) is one a single 2-epoch miner always reaches.
+    result = subprocess.run([str(exe), "demo", "--preset", "minimal", "--miners", "1", "--blocks", "1", "--json"],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)

@@ -1,0 +1,142 @@
+"""The task pool: pending tasks with their data, ranked by DLBC's four factors.
+
+Each task's splits are put in the object store once, by the consensus actor (so they
+outlive the submitting CLI), and written to ``<home>/tasks/`` so that a restarted
+consensus can rebuild the pool from the ledger's open tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import ray
+
+from dlbc_ray import crypto
+from dlbc_ray.actors.rounds import TaskData
+from dlbc_ray.consensus import ChainState
+from dlbc_ray.consensus.ranking import PendingTask, RankingWeights, estimate_cost, explain, rank_tasks
+from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models.data import Split, split_hash
+from dlbc_ray.schema import Signed, Task
+from dlbc_ray.schema.rounds import RoundReport
+
+Status = Literal["queued", "mining", "done", "failed", "expired"]
+
+
+@dataclass
+class PoolEntry:
+    task_id: str
+    task: Signed[Task]
+    data: TaskData
+    pending: PendingTask
+    status: Status = "queued"
+    attempts: int = 0
+    last: RoundReport | None = None
+
+
+def check_data(task: Task, train: Split, test: Split) -> None:
+    """The splits must be the ones the task's hashes name (a partitioned task checks at the miner)."""
+    if split_hash(test) != task.dataset.test_hash:
+        raise InvalidTask("test split does not match the task's test_hash", reason="data_hash")
+    if split_hash(train) != task.dataset.train_hash:
+        raise InvalidTask("training split does not match the task's train_hash", reason="data_hash")
+
+
+def task_cost(task: Task) -> PendingTask:
+    """DLBC's factors for one task, from its model and dataset spec."""
+    from dlbc_ray.models.nets import build_net, count_parameters, estimate_flops
+
+    net = build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes)
+    cost = estimate_cost(parameters=count_parameters(net), flops_per_sample=estimate_flops(net, task.dataset.input_shape),
+                         input_shape=task.dataset.input_shape, train_examples=task.dataset.n_train,
+                         test_examples=task.dataset.n_test, epochs=task.max_epochs)
+    return PendingTask(task_id=crypto.message_hash(task), reward=task.reward, submitted_ms=task.created_ms,
+                       cost=cost)
+
+
+class TaskPool:
+    """Thread-safe; ``folder`` (None in the demo) keeps task data for recovery."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self._entries: dict[str, PoolEntry] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._entries
+
+    def add(self, task_id: str, task: Signed[Task], train: Split, test: Split, *, save: bool = True) -> None:
+        if save and self.folder is not None:
+            self._save(task_id, task, train, test)
+        entry = PoolEntry(task_id, task, TaskData(ray.put(train), ray.put(test)), task_cost(task.message))
+        with self._lock:
+            self._entries[task_id] = entry
+
+    def _save(self, task_id: str, task: Signed[Task], train: Split, test: Split) -> None:
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        np.savez(self.folder / f"{task_id}.npz", x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
+        (self.folder / f"{task_id}.json").write_text(task.model_dump_json())
+
+    def recover(self, state: ChainState) -> int:
+        """Re-queue every task open on chain whose data this home still holds."""
+        if self.folder is None:
+            return 0
+        found = 0
+        for task_id in (r for r, rec in state.tasks.items() if rec.status == "open"):
+            files = self.folder / f"{task_id}.npz", self.folder / f"{task_id}.json"
+            if all(f.exists() for f in files):
+                task = Signed[Task].model_validate_json(files[1].read_text())
+                with np.load(files[0], allow_pickle=False) as z:
+                    self.add(task_id, task, Split(z["x_train"], z["y_train"]), Split(z["x_test"], z["y_test"]),
+                             save=False)
+                found += 1
+        return found
+
+    # ------------------------------------------------------------ scheduling
+
+    def next(self, now_ms: int, weights: RankingWeights) -> Iterator[PoolEntry]:
+        """Queued tasks, best-ranked first."""
+        with self._lock:
+            queued = {e.task_id: e for e in self._entries.values()
+                      if e.status == "queued" and e.task.message.deadline_ms > now_ms}
+        for pending in rank_tasks((e.pending for e in queued.values()), now_ms, weights):
+            yield queued[pending.task_id]
+
+    def expired(self, now_ms: int) -> list[tuple[str, Signed[Task]]]:
+        with self._lock:
+            return [(e.task_id, e.task) for e in self._entries.values()
+                    if e.status in ("queued", "failed") and e.task.message.deadline_ms <= now_ms]
+
+    def mark(self, task_id: str, status: Status) -> None:
+        with self._lock:
+            self._entries[task_id].status = status
+
+    def finish(self, task_id: str, report: RoundReport, *, retry: bool, max_attempts: int) -> None:
+        with self._lock:
+            entry = self._entries[task_id]
+            entry.attempts += 1
+            entry.last = report
+            entry.status = "done" if not retry else "queued" if entry.attempts < max_attempts else "failed"
+
+    # ---------------------------------------------------------------- views
+
+    def view(self, task_id: str) -> dict[str, Any]:
+        with self._lock:
+            entry = self._entries.get(task_id)
+            if entry is None:
+                return {"task_id": task_id, "status": "unknown"}
+            return {"task_id": task_id, "status": entry.status, "attempts": entry.attempts}
+
+    def explain(self, now_ms: int, weights: RankingWeights) -> list[dict[str, Any]]:
+        """Queued and mining tasks in rank order, each with its factors."""
+        with self._lock:
+            entries = {e.task_id: e for e in self._entries.values() if e.status in ("queued", "mining")}
+        ranked = rank_tasks((e.pending for e in entries.values()), now_ms, weights)
+        return [{**explain(p, now_ms, weights), "status": entries[p.task_id].status} for p in ranked]
+

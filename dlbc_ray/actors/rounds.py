@@ -1,0 +1,230 @@
+"""One round of mining, as an explicit state machine over a group of miners and the validators.
+
+COLLECTING (miners train and submit) -> REVEALING (mapping seeds) -> VALIDATING (signed
+votes) -> DECIDING; committing is the coordinator's job, so several rounds can run at
+once and their blocks still go to the ledger one at a time. Weights move miner ->
+validators -> ledger through the object store; the coordinator never holds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlbc_ray import crypto
+from dlbc_ray.actors._ray import Member, get, wait_each
+from dlbc_ray.config import ConsensusConfig
+from dlbc_ray.consensus import ChainState, Event, Phase, next_phase
+from dlbc_ray.consensus.verdicts import check_envelope, check_timing
+from dlbc_ray.errors import DLBCError
+from dlbc_ray.schema import Signed, Task, Vote
+from dlbc_ray.schema.rounds import (
+    ActorProgress,
+    Ballot,
+    MinedSubmission,
+    ProgressEvent,
+    RoundContext,
+    RoundStatus,
+    SubmissionArrival,
+    SubmissionOutcome,
+    ValidatorStats,
+)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Object refs of a task's splits; wrapped so Ray passes the refs, not the arrays."""
+
+    train: Any
+    test: Any
+
+
+@dataclass
+class RoundState:
+    """What the live display shows of one round; guarded by the coordinator's lock."""
+
+    task_id: str
+    round_id: str
+    phase: Phase = Phase.OPEN
+    started: float = field(default_factory=time.perf_counter)
+    actors: dict[str, ActorProgress] = field(default_factory=dict)
+
+    def advance(self, event: Event) -> None:
+        self.phase = next_phase(self.phase, event)
+
+    def set(self, name: str, **changes: Any) -> None:
+        self.actors[name] = self.actors.get(name, ActorProgress(name=name)).model_copy(update=changes)
+
+    def status(self) -> RoundStatus:
+        return RoundStatus(phase=self.phase.value, task_id=self.task_id, actors=dict(self.actors))
+
+
+@dataclass
+class RoundResult:
+    """Everything a block needs from the round, plus what the user and benchmarks see."""
+
+    ctx: RoundContext
+    arrivals: list[SubmissionArrival]
+    votes: list[Signed[Vote]]
+    weight_refs: dict[str, Any]
+    outcomes: list[SubmissionOutcome]
+    timings: dict[str, float]
+
+
+def compute_round_id(task_id: str, base_hash: str, nonce: int) -> str:
+    return hashlib.sha256(f"dlbc/round/v1|{task_id}|{base_hash}|{nonce}".encode()).hexdigest()
+
+
+class RoundRunner:
+    """Runs COLLECTING -> REVEALING -> VALIDATING for one task on one miner group."""
+
+    def __init__(self, cfg: ConsensusConfig, *, task: Signed[Task], data: TaskData, miners: Sequence[Member],
+                 validators: Sequence[Member], base: ChainState, state: RoundState, lock: threading.Lock,
+                 sink: Any = None) -> None:
+        self.cfg, self.task, self.data, self.base, self.sink = cfg, task, data, base, sink
+        self.miners, self.validators = list(miners), list(validators)
+        self.state, self.lock = state, lock
+        self.ctx = RoundContext(round_id=state.round_id, task_id=state.task_id, base_height=base.height,
+                                base_hash=base.head_hash, eval_seed=int(base.head_hash[:8], 16),
+                                submit_deadline_ms=min(task.message.deadline_ms,
+                                                       now_ms() + int(cfg.collect_timeout_s * 1e3)))
+        self.outcomes: list[SubmissionOutcome] = []
+        self.timings: dict[str, float] = {}
+
+    def run(self) -> RoundResult:
+        self._advance(Event.START)
+        arrivals, refs = self.collect()
+        self._advance(Event.SUBMISSIONS_CLOSED)
+        arrivals = self.reveal(arrivals)
+        self._advance(Event.REVEALS_CLOSED)
+        votes = self.validate(arrivals, refs)
+        self._advance(Event.VOTES_CLOSED)
+        return RoundResult(self.ctx, arrivals, votes, refs, self.outcomes, self.timings)
+
+    def _advance(self, event: Event) -> None:
+        with self.lock:
+            self.state.advance(event)
+
+    def _mark(self, name: str, **changes: Any) -> None:
+        with self.lock:
+            self.state.set(name, **changes)
+
+    # --------------------------------------------------------------- collect
+
+    def collect(self) -> tuple[list[SubmissionArrival], dict[str, Any]]:
+        """Miners train in parallel; submissions are ordered by arrival, the commit order."""
+        calls = {m.name: m.handle.mine.remote(self.task, self.data.train, self.ctx, self.sink) for m in self.miners}
+        names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
+        t0 = time.perf_counter()
+        done, pending = wait_each([c[0] for c in calls.values()],
+                                  timeout=max(0.0, (self.ctx.submit_deadline_ms - now_ms()) / 1e3))
+        arrivals, refs, stats, verify_ms = [], {}, [], 0.0
+        for ref, arrived in done:
+            mined = self._receive(ref, names[ref])
+            if mined is None:
+                continue
+            t = time.perf_counter()
+            arrival = SubmissionArrival(signed=mined.signed, arrived_ms=arrived)
+            judgement = check_envelope(mined.signed, self.ctx.task_id) or check_timing(arrival,
+                                                                                    self.ctx.submit_deadline_ms)
+            verify_ms += (time.perf_counter() - t) * 1e3
+            if judgement:  # would break a ledger rule: recorded here, never put in a block
+                self.outcomes.append(_outcome(names[ref], mined.signed.message.miner, judgement[0].value, judgement[1]))
+                continue
+            arrivals.append(arrival)
+            refs[mined.signed.message.commit] = calls[names[ref]][1]
+            stats.append(mined.stats)
+        for ref in pending:
+            self._mark(names[ref], stage="late")
+            self.outcomes.append(_outcome(names[ref], None, "late", "did not submit before the deadline"))
+        self.timings.update(collect_s=time.perf_counter() - t0, consensus_verify_ms=verify_ms,
+                            train_s=max((s.train_s for s in stats), default=0.0),
+                            miner_hash_ms=max((s.hash_ms for s in stats), default=0.0),
+                            miner_sign_ms=max((s.sign_ms for s in stats), default=0.0))
+        return arrivals, refs
+
+    def _receive(self, ref: Any, name: str) -> MinedSubmission | None:
+        try:
+            mined = get(ref, timeout=self.cfg.commit_timeout_s, what=f"miner {name}")
+        except DLBCError as e:
+            self._mark(name, stage="failed")
+            self.outcomes.append(_outcome(name, None, "failed", str(e)))
+            return None
+        return mined if isinstance(mined, MinedSubmission) else None
+
+    # ---------------------------------------------------------------- reveal
+
+    def reveal(self, arrivals: list[SubmissionArrival]) -> list[SubmissionArrival]:
+        """After the window closes, each miner reveals the seed its submission committed to."""
+        t0 = time.perf_counter()
+        by_key = {m.public_key: m.handle for m in self.miners}
+        asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(
+            a.signed.message.task_id, a.signed.message.commit)
+            for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
+        revealed = []
+        for a in arrivals:
+            ref = asks.get(a.signed.message.commit)
+            reveal = _try_get(ref, self.cfg.reveal_timeout_s) if ref is not None else None
+            revealed.append(a.model_copy(update={"reveal": reveal}))
+        self.timings["reveal_s"] = time.perf_counter() - t0
+        return revealed
+
+    # -------------------------------------------------------------- validate
+
+    def validate(self, arrivals: Sequence[SubmissionArrival], refs: dict[str, Any]) -> list[Signed[Vote]]:
+        if not arrivals:
+            return []
+        t0 = time.perf_counter()
+        weight_refs = [refs[a.signed.message.commit] for a in arrivals]
+        won = frozenset(self.base.won_models)
+        calls = {v.handle.validate.remote(self.task, self.data.test, list(arrivals), weight_refs, self.ctx, won,
+                                          self.sink): v for v in self.validators}
+        for v in self.validators:
+            self._mark(v.name, stage="validating")
+        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
+        votes: list[Signed[Vote]] = []
+        ballots: list[Ballot] = []
+        for ref, _ in done:
+            ballot = _try_get(ref, self.cfg.commit_timeout_s)
+            if isinstance(ballot, Ballot):
+                ballots.append(ballot)
+                votes.extend(self._verified(ballot, calls[ref].public_key))
+                self._mark(calls[ref].name, stage="voted")
+        self.timings.update(validate_s=time.perf_counter() - t0,
+                            **{k: max((getattr(b.stats, k) for b in ballots), default=0.0)
+                               for k in ValidatorStats.model_fields})
+        return votes
+
+    def _verified(self, ballot: Ballot, validator: str) -> list[Signed[Vote]]:
+        """Votes are verified on receipt: by the validator that was asked, signed by it."""
+        t = time.perf_counter()
+        good = [v for v in ballot.votes
+                if v.signer == v.message.validator == validator and crypto.is_valid_signature(v)]
+        self.timings["consensus_verify_ms"] = self.timings.get("consensus_verify_ms", 0.0) + (
+            time.perf_counter() - t) * 1e3
+        return good
+
+
+def _outcome(name: str, miner: str | None, verdict: str, detail: str) -> SubmissionOutcome:
+    return SubmissionOutcome(miner=miner or "0" * 64, commit=None, verdict=verdict, score=None,
+                             detail=f"{name}: {detail}")
+
+
+def _try_get(ref: Any, timeout: float) -> Any:
+    try:
+        return get(ref, timeout=timeout, what="call")
+    except DLBCError:
+        return None
+
+
+def progress_update(state: RoundState, event: ProgressEvent) -> None:
+    state.set(event.actor, stage=event.stage, epoch=event.epoch, epochs=event.epochs,
+              val_accuracy=event.val_accuracy)

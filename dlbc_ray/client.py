@@ -1,0 +1,183 @@
+"""What users do with a network: submit tasks, move money, read balances, results and status.
+
+Inputs are checked before anything is sent (a bad task file never reaches the network).
+Balances and results read the home's ledger directly, so they work while the network is down.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dlbc_ray import crypto
+from dlbc_ray.actors._ray import get
+from dlbc_ray.actors.rounds import now_ms
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.errors import ActorUnavailable, ConfigError, InvalidTask
+from dlbc_ray.home import Home
+from dlbc_ray.keystore import key_path, list_keys, load_key
+from dlbc_ray.ledger import ArtifactStore, Chain, save_safetensors
+from dlbc_ray.schema import Signed, Task, Transfer
+from dlbc_ray.service import attach
+
+
+def account(home: Home, who: str) -> str:
+    """A key name in this home, or a 64-hex public key."""
+    if crypto.is_public_key(who):
+        return who
+    if not key_path(home, who).exists():
+        raise ConfigError(f"'{who}' is neither a key in {home.keys} nor a public key", reason="unknown_account")
+    return load_key(home, who).public_key
+
+
+def names(home: Home) -> dict[str, str]:
+    try:
+        return {k.public_key: k.name for k in list_keys(home)}
+    except Exception:  # a bad key file only loses its name in listings
+        return {}
+
+
+def open_chain(home: Home) -> Chain:
+    if not home.ledger.exists():
+        raise ConfigError(f"no ledger in {home.root}; start a network with `dlbc-ray up`", reason="missing_ledger")
+    return Chain.open(home.ledger, create=False, verify=False)
+
+
+# --------------------------------------------------------------------- tasks
+
+
+def prepare_task(home: Home, path: Path, requester: str) -> tuple[Signed[Task], Any, Any]:
+    """Check the task file and its data, then sign it; nothing is sent yet."""
+    from dlbc_ray.taskfile import load_task_with_data, to_task
+
+    taskfile, bundle = load_task_with_data(path, cache_dir=home.datasets)
+    identity = load_key(home, requester)
+    task = to_task(taskfile, identity.public_key, nonce=time.time_ns(), now_ms=now_ms(), bundle=bundle)
+    return crypto.sign(identity, task), bundle.train, bundle.test
+
+
+def submit(home: Home, path: Path, *, requester: str, address: str | None) -> str:
+    signed, train, test = prepare_task(home, path, requester)
+    consensus = attach(home, address)
+    return str(get(consensus.submit_task.remote(signed, train, test), timeout=300, what="task submission"))
+
+
+def wait_for(home: Home, task_id: str, *, address: str | None, timeout_s: float,
+             on_view: Callable[[dict[str, Any]], None] = lambda v: None) -> dict[str, Any]:
+    """Poll the task until its block is committed, it expires or fails; returns the last view."""
+    consensus = attach(home, address)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            view = get(consensus.task_view.remote(task_id), timeout=30, what="task status")
+        except ActorUnavailable as e:  # a consensus restart is a pause, not an end
+            if e.reason != "restarting" or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+            continue
+        on_view(view)
+        if view["status"] in ("done", "failed", "expired", "unknown") or time.monotonic() > deadline:
+            return view
+        time.sleep(0.5)
+
+
+def find_task(chain: Chain, task_id: str) -> str:
+    """A full task id from a unique prefix of at least 8 hex digits."""
+    matches = [t for t in chain.state.tasks if t.startswith(task_id)] if len(task_id) >= 8 else []
+    if len(matches) != 1:
+        raise InvalidTask(f"no task {task_id} on this chain" if not matches else f"task id {task_id} is ambiguous",
+                          reason="unknown_task")
+    return matches[0]
+
+
+def result(home: Home, task_id: str, *, output: Path | None) -> dict[str, Any]:
+    """The task's outcome and, if it has a winner, its model on raw inputs as a safetensors file."""
+    chain = open_chain(home)
+    full = find_task(chain, task_id)
+    record = chain.state.tasks[full]
+    info: dict[str, Any] = {"task_id": full, "status": record.status, "requester": record.task.requester,
+                            "reward": record.task.reward, "posted_height": record.posted_height}
+    if record.closed_height is None:
+        return info
+    header = chain.block(record.closed_height).header
+    info.update(height=header.height, winner=header.winner, model_hash=header.model_hash,
+                score=None if header.score is None else header.score / SCORE_SCALE)
+    if header.model_hash:
+        path = output or Path(f"{full[:16]}.safetensors")
+        info["model_file"] = str(export_model(home, record.task, header.model_hash, path))
+    return info
+
+
+def export_model(home: Home, task: Task, model_hash: str, path: Path) -> Path:
+    """Fold the winner's Secure Mapping Layer into its first layer so the file works on raw inputs."""
+    from dlbc_ray.models import sml
+    from dlbc_ray.models.nets import net_info
+    from dlbc_ray.models.protect import mapping_layer
+
+    store = ArtifactStore(home.artifacts)
+    weights, meta = store.get(model_hash), store.metadata(model_hash)
+    if "sml_seed" in meta:
+        q, kind = mapping_layer(bytes.fromhex(meta["sml_seed"]), weights, task.model.name, task.dataset.input_shape)
+        weights = sml.fold_into_first_layer(weights, net_info(task.model.name).first_layer, q, kind)
+    spec = {"model": task.model.name, "params": json.dumps(task.model.params),
+            "input_shape": json.dumps(list(task.dataset.input_shape)), "n_classes": str(task.dataset.n_classes),
+            "model_hash": model_hash}
+    return save_safetensors(weights, path, metadata=spec)
+
+
+# --------------------------------------------------------------------- money
+
+
+def balances(home: Home) -> dict[str, Any]:
+    chain = open_chain(home)
+    state = chain.state
+    known = names(home)
+    return {"height": state.height, "supply": state.total_supply, "escrow": sum(state.escrow.values()),
+            "accounts": [{"account": k, "name": known.get(k), "balance": v}
+                         for k, v in sorted(state.balances.items(), key=lambda kv: (-kv[1], kv[0]))]}
+
+
+def transfer(home: Home, recipient: str, amount: int, *, sender: str, address: str | None) -> dict[str, Any]:
+    if amount <= 0:
+        raise ConfigError(f"amount must be positive (got {amount})", reason="amount")
+    identity, to = load_key(home, sender), account(home, recipient)
+    consensus = attach(home, address)
+    state = get(consensus.snapshot.remote(), timeout=60, what="ledger snapshot")
+    have = state.balance(identity.public_key)
+    if have < amount:
+        raise ConfigError(f"{sender} has {have}, cannot send {amount}", reason="balance")
+    message = Transfer(sender=identity.public_key, recipient=to, amount=amount,
+                       nonce=state.nonces.get(identity.public_key, 0))
+    return dict(get(consensus.submit_transfer.remote(crypto.sign(identity, message)), timeout=120, what="transfer"))
+
+
+# -------------------------------------------------------------------- status
+
+
+def status(home: Home, *, address: str | None) -> dict[str, Any]:
+    """Head, ranked queue with its factors, rounds in flight, members and their health, balances."""
+    import ray
+
+    from dlbc_ray.actors.names import NAMESPACE, miner_name, validator_name
+
+    consensus = attach(home, address)
+    state = get(consensus.snapshot.remote(), timeout=60, what="ledger snapshot")
+    members = get(consensus.members.remote(), timeout=30, what="consensus")
+    health = {}
+    for name, actor in [*((n, miner_name(n)) for n in members["miners"]),
+                        *((n, validator_name(n)) for n in members["validators"])]:
+        try:
+            health[name] = get(ray.get_actor(actor, namespace=NAMESPACE).info.remote(), timeout=5, what=name)
+        except Exception as e:  # unreachable or busy past the timeout: reported, not fatal
+            health[name] = {"name": name, "error": str(e)}
+    known = names(home)
+    return {"height": state.height, "head": state.head_hash, "queue": get(consensus.queue.remote(), timeout=30,
+                                                                          what="queue"),
+            "rounds": [r.model_dump() for r in get(consensus.rounds.remote(), timeout=30, what="rounds")],
+            "members": members, "health": health,
+            "balances": {known.get(k, k[:12]): v for k, v in state.balances.items()},
+            "escrow": sum(state.escrow.values()), "open_tasks": len(state.open_tasks())}
+

@@ -1,0 +1,144 @@
+"""A private Ray head on loopback: GCS, dashboard and Jobs API on 127.0.0.1, token auth on.
+
+Used by ``dlbc-ray up --address local`` and by tests that need a second cluster. It must
+coexist with other Ray clusters on the machine, so every port is picked free and the
+temp dir is its own; ``stop`` ends this head alone (``ray stop`` would end them all).
+Facts of Ray 2.60 this relies on: ``--node-ip-address=127.0.0.1`` is rewritten to the
+machine's IP unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; SIGTERM to the
+``ray start --block`` leader stops its children, at once with a zero drain timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlbc_ray.errors import NetworkNotRunning
+
+PORT_FLAGS = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+              "runtime-env-agent-port", "node-manager-port", "object-manager-port", "metrics-export-port",
+              "ray-client-server-port")
+
+
+@dataclass(frozen=True)
+class LocalHead:
+    address: str  # GCS, for ray.init
+    dashboard: str  # dashboard and Jobs API
+    pid: int  # the `ray start --block` leader; its process group is the head's
+    temp_dir: Path
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports the OS calls free now (held open together, so no duplicates)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def head_env(token_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    return env
+
+
+def start(temp_dir: Path, token_path: Path, *, num_cpus: int | None = None, resources: dict[str, float] | None = None,
+          object_store_bytes: int | None = None, timeout_s: float = 90) -> LocalHead:
+    """Start the head and wait until its GCS and dashboard answer; the log is ``temp_dir/head.log``."""
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir / 'ray'}",
+           "--disable-usage-stats", "--min-worker-port=0", "--max-worker-port=0",
+           *(f"--{flag}={port}" for flag, port in ports.items())]
+    cmd += [f"--num-cpus={num_cpus}"] if num_cpus else []
+    cmd += [f"--resources={json.dumps(resources)}"] if resources else []
+    cmd += [f"--object-store-memory={object_store_bytes}"] if object_store_bytes else []
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    log = temp_dir / "head.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, env=head_env(token_path), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    head = LocalHead(f"127.0.0.1:{ports['port']}", f"http://127.0.0.1:{ports['dashboard-port']}", proc.pid, temp_dir)
+    if not _wait(proc, [ports["port"], ports["dashboard-port"]], timeout_s):
+        stop(head)
+        raise NetworkNotRunning(f"the local Ray head did not start within {timeout_s:.0f} s; see {log}",
+                                reason="head")
+    return head
+
+
+def _wait(proc: subprocess.Popen[bytes], ports: list[int], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if all(_listening(p) for p in ports):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(head: LocalHead, timeout_s: float = 30) -> list[int]:
+    """SIGTERM the leader (it stops its children), then SIGKILL whatever of this head is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(head.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(head.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in set(live_group(head.pid)) | set(pids_mentioning(head.temp_dir)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while live_group(head.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return live_group(head.pid)
+
+
+def is_running(head: LocalHead) -> bool:
+    return _alive(head.pid) and _listening(int(head.address.rsplit(":", 1)[1]))
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc/PID/stat, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def live_group(pgid: int) -> list[int]:
+    """Running pids of the head's process group (a zombie has exited and only awaits reaping)."""
+    pids = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+    return [pid for pid in pids if (stat := _proc_stat(pid)) is not None and stat[1] == pgid and stat[0] != "Z"]
+
+
+def pids_mentioning(temp_dir: Path) -> list[int]:
+    """Pids whose command line names this head's private temp dir (workers may leave its group)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if d.name.isdigit() and str(temp_dir).encode() in (d / "cmdline").read_bytes():
+                found.append(int(d.name))
+    return found

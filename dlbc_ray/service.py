@@ -1,0 +1,242 @@
+"""A network that stays up: `up`, `down`, attaching to it, and what users do with it.
+
+``up`` starts the ledger, consensus, miners and validators as named, detached actors in
+the ``dlbc`` namespace of a Ray cluster (an existing one, or a private local head that
+it starts on 127.0.0.1). ``<home>/network.json`` records where it runs, so later
+commands attach to it; the ledger stays on disk, so the next ``up`` resumes the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import Field
+
+from dlbc_ray import localhead
+from dlbc_ray.actors._ray import Member, get
+from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name, placement_group_name, validator_name
+from dlbc_ray.config import NetworkConfig
+from dlbc_ray.errors import ConfigError, NetworkNotRunning
+from dlbc_ray.home import Home
+from dlbc_ray.schema.base import FrozenModel, Millis
+
+log = logging.getLogger(__name__)
+RECORD = "network.json"
+
+
+class NetworkRecord(FrozenModel):
+    """Where a network started from this home runs."""
+
+    address: str
+    head_pid: int | None = Field(default=None, description="leader of a local head that `up` started")
+    head_temp_dir: str | None = None
+    dashboard: str | None = None
+    miners: list[str]
+    validators: list[str]
+    groups: list[list[str]]
+    started_ms: Millis
+
+
+def read_record(home: Home) -> NetworkRecord | None:
+    path = home.root / RECORD
+    return NetworkRecord.model_validate_json(path.read_text()) if path.exists() else None
+
+
+# --------------------------------------------------------------------- Ray
+
+
+def start_head(home: Home, cfg: NetworkConfig) -> localhead.LocalHead:
+    """A private head on 127.0.0.1 for this home, with the home's token (0600)."""
+    from dlbc_ray.network import configure_ray_auth, local_resources
+
+    configure_ray_auth(home, local=True)
+    # Short: Ray's unix socket paths under the temp dir must stay under 108 bytes.
+    temp_dir = Path(tempfile.mkdtemp(prefix="dlbc-ray-", dir="/tmp"))
+    return localhead.start(temp_dir, home.ray_token, num_cpus=cfg.ray_num_cpus, resources=local_resources(cfg))
+
+
+def connect(home: Home, address: str | None) -> NetworkRecord | None:
+    """Attach this process to the cluster: the given address, else the one this home's network uses."""
+    record = read_record(home)
+    target = address or (record.address if record else "auto")
+    if ray.is_initialized():
+        return record
+    from dlbc_ray.network import configure_ray_auth
+
+    configure_ray_auth(home, local=bool(record and record.head_pid and target == record.address))
+    try:
+        ray.init(address=target, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        hint = "start one with `ray start --head` or use `dlbc-ray up --address local`"
+        raise NetworkNotRunning(f"no Ray cluster at {target}: {str(e).splitlines()[0][:100]}; {hint}",
+                                reason="no_cluster") from None
+    return record
+
+
+def consensus_handle() -> Any:
+    try:
+        return ray.get_actor(CONSENSUS_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def attach(home: Home, address: str | None = None) -> Any:
+    """The running network's consensus actor, or NetworkNotRunning."""
+    connect(home, address)
+    handle = consensus_handle()
+    if handle is None:
+        raise NetworkNotRunning("no dlbc-ray network is up on this Ray cluster; start one with `dlbc-ray up`",
+                                reason="not_up")
+    return handle
+
+
+# --------------------------------------------------------------------- up / down
+
+
+def miner_groups(names: list[str], per_task: int) -> list[list[str]]:
+    size = per_task or len(names)
+    return [names[i:i + size] for i in range(0, len(names), size)]
+
+
+def up(cfg: NetworkConfig, home: Home, *, address: str,
+       on_stage: Callable[[str], None] = lambda text: None) -> tuple[NetworkRecord, bool]:
+    """Start the network; returns (record, started). Against a live network, changes nothing."""
+    from dlbc_ray.network import check_home, load_identities
+
+    check_home(home, cfg)
+    record = read_record(home)
+    if record and consensus_running(home, record):
+        return record, False
+    head = start_head(home, cfg) if address == "local" else None
+    if head:
+        on_stage(f"started a local Ray head on {head.address}")
+    connect(home, head.address if head else address)
+    if consensus_handle() is not None:
+        return NetworkRecord(address=address, miners=[], validators=[], groups=[], started_ms=0), False
+    ids = load_identities(home, cfg)
+    on_stage(f"starting {cfg.miners} miners and {cfg.validators} validators")
+    groups = _spawn(cfg, home, ids)
+    record = NetworkRecord(address=head.address if head else address, head_pid=head.pid if head else None,
+                           head_temp_dir=str(head.temp_dir) if head else None,
+                           dashboard=head.dashboard if head else None, miners=[i.name for i in ids.miners],
+                           validators=[i.name for i in ids.validators], groups=groups,
+                           started_ms=time.time_ns() // 10**6)
+    (home.root / RECORD).write_text(record.model_dump_json(indent=2))
+    return record, True
+
+
+def _head(record: NetworkRecord) -> localhead.LocalHead | None:
+    if record.head_pid is None or record.head_temp_dir is None:
+        return None
+    return localhead.LocalHead(record.address, record.dashboard or "", record.head_pid, Path(record.head_temp_dir))
+
+
+def consensus_running(home: Home, record: NetworkRecord) -> bool:
+    """Whether the network this home recorded still answers (its local head may be long gone)."""
+    head = _head(record)
+    if head is not None and not localhead.is_running(head):
+        return False
+    try:
+        connect(home, record.address)
+    except NetworkNotRunning:
+        return False
+    return consensus_handle() is not None
+
+
+class _PlacedRestartable(logging.Filter):
+    """Ray warns that a restartable actor in a placement group dies with the group. Ours are
+    detached groups removed only by `down`, which ends those actors on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "restartable detached actor with a placement group" not in record.getMessage()
+
+
+def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
+    """Named detached actors: ledger and consensus pinned to this node, miners gang-placed per group."""
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+    from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
+    from dlbc_ray.consensus import make_genesis
+    from dlbc_ray.network import check_resources, genesis_params, share_cpus
+
+    check_resources(cfg)
+    cfg = share_cpus(cfg)
+    logging.getLogger("ray.actor").addFilter(_PlacedRestartable())
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    now = time.time_ns() // 10**6
+    genesis = None if home.ledger.exists() else make_genesis(genesis_params(ids, cfg, now), ids.consensus, now)
+    ledger = spawn_ledger(str(home.ledger), genesis, named=True, detached=True, scheduling_strategy=here)
+    get(ledger.head.remote(), timeout=120, what="ledger start")
+    by_name = {i.name: i for i in ids.miners}
+    groups = miner_groups(list(by_name), cfg.miners_per_task)
+    miners: list[Member] = []
+    for index, group in enumerate(groups):
+        bundles = [_bundle(cfg) for _ in group]
+        pg = placement_group(bundles, strategy="PACK", name=placement_group_name(index), lifetime="detached")
+        if not pg.wait(timeout_seconds=120):
+            raise ConfigError(f"the cluster cannot place miner group {index}: each miner needs {bundles[0]}",
+                              reason="resources")
+        for slot, name in enumerate(group):
+            strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=slot)
+            miners.append(spawn_miner(cfg.miner, by_name[name], cfg.protection, named=True, detached=True,
+                                      scheduling_strategy=strategy))
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, named=True, detached=True) for i in ids.validators]
+    secrets_ = get([m.handle.watermark_secret.remote() for m in miners], timeout=300, what="miner start")
+    get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],
+        timeout=300, what="validator start")
+    names_only = lambda ms: [Member(m.name, m.public_key, None) for m in ms]  # noqa: E731
+    consensus = spawn_consensus(cfg.consensus, ids.consensus, None, names_only(miners), names_only(validators),
+                                groups=groups, home=str(home.root), named=True, detached=True, max_restarts=-1,
+                                scheduling_strategy=here)
+    get(consensus.members.remote(), timeout=120, what="consensus start")  # constructed, scheduler running
+    return groups
+
+
+def _bundle(cfg: NetworkConfig) -> dict[str, float]:
+    bundle = {"CPU": cfg.miner.num_cpus or 1.0, **cfg.miner.resources}
+    if cfg.miner.num_gpus:
+        bundle["GPU"] = cfg.miner.num_gpus
+    return bundle
+
+
+def down(home: Home, address: str | None = None) -> list[str]:
+    """Stop every actor of the network (the ledger stays on disk) and a local head `up` started."""
+    from ray.util.placement_group import get_placement_group, remove_placement_group
+
+    record = read_record(home)
+    head = _head(record) if record else None
+    if head is not None and not localhead.is_running(head):  # the head is gone already (a reboot, a kill)
+        localhead.stop(head)
+        (home.root / RECORD).unlink(missing_ok=True)
+        return []
+    connect(home, address)
+    stopped = []
+    names = [CONSENSUS_NAME, LEDGER_NAME]
+    if record:
+        names += [miner_name(n) for n in record.miners] + [validator_name(n) for n in record.validators]
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            stopped.append(name)
+        except ValueError:
+            continue
+    for index in range(len(record.groups) if record else 0):
+        try:
+            remove_placement_group(get_placement_group(placement_group_name(index)))
+        except ValueError:
+            continue
+    if head is not None:
+        ray.shutdown()
+        localhead.stop(head)
+        shutil.rmtree(head.temp_dir, ignore_errors=True)
+        stopped.append("local Ray head")
+    (home.root / RECORD).unlink(missing_ok=True)
+    return stopped

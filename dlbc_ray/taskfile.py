@@ -1,0 +1,248 @@
+"""Task files: a requester's training task written as YAML or JSON.
+
+One schema (``version: 1``), the same in both syntaxes::
+
+    version: 1                  # optional; the schema this file is written for
+    model:
+      name: mlp                 # a net from the registry (dlbc_ray.models.nets.NETS)
+      params: {hidden: [128, 64]}
+    dataset: digits             # a built-in name, or a .npz/.csv path relative to this file
+    metric: accuracy            # the only metric so far
+    target: 0.85                # accuracy a winning model must reach, in [0, 1]
+    reward: 1000                # paid to the winner, > 0
+    deadline: 900               # seconds after submission, or an ISO 8601 time with a zone
+    max_epochs: 5
+    fusion: winner              # optional: winner | fedavg | trimmed-mean | median | ensemble
+    partition: none             # optional: none | iid | non-iid (BaaS: private miner shards)
+    dirichlet_alpha: 0.5        # optional, only with partition: non-iid
+
+Every problem is one line naming the file and the field, e.g.
+``tasks/bad.yaml: reward: must be greater than 0``. ``to_task`` turns a checked file
+into an unsigned ``Task``; the requester signs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models.data import BUILTIN_DATASETS, DatasetBundle, load_builtin, load_file, split_hash
+from dlbc_ray.schema import DatasetSpec, ModelSpec, Task
+from dlbc_ray.schema.task import FusionMode, ParamValue, Partition
+
+TASK_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+DATASET_FILE_SUFFIXES = (".npz", ".csv")
+
+
+def _parse_deadline(value: Any) -> float | dt.datetime:
+    """Seconds after submission (> 0), or an aware ISO 8601 time (YAML may hand us a datetime)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be seconds after submission or an ISO 8601 time, got {value!r}") from None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"ISO time {value.isoformat()} needs a zone, e.g. 'Z' or '+02:00'")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be seconds after submission (> 0) or an ISO 8601 time, got {value!r}")
+    return float(value)
+
+
+Deadline = Annotated[float | dt.datetime, BeforeValidator(_parse_deadline)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class ModelEntry(_Strict):
+    name: str = Field(description="registry name, e.g. 'mlp', 'cnn', 'cnn1d'")
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+
+class TaskFile(_Strict):
+    """The file's content, checked; ``dataset`` is absolute after ``load_task_file``."""
+
+    version: Literal[1] = 1
+    model: ModelEntry
+    dataset: str = Field(min_length=1, description="built-in name, or a .npz/.csv path relative to the file")
+    metric: Literal["accuracy"] = "accuracy"
+    target: float = Field(ge=0, le=1)
+    reward: int = Field(gt=0)
+    deadline: Deadline
+    max_epochs: int = Field(ge=1, le=10_000)
+    fusion: FusionMode = "winner"
+    partition: Partition = "none"
+    dirichlet_alpha: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _alpha_needs_non_iid(self) -> TaskFile:
+        if "dirichlet_alpha" in self.model_fields_set and self.partition != "non-iid":
+            raise ValueError(f"dirichlet_alpha: only used with partition: non-iid (partition is {self.partition})")
+        return self
+
+    @property
+    def is_file_dataset(self) -> bool:
+        return is_dataset_path(self.dataset)
+
+
+def is_dataset_path(dataset: str) -> bool:
+    """A path (has a folder or a suffix) rather than a built-in name."""
+    return "/" in dataset or "\\" in dataset or Path(dataset).suffix != ""
+
+
+# ----------------------------------------------------------------------- loading
+
+
+def load_task_file(path: Path | str, *, cache_dir: Path | None = None) -> TaskFile:
+    """Parse and check a task file, its dataset, and that its model can read that dataset."""
+    return load_task_with_data(path, cache_dir=cache_dir)[0]
+
+
+def load_task_with_data(path: Path | str, *, cache_dir: Path | None = None) -> tuple[TaskFile, DatasetBundle]:
+    """``load_task_file`` plus the dataset it loaded on the way (for ``to_task``)."""
+    path = Path(path)
+    taskfile = read_task_file(path)
+    bundle = load_dataset(taskfile, cache_dir=cache_dir, origin=path)
+    check_model_fits(taskfile, bundle, origin=path)
+    return taskfile, bundle
+
+
+def read_task_file(path: Path | str) -> TaskFile:
+    """Syntax and schema only (no data, no torch); file datasets resolved against the file's folder."""
+    path = Path(path)
+    taskfile = _validate(path, _read_mapping(path))
+    if taskfile.dataset not in BUILTIN_DATASETS and not taskfile.is_file_dataset:
+        raise _fail(path, "dataset", f"unknown built-in dataset '{taskfile.dataset}'; built-ins are "
+                    f"{', '.join(BUILTIN_DATASETS)} (or give a .npz/.csv path)")
+    if taskfile.is_file_dataset:
+        resolved = (path.parent / Path(taskfile.dataset).expanduser()).resolve()
+        taskfile = taskfile.model_copy(update={"dataset": str(resolved)})
+    return taskfile
+
+
+def load_dataset(taskfile: TaskFile, *, cache_dir: Path | None = None, origin: Path | str = "task") -> DatasetBundle:
+    """The task's data: a built-in, or the user's file (its errors keep their own file name)."""
+    try:
+        if taskfile.is_file_dataset:
+            return load_file(Path(taskfile.dataset))
+        return load_builtin(taskfile.dataset, cache_dir=cache_dir)
+    except InvalidTask as e:
+        raise _fail(origin, "dataset", str(e), reason=e.reason) from None
+
+
+def check_model_fits(taskfile: TaskFile, bundle: DatasetBundle, *, origin: Path | str = "task") -> None:
+    """Build the net for the data's shape once: unknown nets, bad params and shapes fail here."""
+    from dlbc_ray.models.nets import build_net, net_info
+
+    try:
+        net_info(taskfile.model.name)
+    except InvalidTask as e:
+        raise _fail(origin, "model.name", str(e), reason=e.reason) from None
+    try:
+        build_net(taskfile.model.name, taskfile.model.params, bundle.input_shape, bundle.n_classes)
+    except InvalidTask as e:
+        field = "model" if e.reason == "bad_input_shape" else "model.params"
+        detail = f"{e} (dataset '{bundle.name}')" if e.reason == "bad_input_shape" else str(e)
+        raise _fail(origin, field, detail, reason=e.reason) from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InvalidTask(f"{path}: no such task file", reason="missing_file")
+    if path.suffix.lower() not in TASK_FILE_SUFFIXES:
+        raise InvalidTask(f"{path}: unknown task file extension '{path.suffix}'; use .yaml, .yml or .json",
+                          reason="bad_extension")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidTask(f"{path}: cannot read ({e})", reason="unreadable") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise InvalidTask(f"{path}: not valid {kind} ({_one_line(e)})", reason="syntax") from None
+    if not isinstance(data, dict):
+        raise InvalidTask(f"{path}: must hold a mapping of fields, found {type(data).__name__}", reason="syntax")
+    return data
+
+
+def _validate(path: Path, data: dict[str, Any]) -> TaskFile:
+    try:
+        return TaskFile.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = first["loc"] if first["type"] == "missing" else _present(data, first["loc"])
+        field = ".".join(str(p) for p in loc)
+        message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif first["type"] == "missing":
+            message = "missing (required)"
+        elif len(loc) < len(first["loc"]):  # pydantic named a union member, not a field
+            message = f"unsupported value {first['input']!r}"
+        if not field and ": " in message:  # model-level checks name their own field
+            field, message = message.split(": ", 1)
+        raise _fail(path, field or "task", message, reason=first["type"]) from None
+
+
+def _present(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The longest prefix of ``loc`` that exists in the input (drops pydantic's union tags)."""
+    kept: list[int | str] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            break
+        kept.append(part)
+    return tuple(kept)
+
+
+def _fail(origin: Path | str, field: str, message: str, *, reason: str = "task_file") -> InvalidTask:
+    return InvalidTask(f"{origin}: {field}: {message}", reason=reason)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+# ------------------------------------------------------------------------- tasks
+
+
+def deadline_ms(taskfile: TaskFile, now_ms: int) -> int:
+    """The absolute deadline in Unix milliseconds."""
+    if isinstance(taskfile.deadline, dt.datetime):
+        return int(taskfile.deadline.timestamp() * 1000)
+    return now_ms + int(taskfile.deadline * 1000)
+
+
+def to_task(taskfile: TaskFile, requester_public_key: str, *, nonce: int, now_ms: int,
+            bundle: DatasetBundle) -> Task:
+    """The unsigned Task for this file; dataset hashes and sizes come from ``bundle``."""
+    expected = Path(taskfile.dataset).stem if taskfile.is_file_dataset else taskfile.dataset
+    if bundle.name != expected:
+        raise InvalidTask(f"dataset: the task names '{expected}' but the data given is '{bundle.name}'",
+                          reason="dataset_mismatch")
+    deadline = deadline_ms(taskfile, now_ms)
+    if deadline <= now_ms:
+        raise InvalidTask(f"deadline: {taskfile.deadline} is already past", reason="deadline_past")
+    dataset = DatasetSpec(
+        name=bundle.name, uri=taskfile.dataset if taskfile.is_file_dataset else None,
+        train_hash=split_hash(bundle.train), test_hash=split_hash(bundle.test),
+        n_train=len(bundle.train), n_test=len(bundle.test), input_shape=bundle.input_shape,
+        n_classes=bundle.n_classes, partition=taskfile.partition, dirichlet_alpha=taskfile.dirichlet_alpha)
+    return Task(requester=requester_public_key, nonce=nonce,
+                model=ModelSpec(name=taskfile.model.name, params=dict(taskfile.model.params)), dataset=dataset,
+                metric=taskfile.metric, target=round(taskfile.target * SCORE_SCALE), reward=taskfile.reward,
+                deadline_ms=deadline, max_epochs=taskfile.max_epochs, fusion=taskfile.fusion, created_ms=now_ms)
