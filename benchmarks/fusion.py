@@ -6,8 +6,9 @@ and submits; the weights are folded to raw inputs and fused (``dlbc_ray.models.f
 A round is "local training then one fusion"; the protocol does one per block, so
 round 1 is the realistic figure and more rounds show what several blocks would add.
 
-    python -m benchmarks.fusion --quick          # about a minute on 2 cores
-    python -m benchmarks.fusion                  # digits and mnist1d, more rounds, ablations
+    python -m benchmarks.fusion --quick          # digits, 1 seed, 3 rounds: about 30 s
+    python -m benchmarks.fusion                  # digits and mnist1d, 3 seeds, 5 rounds, ablations:
+                                                 # about 8 + 10 min (--dataset NAME runs one)
     python -m benchmarks.fusion --json > out.json
 """
 

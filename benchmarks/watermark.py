@@ -9,9 +9,9 @@ the way miners train (``MinerConfig`` defaults through the real Lightning traine
 (b) test accuracy with and without the mark after the same epochs;
 (c) removal: an attacker steals a miner's submission (task epochs, then settled, as
     ``Miner`` signs it) and fine-tunes it on the training set, (1) plainly or (2) while
-    embedding its own mark with its own key. The owner's mark counts as lost when its BER
-    exceeds ``foreign_ber``, the point past which validators no longer call the model the
-    owner's. The attacker gives up at ``budget_factor`` x the embedding epochs. Target
+    embedding its own mark with its own key. The owner's mark counts as lost when a model
+    that never saw the owner's key would match its bits with chance >= ``foreign_p``, the
+    point past which validators no longer call the model the owner's. The attacker gives up at ``budget_factor`` x the embedding epochs. Target
     (DLBC: 30 epochs to remove vs 3 to embed): removal takes at least 10x the embedding
     epochs, or costs more than ``ACCURACY_LOSS`` of test accuracy;
 (d) BER after magnitude pruning of the host layer (Uchida: intact at 65%).
@@ -115,7 +115,7 @@ def embed_run(model: str, seed: int, plan: Plan, bundle: DatasetBundle, score: S
     plain_net = build_net(model, {}, bundle.input_shape, bundle.n_classes, seed=seed)
     plain = train_tracked(plain_net, bundle.train, settings(seed, plan.max_epochs))
     submitted = load_into(build_net(model, {}, bundle.input_shape, bundle.n_classes), marked[plan.task_epochs - 1])
-    steps = wm.settle(submitted, key, max_ber=PROTECTION.max_ber)  # exactly what Miner does before signing
+    steps = wm.settle(submitted, key, margin=PROTECTION.mark_margin)  # exactly what Miner does before signing
     stolen = to_numpy(submitted)
     return EmbedRun(seed, key, [wm.bit_error_rate(w, key) for w in marked],
                     [wm.projection_margin(w, key) for w in marked], [score(w) for w in marked],
@@ -134,7 +134,8 @@ class AttackRun:
     @property
     def removed_at(self) -> int | None:
         """First epoch at which validators would no longer see the owner's mark."""
-        return next((i + 1 for i, b in enumerate(self.owner_ber) if b > PROTECTION.foreign_ber), None)
+        return next((i + 1 for i, b in enumerate(self.owner_ber)
+                     if wm.chance_of_matching(round(b * self.t), self.t) >= PROTECTION.foreign_p), None)
 
 
 def attack(model: str, run: EmbedRun, kind: str, budget: int, bundle: DatasetBundle, score: Scorer) -> AttackRun:
@@ -154,9 +155,7 @@ def pruned(weights: Weights, layer: str, fraction: float) -> Weights:
     return {**weights, layer: w}
 
 
-def chance_p(errors: int, t: int) -> float:
-    """P(an unmarked model gets at most ``errors`` of ``t`` bits wrong): Binomial(t, 1/2) CDF."""
-    return sum(math.comb(t, i) for i in range(errors + 1)) / 2**t
+chance_p = wm.chance_of_matching  # the validators' own rule
 
 
 # ------------------------------------------------------------------------ figures
@@ -250,7 +249,8 @@ def report(fig: dict[str, Any]) -> str:
             f"data: sklearn digits, {fig['n_train']} train / {fig['n_test']} test; miner settings: Adam lr 1e-2, "
             f"batch 64, 10% val holdout, 1 thread; seeds: {plan['seeds']}",
             f"network: lambda {PROTECTION.watermark_lambda}, T = bits_for(M), owner needs BER <= {PROTECTION.max_ber}, "
-            f"another's mark counts at BER <= {PROTECTION.foreign_ber}"]
+            f"another's mark counts when its chance match is < {PROTECTION.foreign_p:.0e}; honest marks are settled to "
+            f"a margin of {PROTECTION.mark_margin}"]
     parts = ["\n".join(head), _embedding_table(fig), _accuracy_table(fig), _removal_table(fig),
              _pruning_table(fig), _targets_table(fig)]
     return "\n".join(parts)
@@ -292,7 +292,8 @@ def _removal_table(fig: dict[str, Any]) -> str:
                          f"{mean(x['owner_ber_end'] for x in s):.3f}", f"{max(x['chance_p_end'] for x in s):.1e}",
                          "met" if r["met"] else "MISSED"])
     attacks = "\n".join(f"  {k}: {v}" for k, v in ATTACKS.items())
-    note = (f"{attacks}\n  removed = owner BER > {PROTECTION.foreign_ber}; the attacker gives up at the budget "
+    note = (f"{attacks}\n  removed = owner's bits no better than chance at p {PROTECTION.foreign_p:.0e} (validators' "
+            f"rule); the attacker gives up at the budget "
             f"({fig['plan']['budget_factor']}x the mean embedding epochs, rounded up); 'escaped' = removed in under "
             f"{TARGET_FACTOR}x at < {ACCURACY_LOSS:.0%} accuracy loss; 'then' = at removal (or at the budget); "
             f"p = chance an unmarked model shows that few bit errors (Binomial(T, 1/2)), worst seed; dist = relative "

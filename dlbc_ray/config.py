@@ -49,7 +49,10 @@ class ProtectionConfig(_Config):
     watermark_bits: int = Field(default=256, ge=8, le=4096, description="T, capped at the host layer's size M")
     watermark_lambda: float = Field(default=0.01, gt=0, description="weight of the embedding loss")
     max_ber: float = Field(default=0.0, ge=0, le=0.5, description="the submitter's own mark must reach this BER")
-    foreign_ber: float = Field(default=0.1, ge=0, le=0.5, description="another miner's mark at this BER = stolen")
+    foreign_p: float = Field(default=1e-6, gt=0, lt=0.5, description="another miner's mark counts (stolen) when a "
+                             "model that never saw that key would match so many bits with less than this chance")
+    mark_margin: float = Field(default=0.5, ge=0, description="honest miners settle every bit at least this far "
+                               "from the boundary (in w X units) so pruning or re-encoding cannot flip it")
     secure_mapping: bool = Field(default=True, description="miners train through a Secure Mapping Layer (PoLe)")
     copy_distance: float = Field(default=0.05, ge=0, description="relative L2 distance under which weights copy")
     copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat (SN9)")

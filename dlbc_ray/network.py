@@ -175,15 +175,31 @@ def share_cpus(cfg: NetworkConfig) -> NetworkConfig:
     return cfg.model_copy(update={"miner": cfg.miner.model_copy(update={"num_cpus": share})})
 
 
-def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | None = None) -> Network:
-    """Spawn ledger, miners, validators and consensus; tell validators each miner's watermark key."""
+@dataclass(frozen=True)
+class Role:
+    """Who plays a named miner or validator: another actor class (an adversary) and its extra arguments."""
+
+    actor_class: type
+    init: dict[str, Any] = field(default_factory=dict)
+
+
+def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | None = None,
+             roles: dict[str, Role] | None = None) -> Network:
+    """Spawn ledger, miners, validators and consensus; tell validators each miner's watermark key.
+
+    ``roles`` swaps in other actor classes by identity name (the adversary suite's honest-
+    looking miners and validators); everyone else is honest.
+    """
+    roles = roles or {}
+    options = lambda name: ({"actor_class": roles[name].actor_class, "init": roles[name].init}  # noqa: E731
+                            if name in roles else {})
     check_resources(cfg)
     cfg = share_cpus(cfg)
     genesis = None if home.ledger.exists() else make_genesis(genesis_params(ids, cfg, genesis_ms or now_ms()),
                                                               ids.consensus, genesis_ms or now_ms())
     ledger = spawn_ledger(str(home.ledger), genesis)
-    miners = [spawn_miner(cfg.miner, i, cfg.protection) for i in ids.miners]
-    validators = [spawn_validator(cfg.validator, i, cfg.protection) for i in ids.validators]
+    miners = [spawn_miner(cfg.miner, i, cfg.protection, **options(i.name)) for i in ids.miners]
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, **options(i.name)) for i in ids.validators]
     get(ledger.head.remote(), timeout=120, what="ledger start")
     secrets_ = get([m.handle.watermark_secret.remote() for m in miners], timeout=300, what="miner start")
     get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],

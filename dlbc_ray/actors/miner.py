@@ -148,7 +148,7 @@ class Miner:
         if not marks:
             return weights
         net.cpu()
-        steps = watermark.settle(net, marks[0].key, max_ber=self.protection.max_ber)
+        steps = watermark.settle(net, marks[0].key, margin=self.protection.mark_margin)
         return to_numpy(net) if steps else weights
 
     def _reporter(self, progress: Any, task_id: str, epochs: int) -> Any:

@@ -39,25 +39,30 @@ def spawn_ledger(path: str, genesis: Block | None, *, named: bool = False, detac
 
 
 def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConfig, *, named: bool = False,
-                detached: bool = False, **options: Any) -> Member:
+                detached: bool = False, actor_class: type = Miner, init: dict[str, Any] | None = None,
+                **options: Any) -> Member:
+    """``actor_class`` (a Miner subclass, e.g. an adversary) gets ``init`` as extra constructor arguments."""
     # max_concurrency=2: reveal() must answer while mine() is still running for a late task.
-    cls = ray.remote(Miner).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+    cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                     resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
                                     max_concurrency=2,
                                     **_placement(miner_name(identity.name) if named else None, detached),
                                     **options)
-    return Member(identity.name, identity.public_key, cls.remote(cfg, identity=identity, protection=protection))
+    return Member(identity.name, identity.public_key,
+                  cls.remote(cfg, identity=identity, protection=protection, **(init or {})))
 
 
 def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: ProtectionConfig, *,
-                    named: bool = False, detached: bool = False, **options: Any) -> Member:
+                    named: bool = False, detached: bool = False, actor_class: type = Validator,
+                    init: dict[str, Any] | None = None, **options: Any) -> Member:
     # max_concurrency=2: health checks (info) answer while a ballot is being judged.
-    cls = ray.remote(Validator).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+    cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                         resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
                                         max_concurrency=2,
                                         **_placement(validator_name(identity.name) if named else None,
                                                      detached), **options)
-    return Member(identity.name, identity.public_key, cls.remote(cfg, identity=identity, protection=protection))
+    return Member(identity.name, identity.public_key,
+                  cls.remote(cfg, identity=identity, protection=protection, **(init or {})))
 
 
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],

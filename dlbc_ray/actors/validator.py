@@ -1,8 +1,9 @@
 """A validator: holds the held-out split, judges every submission, signs one vote per submission.
 
 Checks run cheapest first and the first failure is the verdict: envelope, timing,
-weight hash, reuse, architecture, mapping-seed reveal, watermark ownership, then the
-score on the test split through the miner's own mapping layer, then near copies.
+weight hash, architecture, mapping-seed reveal, watermark ownership, reuse of weights
+already accepted or already rewarded, then the score on the test split through the
+miner's own mapping layer, then near copies of earlier valid submissions.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.evaluate import evaluate
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
-from dlbc_ray.models.protect import mapping_layer, watermark_key
+from dlbc_ray.models.protect import mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
@@ -104,8 +105,11 @@ class Validator:
             return Verdict.HASH_MISMATCH, 0, "weights do not hash to model_hash", None
         t = clock.add("hash_ms", t)
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
-        rejection = check_reuse(sub.model_hash, {s.model_hash for s, _, _ in judged}, won)
-        rejection = rejection or self._check_model(spec, net, sub, weights, arrival)
+        # Ownership before reuse: a thief who copies a victim's weights and arrives first must
+        # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
+        rejection = self._check_model(spec, net, sub, weights, arrival)
+        earlier_valid = {s.model_hash for s, _, score in judged if score is not None}
+        rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
         t = clock.add("checks_ms", t)
         if rejection:
             return rejection[0], 0, rejection[1], weights
@@ -142,11 +146,12 @@ class Validator:
         if not self.protection.watermark:
             return None
         for owner in self._marks:
-            ber = watermark.bit_error_rate(weights, self._key(owner, spec.model.name, weights))
-            if owner == sub.miner and ber > self.protection.max_ber:
-                return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {ber:.3f})"
-            if owner != sub.miner and ber <= self.protection.foreign_ber:
-                return Verdict.STOLEN, f"carries the watermark of miner {owner[:12]} (BER {ber:.3f})"
+            mark = read_mark(weights, self._key(owner, spec.model.name, weights), self.protection)
+            if owner == sub.miner and not mark.owned:
+                return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {mark.ber:.3f})"
+            if owner != sub.miner and mark.carried:
+                return Verdict.STOLEN, (f"carries the watermark of miner {owner[:12]} ({mark.errors}/{mark.t} bit "
+                                        f"errors, chance {mark.chance:.1e})")
         if sub.miner not in self._marks:
             return Verdict.STOLEN, "the submitter is not a registered miner"
         return None

@@ -107,11 +107,11 @@ def from_task(home: Home, path: Path, metadata: dict[str, str]) -> Architecture:
                         spec.dataset.n_classes, f"task {task_id}")
 
 
-def verdict(ber: float, name: str, protection: ProtectionConfig) -> str:
-    """The validators' reading: the owner's mark at ``max_ber``; another's at ``foreign_ber``."""
-    if ber <= protection.max_ber:
+def verdict(owned: bool, carried: bool, name: str) -> str:
+    """The validators' reading: the owner's mark intact, or present beyond chance, or absent."""
+    if owned:
         return f"owned by {name}"
-    if ber <= protection.foreign_ber:
+    if carried:
         return f"carries {name}'s mark"
     return f"not {name}'s"
 
@@ -120,19 +120,19 @@ def read_mark(weights: dict[str, Any], arch: Architecture, identity: Identity,
               protection: ProtectionConfig) -> dict[str, Any]:
     """Check the architecture, derive the miner's key as validators do, and read its bits."""
     from dlbc_ray.models import watermark  # torch loads only for the command that reads weights
+    from dlbc_ray.models import protect
     from dlbc_ray.models.nets import build_net
-    from dlbc_ray.models.protect import watermark_key
     from dlbc_ray.models.weights import check_architecture
 
     check_architecture(build_net(arch.model, arch.params, arch.input_shape, arch.n_classes), weights)
-    key = watermark_key(identity.derive("watermark"), identity.public_key, weights, arch.model,
-                        protection.watermark_bits)
-    errors = int((watermark.extract_bits(weights, key) != key.bits).sum())
-    ber = errors / key.bits.size
-    return {"host": key.layer, "M": int(key.x.shape[0]), "T": int(key.bits.size), "bit_errors": errors, "ber": ber,
-            "margin": watermark.projection_margin(weights, key), "max_ber": protection.max_ber,
-            "foreign_ber": protection.foreign_ber, "verdict": verdict(ber, identity.name, protection),
-            "owned": ber <= protection.max_ber}
+    key = protect.watermark_key(identity.derive("watermark"), identity.public_key, weights, arch.model,
+                                protection.watermark_bits)
+    mark = protect.read_mark(weights, key, protection)
+    return {"host": key.layer, "M": int(key.x.shape[0]), "T": mark.t, "bit_errors": mark.errors, "ber": mark.ber,
+            "chance": mark.chance, "margin": watermark.projection_margin(weights, key),
+            "max_ber": protection.max_ber, "foreign_p": protection.foreign_p,
+            "verdict": verdict(mark.owned, mark.carried, identity.name), "owned": mark.owned,
+            "carried": mark.carried}
 
 
 def _declared(metadata: dict[str, str], identity: Identity) -> str:
@@ -178,7 +178,8 @@ def _print(info: dict[str, Any]) -> None:
             ("miner", f"{info['miner']} {info['public_key']} (artifact names: {info['artifact_miner']})"),
             ("host", f"{info['host']}, M={info['M']}, T={info['T']} bits"),
             ("BER", f"{info['ber']:.4f} ({info['bit_errors']}/{info['T']} bits wrong; owner needs <= "
-                    f"{info['max_ber']}, another's mark counts at <= {info['foreign_ber']})"),
+                    f"{info['max_ber']}; chance an unmarked model matches this well: {info['chance']:.1e}, "
+                    f"a mark counts below {info['foreign_p']:.0e})"),
             ("margin", f"{info['margin']:.4f} (mean sigmoid agreement; about 0.5 for an unmarked model)"),
             ("verdict", f"[bold]{escape(info['verdict'])}[/]")]
     for label, text in rows:

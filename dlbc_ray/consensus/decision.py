@@ -59,6 +59,10 @@ def decide(
             reason="quorum",
         )
     tallies = tuple(compute_tally(c, ballots.get(c, {}).values(), len(validators)) for c in commits)
+    undecided = [t.commit for t in tallies if t.verdict is None]
+    if undecided:
+        raise NoQuorum(f"validators split on submission {undecided[0][:12]}: no 2/3 majority either way "
+                       f"(more than a third of them are faulty)", reason="split")
     winner = compute_winner(submissions, tallies, target)
     score = next((t.score for t in tallies if winner and t.commit == winner.commit), None)
     return Decision(tallies=tallies, voters=voters, winner=winner, score=score)

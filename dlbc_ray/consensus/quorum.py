@@ -42,8 +42,9 @@ def is_conflicting(a: Vote, b: Vote) -> bool:
 class Tally:
     """Validators' combined judgement of one submission.
 
-    ``verdict`` is VALID when accepted, the most common rejection otherwise, and
-    None when too few validators voted to say anything.
+    ``verdict`` is VALID when more than 2/3 of all validators accept it, the most common
+    rejection when more than 2/3 reject it, and None (undecided) otherwise: with fewer
+    than n/3 liars one side always has its quorum, so undecided means too many faults.
     """
 
     commit: str
@@ -63,7 +64,8 @@ def compute_tally(commit: str, ballot: Iterable[Vote], n_validators: int) -> Tal
     valid_scores = [v.score for v in votes if v.verdict is Verdict.VALID]
     if is_quorum(len(valid_scores), n_validators):
         return Tally(commit, len(valid_scores), len(votes), Verdict.VALID, compute_median_score(valid_scores))
-    return Tally(commit, len(valid_scores), len(votes), compute_main_rejection(votes), None)
+    rejected = is_quorum(len(votes) - len(valid_scores), n_validators)
+    return Tally(commit, len(valid_scores), len(votes), compute_main_rejection(votes) if rejected else None, None)
 
 
 def compute_main_rejection(votes: Sequence[Vote]) -> Verdict | None:

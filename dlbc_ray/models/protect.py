@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch import nn
 
+from dlbc_ray.config import ProtectionConfig
 from dlbc_ray.errors import InvalidModelFile
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.nets import net_info
@@ -35,3 +37,23 @@ def mapping_layer(seed: bytes, net: nn.Module | Mapping[str, Any], model: str,
     first = _shapes(net)[net_info(model).first_layer]
     kind = sml.sml_kind(first, input_shape)
     return sml.mapping_matrix(seed, sml.map_size(kind, input_shape)), kind
+
+
+@dataclass(frozen=True)
+class MarkReading:
+    """One key read against one model, judged the way validators judge it."""
+
+    t: int
+    errors: int
+    ber: float
+    chance: float  # P(an unmarked model matches this well)
+    owned: bool  # the owner's mark is intact (BER <= max_ber)
+    carried: bool  # the key's mark is there beyond chance (a stolen model if it is not the submitter's)
+
+
+def read_mark(weights: Mapping[str, Any], key: watermark.WatermarkKey, protection: ProtectionConfig) -> MarkReading:
+    t = int(key.bits.shape[0])
+    errors = int(round(watermark.bit_error_rate(weights, key) * t))
+    chance = watermark.chance_of_matching(errors, t)
+    return MarkReading(t=t, errors=errors, ber=errors / t, chance=chance, owned=errors / t <= protection.max_ber,
+                       carried=chance < protection.foreign_p)

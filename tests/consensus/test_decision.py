@@ -86,3 +86,17 @@ def test_fewer_than_a_third_liars_cannot_change_the_winner(n: int, honest_scores
     d = decide(subs, votes, VALIDATORS[:n], target=0)
     assert d.winner == subs[honest_scores.index(max(honest_scores))]
     assert d.score == max(honest_scores)
+
+
+@pytest.mark.parametrize(("n", "liars"), [(4, 2), (7, 3), (7, 4)])
+def test_a_third_or_more_liars_fail_the_round_safely(n: int, liars: int) -> None:
+    """Lying 'stolen' on the honest best model: no 2/3 either way, so no block, never a wrong winner.
+
+    (From 2n/3 liars on, the liars are the quorum; no protocol can stop them.)"""
+    subs = [submission(0), submission(1)]
+    votes = votes_for(subs[0], [9000] * n) + votes_for(subs[1], [8000] * n)
+    lies = set(VALIDATORS[:liars])
+    votes = [v.model_copy(update={"verdict": Verdict.STOLEN, "score": 0})
+             if v.validator in lies and v.commit == subs[0].commit else v for v in votes]
+    with pytest.raises(NoQuorum, match="split"):
+        decide(subs, votes, VALIDATORS[:n], 0)

@@ -45,14 +45,20 @@ def test_tally_accepts_with_quorum_and_takes_median_of_valid_votes() -> None:
 
 
 def test_tally_rejects_with_the_most_common_reason() -> None:
-    votes = [vote("a"), vote("b", Verdict.STOLEN, 0), vote("c", Verdict.STOLEN, 0), vote("d", Verdict.COPY, 0)]
-    tally = compute_tally(fake_hash("c"), votes, 4)
+    votes = [vote("a", Verdict.COPY, 0), vote("b", Verdict.STOLEN, 0), vote("c", Verdict.STOLEN, 0),
+             vote("d", Verdict.COPY, 0), vote("e", Verdict.STOLEN, 0)]
+    tally = compute_tally(fake_hash("c"), votes, 5)
     assert not tally.accepted and tally.verdict is Verdict.STOLEN and tally.score is None
 
 
 def test_too_few_votes_decide_nothing() -> None:
     tally = compute_tally(fake_hash("c"), [vote("a"), vote("b")], 4)
     assert tally.verdict is None and not tally.accepted
+
+
+def test_a_split_without_two_thirds_either_way_is_undecided() -> None:
+    votes = [vote("a"), vote("b"), vote("c", Verdict.STOLEN, 0), vote("d", Verdict.STOLEN, 0)]
+    assert compute_tally(fake_hash("c"), votes, 4).verdict is None
 
 
 def test_rejection_ties_follow_declaration_order() -> None:
