@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dlbc_ray.consensus.ranking import RankingWeights
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.schema.block import RetargetParams
 from dlbc_ray.errors import ConfigError
 
 
@@ -30,6 +32,8 @@ class MinerConfig(_Config):
     lr: float = Field(default=1e-2, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    target_margin: float = Field(default=0.03, ge=0, lt=1, description="PoLe: stop once the own validation "
+                                 "accuracy clears the standing target by this much (test accuracy may be lower)")
     max_restarts: int = Field(default=3, ge=-1)
 
 
@@ -69,8 +73,31 @@ class ConsensusConfig(_Config):
     max_faulty: int = Field(default=1, ge=0, description="f, lying validators tolerated; needs >= 3f + 1 validators")
     validator_fee_bps: int = Field(default=1_000, ge=0, le=10_000, description="share of a reward paid to voters")
     tick_s: float = Field(default=0.5, gt=0, description="how often the scheduler looks at the task pool")
+    grace_s: float = Field(default=0.2, ge=0, description="PoLe: after the first submission claiming the "
+                           "target, how long the window stays open for near-ties")
     max_attempts: int = Field(default=3, ge=1, description="rounds a task may fail (no quorum, no submissions)")
     ranking: RankingWeights = RankingWeights()
+
+
+class PoleConfig(_Config):
+    """PoLe: standing tasks whose accuracy target retunes so blocks come at a steady rate."""
+
+    enabled: bool = Field(default=False, description="a long-lived network mines standing tasks when idle")
+    target_interval_s: float = Field(default=5.0, gt=0, description="wanted mean time between blocks")
+    window: int = Field(default=5, ge=1, description="retarget every this many standing blocks")
+    initial: float = Field(default=0.85, ge=0, le=1, description="accuracy target of the first window")
+    floor: float = Field(default=0.5, ge=0, le=1)
+    ceiling: float = Field(default=0.97, ge=0, le=1, description="below what the standing model can reach")
+    max_step: float = Field(default=0.02, gt=0, le=1, description="largest change of the target per retarget")
+    block_reward: int = Field(default=100, ge=0)
+    treasury: int = Field(default=1_000_000, ge=0, description="genesis funds of the treasury that pays blocks")
+    max_epochs: int = Field(default=60, ge=1, description="a standing round's cap; miners stop at the target")
+
+    def retarget(self) -> RetargetParams:
+        scale = lambda x: round(x * SCORE_SCALE)  # noqa: E731
+        return RetargetParams(target_interval_s=self.target_interval_s, window=self.window,
+                              initial=scale(self.initial), floor=scale(self.floor), ceiling=scale(self.ceiling),
+                              max_step=max(1, scale(self.max_step)))
 
 
 class TaskDefaults(_Config):
@@ -96,6 +123,7 @@ class NetworkConfig(_Config):
     validator: ValidatorConfig = ValidatorConfig()
     consensus: ConsensusConfig = ConsensusConfig()
     protection: ProtectionConfig = ProtectionConfig()
+    pole: PoleConfig = PoleConfig()
     task: TaskDefaults = TaskDefaults()
     genesis_balance: int = Field(default=1_000_000, ge=0, description="given to the demo requester at genesis")
     miner_stake: int = Field(default=1_000, ge=0, description="given to each miner at genesis; thefts cost from it")

@@ -19,6 +19,7 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get
+from dlbc_ray.actors.consensus import StandingTemplate
 from dlbc_ray.actors.rounds import TaskData, now_ms
 from dlbc_ray.actors.spawn import NAMESPACE, spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
 from dlbc_ray.config import NetworkConfig, TaskDefaults
@@ -39,11 +40,12 @@ log = logging.getLogger(__name__)
 class Identities:
     consensus: Identity
     requester: Identity
+    treasury: Identity
     miners: list[Identity]
     validators: list[Identity]
 
     def names(self) -> dict[str, str]:
-        everyone = [self.consensus, self.requester, *self.miners, *self.validators]
+        everyone = [self.consensus, self.requester, self.treasury, *self.miners, *self.validators]
         return {i.public_key: i.name for i in everyone}
 
 
@@ -76,10 +78,23 @@ def _names(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(n)]
 
 
-def check_home(home: Home, cfg: NetworkConfig) -> ChainParams | None:
+def check_home(home: Home, cfg: NetworkConfig, *, pole: bool = False) -> ChainParams | None:
     """Refuse a home whose existing chain this config cannot continue; writes nothing."""
     if not home.ledger.exists():
         return None
+    params = _check_validators(home, cfg)
+    if pole and params.retarget is None:
+        raise ConfigError(f"the chain in {home.root} was made without PoLe difficulty; use a fresh --home",
+                          reason="pole")
+    if pole and params.treasury != load_key(home, "treasury").public_key:
+        raise ConfigError(f"key 'treasury' in {home.keys} is not this chain's treasury", reason="pole")
+    if pole and params.retarget and params.retarget.target_interval_s != cfg.pole.target_interval_s:
+        raise ConfigError(f"the chain in {home.root} keeps blocks {params.retarget.target_interval_s:g} s apart; "
+                          f"--target-interval {cfg.pole.target_interval_s:g} needs a fresh --home", reason="pole")
+    return params
+
+
+def _check_validators(home: Home, cfg: NetworkConfig) -> ChainParams:
     chain = Chain.open(home.ledger, create=False)
     params = chain.state.params
     chain.close()
@@ -99,20 +114,22 @@ def check_home(home: Home, cfg: NetworkConfig) -> ChainParams | None:
 def load_identities(home: Home, cfg: NetworkConfig) -> Identities:
     """Keys for every role: all existing ones are checked first, then missing ones created (0600)."""
     miners, validators = _names("miner", cfg.miners), _names("validator", cfg.validators)
-    everyone = ["consensus", "requester", *miners, *validators]
+    everyone = ["consensus", "requester", "treasury", *miners, *validators]
     loaded = {n: load_key(home, n) for n in everyone if key_path(home, n).exists()}
     keys = {n: loaded.get(n) or load_or_create_key(home, n) for n in everyone}
-    return Identities(consensus=keys["consensus"], requester=keys["requester"],
+    return Identities(consensus=keys["consensus"], requester=keys["requester"], treasury=keys["treasury"],
                       miners=[keys[n] for n in miners], validators=[keys[n] for n in validators])
 
 
 def genesis_params(ids: Identities, cfg: NetworkConfig, created_ms: int) -> ChainParams:
     allocations = [Allocation(account=ids.requester.public_key, amount=cfg.genesis_balance)]
     allocations += [Allocation(account=m.public_key, amount=cfg.miner_stake) for m in ids.miners if cfg.miner_stake]
+    allocations += [Allocation(account=ids.treasury.public_key, amount=cfg.pole.treasury)] if cfg.pole.treasury else []
     return ChainParams(proposer=ids.consensus.public_key, validators=tuple(v.public_key for v in ids.validators),
                        max_faulty=cfg.consensus.max_faulty, validator_fee_bps=cfg.consensus.validator_fee_bps,
-                       theft_penalty=cfg.protection.theft_penalty, allocations=tuple(allocations),
-                       created_ms=created_ms)
+                       theft_penalty=cfg.protection.theft_penalty, retarget=cfg.pole.retarget(),
+                       treasury=ids.treasury.public_key, block_reward=cfg.pole.block_reward,
+                       allocations=tuple(allocations), created_ms=created_ms)
 
 
 # ------------------------------------------------------------------------- Ray
@@ -204,7 +221,8 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     secrets_ = get([m.handle.watermark_secret.remote() for m in miners], timeout=300, what="miner start")
     get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],
         timeout=300, what="validator start")
-    consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators)
+    consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators, treasury=ids.treasury,
+                                groups=miner_groups([m.name for m in miners], cfg.miners_per_task))
     return Network(ledger=ledger, consensus=consensus, miners=miners, validators=validators, identities=ids)
 
 
@@ -216,24 +234,41 @@ def teardown(net: Network) -> None:
 # ----------------------------------------------------------------------- tasks
 
 
-def make_task(requester: Identity, defaults: TaskDefaults, bundle: Any, *, nonce: int, created_ms: int) -> Signed[Task]:
-    """The built-in task: a registry model on a bundled dataset, signed by the requester."""
+def miner_groups(names: list[str], per_task: int) -> list[list[str]]:
+    """Disjoint groups of ``per_task`` miners (0 = one group of all): each group mines one task at a time."""
+    size = per_task or len(names)
+    return [names[i:i + size] for i in range(0, len(names), size)]
+
+
+def dataset_spec(bundle: Any) -> DatasetSpec:
     from dlbc_ray.models.data import split_hash
 
-    dataset = DatasetSpec(name=bundle.name, train_hash=split_hash(bundle.train), test_hash=split_hash(bundle.test),
-                          n_train=len(bundle.train), n_test=len(bundle.test), input_shape=bundle.input_shape,
-                          n_classes=bundle.n_classes)
+    return DatasetSpec(name=bundle.name, train_hash=split_hash(bundle.train), test_hash=split_hash(bundle.test),
+                       n_train=len(bundle.train), n_test=len(bundle.test), input_shape=bundle.input_shape,
+                       n_classes=bundle.n_classes)
+
+
+def make_task(requester: Identity, defaults: TaskDefaults, bundle: Any, *, nonce: int, created_ms: int) -> Signed[Task]:
+    """The built-in task: a registry model on a bundled dataset, signed by the requester."""
     task = Task(requester=requester.public_key, nonce=nonce, model=ModelSpec(name=defaults.model,
-                params=dict(defaults.model_params)), dataset=dataset, target=round(defaults.target * SCORE_SCALE),
-                reward=defaults.reward, deadline_ms=created_ms + int(defaults.deadline_s * 1e3),
-                max_epochs=defaults.epochs, created_ms=created_ms)
+                params=dict(defaults.model_params)), dataset=dataset_spec(bundle),
+                target=round(defaults.target * SCORE_SCALE), reward=defaults.reward,
+                deadline_ms=created_ms + int(defaults.deadline_s * 1e3), max_epochs=defaults.epochs,
+                created_ms=created_ms)
     return crypto.sign(requester, task)
 
 
-def run_round(net: Network, task: Signed[Task], data: TaskData, *, timeout_s: float,
-              on_status: Callable[[RoundStatus], None] | None = None, poll_s: float = 0.25) -> RoundReport:
-    """One round on the network, polling its status for a live display."""
-    ref = net.consensus.mine.remote(task, data)
+def standing_template(cfg: NetworkConfig, bundle: Any) -> StandingTemplate:
+    """PoLe's standing task: the demo task's model and data, trained until the chain's difficulty."""
+    return StandingTemplate(model=ModelSpec(name=cfg.task.model, params=dict(cfg.task.model_params)),
+                            dataset=dataset_spec(bundle), max_epochs=cfg.pole.max_epochs)
+
+
+def run_round(net: Network, task: Signed[Task] | None, data: TaskData, *, timeout_s: float,
+              on_status: Callable[[RoundStatus], None] | None = None, poll_s: float = 0.25,
+              standing: StandingTemplate | None = None) -> RoundReport:
+    """One round on the network (a task, or PoLe's standing task), polling its status for a live display."""
+    ref = net.consensus.mine_standing.remote(standing, data) if standing else net.consensus.mine.remote(task, data)
     deadline = time.monotonic() + timeout_s
     while on_status is not None and time.monotonic() < deadline:
         ready, _ = ray.wait([ref], timeout=poll_s)
@@ -243,14 +278,18 @@ def run_round(net: Network, task: Signed[Task], data: TaskData, *, timeout_s: fl
     return get(ref, timeout=max(1.0, deadline - time.monotonic()), what="consensus round")
 
 
-def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int,
+def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks",
              on_status: Callable[[RoundStatus], None] | None = None,
              on_round: Callable[[RoundReport], None] | None = None,
              on_stage: Callable[[str], None] = lambda text: None) -> DemoResult:
-    """Mine ``blocks`` blocks on the built-in task with a fresh local network; verify the chain after."""
+    """Mine ``blocks`` blocks with a fresh local network, then verify the chain.
+
+    ``mode`` "tasks": the requester posts the built-in task each round; "pole": the
+    network mines PoLe's standing task, whose target follows the chain's difficulty.
+    """
     from dlbc_ray.models.data import load_builtin
 
-    check_home(home, cfg)
+    check_home(home, cfg, pole=mode == "pole")
     ids = load_identities(home, cfg)
     on_stage("starting a local Ray cluster")
     owns = start_local_ray(home, cfg)
@@ -262,9 +301,12 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int,
         data = TaskData(train=ray.put(bundle.train), test=ray.put(bundle.test))
         reports = []
         timeout = cfg.consensus.collect_timeout_s + cfg.consensus.validate_timeout_s + 120
-        for _ in range(blocks):
-            task = make_task(ids.requester, cfg.task, bundle, nonce=time.time_ns(), created_ms=now_ms())
-            reports.append(run_round(net, task, data, timeout_s=timeout, on_status=on_status))
+        standing = standing_template(cfg, bundle) if mode == "pole" else None
+        attempts = 3 * blocks if standing else blocks  # a standing round may end without a block; PoLe retries
+        while len(reports) < attempts and sum(r.committed for r in reports) < blocks:
+            task = None if standing else make_task(ids.requester, cfg.task, bundle, nonce=time.time_ns(),
+                                                   created_ms=now_ms())
+            reports.append(run_round(net, task, data, timeout_s=timeout, on_status=on_status, standing=standing))
             if on_round:
                 on_round(reports[-1])
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.schema.rounds import RoundReport
@@ -35,6 +36,40 @@ def plot_rounds(reports: Sequence[RoundReport], path: Path) -> Path:
         bottom = [b + p for b, p in zip(bottom, part)]
     secs.set(title="where each round's time went", xlabel="block height", ylabel="seconds")
     secs.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pole_points(chain: Any) -> list[tuple[int, float, float]]:
+    """(height, seconds since the parent block, difficulty) of every standing-task block."""
+    from dlbc_ray.ledger.chain import Chain
+
+    assert isinstance(chain, Chain)
+    headers = chain.headers()
+    standing = {t for t, r in chain.state.tasks.items() if r.task.kind == "standing"}
+    return [(h.height, (h.timestamp_ms - parent.timestamp_ms) / 1e3, (h.difficulty or 0) / SCORE_SCALE)
+            for parent, h in zip(headers, headers[1:]) if h.task_id in standing]
+
+
+def plot_pole(points: Sequence[tuple[int, float, float]], target_interval_s: float, path: Path) -> Path:
+    """Block intervals against their target, and the difficulty that steers them, over height."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heights = [p[0] for p in points]
+    fig, (interval, difficulty) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    interval.plot(heights, [p[1] for p in points], marker="o", label="block interval")
+    interval.axhline(target_interval_s, color="gray", linestyle="--", label="target interval")
+    interval.set(title="PoLe: block intervals", ylabel="seconds")
+    interval.legend()
+    difficulty.step(heights, [p[2] for p in points], where="mid", color="tab:red")
+    difficulty.set(title="difficulty (accuracy target of the standing task)", xlabel="block height",
+                   ylabel="accuracy")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

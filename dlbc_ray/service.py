@@ -100,11 +100,6 @@ def attach(home: Home, address: str | None = None) -> Any:
 # --------------------------------------------------------------------- up / down
 
 
-def miner_groups(names: list[str], per_task: int) -> list[list[str]]:
-    size = per_task or len(names)
-    return [names[i:i + size] for i in range(0, len(names), size)]
-
-
 def up(cfg: NetworkConfig, home: Home, *, address: str,
        on_stage: Callable[[str], None] = lambda text: None) -> tuple[NetworkRecord, bool]:
     """Start the network; returns (record, started). Against a live network, changes nothing."""
@@ -165,7 +160,7 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
 
     from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
     from dlbc_ray.consensus import make_genesis
-    from dlbc_ray.network import check_resources, genesis_params, share_cpus
+    from dlbc_ray.network import check_resources, genesis_params, miner_groups, share_cpus
 
     check_resources(cfg)
     cfg = share_cpus(cfg)
@@ -193,11 +188,20 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
     get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],
         timeout=300, what="validator start")
     names_only = lambda ms: [Member(m.name, m.public_key, None) for m in ms]  # noqa: E731
+    standing = _standing(cfg) if cfg.pole.enabled else None
     consensus = spawn_consensus(cfg.consensus, ids.consensus, None, names_only(miners), names_only(validators),
                                 groups=groups, home=str(home.root), named=True, detached=True, max_restarts=-1,
-                                scheduling_strategy=here)
+                                treasury=ids.treasury, standing=standing, scheduling_strategy=here)
     get(consensus.members.remote(), timeout=120, what="consensus start")  # constructed, scheduler running
     return groups
+
+
+def _standing(cfg: NetworkConfig) -> Any:
+    """PoLe's standing task for a long-lived network: the default task's model and built-in data."""
+    from dlbc_ray.models.data import load_builtin
+    from dlbc_ray.network import standing_template
+
+    return standing_template(cfg, load_builtin(cfg.task.dataset))
 
 
 def _bundle(cfg: NetworkConfig) -> dict[str, float]:

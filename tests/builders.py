@@ -16,6 +16,7 @@ from dlbc_ray.schema import (
     ChainParams,
     DatasetSpec,
     ModelSpec,
+    RetargetParams,
     Signed,
     Submission,
     Task,
@@ -42,6 +43,8 @@ class World:
     n_miners: int = 3
     max_faulty: int = 1
     theft_penalty: int = 0
+    retarget: RetargetParams | None = None
+    block_reward: int = 50
     proposer: Identity = field(default_factory=lambda: Identity.from_seed("consensus", b"consensus"))
     requester: Identity = field(default_factory=lambda: Identity.from_seed("requester", b"requester"))
 
@@ -50,22 +53,27 @@ class World:
         self.miners = ids("miner", self.n_miners)
         allocations = [Allocation(account=self.requester.public_key, amount=100_000)]
         allocations += [Allocation(account=m.public_key, amount=500) for m in self.miners]
+        self.treasury = Identity.from_seed("treasury", b"treasury")
+        allocations += [Allocation(account=self.treasury.public_key, amount=10_000)]
         self.params = ChainParams(proposer=self.proposer.public_key,
                                   validators=tuple(v.public_key for v in self.validators),
                                   max_faulty=self.max_faulty, theft_penalty=self.theft_penalty,
-                                  allocations=tuple(allocations), created_ms=T0)
+                                  retarget=self.retarget, treasury=self.treasury.public_key,
+                                  block_reward=self.block_reward, allocations=tuple(allocations), created_ms=T0)
         self.genesis = make_genesis(self.params, self.proposer, T0)
         self.state: ChainState = process_block(None, self.genesis, compute_block_hash(self.genesis.header))
         self.nonce = 0
 
-    def task(self, *, reward: int = 1_000, target: int = 5_000, deadline_ms: int = T0 + 10**9) -> Signed[Task]:
+    def task(self, *, reward: int = 1_000, target: int = 5_000, deadline_ms: int = T0 + 10**9,
+             standing: bool = False) -> Signed[Task]:
         self.nonce += 1
         dataset = DatasetSpec(name="digits", train_hash=fake_hash("train"), test_hash=fake_hash("test"),
                               n_train=1437, n_test=360, input_shape=(1, 8, 8), n_classes=10)
-        task = Task(requester=self.requester.public_key, nonce=self.nonce, model=ModelSpec(name="mlp"),
+        requester = self.treasury if standing else self.requester
+        task = Task(requester=requester.public_key, nonce=self.nonce, model=ModelSpec(name="mlp"),
                     dataset=dataset, target=target, reward=reward, deadline_ms=deadline_ms, max_epochs=3,
-                    created_ms=T0)
-        return crypto.sign(self.requester, task)
+                    created_ms=T0, kind="standing" if standing else "request")
+        return crypto.sign(requester, task)
 
     def submission(self, miner: Identity, task: Signed[Task], label: str = "") -> Signed[Submission]:
         task_id = crypto.message_hash(task.message)
@@ -85,15 +93,16 @@ class World:
         return crypto.sign(validator, vote)
 
     def round(self, scores: Mapping[int, Sequence[int]], task: Signed[Task] | None = None,
-              verdicts: Mapping[tuple[int, int], Verdict] | None = None) -> tuple[Block, Signed[Task]]:
+              verdicts: Mapping[tuple[int, int], Verdict] | None = None,
+              at_ms: int | None = None) -> tuple[Block, Signed[Task]]:
         """A task block where miner i gets ``scores[i][j]`` from validator j."""
         task = task or self.task()
         subs = [self.submission(self.miners[i], task) for i in scores]
         votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID))
                  for sub, (i, row) in zip(subs, scores.items()) for j, s in enumerate(row)]
         task_id = crypto.message_hash(task.message)
-        block, _ = propose_task_block(self.state, task, subs, votes, self.proposer,
-                                      T0 + 1000 * (self.state.height + 1), self.round_id(task_id))
+        when = at_ms if at_ms is not None else T0 + 1000 * (self.state.height + 1)
+        block, _ = propose_task_block(self.state, task, subs, votes, self.proposer, when, self.round_id(task_id))
         return block, task
 
     def apply(self, block: Block) -> ChainState:

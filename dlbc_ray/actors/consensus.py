@@ -35,10 +35,11 @@ from dlbc_ray.actors.rounds import (
 from dlbc_ray.config import ConsensusConfig
 from dlbc_ray.consensus import ChainState, Event, propose_task_block, propose_tx_block
 from dlbc_ray.consensus.decision import Decision
+from dlbc_ray.consensus.validation import expected_standing_target
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
-from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
+from dlbc_ray.schema import Block, DatasetSpec, ModelSpec, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.rounds import (
     ProgressEvent,
     RoundReport,
@@ -47,7 +48,16 @@ from dlbc_ray.schema.rounds import (
     SubmissionOutcome,
 )
 
-__all__ = ["Consensus", "TaskData", "now_ms"]
+__all__ = ["Consensus", "StandingTemplate", "TaskData", "now_ms"]
+
+
+@dataclass(frozen=True)
+class StandingTemplate:
+    """What PoLe's standing task trains: a registry model on a built-in dataset."""
+
+    model: ModelSpec
+    dataset: DatasetSpec
+    max_epochs: int
 
 
 @dataclass
@@ -71,8 +81,10 @@ class Consensus:
 
     def __init__(self, cfg: ConsensusConfig, *, identity: Identity, ledger: Any, miners: Sequence[Member],
                  validators: Sequence[Member], groups: Sequence[Sequence[str]] | None = None,
-                 home: str | None = None, autostart: bool = False) -> None:
-        self.cfg, self.identity = cfg, identity
+                 home: str | None = None, autostart: bool = False, treasury: Identity | None = None,
+                 standing: StandingTemplate | None = None) -> None:
+        self.cfg, self.identity, self.treasury, self.standing = cfg, identity, treasury, standing
+        self._standing_data: TaskData | None = None
         # A long-lived network passes names, not handles: a restart must not depend on
         # constructor arguments held in the object store by a driver that has exited.
         self.ledger = ledger if ledger is not None else ray.get_actor(LEDGER_NAME, namespace=NAMESPACE)
@@ -108,7 +120,7 @@ class Consensus:
         """Escrow the reward on chain now (its own block), then queue the task for mining."""
         spec = crypto.verify(task, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
-        task_pool.check_data(spec, train, test)
+        task_pool.check_data(spec.dataset, train, test)
         if task_id in self.pool:
             raise InvalidTask(f"task {task_id[:12]} was already submitted", reason="duplicate_task")
         try:
@@ -130,6 +142,34 @@ class Consensus:
     def mine(self, task: Signed[Task], data: TaskData) -> RoundReport:
         """One round on the first miner group, now, for a task not yet on chain (the demo's path)."""
         return self._round(task, data, self.groups[0].members)
+
+    def mine_standing(self, template: StandingTemplate | None = None, data: TaskData | None = None,
+                      group: int = 0) -> RoundReport:
+        """PoLe: one round of the standing task, aimed at the chain's current difficulty."""
+        template = template or self.standing
+        if template is None or self.treasury is None:
+            raise ConsensusError("this network has no standing task (start it with PoLe)", reason="standing_task")
+        return self._round(self._standing_task(template), data or self._load_standing(template),
+                           self.groups[group].members)
+
+    def _standing_task(self, template: StandingTemplate) -> Signed[Task]:
+        assert self.treasury is not None
+        snapshot, now = self.snapshot(), now_ms()
+        task = Task(requester=self.treasury.public_key, nonce=time.time_ns(), model=template.model,
+                    dataset=template.dataset, target=expected_standing_target(snapshot),
+                    reward=snapshot.params.block_reward, deadline_ms=now + int(self.cfg.collect_timeout_s * 1e3),
+                    max_epochs=template.max_epochs, kind="standing", created_ms=now)
+        return crypto.sign(self.treasury, task)
+
+    def _load_standing(self, template: StandingTemplate) -> TaskData:
+        """The standing task's data, loaded once by this actor from the built-in set it names."""
+        if self._standing_data is None:
+            from dlbc_ray.models.data import load_builtin
+
+            bundle = load_builtin(template.dataset.name)
+            task_pool.check_data(template.dataset, bundle.train, bundle.test)
+            self._standing_data = TaskData(ray.put(bundle.train), ray.put(bundle.test))
+        return self._standing_data
 
     def _round(self, task: Signed[Task], data: TaskData, miners: Sequence[Member]) -> RoundReport:
         task_id = crypto.message_hash(crypto.verify(task, expected_signer=task.message.requester))
@@ -169,6 +209,9 @@ class Consensus:
             except NoQuorum as e:
                 raise ConsensusError(f"no block: {e}", reason="quorum") from None
             decided.append(decision)
+            if task.message.kind == "standing" and decision.winner is None:
+                raise ConsensusError(f"no valid model reached the difficulty {task.message.target}: no block",
+                                     reason="no_winner")
             if decision.winner is not None:
                 self._store_winner(decision, result.arrivals, result.weight_refs)
             return block
@@ -222,12 +265,25 @@ class Consensus:
         for task_id, task in self.pool.expired(now_ms()):
             self._refund(task_id, task)
         started = 0
-        for group, entry in zip(self._free_groups(), self.pool.next(now_ms(), self.cfg.ranking)):
+        free = self._free_groups()
+        for group, entry in zip(free, self.pool.next(now_ms(), self.cfg.ranking)):
             group.busy = True
             self.pool.mark(entry.task_id, "mining")
             self._workers.submit(self._mine_entry, group, entry)
             started += 1
+        if self.standing is not None and not started and len(free) == len(self.groups) and not self.pool.waiting():
+            free[0].busy = True  # idle network: PoLe mines the standing task
+            self._workers.submit(self._mine_standing_group, free[0])
+            started += 1
         return started
+
+    def _mine_standing_group(self, group: _Group) -> None:
+        try:
+            self.mine_standing(group=self.groups.index(group))
+        except DLBCError:  # an empty treasury or a failed start: the next idle tick tries again
+            pass
+        finally:
+            group.busy = False
 
     def _free_groups(self) -> list[_Group]:
         return [g for g in self.groups if not g.busy]

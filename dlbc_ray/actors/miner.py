@@ -54,6 +54,7 @@ class Miner:
         self.threads = torch_threads(cfg.num_cpus)
         torch.set_num_threads(self.threads)
         self.accelerator = "gpu" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self._cancelled: set[str] = set()  # task ids whose submission window closed: stop at the next epoch
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "threads": self.threads,
@@ -62,6 +63,10 @@ class Miner:
     def watermark_secret(self) -> bytes:
         """Given to validators only (privately), so they can read this miner's mark."""
         return self.identity.derive("watermark")
+
+    def cancel(self, task_id: str) -> None:
+        """The window closed: finish the epoch in progress and stop (runs beside ``mine``)."""
+        self._cancelled.add(task_id)
 
     def mapping_seed(self, task_id: str) -> bytes:
         return sml.derive_seed(self.identity.derive("sml"), task_id)
@@ -82,7 +87,8 @@ class Miner:
         mapped, commitment = self._mapped(net, spec, task_id)
         report = self._reporter(progress, task_id, spec.max_epochs)
         marks = self._marks(net, spec)
-        result = train(mapped, data, self._settings(spec, task_id), regularizers=marks, on_epoch=report)
+        result = train(mapped, data, self._settings(spec, task_id), regularizers=marks, on_epoch=report,
+                       stop_when=self._stop_rule(spec, task_id))
         weights = self._settled(net, marks, result.weights)
         t0 = time.perf_counter()
         model_hash = crypto.hash_weights(weights)
@@ -114,6 +120,15 @@ class Miner:
         return int(torch.cuda.memory_allocated()) if self.accelerator == "gpu" else 0
 
     # ------------------------------------------------------------------ parts
+
+    def _stop_rule(self, spec: Task, task_id: str) -> Any:
+        """PoLe: stop as soon as the standing target is reached; any task: stop once cancelled."""
+        goal = spec.target / SCORE_SCALE + self.cfg.target_margin if spec.kind == "standing" else None
+
+        def stop(stat: EpochStat) -> bool:
+            return task_id in self._cancelled or (goal is not None and stat.val_accuracy >= goal)
+
+        return stop
 
     def _check_inputs(self, spec: Task, task_id: str, data: Split, ctx: RoundContext) -> None:
         if task_id != ctx.task_id:

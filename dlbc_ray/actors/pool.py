@@ -22,7 +22,7 @@ from dlbc_ray.consensus import ChainState
 from dlbc_ray.consensus.ranking import PendingTask, RankingWeights, estimate_cost, explain, rank_tasks
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import Split, split_hash
-from dlbc_ray.schema import Signed, Task
+from dlbc_ray.schema import DatasetSpec, Signed, Task
 from dlbc_ray.schema.rounds import RoundReport
 
 Status = Literal["queued", "mining", "done", "failed", "expired"]
@@ -39,11 +39,11 @@ class PoolEntry:
     last: RoundReport | None = None
 
 
-def check_data(task: Task, train: Split, test: Split) -> None:
-    """The splits must be the ones the task's hashes name (a partitioned task checks at the miner)."""
-    if split_hash(test) != task.dataset.test_hash:
+def check_data(dataset: DatasetSpec, train: Split, test: Split) -> None:
+    """The splits must be the ones the task's hashes name."""
+    if split_hash(test) != dataset.test_hash:
         raise InvalidTask("test split does not match the task's test_hash", reason="data_hash")
-    if split_hash(train) != task.dataset.train_hash:
+    if split_hash(train) != dataset.train_hash:
         raise InvalidTask("training split does not match the task's train_hash", reason="data_hash")
 
 
@@ -107,6 +107,10 @@ class TaskPool:
                       if e.status == "queued" and e.task.message.deadline_ms > now_ms}
         for pending in rank_tasks((e.pending for e in queued.values()), now_ms, weights):
             yield queued[pending.task_id]
+
+    def waiting(self) -> bool:
+        with self._lock:
+            return any(e.status in ("queued", "mining") for e in self._entries.values())
 
     def expired(self, now_ms: int) -> list[tuple[str, Signed[Task]]]:
         with self._lock:

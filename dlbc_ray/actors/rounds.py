@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
+
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, wait_each
 from dlbc_ray.config import ConsensusConfig
@@ -91,6 +93,7 @@ class RoundRunner:
                  sink: Any = None) -> None:
         self.cfg, self.task, self.data, self.base, self.sink = cfg, task, data, base, sink
         self.miners, self.validators = list(miners), list(validators)
+        self.miners_by_name = {m.name: m for m in self.miners}
         self.state, self.lock = state, lock
         self.ctx = RoundContext(round_id=state.round_id, task_id=state.task_id, base_height=base.height,
                                 base_hash=base.head_hash, eval_seed=int(base.head_hash[:8], 16),
@@ -124,8 +127,12 @@ class RoundRunner:
         calls = {m.name: m.handle.mine.remote(self.task, self.data.train, self.ctx, self.sink) for m in self.miners}
         names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
         t0 = time.perf_counter()
-        done, pending = wait_each([c[0] for c in calls.values()],
-                                  timeout=max(0.0, (self.ctx.submit_deadline_ms - now_ms()) / 1e3))
+        window = max(0.0, (self.ctx.submit_deadline_ms - now_ms()) / 1e3)
+        refs_in = [c[0] for c in calls.values()]
+        standing = self.task.message.kind == "standing"
+        done, pending = self._first_to_target(refs_in, window) if standing else wait_each(refs_in, timeout=window)
+        for ref in pending:  # the window closed: tell the rest to stop at their next epoch
+            self.miners_by_name[names[ref]].handle.cancel.remote(self.ctx.task_id)
         arrivals, refs, stats, verify_ms = [], {}, [], 0.0
         for ref, arrived in done:
             mined = self._receive(ref, names[ref])
@@ -150,6 +157,25 @@ class RoundRunner:
                             miner_hash_ms=max((s.hash_ms for s in stats), default=0.0),
                             miner_sign_ms=max((s.sign_ms for s in stats), default=0.0))
         return arrivals, refs
+
+    def _first_to_target(self, refs: list[Any], timeout_s: float) -> tuple[list[tuple[Any, int]], list[Any]]:
+        """PoLe: the window closes a short grace after the first submission claiming the target."""
+        deadline = time.monotonic() + timeout_s
+        close_at: float | None = None
+        done: list[tuple[Any, int]] = []
+        pending = list(refs)
+        while pending:
+            left = (close_at or deadline) - time.monotonic()
+            if left <= 0:
+                break
+            ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+            for ref in ready:
+                done.append((ref, now_ms()))
+                mined = _try_get(ref, self.cfg.commit_timeout_s)
+                if close_at is None and isinstance(mined, MinedSubmission) and (
+                        mined.signed.message.claimed_score >= self.task.message.target):
+                    close_at = min(deadline, time.monotonic() + self.cfg.grace_s)
+        return done, pending
 
     def _receive(self, ref: Any, name: str) -> MinedSubmission | None:
         try:

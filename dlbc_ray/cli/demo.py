@@ -53,7 +53,7 @@ def summary(result: DemoResult) -> Table:
                   title="mined blocks")
     for r in result.reports:
         if not r.committed:
-            table.add_row("-", "-", r.task_id[:10], f"[red]failed: {r.failure}[/]", "", f"{r.round_seconds:.1f}")
+            table.add_row("-", "-", r.task_id[:10], "[red]no block[/] (see below)", "", f"{r.round_seconds:.1f}")
             continue
         train, evaluate, other = time_split(r)
         winner = result.names.get(r.winner or "", "none (refund)") if r.winner else "none (refund)"
@@ -78,33 +78,62 @@ def demo(
     validators: Annotated[int, typer.Option(help="Number of validator actors (needs >= 3f+1).")] = 4,
     blocks: Annotated[int, typer.Option(help="Blocks to mine.")] = 2,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per task (default from the preset).")] = None,
+    mode: Annotated[str, typer.Option(help="'tasks': the requester posts the built-in task; 'pole': PoLe's "
+                                           "standing task, its target retuned for steady blocks.")] = "tasks",
+    target_interval: Annotated[float | None, typer.Option(help="PoLe: wanted seconds between blocks "
+                                                               "(fixed when the chain is created).")] = None,
     preset: Annotated[str, typer.Option(help=f"Config preset: {', '.join(PRESETS)}.")] = "default",
     home: Annotated[Path | None, typer.Option("--home", help="Home directory (default $DLBC_HOME or ~/.dlbc-ray).")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
 ) -> None:
     """Start a local Ray network and mine blocks on the built-in task (MLP on sklearn digits)."""
-    cfg = _config(preset, miners=miners, validators=validators, blocks=blocks, epochs=epochs)
+    cfg = _config(preset, miners=miners, validators=validators, blocks=blocks, epochs=epochs,
+                  mode=mode, target_interval=target_interval)
     h = resolve_home(home)
     view = LiveView(blocks)
     with view.live:
         view.stage("loading Ray and PyTorch")
         from dlbc_ray.network import run_demo  # torch and Ray load only for commands that run a network
 
-        result = run_demo(cfg, h, blocks=blocks, on_status=view.update, on_round=view.done, on_stage=view.stage)
+        result = run_demo(cfg, h, blocks=blocks, mode=mode, on_status=view.update, on_round=view.done,
+                          on_stage=view.stage)
     committed = [r for r in result.reports if r.committed]
     if json:
         print_json(as_json(result))
     else:
         out.print(summary(result))
+        for r in result.reports:
+            if not r.committed:
+                out.print(f"round for task {r.task_id[:10]} ended without a block: {r.failure}", highlight=False)
         if committed:
             out.print(f"plot: {plot_rounds(result.reports, h.plots / 'demo.png')}")
+        if committed and mode == "pole":
+            out.print(f"plot: {_pole_plot(h, cfg.pole.target_interval_s)}")
         out.print("chain valid" if result.chain_valid else f"[red]chain INVALID: {result.chain_error}[/]")
-    if not result.chain_valid or len(committed) < len(result.reports):
-        raise ConsensusError(f"{len(result.reports) - len(committed)} of {blocks} rounds failed"
-                             if result.chain_valid else result.chain_error, reason="demo")
+    if not result.chain_valid:
+        raise ConsensusError(result.chain_error, reason="demo")
+    if len(committed) < blocks:
+        raise ConsensusError(f"only {len(committed)} of the {blocks} blocks asked for were committed", reason="demo")
 
 
-def _config(preset: str, *, miners: int, validators: int, blocks: int, epochs: int | None) -> NetworkConfig:
+def _pole_plot(home: Any, target_interval_s: float) -> Path:
+    from dlbc_ray.ledger import Chain
+    from dlbc_ray.plots import plot_pole, pole_points
+
+    chain = Chain.open(home.ledger, create=False, verify=False)
+    try:
+        return plot_pole(pole_points(chain), target_interval_s, home.plots / "pole.png")
+    finally:
+        chain.close()
+
+
+def _config(preset: str, *, miners: int, validators: int, blocks: int, epochs: int | None, mode: str = "tasks",
+            target_interval: float | None = None) -> NetworkConfig:
+    if mode not in ("tasks", "pole"):
+        raise ConfigError(f"--mode {mode!r} is not 'tasks' or 'pole'", reason="mode")
+    if target_interval is not None and target_interval <= 0:
+        raise ConfigError(f"--target-interval must be more than 0 seconds (got {target_interval:g})",
+                          reason="target_interval")
     if preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}", reason="preset")
     if blocks < 1:
@@ -113,7 +142,9 @@ def _config(preset: str, *, miners: int, validators: int, blocks: int, epochs: i
         raise ConfigError(f"--epochs must be at least 1 (got {epochs})", reason="epochs")
     base = PRESETS[preset]
     task = base.task.model_copy(update={"epochs": epochs}) if epochs else base.task
+    pole = base.pole.model_copy(update={"target_interval_s": target_interval}) if target_interval else base.pole
     try:
-        return network_config(base, miners=miners, validators=validators, task=task.model_dump())
+        return network_config(base, miners=miners, validators=validators, task=task.model_dump(),
+                              pole=pole.model_dump())
     except ConfigError as e:
         raise ConfigError(f"--{e.message}", reason=e.reason) from None

@@ -29,6 +29,7 @@ def up(
     miner_gpus: Annotated[float, typer.Option(help="GPUs per miner (fractional allowed; 0 = CPU).")] = 0.0,
     miners_per_task: Annotated[int, typer.Option(help="Miners per group; groups mine tasks in parallel. "
                                                       "0 = all miners on every task.")] = 0,
+    pole: Annotated[bool, typer.Option("--pole", help="When no task waits, mine PoLe's standing task.")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Start a long-lived network (named, detached actors in the 'dlbc' namespace)."""
@@ -37,7 +38,7 @@ def up(
     miner = DEFAULT.miner.model_copy(update={"num_gpus": miner_gpus})
     try:
         cfg = network_config(miners=miners, validators=validators, miners_per_task=miners_per_task,
-                             miner=miner.model_dump())
+                             miner=miner.model_dump(), pole={**DEFAULT.pole.model_dump(), "enabled": pole})
     except ConfigError as e:
         raise ConfigError(f"--{e.message}", reason=e.reason) from None
     h = resolve_home(home)

@@ -29,52 +29,14 @@ block 1 .. window carry ``initial``; the difficulty changes at heights k*window 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dlbc_ray.constants import BPS, SCORE_SCALE
-from dlbc_ray.errors import ConfigError, ConsensusError, InvalidBlock
+from dlbc_ray.errors import ConsensusError, InvalidBlock
+from dlbc_ray.schema.block import RetargetParams
 
-
-class RetargetParams(BaseModel):
-    """How the accuracy target is retuned; fixed for a chain, so every node computes the same schedule.
-
-    Building it with bad values raises a one-line ``ConfigError`` naming the field.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    target_interval_s: float = Field(gt=0, description="wanted mean time between mined blocks")
-    window: int = Field(default=10, ge=1, description="retarget every this many blocks, from their intervals")
-    initial: int = Field(ge=0, le=SCORE_SCALE, description="accuracy target of blocks 1..window (score units)")
-    max_step: int = Field(default=100, ge=1, le=SCORE_SCALE, description="largest change per retarget (score units)")
-    floor: int = Field(default=0, ge=0, le=SCORE_SCALE, description="lowest target (score units)")
-    ceiling: int = Field(default=SCORE_SCALE, ge=0, le=SCORE_SCALE,
-                         description="highest target: below what the model can reach (score units)")
-    gain_bps: int = Field(default=2_500, ge=1, le=BPS, description="controller gain in basis points (0.25)")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = "".join(f"{p}: " for p in first["loc"][:1])
-            message = str(first["msg"]).removeprefix("Value error, ")
-            raise ConfigError(f"retarget params: {where}{message}", reason="config") from None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RetargetParams:
-        if self.target_interval_ms < 1:
-            raise ValueError(f"target_interval_s {self.target_interval_s} is under one millisecond")
-        if not self.floor <= self.initial <= self.ceiling:
-            raise ValueError(f"need floor <= initial <= ceiling, got {self.floor}, {self.initial}, {self.ceiling}")
-        return self
-
-    @property
-    def target_interval_ms(self) -> int:
-        """The target in whole milliseconds: the unit every computation uses."""
-        return round(self.target_interval_s * 1000)
+__all__ = ["RetargetParams", "compute_difficulty_at", "compute_intervals", "compute_next_difficulty",
+           "compute_standing_difficulty",
+           "difficulty_schedule", "expected_difficulty", "is_retarget_height"]
 
 
 def is_retarget_height(height: int, params: RetargetParams) -> bool:
@@ -95,7 +57,8 @@ def compute_next_difficulty(current: int, intervals_ms: Sequence[int], params: R
     if not intervals_ms or any(gap <= 0 for gap in intervals_ms):
         raise ConsensusError("difficulty: retargeting needs at least one positive interval", reason="retarget")
     den = len(intervals_ms) * params.target_interval_ms
-    num = max(-den, min(den, den - sum(intervals_ms)))  # r = num / den in [-1, 1]
+    capped = sum(min(gap, params.interval_cap * params.target_interval_ms) for gap in intervals_ms)
+    num = max(-den, min(den, den - capped))  # r = num / den in [-1, 1]
     if num == 0:
         return _clamp(current, params.floor, params.ceiling)
     error = max(0, SCORE_SCALE - current)
@@ -149,3 +112,14 @@ def difficulty_schedule(timestamps_ms: Sequence[int], params: RetargetParams) ->
 def expected_difficulty(timestamps_ms: Sequence[int], params: RetargetParams) -> int:
     """The target the next block must meet, given the timestamps of every block so far (anchor first)."""
     return difficulty_schedule(timestamps_ms, params)[-1]
+
+
+def compute_standing_difficulty(height: int, previous: int | None, intervals_ms: Sequence[int],
+                                params: RetargetParams) -> int:
+    """The target of the ``height``-th standing block, from the previous standing block's target and
+    the intervals of the last standing blocks (each measured from its parent block, of any kind)."""
+    if height <= params.window or previous is None:
+        return params.initial
+    if not is_retarget_height(height, params):
+        return previous
+    return compute_next_difficulty(previous, intervals_ms[-params.window:], params)

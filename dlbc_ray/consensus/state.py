@@ -36,6 +36,15 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class PoleState:
+    """PoLe's running difficulty: standing blocks so far, the last one's target, recent intervals."""
+
+    height: int = 0
+    difficulty: int | None = None
+    intervals_ms: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class ChainState:
     """Everything the chain implies after its head block.
 
@@ -53,6 +62,7 @@ class ChainState:
     nonces: Mapping[str, int] = field(default_factory=dict)
     tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
     won_models: Mapping[str, int] = field(default_factory=dict)  # model hash -> height it won
+    pole: PoleState = PoleState()
 
     def balance(self, account: str) -> int:
         return self.balances.get(account, 0)
@@ -173,6 +183,7 @@ def process_block(state: ChainState | None, block: Block, block_hash: str) -> Ch
     for tx in block.txs:
         process_tx(d, tx, header.height, header.timestamp_ms)
     process_task_close(d, block)
+    pole = process_pole(src, block, d)
     return replace(
         src,
         height=header.height,
@@ -183,7 +194,21 @@ def process_block(state: ChainState | None, block: Block, block_hash: str) -> Ch
         nonces=d.nonces,
         tasks=d.tasks,
         won_models=d.won_models,
+        pole=pole,
     )
+
+
+def process_pole(state: ChainState, block: Block, d: _Draft) -> PoleState:
+    """A standing-task block advances PoLe's difficulty state; any other block leaves it alone."""
+    header = block.header
+    record = d.tasks.get(header.task_id or "")
+    if record is None or record.task.kind != "standing" or state.height < 0:
+        return state.pole
+    keep = state.params.retarget.window if state.params.retarget else 1
+    # A block right after genesis measures the network's start-up, not mining: it anchors, uncounted.
+    new = () if state.height == 0 else (header.timestamp_ms - state.timestamp_ms,)
+    intervals = (*state.pole.intervals_ms, *new)[-keep:]
+    return PoleState(height=state.pole.height + 1, difficulty=header.difficulty, intervals_ms=intervals)
 
 
 def _empty(genesis: Block) -> ChainState:

@@ -15,7 +15,8 @@ from dlbc_ray.consensus.decision import Decision, decide
 from dlbc_ray.consensus.quorum import is_conflicting
 from dlbc_ray.consensus.settlement import compute_settlement
 from dlbc_ray.consensus.state import ChainState
-from dlbc_ray.errors import InvalidBlock, NoQuorum
+from dlbc_ray.consensus.difficulty import compute_standing_difficulty
+from dlbc_ray.errors import ConsensusError, InvalidBlock, NoQuorum
 from dlbc_ray.schema import (
     Block,
     BlockHeader,
@@ -189,9 +190,32 @@ def validate_decision(block: Block, task: Task, submissions: Sequence[Submission
     return decision
 
 
+def expected_standing_target(state: ChainState) -> int:
+    """The accuracy target the next standing block must carry (PoLe's difficulty)."""
+    params = state.params.retarget
+    if params is None:
+        raise ConsensusError("this chain has no PoLe difficulty parameters", reason="standing_task")
+    pole = state.pole
+    return compute_standing_difficulty(pole.height + 1, pole.difficulty, pole.intervals_ms, params)
+
+
+def validate_standing_task(block: Block, task: Task, state: ChainState) -> None:
+    """PoLe: funded by the treasury at the block reward, aimed at the chain's difficulty, never empty."""
+    header, params = block.header, state.params
+    if params.retarget is None or task.requester != params.treasury or task.reward != params.block_reward:
+        raise _fail(header, "standing_task", "standing tasks are the treasury's, at the chain's block reward")
+    expected = expected_standing_target(state)
+    if task.target != expected:
+        raise _fail(header, "difficulty", f"standing task targets {task.target}, the difficulty is {expected}")
+    if header.winner is None:
+        raise _fail(header, "standing_task", "a standing-task block needs a winner (no valid model, no block)")
+
+
 def validate_task_block(block: Block, state: ChainState) -> None:
     header, params = block.header, state.params
     task, post_index = get_block_task(block, state)
+    if task.kind == "standing":
+        validate_standing_task(block, task, state)
     system = split_task_txs(block, post_index)
     submissions = validate_submissions(block)
     commits = {s.commit for s in submissions}

@@ -100,8 +100,9 @@ def _dataset(split: Split) -> TensorDataset:
 class _EpochRecorder(pl.Callback):
     """Turns each finished epoch (after its validation) into an ``EpochStat``."""
 
-    def __init__(self, on_epoch: Callable[[EpochStat], None] | None) -> None:
-        self.on_epoch = on_epoch
+    def __init__(self, on_epoch: Callable[[EpochStat], None] | None,
+                 stop_when: Callable[[EpochStat], bool] | None = None) -> None:
+        self.on_epoch, self.stop_when = on_epoch, stop_when
         self.history: list[EpochStat] = []
         self._started = 0.0
 
@@ -119,6 +120,8 @@ class _EpochRecorder(pl.Callback):
         self.history.append(stat)
         if self.on_epoch is not None:
             self.on_epoch(stat)
+        if self.stop_when is not None and self.stop_when(stat):
+            trainer.should_stop = True
 
 
 def train(
@@ -128,14 +131,18 @@ def train(
     *,
     regularizers: Sequence[Regularizer] = (),
     on_epoch: Callable[[EpochStat], None] | None = None,
+    stop_when: Callable[[EpochStat], bool] | None = None,
 ) -> TrainResult:
-    """Train ``net`` in place on ``data`` minus a validation holdout; same inputs, same weights (CPU)."""
+    """Train ``net`` in place on ``data`` minus a validation holdout; same inputs, same weights (CPU).
+
+    ``stop_when`` ends training after the first epoch it approves (PoLe: a target reached).
+    """
     _prepare_process(settings)
     fit, val = holdout(data, settings.val_fraction, settings.seed)
     system = ClassifierSystem(
         net, lr=settings.lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer, regularizers=regularizers
     )
-    recorder = _EpochRecorder(on_epoch)
+    recorder = _EpochRecorder(on_epoch, stop_when)
     started = time.perf_counter()
     with quiet_lightning():
         trainer = _trainer(settings, recorder, validate=len(val) > 0)

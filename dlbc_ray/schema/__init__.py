@@ -17,6 +17,7 @@ from dlbc_ray.schema.block import (
     PayoutTx,
     PenaltyTx,
     PostTaskTx,
+    RetargetParams,
     Transaction,
     Transfer,
     TransferTx,
@@ -28,6 +29,6 @@ from dlbc_ray.schema.task import DatasetSpec, FusionMode, ModelSpec, ParamValue,
 __all__ = [
     "Allocation", "Amount", "Block", "BlockHeader", "ChainParams", "DatasetSpec", "EquivocationEvidence",
     "Evidence", "FrozenModel", "FusionMode", "Hash", "Millis", "MintTx", "ModelSpec", "ParamValue", "Partition",
-    "PayoutRole", "PayoutTx", "PenaltyTx", "PostTaskTx", "PublicKey", "Reveal", "Score", "SignatureHex", "Signed",
+    "PayoutRole", "PayoutTx", "PenaltyTx", "PostTaskTx", "PublicKey", "RetargetParams", "Reveal", "Score", "SignatureHex", "Signed",
     "Submission", "Task", "Transaction", "Transfer", "TransferTx", "Verdict", "Vote",
 ]

@@ -2,15 +2,59 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dlbc_ray.constants import BLOCK_DOMAIN, CHAIN_DOMAIN, TRANSFER_DOMAIN
+from dlbc_ray.constants import BLOCK_DOMAIN, BPS, CHAIN_DOMAIN, SCORE_SCALE, TRANSFER_DOMAIN
+from dlbc_ray.errors import ConfigError
 from dlbc_ray.schema.base import Amount, FrozenModel, Hash, Millis, PublicKey, Score, SignatureHex
 from dlbc_ray.schema.signed import Signed
 from dlbc_ray.schema.submission import Submission, Vote
 from dlbc_ray.schema.task import Task
+
+
+class RetargetParams(BaseModel):
+    """How the accuracy target is retuned; fixed for a chain, so every node computes the same schedule.
+
+    Building it with bad values raises a one-line ``ConfigError`` naming the field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_interval_s: float = Field(gt=0, description="wanted mean time between mined blocks")
+    window: int = Field(default=10, ge=1, description="retarget every this many blocks, from their intervals")
+    initial: int = Field(ge=0, le=SCORE_SCALE, description="accuracy target of blocks 1..window (score units)")
+    max_step: int = Field(default=100, ge=1, le=SCORE_SCALE, description="largest change per retarget (score units)")
+    floor: int = Field(default=0, ge=0, le=SCORE_SCALE, description="lowest target (score units)")
+    ceiling: int = Field(default=SCORE_SCALE, ge=0, le=SCORE_SCALE,
+                         description="highest target: below what the model can reach (score units)")
+    gain_bps: int = Field(default=2_500, ge=1, le=BPS, description="controller gain in basis points (0.25)")
+    interval_cap: int = Field(default=4, ge=1, description="an interval counts at most this many target intervals "
+                              "(a network restart or an outage must not slam the difficulty)")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = "".join(f"{p}: " for p in first["loc"][:1])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"retarget params: {where}{message}", reason="config") from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetargetParams:
+        if self.target_interval_ms < 1:
+            raise ValueError(f"target_interval_s {self.target_interval_s} is under one millisecond")
+        if not self.floor <= self.initial <= self.ceiling:
+            raise ValueError(f"need floor <= initial <= ceiling, got {self.floor}, {self.initial}, {self.ceiling}")
+        return self
+
+    @property
+    def target_interval_ms(self) -> int:
+        """The target in whole milliseconds: the unit every computation uses."""
+        return round(self.target_interval_s * 1000)
+
 
 
 class Allocation(FrozenModel):
@@ -29,6 +73,9 @@ class ChainParams(FrozenModel):
     max_faulty: int = Field(default=1, ge=0, description="f: lying validators tolerated; needs n >= 3f + 1")
     validator_fee_bps: int = Field(default=1_000, ge=0, le=10_000, description="share of a reward paid to voters")
     theft_penalty: int = Field(default=0, ge=0, description="taken from a miner caught submitting a stolen model")
+    retarget: RetargetParams | None = Field(default=None, description="PoLe difficulty control of standing tasks")
+    treasury: PublicKey | None = Field(default=None, description="funds standing tasks (PoLe block rewards)")
+    block_reward: int = Field(default=0, ge=0, description="reward of one standing-task block")
     allocations: tuple[Allocation, ...] = ()
     created_ms: Millis = 0
 

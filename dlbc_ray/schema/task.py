@@ -51,4 +51,6 @@ class Task(FrozenModel):
     deadline_ms: Millis
     max_epochs: int = Field(ge=1, le=10_000)
     fusion: FusionMode = "winner"
+    kind: Literal["request", "standing"] = Field(
+        default="request", description="standing: PoLe's open-ended task, target = the chain's difficulty")
     created_ms: Millis

@@ -129,3 +129,16 @@ def test_gpu_training_returns_cpu_weights_that_score_the_same() -> None:
     fresh = build_net("cnn", {}, bundle.input_shape, bundle.n_classes)
     on_gpu = evaluate(fresh, result.weights, bundle.test, device="cuda")
     assert on_gpu > 0.85 and abs(on_gpu - evaluate(fresh, result.weights, bundle.test)) < 0.01
+
+
+def test_stop_when_ends_training_after_the_first_approved_epoch() -> None:
+    from dlbc_ray.models.data import load_builtin
+    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.training import TrainSettings, train
+
+    bundle = load_builtin("digits")
+    net = build_net("mlp", {}, bundle.input_shape, bundle.n_classes)
+    result = train(net, bundle.train, TrainSettings(epochs=20, num_threads=1),
+                   stop_when=lambda stat: stat.val_accuracy >= 0.8)
+    assert result.epochs < 20 and result.history[-1].val_accuracy >= 0.8
+    assert all(stat.val_accuracy < 0.8 for stat in result.history[:-1])

@@ -1,0 +1,360 @@
+"""Adversarial miners and validators: honest until armed, then one named attack per round.
+
+Plain subclasses of ``Miner`` and ``Validator``, made remote by ``network.assemble(...,
+roles=...)`` like everyone else, so an attack uses exactly the paths an honest actor
+uses. Each one is armed for the next rounds with a frozen description of the attack
+(``arm``) and disarmed with ``arm(None)``; the attack suite (``dlbc_ray.attack``) does it.
+
+Simulation devices, stated plainly: a thief is given its victims' identities only to
+re-derive, bit for bit, the model a victim trains this round (training is deterministic
+given identity and task), standing in for intercepting it; it signs only with its own
+key. A lying validator judges honestly first and then lies about what it found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import ray
+
+from dlbc_ray import crypto
+from dlbc_ray.actors.miner import Miner
+from dlbc_ray.actors.validator import Validator
+from dlbc_ray.config import MinerConfig, ProtectionConfig, ValidatorConfig
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.crypto import Identity
+from dlbc_ray.models import sml, watermark
+from dlbc_ray.models.data import Split
+from dlbc_ray.models.nets import build_net, count_parameters, net_info
+from dlbc_ray.models.protect import mapping_layer
+from dlbc_ray.models.weights import load_into
+from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
+from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival
+
+MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "forged-signature",
+                    "hash-mismatch", "wrong-task", "late", "bait"]
+LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
+Weights = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MinerAttack:
+    """What an adversarial miner does in the rounds it is armed for."""
+
+    kind: MinerKind
+    victim: str | None = None  # thief, copy-noise, forged-signature: the honest miner's name (None: the best)
+    task: Signed[Task] | None = None  # thief, copy-noise: the round's task, known when armed ...
+    train: Split | None = None  # ... and its training data, so the loot is ready when the round opens
+    weights: Weights | None = None  # replay, disguised-replay: an earlier winner's weights ...
+    sml_seed: str | None = None  # ... and the mapping seed they were trained behind (hex)
+    noise: float = 0.01  # copy-noise: Gaussian noise, relative to each tensor's standard deviation
+    late_by_s: float = 1.0  # late: how long after the deadline the submission arrives
+    settle_steps: int = 5_000  # an adversary settles its own mark to the end, not to an honest step cap
+
+
+@dataclass(frozen=True)
+class AttackRecord:
+    """What an armed miner sent in its last round, for the suite's accounting."""
+
+    kind: str
+    commit: str
+    model_hash: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ValidatorLie:
+    """How an adversarial validator lies: random scores, always approve, always reject,
+    reject only the best valid submission, or sign two different votes on each submission."""
+
+    kind: LieKind
+    seed: int = 0
+
+
+# ------------------------------------------------------------------ miners
+
+
+class AdversaryMiner(Miner):
+    """A miner that mines honestly until ``arm`` gives it an attack."""
+
+    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig,
+                 victims: Mapping[str, Identity] | None = None) -> None:
+        super().__init__(cfg, identity=identity, protection=protection)
+        self.victims = dict(victims or {})
+        self.attack: MinerAttack | None = None
+        self.records: list[AttackRecord] = []
+        self._seeds: dict[str, bytes] = {}  # commit -> the mapping seed this miner will reveal for it
+        self._loot: _Loot | None = None
+
+    def arm(self, attack: MinerAttack | None) -> None:
+        """Attack from the next round on (None: honest again); a thief armed with the task steals now."""
+        self.attack = attack
+        self._loot = None
+        if attack is not None and attack.task is not None and attack.train is not None:
+            self._loot = self._steal(attack, attack.task, attack.train)
+
+    def last_record(self) -> AttackRecord | None:
+        return self.records[-1] if self.records else None
+
+    @ray.method(num_returns=2)
+    def mine(self, task: Signed[Task], data: Split, ctx: RoundContext,
+             progress: Any = None) -> tuple[MinedSubmission, Weights]:
+        attack = self.attack
+        if attack is None:
+            return super().mine(task, data, ctx, progress)
+        mined, weights, note = PLAYS[attack.kind](self, attack, task, data, ctx)
+        sub = mined.signed.message
+        self.records.append(AttackRecord(attack.kind, sub.commit, sub.model_hash, note))
+        if attack.kind == "late":  # recorded first: the suite may ask while this call still sleeps
+            time.sleep(max(0.0, ctx.submit_deadline_ms / 1e3 + attack.late_by_s - time.time()))
+        return mined, weights
+
+    def reveal(self, task_id: str, commit: str) -> Signed[Reveal]:
+        seed = self._seeds.get(commit)
+        if seed is None:
+            return super().reveal(task_id, commit)
+        return crypto.sign(self.identity, Reveal(task_id=task_id, commit=commit, sml_seed=seed.hex()))
+
+    # ------------------------------------------------------------- plays
+
+    def _thief(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        loot = self._loot_for(a, task, data)
+        note = f"exact copy of {loot.victim} ({loot.submission.model_hash[:12]})"
+        return self._submit(task, loot.weights, loot.seed, template=loot.submission), loot.weights, note
+
+    def _copy_noise(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        loot = self._loot_for(a, task, data)
+        rng = np.random.default_rng(int(ctx.round_id[:8], 16))
+        noisy = {k: (v + rng.standard_normal(v.shape).astype(v.dtype) * a.noise * float(v.std()))
+                 if np.issubdtype(v.dtype, np.floating) else v for k, v in loot.weights.items()}
+        noisy = self._own_mark(task.message, noisy, a.settle_steps)
+        note = f"{loot.victim}'s weights + {a.noise:g} noise"
+        return self._submit(task, noisy, loot.seed, template=loot.submission), noisy, note
+
+    def _random(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """Untrained weights of its own init; ``bait`` leaves them unmarked, so honest validators reject them."""
+        spec = task.message
+        seed = int.from_bytes(self.identity.derive("untrained")[:4], "big")
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes,
+                        seed=seed)
+        bait = a.kind == "bait"
+        weights = _numpy(net) if bait else self._own_mark(spec, _numpy(net), a.settle_steps)
+        note = "untrained, unmarked" if bait else "untrained, own mark settled"
+        return self._submit(task, weights, self.mapping_seed(crypto.message_hash(spec))), weights, note
+
+    def _replay(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        if a.weights is None or a.sml_seed is None:
+            raise ValueError("a replay needs the earlier winner's weights and mapping seed")
+        weights, seed = dict(a.weights), bytes.fromhex(a.sml_seed)
+        if a.kind == "disguised-replay":
+            weights, seed = self._disguise(task.message, weights, seed)
+        return self._submit(task, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
+
+    def _forged(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        victim = self.victims[a.victim or ""].public_key
+        mined, weights, _ = self._random(MinerAttack("random-weights"), task, data, ctx)
+        sub = mined.signed.message
+        forged = sub.model_copy(update={"miner": victim,
+                                        "commit": crypto.compute_commit(sub.model_hash, victim, sub.task_id)})
+        signed = crypto.sign(self.identity, forged).model_copy(update={"signer": victim})
+        return MinedSubmission(signed=signed, stats=mined.stats), weights, f"claims to be {a.victim}"
+
+    def _hash_mismatch(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        mined, weights = super().mine(task, data, ctx)
+        first = next(iter(weights))
+        shipped = {**weights, first: weights[first] + np.float32(1e-3)}
+        return mined, shipped, "signs its trained weights' hash, ships others"
+
+    def _wrong_task(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        mined, weights, _ = self._random(MinerAttack("random-weights"), task, data, ctx)
+        sub = mined.signed.message
+        other = hashlib.sha256(b"another task|" + sub.task_id.encode()).hexdigest()
+        moved = sub.model_copy(update={"task_id": other,
+                                       "commit": crypto.compute_commit(sub.model_hash, sub.miner, other)})
+        return MinedSubmission(signed=crypto.sign(self.identity, moved), stats=mined.stats), weights, "another task"
+
+    def _late(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        mined, weights = super().mine(task, data, ctx)  # an honest model; ``mine`` holds it past the deadline
+        return mined, weights, f"{a.late_by_s:g} s after the deadline"
+
+    # ------------------------------------------------------------- parts
+
+    def _loot_for(self, a: MinerAttack, task: Signed[Task], data: Split) -> _Loot:
+        loot = self._loot
+        if loot is not None and loot.submission.task_id == crypto.message_hash(task.message):
+            return loot
+        return self._steal(a, task, data)  # not armed with this task: re-derive now, racing the victim
+
+    def _steal(self, a: MinerAttack, task: Signed[Task], data: Split) -> _Loot:
+        """The model a victim trains for ``task``, re-derived in this process (plain ``Miner``s).
+
+        With no victim named, the thief takes the model with the best claimed score: the likely winner.
+        """
+        names = [a.victim] if a.victim else sorted(self.victims)
+        task_id = crypto.message_hash(task.message)
+        ctx = RoundContext(round_id="0" * 64, task_id=task_id, base_height=0, base_hash="0" * 64, eval_seed=0,
+                           submit_deadline_ms=0)
+        loot = []
+        for name in names:
+            victim = Miner(self.cfg, identity=self.victims[name or ""], protection=self.protection)
+            mined, weights = victim.mine(task, data, ctx)
+            loot.append(_Loot(name or "", mined.signed.message, weights, victim.mapping_seed(task_id)))
+        return max(loot, key=lambda x: x.submission.claimed_score)
+
+    def _own_mark(self, spec: Task, weights: Weights, max_steps: int) -> Weights:
+        """Settle this miner's watermark onto ``weights`` the way an honest miner does, but to the end."""
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        load_into(net, weights)
+        marks = self._marks(net, spec)
+        if not marks:
+            return weights
+        watermark.settle(net, marks[0].key, margin=self.protection.mark_margin, max_steps=max_steps)
+        return _numpy(net)
+
+    def _disguise(self, spec: Task, weights: Weights, seed: bytes) -> tuple[Weights, bytes]:
+        """Function-preserving reparametrization: the original mark goes, ours comes, our own map."""
+        key = self._marks(build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
+                                    spec.dataset.n_classes), spec)[0].key
+        rng = np.random.default_rng(int.from_bytes(self.identity.derive("disguise")[:4], "big"))
+        disguised = reparametrize_mlp(weights, key, rng)
+        own = self.mapping_seed(crypto.message_hash(spec))
+        return remap(disguised, spec, seed, own), own
+
+    def _submit(self, task: Signed[Task], weights: Weights, seed: bytes | None, *,
+                template: Submission | None = None) -> MinedSubmission:
+        """Sign ``weights`` as our own submission for ``task``, committing to ``seed``'s mapping layer."""
+        spec = task.message
+        task_id = crypto.message_hash(spec)
+        model_hash = crypto.hash_weights(weights)
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        commit = crypto.compute_commit(model_hash, self.identity.public_key, task_id)
+        if seed is not None:
+            self._seeds[commit] = seed
+        sub = Submission(task_id=task_id, miner=self.identity.public_key, model_hash=model_hash, commit=commit,
+                         num_params=count_parameters(net), claimed_score=template.claimed_score if template else 0,
+                         epochs=template.epochs if template else spec.max_epochs,
+                         train_ms=template.train_ms if template else 0,
+                         examples=template.examples if template else 0,
+                         sml_commitment=sml.seed_commitment(seed) if seed is not None else None)
+        stats = MinerStats(train_s=0.0, epochs=sub.epochs, hash_ms=0.0, sign_ms=0.0, put_ms=0.0, device="cpu")
+        return MinedSubmission(signed=crypto.sign(self.identity, sub), stats=stats)
+
+
+_Play = tuple[MinedSubmission, Weights, str]
+
+
+@dataclass(frozen=True)
+class _Loot:
+    victim: str
+    submission: Submission
+    weights: Weights
+    seed: bytes
+
+PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, RoundContext], _Play]] = {
+    "thief": AdversaryMiner._thief,
+    "copy-noise": AdversaryMiner._copy_noise,
+    "random-weights": AdversaryMiner._random,
+    "bait": AdversaryMiner._random,
+    "replay": AdversaryMiner._replay,
+    "disguised-replay": AdversaryMiner._replay,
+    "forged-signature": AdversaryMiner._forged,
+    "hash-mismatch": AdversaryMiner._hash_mismatch,
+    "wrong-task": AdversaryMiner._wrong_task,
+    "late": AdversaryMiner._late,
+}
+
+
+def _numpy(net: Any) -> Weights:
+    from dlbc_ray.models.weights import to_numpy
+
+    return to_numpy(net)
+
+
+def reparametrize_mlp(weights: Weights, key: watermark.WatermarkKey, rng: np.random.Generator) -> Weights:
+    """Permute and positively rescale the first hidden layer's units so ``key``'s bits read back.
+
+    ReLU is positively homogeneous, so unit i of ``fc.0`` scaled by 1/c_i and column i of
+    ``fc.1`` by c_i compute the same function; the permutation scrambles the old owner's
+    mark (Uchida reads the column means of ``fc.1``), the scales embed the new one (a linear
+    feasibility problem in c). The model's predictions do not change.
+    """
+    from scipy.optimize import linprog
+
+    order = rng.permutation(weights["fc.0.weight"].shape[0])
+    w0, b0, w1 = weights["fc.0.weight"][order], weights["fc.0.bias"][order], weights["fc.1.weight"][:, order]
+    mean = w1.astype(np.float64).mean(0)
+    signs = np.where(key.bits == 1, 1.0, -1.0)
+    a = (key.x.astype(np.float64) * mean[:, None] * signs[None, :]).T  # row j: the margin of bit j is a_j . c
+    n = mean.shape[0]
+    # maximise t subject to a c >= t, 0.2 <= c <= 5
+    res = linprog(np.r_[np.zeros(n), -1.0], A_ub=np.c_[-a, np.ones(len(a))], b_ub=np.zeros(len(a)),
+                  bounds=[(0.2, 5.0)] * n + [(None, 1.0)], method="highs")
+    c = (res.x[:n] if res.success else np.ones(n)).astype(np.float32)
+    return {**weights, "fc.0.weight": w0 / c[:, None], "fc.0.bias": b0 / c, "fc.1.weight": w1 * c[None, :]}
+
+
+def remap(weights: Weights, spec: Task, old_seed: bytes, new_seed: bytes) -> Weights:
+    """Weights trained behind ``old_seed``'s mapping layer, re-expressed behind ``new_seed``'s (W Q_old Q_new^T)."""
+    first = net_info(spec.model.name).first_layer
+    q_old, kind = mapping_layer(old_seed, weights, spec.model.name, spec.dataset.input_shape)
+    q_new, _ = mapping_layer(new_seed, weights, spec.model.name, spec.dataset.input_shape)
+    raw = sml.fold_into_first_layer(weights, first, q_old, kind)
+    return sml.fold_into_first_layer(raw, first, np.ascontiguousarray(q_new.T), kind)
+
+
+# -------------------------------------------------------------- validators
+
+
+class AdversaryValidator(Validator):
+    """A validator that judges honestly, then, when armed, signs lies about what it found."""
+
+    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig) -> None:
+        super().__init__(cfg, identity=identity, protection=protection)
+        self.lie: ValidatorLie | None = None
+
+    def arm(self, lie: ValidatorLie | None) -> None:
+        self.lie = lie
+
+    def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
+                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
+                 progress: Any = None) -> Ballot:
+        ballot = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress)
+        if self.lie is None:
+            return ballot
+        rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")
+        lies = compute_lies(self.lie.kind, [v.message for v in ballot.votes], rng)
+        return Ballot(votes=tuple(crypto.sign(self.identity, v) for v in lies), stats=ballot.stats)
+
+
+def compute_lies(kind: LieKind, honest: Sequence[Vote], rng: random.Random) -> list[Vote]:
+    """The votes a liar of ``kind`` signs instead of its ``honest`` ones (pure)."""
+    if kind == "random":
+        return [_lie(v, Verdict.VALID, _other_score(v.score, rng)) for v in honest]
+    if kind == "approve":
+        return [_lie(v, Verdict.VALID, SCORE_SCALE) for v in honest]
+    if kind == "reject":
+        return [_lie(v, Verdict.STOLEN, 0) for v in honest]
+    if kind == "reject-best":
+        best = max((v for v in honest if v.verdict is Verdict.VALID), key=lambda v: v.score, default=None)
+        return [_lie(v, Verdict.STOLEN, 0) if v is best else v for v in honest]
+    if kind == "equivocate":
+        flipped = (_lie(v, Verdict.STOLEN, 0) if v.verdict is Verdict.VALID else _lie(v, Verdict.VALID, SCORE_SCALE)
+                   for v in honest)
+        return [vote for pair in zip(honest, flipped) for vote in pair]
+    raise ValueError(f"unknown lie {kind!r}")
+
+
+def _lie(vote: Vote, verdict: Verdict, score: int) -> Vote:
+    return vote.model_copy(update={"verdict": verdict, "score": score, "detail": "lie"})
+
+
+def _other_score(score: int, rng: random.Random) -> int:
+    """A uniformly random score that is not the true one (a random score that happens to be right is no lie)."""
+    lie = rng.randrange(SCORE_SCALE)
+    return lie + 1 if lie >= score else lie

@@ -1,0 +1,437 @@
+"""The adversary suite: each threat of DESIGN.md played for real against a local network.
+
+One network serves every kind and trial: miners ``miner-0`` and ``miner-1`` are honest,
+``miner-2`` is an ``AdversaryMiner``, ``validator-0``/``-1`` are honest and ``validator-2``
+/``-3`` are ``AdversaryValidator``s. Before each round the suite arms the adversaries for
+one kind (``miner-2`` always attacks; in the validator kinds it sends *bait*, an untrained
+unmarked model every honest validator must reject, so that a lying "approve" has something
+to lie about) and disarms them after. Each trial is one real round on a fresh task.
+
+Definitions, per trial (a kind's row sums them over its trials):
+
+``false_positives``
+    honest miners (``miner-0``, ``miner-1``) whose submission the round did not accept:
+    dropped on arrival (an outcome naming the actor: bad signature, wrong task, late,
+    failed) or, when a block was committed, not decided ``valid`` in it. A round that
+    decides nothing (``too-many-liars``) counts only the drops.
+``honest_winner_kept``
+    a block was committed, both honest submissions are in it, and its winner is the one
+    honest validators alone would pick among honest miners alone: the best median of the
+    honest validators' (all but this trial's liars) valid scores that meets the target,
+    earliest on ties, or no winner if none does. Training and scoring are deterministic,
+    so this is the winner of the same round without the adversary. For
+    ``too-many-liars``: no block was committed at all (the chain did not move).
+``detected``
+    thief: the thief's submission is in the block, decided ``stolen`` or ``duplicate``, and
+        does not win. copy-noise: decided ``stolen`` or ``copy``, and does not win.
+    random-weights: never wins: decided a rejection, or accepted with a median below the
+        task's target or below the best honest median.
+    replay: an earlier block's winning weights (from the home's artifact store) decided
+        ``replay`` or ``stolen``, and not the winner.
+    forged-signature / wrong-task / late: the round's outcomes record the adversary's
+        sending with ``bad_signature`` / ``wrong_task`` / ``late``, and its commit is not
+        in the block. hash-mismatch: in the block, decided ``hash_mismatch``, not the winner.
+    lying-validators: ``validator-3`` lies (trial t: random scores, always approve, always
+        reject, cycling) and at least one of its votes in the block disagrees with the
+        decided tally (valid or not, or the score of an accepted submission).
+    equivocating-validator: the block holds equivocation evidence against ``validator-3``
+        and none of its votes.
+    too-many-liars: ``validator-2`` and ``-3`` (f = 2 >= n/3) reject the best submission;
+        the round commits no block and says why (a split or missing quorum).
+
+``disguised-replay`` is run by name only: an earlier winner with its hidden units
+permuted and rescaled (the same function, the old owner's watermark gone, the replayer's
+own embedded) and re-mapped to the replayer's own Secure Mapping Layer. It is a known gap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dlbc_ray.config import MINIMAL, NetworkConfig, network_config
+from dlbc_ray.consensus.decision import compute_winner
+from dlbc_ray.consensus.quorum import compute_tally
+from dlbc_ray.errors import ConfigError
+from dlbc_ray.home import Home
+from dlbc_ray.schema import Block, Signed, Task, Verdict
+from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
+
+if TYPE_CHECKING:  # torch and Ray load only when a network is assembled
+    from dlbc_ray.actors.adversary import AttackRecord, MinerAttack, ValidatorLie
+
+HONEST_MINERS = ("miner-0", "miner-1")
+ADVERSARY = "miner-2"
+LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); both in too-many-liars
+LIE_CYCLE = ("random", "approve", "reject")
+KINDS = ("thief", "copy-noise", "random-weights", "replay", "forged-signature", "hash-mismatch", "wrong-task",
+         "late", "lying-validators", "equivocating-validator", "too-many-liars")
+KNOWN_GAPS = ("disguised-replay",)
+
+
+def attack_config(window_s: float = 20.0) -> NetworkConfig:
+    """MINIMAL with the adversary as a third miner and a short submission window (``late`` waits it out)."""
+    consensus = MINIMAL.consensus.model_copy(update={"collect_timeout_s": window_s})
+    return network_config(MINIMAL, miners=3, validators=4, consensus=consensus.model_dump())
+
+
+def check_kinds(kind: str) -> tuple[str, ...]:
+    if kind == "all":
+        return KINDS
+    if kind not in KINDS + KNOWN_GAPS:
+        raise ConfigError(f"unknown attack kind {kind!r}; use 'all' or one of {', '.join(KINDS + KNOWN_GAPS)}",
+                          reason="kind")
+    return (kind,)
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Trial:
+    """Everything one round left behind that the definitions above read."""
+
+    kind: str
+    index: int
+    report: RoundReport
+    block: Block | None
+    height_before: int
+    height_after: int
+    record: AttackRecord | None
+    keys: dict[str, str]  # actor name -> public key
+    liars: tuple[str, ...]
+    target: int
+
+    def key(self, name: str) -> str:
+        return self.keys[name]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    kind: str
+    index: int
+    detected: bool
+    honest_winner_kept: bool
+    false_positives: int
+    how: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class KindResult:
+    kind: str
+    trials: int
+    detected: int
+    honest_winner_kept: int
+    false_positives: int
+    how: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return self.detected == self.honest_winner_kept == self.trials and self.false_positives == 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "trials": self.trials, "detected": self.detected,
+                "honest_winner_kept": self.honest_winner_kept, "false_positives": self.false_positives}
+
+
+def summarize(kind: str, results: Sequence[TrialResult]) -> KindResult:
+    return KindResult(kind, len(results), sum(r.detected for r in results),
+                      sum(r.honest_winner_kept for r in results), sum(r.false_positives for r in results),
+                      tuple(r.how for r in results))
+
+
+def judge(trial: Trial, seconds: float = 0.0) -> TrialResult:
+    detected, how = DETECTORS[trial.kind](trial)
+    return TrialResult(trial.kind, trial.index, detected, is_honest_winner_kept(trial), count_false_positives(trial),
+                       how, seconds)
+
+
+# -------------------------------------------------------------- definitions
+
+
+def _verdict(outcome: SubmissionOutcome | None) -> str:
+    return "none" if outcome is None else str(getattr(outcome.verdict, "value", outcome.verdict))
+
+
+def decided(trial: Trial, commit: str | None) -> SubmissionOutcome | None:
+    """The block's decision on one submission (outcomes with a commit come from the decision)."""
+    return next((o for o in trial.report.outcomes if commit and o.commit == commit), None)
+
+
+def dropped(trial: Trial, name: str) -> SubmissionOutcome | None:
+    """An outcome recorded on arrival (no commit) for what actor ``name`` sent."""
+    return next((o for o in trial.report.outcomes if o.commit is None and o.detail.startswith(f"{name}:")), None)
+
+
+def count_false_positives(trial: Trial) -> int:
+    def refused(name: str) -> bool:
+        if dropped(trial, name):
+            return True
+        accepted = any(o.miner == trial.key(name) and o.commit and _verdict(o) == Verdict.VALID.value
+                       for o in trial.report.outcomes)
+        return trial.report.committed and not accepted
+
+    return sum(refused(n) for n in HONEST_MINERS)
+
+
+def honest_choice(trial: Trial) -> str | None:
+    """The winner honest validators alone would pick among honest miners alone (None: nobody)."""
+    if trial.block is None:
+        return None
+    honest_validators = {k for n, k in trial.keys.items() if n.startswith("validator-") and n not in trial.liars}
+    miners = {trial.key(n) for n in HONEST_MINERS}
+    subs = [s.message for s in trial.block.submissions if s.message.miner in miners]
+    votes = [v.message for v in trial.block.votes if v.message.validator in honest_validators]
+    tallies = [compute_tally(s.commit, [v for v in votes if v.commit == s.commit], len(honest_validators))
+               for s in subs]
+    winner = compute_winner(subs, tallies, trial.target)
+    return winner.miner if winner else None
+
+
+def is_honest_winner_kept(trial: Trial) -> bool:
+    if trial.kind == "too-many-liars":
+        return not trial.report.committed and trial.height_after == trial.height_before
+    if trial.block is None:
+        return False
+    present = {s.message.miner for s in trial.block.submissions}
+    return all(trial.key(n) in present for n in HONEST_MINERS) and trial.block.header.winner == honest_choice(trial)
+
+
+def _adversary_rejected(*verdicts: str) -> Callable[[Trial], tuple[bool, str]]:
+    def detect(trial: Trial) -> tuple[bool, str]:
+        outcome = decided(trial, trial.record.commit if trial.record else None)
+        won = trial.report.winner == trial.key(ADVERSARY)
+        return _verdict(outcome) in verdicts and not won, _verdict(outcome)
+
+    return detect
+
+
+def _adversary_dropped(verdict: str) -> Callable[[Trial], tuple[bool, str]]:
+    def detect(trial: Trial) -> tuple[bool, str]:
+        outcome = dropped(trial, ADVERSARY)
+        commits = {s.message.commit for s in trial.block.submissions} if trial.block else set()
+        in_block = trial.record is not None and trial.record.commit in commits
+        return _verdict(outcome) == verdict and not in_block, _verdict(outcome)
+
+    return detect
+
+
+def _never_wins(trial: Trial) -> tuple[bool, str]:
+    outcome = decided(trial, trial.record.commit if trial.record else None)
+    if outcome is None or trial.report.winner == trial.key(ADVERSARY):
+        return False, _verdict(outcome)
+    if _verdict(outcome) != Verdict.VALID.value:
+        return True, _verdict(outcome)
+    honest = [o.score or 0 for o in trial.report.outcomes
+              if o.commit and o.miner in {trial.key(n) for n in HONEST_MINERS} and _verdict(o) == "valid"]
+    score = outcome.score or 0
+    return score < trial.target or score < max(honest, default=0), f"valid, score {score}"
+
+
+def _liar_caught(trial: Trial) -> tuple[bool, str]:
+    if trial.block is None:
+        return False, f"no block: {trial.report.failure}"
+    liar = trial.key(LIARS[0])
+    tallies = {o.commit: o for o in trial.report.outcomes if o.commit}
+    wrong = 0
+    for vote in (v.message for v in trial.block.votes if v.message.validator == liar):
+        o = tallies.get(vote.commit)
+        says_valid, is_valid = vote.verdict is Verdict.VALID, _verdict(o) == Verdict.VALID.value
+        wrong += says_valid != is_valid or (says_valid and o is not None and o.score != vote.score)
+    return wrong > 0, f"{LIE_CYCLE[trial.index % len(LIE_CYCLE)]}: {wrong} lies in the block"
+
+
+def _equivocation_evidenced(trial: Trial) -> tuple[bool, str]:
+    if trial.block is None:
+        return False, f"no block: {trial.report.failure}"
+    liar = trial.key(LIARS[0])
+    evidence = [e for e in trial.block.evidence if e.first.message.validator == liar]
+    votes = [v for v in trial.block.votes if v.message.validator == liar]
+    return bool(evidence) and not votes, f"{len(evidence)} evidence, {len(votes)} votes kept"
+
+
+def _failed_safely(trial: Trial) -> tuple[bool, str]:
+    failure = trial.report.failure
+    clear = "split" in failure or "quorum" in failure
+    unmoved = not trial.report.committed and trial.height_after == trial.height_before
+    return clear and unmoved, failure[:80] or "committed"
+
+
+DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
+    "thief": _adversary_rejected(Verdict.STOLEN.value, Verdict.DUPLICATE.value),
+    "copy-noise": _adversary_rejected(Verdict.STOLEN.value, Verdict.COPY.value),
+    "random-weights": _never_wins,
+    "replay": _adversary_rejected(Verdict.REPLAY.value, Verdict.STOLEN.value),
+    "disguised-replay": _adversary_rejected(*(v.value for v in Verdict if v is not Verdict.VALID)),
+    "forged-signature": _adversary_dropped(Verdict.BAD_SIGNATURE.value),
+    "wrong-task": _adversary_dropped(Verdict.WRONG_TASK.value),
+    "late": _adversary_dropped(Verdict.LATE.value),
+    "hash-mismatch": _adversary_rejected(Verdict.HASH_MISMATCH.value),
+    "lying-validators": _liar_caught,
+    "equivocating-validator": _equivocation_evidenced,
+    "too-many-liars": _failed_safely,
+}
+
+
+# ------------------------------------------------------------------ network
+
+
+class AttackNetwork:
+    """One local network with the adversaries in place, reused by every kind and trial."""
+
+    def __init__(self, home: Home, cfg: NetworkConfig | None = None) -> None:
+        self.home, self.cfg = home, cfg or attack_config()
+        self.net: Any = None
+
+    def __enter__(self) -> AttackNetwork:
+        import ray
+
+        from dlbc_ray.actors.adversary import AdversaryMiner, AdversaryValidator
+        from dlbc_ray.actors.rounds import TaskData
+        from dlbc_ray.models.data import load_builtin
+        from dlbc_ray.network import Role, assemble, check_home, load_identities
+
+        check_home(self.home, self.cfg)
+        ids = load_identities(self.home, self.cfg)
+        victims = {i.name: i for i in ids.miners if i.name in HONEST_MINERS}
+        roles = {ADVERSARY: Role(AdversaryMiner, {"victims": victims}),
+                 **{name: Role(AdversaryValidator) for name in LIARS}}
+        self.net = assemble(self.cfg, self.home, ids, roles=roles)
+        self.bundle = load_builtin(self.cfg.task.dataset, cache_dir=self.home.datasets)
+        self.data = TaskData(train=ray.put(self.bundle.train), test=ray.put(self.bundle.test))
+        members = self.net.miners + self.net.validators
+        self.handles = {m.name: m.handle for m in members}
+        self.keys = {m.name: m.public_key for m in members}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from dlbc_ray.network import teardown
+
+        if self.net is not None:
+            teardown(self.net)
+
+    # -------------------------------------------------------------- rounds
+
+    def warm_up(self) -> RoundReport:
+        """One round with everyone honest: every actor warm, and a winner for ``replay`` to replay."""
+        return self._round(self._task())
+
+    def trial(self, kind: str, index: int) -> TrialResult:
+        t0 = time.perf_counter()
+        task = self._task()
+        attack, lies = self.plan(kind, index, task)
+        self._arm(attack, lies)
+        try:
+            before = self._height()
+            report = self._round(task)
+            record = self._get(self.handles[ADVERSARY].last_record.remote(), "adversary record")
+        finally:
+            self._arm(None, {})
+        block = self._get(self.net.ledger.blocks.remote(report.height, report.height + 1), "ledger")[0] \
+            if report.committed and report.height is not None else None
+        trial = Trial(kind, index, report, block, before, self._height(), record, self.keys, tuple(lies),
+                      round(self.cfg.task.target * 10_000))
+        return judge(trial, time.perf_counter() - t0)
+
+    def plan(self, kind: str, index: int, task: Signed[Task]) -> tuple[MinerAttack, dict[str, ValidatorLie]]:
+        """The adversaries' parts in trial ``index`` of ``kind`` on ``task``.
+
+        Thieves get the task when armed, so they hold the likely winner's model when the round
+        opens and always submit first (the strongest thief); a forger impersonates each honest
+        miner in turn.
+        """
+        from dlbc_ray.actors.adversary import MinerAttack, ValidatorLie
+
+        if kind in ("thief", "copy-noise"):
+            return MinerAttack(kind, task=task, train=self.bundle.train), {}  # type: ignore[arg-type]
+        if kind == "forged-signature":
+            return MinerAttack(kind, victim=HONEST_MINERS[index % len(HONEST_MINERS)]), {}
+        if kind in ("replay", "disguised-replay"):
+            weights, seed = self.earlier_winner()
+            return MinerAttack(kind, weights=weights, sml_seed=seed), {}  # type: ignore[arg-type]
+        if kind in ("random-weights", "hash-mismatch", "wrong-task", "late"):
+            return MinerAttack(kind), {}  # type: ignore[arg-type]
+        bait = MinerAttack("bait")
+        if kind == "lying-validators":
+            return bait, {LIARS[0]: ValidatorLie(LIE_CYCLE[index % len(LIE_CYCLE)], seed=index)}  # type: ignore[arg-type]
+        if kind == "equivocating-validator":
+            return bait, {LIARS[0]: ValidatorLie("equivocate")}
+        if kind == "too-many-liars":
+            return bait, {name: ValidatorLie("reject-best") for name in LIARS}
+        raise ConfigError(f"unknown attack kind {kind!r}", reason="kind")
+
+    def earlier_winner(self) -> tuple[dict[str, Any], str]:
+        """The latest winning weights in the artifact store and their mapping seed (mines one block if none)."""
+        from dlbc_ray.ledger import ArtifactStore
+
+        for _ in range(3):
+            won = self._get(self.net.ledger.snapshot.remote(), "ledger").won_models
+            if won:
+                model_hash = max(won, key=won.get)
+                store = ArtifactStore(self.home.artifacts)
+                return store.get(model_hash), store.metadata(model_hash)["sml_seed"]
+            self.warm_up()
+        raise ConfigError("three honest rounds produced no winner to replay", reason="no_winner")
+
+    def _task(self) -> Signed[Task]:
+        from dlbc_ray.actors.rounds import now_ms
+        from dlbc_ray.network import make_task
+
+        return make_task(self.net.identities.requester, self.cfg.task, self.bundle, nonce=time.time_ns(),
+                         created_ms=now_ms())
+
+    def _round(self, task: Signed[Task]) -> RoundReport:
+        from dlbc_ray.network import run_round
+
+        timeout = self.cfg.consensus.collect_timeout_s + self.cfg.consensus.validate_timeout_s + 120
+        return run_round(self.net, task, self.data, timeout_s=timeout)
+
+    def _arm(self, attack: MinerAttack | None, lies: dict[str, ValidatorLie]) -> None:
+        calls = [self.handles[ADVERSARY].arm.remote(attack)]
+        calls += [self.handles[name].arm.remote(lies.get(name)) for name in LIARS]
+        self._get(calls, "arming adversaries")  # a thief steals while being armed: a few seconds
+
+    def _height(self) -> int:
+        return int(self._get(self.net.ledger.head.remote(), "ledger")["height"])
+
+    @staticmethod
+    def _get(ref: Any, what: str) -> Any:
+        from dlbc_ray.actors._ray import get
+
+        return get(ref, timeout=60, what=what)
+
+
+def run_attacks(kinds: Sequence[str], trials: int, home: Home, *, cfg: NetworkConfig | None = None,
+                on_trial: Callable[[TrialResult], None] | None = None,
+                on_stage: Callable[[str], None] = lambda text: None) -> list[KindResult]:
+    """``trials`` rounds of each kind on one local network in ``home``; starts and stops Ray if none is up."""
+    import ray
+
+    from dlbc_ray.network import start_local_ray
+
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1 (got {trials})", reason="trials")
+    cfg = cfg or attack_config()
+    on_stage("starting a local Ray cluster")
+    owns = start_local_ray(home, cfg)
+    try:
+        on_stage("starting 2 honest miners, 1 adversary, 4 validators (2 of them switchable liars)")
+        with AttackNetwork(home, cfg) as network:
+            on_stage("warm-up round (everyone honest)")
+            network.warm_up()
+            results = []
+            for kind in kinds:
+                done = []
+                for i in range(trials):
+                    on_stage(f"{kind}: trial {i + 1}/{trials}")
+                    done.append(network.trial(kind, i))
+                    if on_trial:
+                        on_trial(done[-1])
+                results.append(summarize(kind, done))
+            return results
+    finally:
+        if owns:
+            ray.shutdown()
