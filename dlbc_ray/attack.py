@@ -2,10 +2,16 @@
 
 One network serves every kind and trial: miners ``miner-0`` and ``miner-1`` are honest,
 ``miner-2`` is an ``AdversaryMiner``, ``validator-0``/``-1`` are honest and ``validator-2``
-/``-3`` are ``AdversaryValidator``s. Before each round the suite arms the adversaries for
-one kind (``miner-2`` always attacks; in the validator kinds it sends *bait*, an untrained
-unmarked model every honest validator must reject, so that a lying "approve" has something
-to lie about) and disarms them after. Each trial is one real round on a fresh task.
+/``-3`` are ``AdversaryValidator``s (honest until armed). One honest round runs first (every
+actor warm; a winner for ``replay``). Before each trial the suite arms the adversaries for
+one kind and disarms them after; each trial is one real round on a fresh task. In the
+validator kinds ``miner-2`` sends *bait*: an untrained, unmarked model every honest validator
+rejects, so that an "always approve" liar has something to lie about.
+
+How the adversaries play (adversary.py): the thief and the copier are armed with the task,
+re-derive both honest models (training is deterministic) and take the one with the best
+claimed score, so they submit first; the copier adds 1% noise and settles its own mark to
+the end, as a capable adversary would; random weights and replays also carry their own mark.
 
 Definitions, per trial (a kind's row sums them over its trials):
 
@@ -22,12 +28,12 @@ Definitions, per trial (a kind's row sums them over its trials):
     so this is the winner of the same round without the adversary. For
     ``too-many-liars``: no block was committed at all (the chain did not move).
 ``detected``
-    thief: the thief's submission is in the block, decided ``stolen`` or ``duplicate``, and
-        does not win. copy-noise: decided ``stolen`` or ``copy``, and does not win.
+    thief: its submission is in the block, decided ``stolen`` or ``duplicate``, and does not
+        win. copy-noise: decided ``stolen`` or ``copy``, and does not win.
     random-weights: never wins: decided a rejection, or accepted with a median below the
         task's target or below the best honest median.
-    replay: an earlier block's winning weights (from the home's artifact store) decided
-        ``replay`` or ``stolen``, and not the winner.
+    replay: the latest winning weights in the home's artifact store, decided ``replay`` or
+        ``stolen``, and not the winner.
     forged-signature / wrong-task / late: the round's outcomes record the adversary's
         sending with ``bad_signature`` / ``wrong_task`` / ``late``, and its commit is not
         in the block. hash-mismatch: in the block, decided ``hash_mismatch``, not the winner.
@@ -39,9 +45,14 @@ Definitions, per trial (a kind's row sums them over its trials):
     too-many-liars: ``validator-2`` and ``-3`` (f = 2 >= n/3) reject the best submission;
         the round commits no block and says why (a split or missing quorum).
 
-``disguised-replay`` is run by name only: an earlier winner with its hidden units
-permuted and rescaled (the same function, the old owner's watermark gone, the replayer's
-own embedded) and re-mapped to the replayer's own Secure Mapping Layer. It is a known gap.
+Known gaps, run by name or with ``gaps`` (not in ``all``):
+    disguised-replay: an earlier winner with its hidden units permuted and rescaled (the same
+        function, the old owner's mark gone, the replayer's own embedded), re-mapped to the
+        replayer's own Secure Mapping Layer; detected as for replay (any rejection).
+    false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
+        a perfect score. Detected when it does not win and some honest miner still submits;
+        the honest winner is kept when a block is committed and any honest miner wins it (PoLe is
+        a race); honest miners still training when the window closes are not false positives.
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 from dlbc_ray.config import MINIMAL, NetworkConfig, network_config
 from dlbc_ray.consensus.decision import compute_winner
 from dlbc_ray.consensus.quorum import compute_tally
+from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.home import Home
 from dlbc_ray.schema import Block, Signed, Task, Verdict
@@ -68,7 +80,7 @@ LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); bo
 LIE_CYCLE = ("random", "approve", "reject")
 KINDS = ("thief", "copy-noise", "random-weights", "replay", "forged-signature", "hash-mismatch", "wrong-task",
          "late", "lying-validators", "equivocating-validator", "too-many-liars")
-KNOWN_GAPS = ("disguised-replay",)
+KNOWN_GAPS = ("disguised-replay", "false-claim")
 
 
 def attack_config(window_s: float = 20.0) -> NetworkConfig:
@@ -78,11 +90,12 @@ def attack_config(window_s: float = 20.0) -> NetworkConfig:
 
 
 def check_kinds(kind: str) -> tuple[str, ...]:
-    if kind == "all":
-        return KINDS
+    """'all' (the kinds the defenses must stop), 'gaps' (known gaps), or one kind by name."""
+    if kind in ("all", "gaps"):
+        return KINDS if kind == "all" else KNOWN_GAPS
     if kind not in KINDS + KNOWN_GAPS:
-        raise ConfigError(f"unknown attack kind {kind!r}; use 'all' or one of {', '.join(KINDS + KNOWN_GAPS)}",
-                          reason="kind")
+        raise ConfigError(f"unknown attack kind {kind!r}; use 'all', 'gaps' or one of "
+                          f"{', '.join(KINDS + KNOWN_GAPS)}", reason="kind")
     return (kind,)
 
 
@@ -167,8 +180,13 @@ def dropped(trial: Trial, name: str) -> SubmissionOutcome | None:
 
 
 def count_false_positives(trial: Trial) -> int:
+    race = trial.kind == "false-claim"  # PoLe: miners still training when the window closes lose the race
+
     def refused(name: str) -> bool:
-        if dropped(trial, name):
+        cut = dropped(trial, name)
+        if cut and race and _verdict(cut) == Verdict.LATE.value:
+            return False
+        if cut:
             return True
         accepted = any(o.miner == trial.key(name) and o.commit and _verdict(o) == Verdict.VALID.value
                        for o in trial.report.outcomes)
@@ -194,6 +212,8 @@ def honest_choice(trial: Trial) -> str | None:
 def is_honest_winner_kept(trial: Trial) -> bool:
     if trial.kind == "too-many-liars":
         return not trial.report.committed and trial.height_after == trial.height_before
+    if trial.kind == "false-claim":  # a race: any honest miner first to the target is the honest outcome
+        return trial.report.committed and trial.report.winner in {trial.key(n) for n in HONEST_MINERS}
     if trial.block is None:
         return False
     present = {s.message.miner for s in trial.block.submissions}
@@ -228,7 +248,7 @@ def _never_wins(trial: Trial) -> tuple[bool, str]:
     honest = [o.score or 0 for o in trial.report.outcomes
               if o.commit and o.miner in {trial.key(n) for n in HONEST_MINERS} and _verdict(o) == "valid"]
     score = outcome.score or 0
-    return score < trial.target or score < max(honest, default=0), f"valid, score {score}"
+    return score < trial.target or score < max(honest, default=0), f"valid at {score / SCORE_SCALE:.2f}"
 
 
 def _liar_caught(trial: Trial) -> tuple[bool, str]:
@@ -241,7 +261,7 @@ def _liar_caught(trial: Trial) -> tuple[bool, str]:
         o = tallies.get(vote.commit)
         says_valid, is_valid = vote.verdict is Verdict.VALID, _verdict(o) == Verdict.VALID.value
         wrong += says_valid != is_valid or (says_valid and o is not None and o.score != vote.score)
-    return wrong > 0, f"{LIE_CYCLE[trial.index % len(LIE_CYCLE)]}: {wrong} lies in the block"
+    return wrong > 0, f"{LIE_CYCLE[trial.index % len(LIE_CYCLE)]}: {wrong} lies seen"
 
 
 def _equivocation_evidenced(trial: Trial) -> tuple[bool, str]:
@@ -250,14 +270,22 @@ def _equivocation_evidenced(trial: Trial) -> tuple[bool, str]:
     liar = trial.key(LIARS[0])
     evidence = [e for e in trial.block.evidence if e.first.message.validator == liar]
     votes = [v for v in trial.block.votes if v.message.validator == liar]
-    return bool(evidence) and not votes, f"{len(evidence)} evidence, {len(votes)} votes kept"
+    return bool(evidence) and not votes, f"evidence x{len(evidence)}, {len(votes)} votes kept"
 
 
 def _failed_safely(trial: Trial) -> tuple[bool, str]:
     failure = trial.report.failure
-    clear = "split" in failure or "quorum" in failure
+    reason = "split" if "split" in failure else "quorum" if "quorum" in failure else ""
     unmoved = not trial.report.committed and trial.height_after == trial.height_before
-    return clear and unmoved, failure[:80] or "committed"
+    return bool(reason) and unmoved, f"no block ({reason or failure[:40]})" if unmoved else "committed"
+
+
+def _claim_ignored(trial: Trial) -> tuple[bool, str]:
+    """PoLe: a false claim of the target must not win nor shut every honest miner out of the round."""
+    cut = [n for n in HONEST_MINERS if _verdict(dropped(trial, n)) == Verdict.LATE.value]
+    won = trial.report.winner == trial.key(ADVERSARY)
+    how = f"{len(cut)} honest cut off" + ("" if trial.report.committed else ", no block")
+    return len(cut) < len(HONEST_MINERS) and not won, how
 
 
 DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
@@ -273,6 +301,7 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "lying-validators": _liar_caught,
     "equivocating-validator": _equivocation_evidenced,
     "too-many-liars": _failed_safely,
+    "false-claim": _claim_ignored,
 }
 
 
@@ -285,6 +314,7 @@ class AttackNetwork:
     def __init__(self, home: Home, cfg: NetworkConfig | None = None) -> None:
         self.home, self.cfg = home, cfg or attack_config()
         self.net: Any = None
+        self.last: Trial | None = None  # the latest trial, for tests and post-mortems
 
     def __enter__(self) -> AttackNetwork:
         import ray
@@ -326,15 +356,16 @@ class AttackNetwork:
         self._arm(attack, lies)
         try:
             before = self._height()
-            report = self._round(task)
+            report = self._round(None if kind == "false-claim" else task)
             record = self._get(self.handles[ADVERSARY].last_record.remote(), "adversary record")
         finally:
             self._arm(None, {})
         block = self._get(self.net.ledger.blocks.remote(report.height, report.height + 1), "ledger")[0] \
             if report.committed and report.height is not None else None
-        trial = Trial(kind, index, report, block, before, self._height(), record, self.keys, tuple(lies),
-                      round(self.cfg.task.target * 10_000))
-        return judge(trial, time.perf_counter() - t0)
+        target = block.header.difficulty if block and block.header.difficulty is not None else \
+            round(self.cfg.task.target * SCORE_SCALE)
+        self.last = Trial(kind, index, report, block, before, self._height(), record, self.keys, tuple(lies), target)
+        return judge(self.last, time.perf_counter() - t0)
 
     def plan(self, kind: str, index: int, task: Signed[Task]) -> tuple[MinerAttack, dict[str, ValidatorLie]]:
         """The adversaries' parts in trial ``index`` of ``kind`` on ``task``.
@@ -352,7 +383,7 @@ class AttackNetwork:
         if kind in ("replay", "disguised-replay"):
             weights, seed = self.earlier_winner()
             return MinerAttack(kind, weights=weights, sml_seed=seed), {}  # type: ignore[arg-type]
-        if kind in ("random-weights", "hash-mismatch", "wrong-task", "late"):
+        if kind in ("random-weights", "hash-mismatch", "wrong-task", "late", "false-claim"):
             return MinerAttack(kind), {}  # type: ignore[arg-type]
         bait = MinerAttack("bait")
         if kind == "lying-validators":
@@ -383,11 +414,13 @@ class AttackNetwork:
         return make_task(self.net.identities.requester, self.cfg.task, self.bundle, nonce=time.time_ns(),
                          created_ms=now_ms())
 
-    def _round(self, task: Signed[Task]) -> RoundReport:
-        from dlbc_ray.network import run_round
+    def _round(self, task: Signed[Task] | None) -> RoundReport:
+        """A round on ``task``, or (None) on PoLe's standing task at the chain's difficulty."""
+        from dlbc_ray.network import run_round, standing_template
 
         timeout = self.cfg.consensus.collect_timeout_s + self.cfg.consensus.validate_timeout_s + 120
-        return run_round(self.net, task, self.data, timeout_s=timeout)
+        standing = None if task else standing_template(self.cfg, self.bundle)
+        return run_round(self.net, task, self.data, timeout_s=timeout, standing=standing)
 
     def _arm(self, attack: MinerAttack | None, lies: dict[str, ValidatorLie]) -> None:
         calls = [self.handles[ADVERSARY].arm.remote(attack)]

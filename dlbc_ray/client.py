@@ -119,12 +119,12 @@ def export_model(home: Home, task: Task, model_hash: str, path: Path) -> Path:
 
     store = ArtifactStore(home.artifacts)
     weights, meta = store.get(model_hash), store.metadata(model_hash)
-    if "sml_seed" in meta:
+    if "sml_seed" in meta:  # a single miner's model: fold its mapping layer (a fusion is unmapped already)
         q, kind = mapping_layer(bytes.fromhex(meta["sml_seed"]), weights, task.model.name, task.dataset.input_shape)
         weights = sml.fold_into_first_layer(weights, net_info(task.model.name).first_layer, q, kind)
     spec = {"model": task.model.name, "params": json.dumps(task.model.params),
             "input_shape": json.dumps(list(task.dataset.input_shape)), "n_classes": str(task.dataset.n_classes),
-            "model_hash": model_hash}
+            "model_hash": model_hash, **{k: meta[k] for k in ("fusion", "members", "contributors") if k in meta}}
     return save_safetensors(weights, path, metadata=spec)
 
 

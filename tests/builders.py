@@ -65,14 +65,14 @@ class World:
         self.nonce = 0
 
     def task(self, *, reward: int = 1_000, target: int = 5_000, deadline_ms: int = T0 + 10**9,
-             standing: bool = False) -> Signed[Task]:
+             standing: bool = False, fusion: str = "winner") -> Signed[Task]:
         self.nonce += 1
         dataset = DatasetSpec(name="digits", train_hash=fake_hash("train"), test_hash=fake_hash("test"),
                               n_train=1437, n_test=360, input_shape=(1, 8, 8), n_classes=10)
         requester = self.treasury if standing else self.requester
         task = Task(requester=requester.public_key, nonce=self.nonce, model=ModelSpec(name="mlp"),
                     dataset=dataset, target=target, reward=reward, deadline_ms=deadline_ms, max_epochs=3,
-                    created_ms=T0, kind="standing" if standing else "request")
+                    created_ms=T0, kind="standing" if standing else "request", fusion=fusion)
         return crypto.sign(requester, task)
 
     def submission(self, miner: Identity, task: Signed[Task], label: str = "") -> Signed[Submission]:

@@ -34,7 +34,7 @@ def test_a_vote_signature_never_verifies_as_a_block_signature(alice: Identity) -
     assert not crypto.is_valid_signature(signed, BLOCK_DOMAIN)
     header = BlockHeader(chain_id=fake_hash("c"), height=1, prev_hash=fake_hash("p"), timestamp_ms=1,
                          proposer=alice.public_key, submissions_root=fake_hash("1"), votes_root=fake_hash("2"),
-                         txs_root=fake_hash("3"), evidence_root=fake_hash("4"))
+                         fusion_root=fake_hash("5"), txs_root=fake_hash("3"), evidence_root=fake_hash("4"))
     grafted = Signed[BlockHeader](message=header, signer=alice.public_key, signature=signed.signature)
     assert not crypto.is_valid_signature(grafted)
 

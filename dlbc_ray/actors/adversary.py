@@ -33,12 +33,12 @@ from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer
-from dlbc_ray.models.weights import load_into
+from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival
 
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "forged-signature",
-                    "hash-mismatch", "wrong-task", "late", "bait"]
+                    "hash-mismatch", "wrong-task", "late", "bait", "false-claim"]
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
 
@@ -103,10 +103,10 @@ class AdversaryMiner(Miner):
         return self.records[-1] if self.records else None
 
     @ray.method(num_returns=2)
-    def mine(self, task: Signed[Task], data: Split, ctx: RoundContext,
+    def mine(self, task: Signed[Task], data: Split | None, ctx: RoundContext,
              progress: Any = None) -> tuple[MinedSubmission, Weights]:
         attack = self.attack
-        if attack is None:
+        if attack is None or data is None:  # private shards (BaaS): no attack is written for them
             return super().mine(task, data, ctx, progress)
         mined, weights, note = PLAYS[attack.kind](self, attack, task, data, ctx)
         sub = mined.signed.message
@@ -138,15 +138,19 @@ class AdversaryMiner(Miner):
         return self._submit(task, noisy, loot.seed, template=loot.submission), noisy, note
 
     def _random(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        """Untrained weights of its own init; ``bait`` leaves them unmarked, so honest validators reject them."""
+        """Untrained weights of its own init. ``bait`` leaves them unmarked, so honest validators reject
+        them; ``false-claim`` sends them so, at once, claiming a perfect score: PoLe closes its window
+        on the first claim of the target, and the claim, not the model, is the attack."""
         spec = task.message
         seed = int.from_bytes(self.identity.derive("untrained")[:4], "big")
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes,
                         seed=seed)
-        bait = a.kind == "bait"
-        weights = _numpy(net) if bait else self._own_mark(spec, _numpy(net), a.settle_steps)
+        bait = a.kind in ("bait", "false-claim")
+        weights = to_numpy(net) if bait else self._own_mark(spec, to_numpy(net), a.settle_steps)
         note = "untrained, unmarked" if bait else "untrained, own mark settled"
-        return self._submit(task, weights, self.mapping_seed(crypto.message_hash(spec))), weights, note
+        claimed = SCORE_SCALE if a.kind == "false-claim" else None
+        mined = self._submit(task, weights, self.mapping_seed(crypto.message_hash(spec)), claimed=claimed)
+        return mined, weights, note + (", claims a perfect score" if claimed else "")
 
     def _replay(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         if a.weights is None or a.sml_seed is None:
@@ -215,7 +219,7 @@ class AdversaryMiner(Miner):
         if not marks:
             return weights
         watermark.settle(net, marks[0].key, margin=self.protection.mark_margin, max_steps=max_steps)
-        return _numpy(net)
+        return to_numpy(net)
 
     def _disguise(self, spec: Task, weights: Weights, seed: bytes) -> tuple[Weights, bytes]:
         """Function-preserving reparametrization: the original mark goes, ours comes, our own map."""
@@ -227,7 +231,7 @@ class AdversaryMiner(Miner):
         return remap(disguised, spec, seed, own), own
 
     def _submit(self, task: Signed[Task], weights: Weights, seed: bytes | None, *,
-                template: Submission | None = None) -> MinedSubmission:
+                template: Submission | None = None, claimed: int | None = None) -> MinedSubmission:
         """Sign ``weights`` as our own submission for ``task``, committing to ``seed``'s mapping layer."""
         spec = task.message
         task_id = crypto.message_hash(spec)
@@ -237,7 +241,8 @@ class AdversaryMiner(Miner):
         if seed is not None:
             self._seeds[commit] = seed
         sub = Submission(task_id=task_id, miner=self.identity.public_key, model_hash=model_hash, commit=commit,
-                         num_params=count_parameters(net), claimed_score=template.claimed_score if template else 0,
+                         num_params=count_parameters(net),
+                         claimed_score=claimed if claimed is not None else template.claimed_score if template else 0,
                          epochs=template.epochs if template else spec.max_epochs,
                          train_ms=template.train_ms if template else 0,
                          examples=template.examples if template else 0,
@@ -267,13 +272,8 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "hash-mismatch": AdversaryMiner._hash_mismatch,
     "wrong-task": AdversaryMiner._wrong_task,
     "late": AdversaryMiner._late,
+    "false-claim": AdversaryMiner._random,
 }
-
-
-def _numpy(net: Any) -> Weights:
-    from dlbc_ray.models.weights import to_numpy
-
-    return to_numpy(net)
 
 
 def reparametrize_mlp(weights: Weights, key: watermark.WatermarkKey, rng: np.random.Generator) -> Weights:

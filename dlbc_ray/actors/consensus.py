@@ -205,14 +205,17 @@ class Consensus:
         def build(snapshot: ChainState) -> Block:
             try:
                 block, decision = propose_task_block(snapshot, task, [a.signed for a in result.arrivals],
-                                                     result.votes, self.identity, now_ms(), state.round_id)
+                                                     result.votes, self.identity, now_ms(), state.round_id,
+                                                     result.fusion_votes)
             except NoQuorum as e:
                 raise ConsensusError(f"no block: {e}", reason="quorum") from None
             decided.append(decision)
             if task.message.kind == "standing" and decision.winner is None:
                 raise ConsensusError(f"no valid model reached the difficulty {task.message.target}: no block",
                                      reason="no_winner")
-            if decision.winner is not None:
+            if block.header.fused:
+                self._store_fused(task.message, block, result)
+            elif decision.winner is not None:
                 self._store_winner(decision, result.arrivals, result.weight_refs)
             return block
 
@@ -237,6 +240,25 @@ class Consensus:
         if arrival.reveal is not None:
             metadata["sml_seed"] = arrival.reveal.message.sml_seed
         get(self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
+            timeout=self.cfg.commit_timeout_s, what="artifact store")
+
+    def _store_fused(self, task: Task, block: Block, result: RoundResult) -> None:
+        """BaaS: fuse the contributors here too (the same bytes validators fused) and keep the result."""
+        from dlbc_ray.models import baas
+
+        contributors = block.fusion_votes[0].message.contributors
+        by_commit = {a.signed.message.commit: a for a in result.arrivals}
+        parts = []
+        for commit in contributors:
+            arrival = by_commit[commit]
+            weights = get(result.weight_refs[commit], timeout=self.cfg.commit_timeout_s, what="contributor weights")
+            seed = arrival.reveal.message.sml_seed if arrival.reveal else None
+            size = result.ctx.shards.get(arrival.signed.message.miner, (0, arrival.signed.message.examples))[1]
+            parts.append(baas.contribution(task, weights, seed, size))
+        fused = baas.fuse(task, parts)
+        metadata = {"task_id": block.header.task_id or "", "fusion": task.fusion, "members": str(len(parts)),
+                    "contributors": ",".join(by_commit[c].signed.message.miner for c in contributors)}
+        get(self.ledger.store_artifact.remote(fused, block.header.model_hash, metadata),
             timeout=self.cfg.commit_timeout_s, what="artifact store")
 
     # ---------------------------------------------------------------- scheduler

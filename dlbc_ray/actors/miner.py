@@ -11,6 +11,7 @@ import gc
 import hashlib
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,13 @@ from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.models import sml, watermark
+from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
-from dlbc_ray.models.nets import build_net, count_parameters
+from dlbc_ray.models.baas import common_seed
+from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.training import EpochStat, TrainSettings, train
-from dlbc_ray.models.weights import to_numpy
+from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
 from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext
 
@@ -77,13 +79,16 @@ class Miner:
         return crypto.sign(self.identity, message)
 
     @ray.method(num_returns=2)
-    def mine(self, task: Signed[Task], data: Split, ctx: RoundContext,
+    def mine(self, task: Signed[Task], data: Split | None, ctx: RoundContext,
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
-        """Train the task's model on ``data`` and return the signed submission and its weights."""
+        """Train the task's model on ``data`` (or this miner's private shard) and return the signed
+        submission and its weights."""
         spec = crypto.verify(task, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
+        data = self._private_shard(spec, task_id, ctx) if ctx.shards else data
         self._check_inputs(spec, task_id, data, ctx)
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
         mapped, commitment = self._mapped(net, spec, task_id)
         report = self._reporter(progress, task_id, spec.max_epochs)
         marks = self._marks(net, spec)
@@ -130,11 +135,27 @@ class Miner:
 
         return stop
 
-    def _check_inputs(self, spec: Task, task_id: str, data: Split, ctx: RoundContext) -> None:
+    def _check_inputs(self, spec: Task, task_id: str, data: Split | None, ctx: RoundContext) -> None:
         if task_id != ctx.task_id:
             raise InvalidTask(f"round is for task {ctx.task_id[:12]}, got {task_id[:12]}", reason="wrong_task")
-        if spec.dataset.partition == "none" and split_hash(data) != spec.dataset.train_hash:
+        if data is None:
+            raise InvalidTask("no training data for this task", reason="data")
+        if not ctx.shards and split_hash(data) != spec.dataset.train_hash:
             raise InvalidTask("training data does not match the task's train_hash", reason="data_hash")
+
+    def _private_shard(self, spec: Task, task_id: str, ctx: RoundContext) -> Split:
+        """BaaS: this miner's own shard, loaded here; the rest of the data is dropped at once."""
+        from dlbc_ray.models.data import load_builtin, load_file, shard
+
+        ds = spec.dataset
+        bundle = load_file(Path(ds.uri)) if ds.uri else load_builtin(ds.name)
+        if split_hash(bundle.train) != ds.train_hash:
+            raise InvalidTask("the dataset this miner holds does not match the task's train_hash", reason="data_hash")
+        if self.identity.public_key not in ctx.shards:
+            raise InvalidTask("no shard was assigned to this miner", reason="shard")
+        index = ctx.shards[self.identity.public_key][0]
+        return shard(bundle.train, len(ctx.shards), index, iid=ds.partition == "iid", seed=common_seed(task_id),
+                     alpha=ds.dirichlet_alpha)
 
     def _settings(self, spec: Task, task_id: str) -> TrainSettings:
         return TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
@@ -148,6 +169,9 @@ class Miner:
             return net, None
         seed = self.mapping_seed(task_id)
         q, kind = mapping_layer(seed, net, spec.model.name, spec.dataset.input_shape)
+        if spec.fusion != "winner":  # start from the shared init as seen through this miner's map
+            first = net_info(spec.model.name).first_layer
+            load_into(net, fusion.common_start(to_numpy(net), first, q, kind))
         return sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), sml.seed_commitment(seed)
 
     def _marks(self, net: torch.nn.Module, spec: Task) -> list[watermark.WatermarkRegularizer]:

@@ -20,10 +20,12 @@ import ray
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, wait_each
 from dlbc_ray.config import ConsensusConfig
-from dlbc_ray.consensus import ChainState, Event, Phase, next_phase
+from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
+from dlbc_ray.consensus.baas import compute_contributors
+from dlbc_ray.consensus.proposal import find_equivocations, select_votes
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
-from dlbc_ray.schema import Signed, Task, Vote
+from dlbc_ray.schema import FusionVote, Signed, Task, Vote
 from dlbc_ray.schema.rounds import (
     ActorProgress,
     Ballot,
@@ -79,6 +81,7 @@ class RoundResult:
     weight_refs: dict[str, Any]
     outcomes: list[SubmissionOutcome]
     timings: dict[str, float]
+    fusion_votes: list[Signed[FusionVote]] = field(default_factory=list)
 
 
 def compute_round_id(task_id: str, base_hash: str, nonce: int) -> str:
@@ -98,7 +101,8 @@ class RoundRunner:
         self.ctx = RoundContext(round_id=state.round_id, task_id=state.task_id, base_height=base.height,
                                 base_hash=base.head_hash, eval_seed=int(base.head_hash[:8], 16),
                                 submit_deadline_ms=min(task.message.deadline_ms,
-                                                       now_ms() + int(cfg.collect_timeout_s * 1e3)))
+                                                       now_ms() + int(cfg.collect_timeout_s * 1e3)),
+                                shards=assign_shards(task.message, state.task_id, data, self.miners))
         self.outcomes: list[SubmissionOutcome] = []
         self.timings: dict[str, float] = {}
 
@@ -110,7 +114,9 @@ class RoundRunner:
         self._advance(Event.REVEALS_CLOSED)
         votes = self.validate(arrivals, refs)
         self._advance(Event.VOTES_CLOSED)
-        return RoundResult(self.ctx, arrivals, votes, refs, self.outcomes, self.timings)
+        fusion_votes = self.fuse(arrivals, votes, refs)
+        self._advance(Event.FUSION_CLOSED)
+        return RoundResult(self.ctx, arrivals, votes, refs, self.outcomes, self.timings, fusion_votes)
 
     def _advance(self, event: Event) -> None:
         with self.lock:
@@ -124,7 +130,9 @@ class RoundRunner:
 
     def collect(self) -> tuple[list[SubmissionArrival], dict[str, Any]]:
         """Miners train in parallel; submissions are ordered by arrival, the commit order."""
-        calls = {m.name: m.handle.mine.remote(self.task, self.data.train, self.ctx, self.sink) for m in self.miners}
+        # Private shards (BaaS) are loaded by each miner itself; nothing of them travels.
+        train = None if self.ctx.shards else self.data.train
+        calls = {m.name: m.handle.mine.remote(self.task, train, self.ctx, self.sink) for m in self.miners}
         names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
         t0 = time.perf_counter()
         window = max(0.0, (self.ctx.submit_deadline_ms - now_ms()) / 1e3)
@@ -229,6 +237,32 @@ class RoundRunner:
                                for k in ValidatorStats.model_fields})
         return votes
 
+    # ------------------------------------------------------------------- fuse
+
+    def fuse(self, arrivals: Sequence[SubmissionArrival], votes: Sequence[Signed[Vote]],
+             refs: dict[str, Any]) -> list[Signed[FusionVote]]:
+        """BaaS: validators fuse what they accepted; decided exactly as the block will decide it."""
+        task = self.task.message
+        if task.fusion == "winner" or not arrivals:
+            return []
+        evidence = find_equivocations(votes)
+        culprits = {e.first.message.validator for e in evidence}
+        subs = [a.signed.message for a in arrivals]
+        chosen = select_votes(votes, [s.commit for s in subs], culprits)
+        decision = decide(subs, [v.message for v in chosen], self.base.params.validators, task.target)
+        commits = {s.commit for s in compute_contributors(subs, decision)}
+        if len(commits) < 2:
+            return []
+        t0 = time.perf_counter()
+        picked = [a for a in arrivals if a.signed.message.commit in commits]
+        calls = {v.handle.fuse.remote(self.task, self.data.test, picked, [refs[a.signed.message.commit] for a in picked],
+                                      self.ctx): v for v in self.validators}
+        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
+        found = [(_try_get(ref, self.cfg.commit_timeout_s), calls[ref].public_key) for ref, _ in done]
+        self.timings["fuse_s"] = time.perf_counter() - t0
+        return [v for v, key in found if v is not None and v.signer == v.message.validator == key
+                and crypto.is_valid_signature(v)]
+
     def _verified(self, ballot: Ballot, validator: str) -> list[Signed[Vote]]:
         """Votes are verified on receipt: by the validator that was asked, signed by it."""
         t = time.perf_counter()
@@ -237,6 +271,20 @@ class RoundRunner:
         self.timings["consensus_verify_ms"] = self.timings.get("consensus_verify_ms", 0.0) + (
             time.perf_counter() - t) * 1e3
         return good
+
+
+def assign_shards(task: Task, task_id: str, data: TaskData, miners: Sequence[Member]) -> dict[str, tuple[int, int]]:
+    """BaaS: miner (by public key order) -> (its shard index, the examples in it); {} unless partitioned."""
+    if task.dataset.partition == "none":
+        return {}
+    from dlbc_ray.models.baas import common_seed
+    from dlbc_ray.models.data import shard_indices
+
+    labels = get(data.train, timeout=120, what="training labels").y
+    parts = shard_indices(labels, len(miners), iid=task.dataset.partition == "iid", seed=common_seed(task_id),
+                          alpha=task.dataset.dirichlet_alpha)
+    keys = sorted(m.public_key for m in miners)
+    return {key: (i, int(len(part))) for i, (key, part) in enumerate(zip(keys, parts))}
 
 
 def _outcome(name: str, miner: str | None, verdict: str, detail: str) -> SubmissionOutcome:

@@ -23,13 +23,13 @@ from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, 
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError, InvalidModelFile
-from dlbc_ray.models import sml, watermark
+from dlbc_ray.models import baas, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.evaluate import evaluate
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
-from dlbc_ray.schema import Signed, Submission, Task, Verdict, Vote
+from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
 
 
@@ -87,6 +87,25 @@ class Validator:
             votes.append(crypto.sign(self.identity, vote))
             clock.add("sign_ms", t)
         return Ballot(votes=tuple(votes), stats=ValidatorStats(**clock.ms))
+
+    def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
+             weight_refs: Sequence[Any], ctx: RoundContext) -> Signed[FusionVote]:
+        """BaaS: fuse the accepted models (each unmapped with its revealed seed), score it and each
+        leave-one-out fusion on the test split, and sign what it found."""
+        spec = crypto.verify(task, expected_signer=task.message.requester)
+        parts = []
+        for arrival, ref in zip(contributors, weight_refs):
+            weights = self._fetch(ref)
+            sub = arrival.signed.message
+            if weights is None or crypto.hash_weights(weights) != sub.model_hash:
+                raise InvalidModelFile(f"weights of {sub.commit[:12]} are unavailable or altered", reason="fusion")
+            seed = arrival.reveal.message.sml_seed if arrival.reveal else None
+            parts.append(baas.contribution(spec, weights, seed, ctx.shards.get(sub.miner, (0, sub.examples))[1]))
+        scores = baas.fuse_and_score(spec, parts, test)
+        vote = FusionVote(task_id=ctx.task_id, round_id=ctx.round_id, validator=self.identity.public_key,
+                          rule=spec.fusion, contributors=tuple(a.signed.message.commit for a in contributors),
+                          fused_hash=scores.fused_hash, score=scores.score, without=scores.without)
+        return crypto.sign(self.identity, vote)
 
     # --------------------------------------------------------------- judging
 

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def attack(
-    kind: Annotated[str, typer.Option(help=f"'all' ({', '.join(KINDS)}) or one kind; also the known gap "
-                                           f"{', '.join(KNOWN_GAPS)}.")] = "all",
+    kind: Annotated[str, typer.Option(help=f"'all' ({', '.join(KINDS)}), 'gaps' (known gaps: "
+                                           f"{', '.join(KNOWN_GAPS)}) or one kind.")] = "all",
     trials: Annotated[int, typer.Option(help="Rounds per kind.")] = 2,
     home: Annotated[Path | None, typer.Option("--home", help="Home directory (default $DLBC_HOME or ~/.dlbc-ray); "
                                                              "the attack network's chain goes in HOME/attacks/.")] = None,

@@ -24,13 +24,18 @@ class Decision:
 
 
 def compute_winner(submissions: Sequence[Submission], tallies: Sequence[Tally], target: int) -> Submission | None:
-    """Highest accepted score >= target; arrival order breaks ties; a repeated model hash never wins."""
+    """Highest accepted score >= target; arrival order breaks ties; weights already accepted never win again.
+
+    Only accepted submissions claim their weights: a thief's rejected copy that arrived
+    first must not bar the original from winning.
+    """
     best: tuple[Submission, int] | None = None
     seen: set[str] = set()
     for submission, tally in zip(submissions, tallies):
-        repeated = submission.model_hash in seen
+        if not tally.accepted or tally.score is None or submission.model_hash in seen:
+            continue
         seen.add(submission.model_hash)
-        if repeated or not tally.accepted or tally.score is None or tally.score < target:
+        if tally.score < target:
             continue
         if best is None or tally.score > best[1]:
             best = (submission, tally.score)

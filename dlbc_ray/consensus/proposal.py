@@ -9,6 +9,14 @@ from collections.abc import Sequence
 
 from dlbc_ray import crypto
 from dlbc_ray.constants import ZERO_HASH
+from dlbc_ray.consensus.baas import (
+    FusionOutcome,
+    best_single_score,
+    compute_contributors,
+    compute_delivered,
+    decide_fusion,
+    is_fusion_task,
+)
 from dlbc_ray.consensus.decision import Decision, decide
 from dlbc_ray.consensus.quorum import is_conflicting
 from dlbc_ray.consensus.settlement import compute_settlement
@@ -20,6 +28,7 @@ from dlbc_ray.schema import (
     BlockHeader,
     ChainParams,
     EquivocationEvidence,
+    FusionVote,
     MintTx,
     PostTaskTx,
     Signed,
@@ -29,7 +38,8 @@ from dlbc_ray.schema import (
     Vote,
 )
 
-_EMPTY_ROOTS = {k: crypto.merkle_root([]) for k in ("submissions_root", "votes_root", "txs_root", "evidence_root")}
+_EMPTY_ROOTS = {k: crypto.merkle_root([]) for k in ("submissions_root", "votes_root", "fusion_root", "txs_root",
+                                                     "evidence_root")}
 
 
 def seal(header: BlockHeader, body: Block, proposer: Identity) -> Block:
@@ -85,6 +95,7 @@ def propose_task_block(
     proposer: Identity,
     now_ms: int,
     round_id: str,
+    fusion_votes: Sequence[Signed[FusionVote]] = (),
 ) -> tuple[Block, Decision]:
     """Decide the round and build its block on ``state``'s head; raises NoQuorum without a safe decision."""
     task_id = crypto.message_hash(task.message)
@@ -93,23 +104,40 @@ def propose_task_block(
     culprits = {e.first.message.validator for e in evidence}
     chosen = select_votes(votes, commits, culprits)
     messages = [s.message for s in submissions]
-    decision = decide(messages, [v.message for v in chosen], state.params.validators, task.message.target)
+    validators = state.params.validators
+    decision = decide(messages, [v.message for v in chosen], validators, task.message.target)
+    contributors = compute_contributors(messages, decision)
+    fused_votes: tuple[Signed[FusionVote], ...] = ()
+    fusion: FusionOutcome | None = None
+    if is_fusion_task(task.message, contributors):
+        fused_votes = select_fusion_votes(fusion_votes, validators, culprits)
+        fusion = decide_fusion(task.message, contributors, [v.message for v in fused_votes], validators,
+                               best_single_score(decision), culprits)
     posted = task_id in state.tasks
     balances = dict(state.balances)
     if not posted:
         balances[task.message.requester] = max(0, balances.get(task.message.requester, 0) - task.message.reward)
-    settlement = compute_settlement(task_id, task.message, messages, decision, state.params, balances)
+    settlement = compute_settlement(task_id, task.message, messages, decision, state.params, balances, fusion)
     txs: tuple[Transaction, ...] = (() if posted else (PostTaskTx(task=task),)) + settlement
-    winner = decision.winner
     header = BlockHeader(
         chain_id=state.chain_id, height=state.height + 1, prev_hash=state.head_hash,
         timestamp_ms=next_timestamp(state, now_ms), proposer=proposer.public_key, task_id=task_id,
-        round_id=round_id, winner=winner.miner if winner else None, model_hash=winner.model_hash if winner else None,
-        score=decision.score, difficulty=task.message.target, **_EMPTY_ROOTS,
+        round_id=round_id, difficulty=task.message.target, **compute_delivered(decision, fusion), **_EMPTY_ROOTS,
     )
-    body = Block(header=header, signature="0" * 128, submissions=tuple(submissions), votes=chosen, txs=txs,
-                 evidence=evidence)
+    body = Block(header=header, signature="0" * 128, submissions=tuple(submissions), votes=chosen,
+                 fusion_votes=fused_votes, txs=txs, evidence=evidence)
     return seal(header, body, proposer), decision
+
+
+def select_fusion_votes(votes: Sequence[Signed[FusionVote]], validators: Sequence[str],
+                        excluded: set[str]) -> tuple[Signed[FusionVote], ...]:
+    """One fusion vote per validator (the first), from validators not caught equivocating, sorted."""
+    chosen: dict[str, Signed[FusionVote]] = {}
+    for signed in votes:
+        v = signed.message
+        if v.validator in validators and v.validator not in excluded:
+            chosen.setdefault(v.validator, signed)
+    return tuple(chosen[k] for k in sorted(chosen))
 
 
 def propose_tx_block(state: ChainState, txs: Sequence[Transaction], proposer: Identity, now_ms: int) -> Block:

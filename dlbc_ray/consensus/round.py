@@ -12,6 +12,7 @@ class Phase(str, Enum):
     COLLECTING = "collecting"  # miners train and submit signed commitments
     REVEALING = "revealing"  # submission window closed; miners reveal their mapping seeds
     VALIDATING = "validating"  # validators verify, score and sign votes
+    FUSING = "fusing"  # BaaS: validators fuse the accepted models and score the fusion
     DECIDING = "deciding"  # quorum, median scores, winner, block proposal
     COMMITTED = "committed"
     FAILED = "failed"
@@ -25,6 +26,7 @@ class Event(str, Enum):
     SUBMISSIONS_CLOSED = "submissions_closed"
     REVEALS_CLOSED = "reveals_closed"
     VOTES_CLOSED = "votes_closed"
+    FUSION_CLOSED = "fusion_closed"
     BLOCK_COMMITTED = "block_committed"
     FAIL = "fail"
 
@@ -33,7 +35,8 @@ _TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.OPEN, Event.START): Phase.COLLECTING,
     (Phase.COLLECTING, Event.SUBMISSIONS_CLOSED): Phase.REVEALING,
     (Phase.REVEALING, Event.REVEALS_CLOSED): Phase.VALIDATING,
-    (Phase.VALIDATING, Event.VOTES_CLOSED): Phase.DECIDING,
+    (Phase.VALIDATING, Event.VOTES_CLOSED): Phase.FUSING,
+    (Phase.FUSING, Event.FUSION_CLOSED): Phase.DECIDING,
     (Phase.DECIDING, Event.BLOCK_COMMITTED): Phase.COMMITTED,
 }
 

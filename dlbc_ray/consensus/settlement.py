@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from dlbc_ray.consensus.baas import FusionOutcome, compute_fusion_payouts
 from dlbc_ray.consensus.decision import Decision
 from dlbc_ray.consensus.rewards import compute_payouts
 from dlbc_ray.schema import ChainParams, PayoutTx, PenaltyTx, Submission, Task
@@ -44,9 +45,14 @@ def compute_settlement(
     decision: Decision,
     params: ChainParams,
     balances: Mapping[str, int],
+    fusion: FusionOutcome | None = None,
 ) -> tuple[PenaltyTx | PayoutTx, ...]:
+    """Penalties, then payouts: to the winner, or shared by contributors when a fusion is delivered."""
     penalties = compute_penalties(task_id, submissions, decision, params, balances)
     escrow = task.reward + sum(p.amount for p in penalties)
+    if fusion is not None and fusion.delivered:
+        return penalties + compute_fusion_payouts(task_id, task, fusion, decision.voters, params.validator_fee_bps,
+                                                  escrow=escrow)
     winner = decision.winner.miner if decision.winner else None
     payouts = compute_payouts(task_id, task, winner, decision.voters, params.validator_fee_bps, escrow=escrow)
     return penalties + payouts

@@ -169,7 +169,7 @@ def process_task_close(d: _Draft, block: Block) -> None:
     if d.escrow.get(header.task_id, 0) != 0:
         raise _fail("escrow", f"task {header.task_id[:12]} escrow is not fully paid out", header.height)
     del d.escrow[header.task_id]
-    status: TaskStatus = "done" if header.winner else "refunded"
+    status: TaskStatus = "done" if header.model_hash else "refunded"
     d.tasks[header.task_id] = replace(record, status=status, closed_height=header.height)
     if header.model_hash:
         d.won_models[header.model_hash] = header.height

@@ -11,6 +11,14 @@ from collections.abc import Iterable, Sequence
 
 from dlbc_ray import crypto
 from dlbc_ray.constants import ZERO_HASH
+from dlbc_ray.consensus.baas import (
+    FusionOutcome,
+    best_single_score,
+    compute_contributors,
+    compute_delivered,
+    decide_fusion,
+    is_fusion_task,
+)
 from dlbc_ray.consensus.decision import Decision, decide
 from dlbc_ray.consensus.quorum import is_conflicting
 from dlbc_ray.consensus.settlement import compute_settlement
@@ -20,6 +28,7 @@ from dlbc_ray.errors import ConsensusError, InvalidBlock, NoQuorum
 from dlbc_ray.schema import (
     Block,
     BlockHeader,
+    FusionVote,
     ChainParams,
     MintTx,
     PayoutTx,
@@ -42,6 +51,7 @@ def compute_roots(block: Block) -> dict[str, str]:
     return {
         "submissions_root": crypto.merkle_root_of(block.submissions),
         "votes_root": crypto.merkle_root_of(block.votes),
+        "fusion_root": crypto.merkle_root_of(block.fusion_votes),
         "txs_root": crypto.merkle_root_of(block.txs),
         "evidence_root": crypto.merkle_root_of(block.evidence),
     }
@@ -178,16 +188,45 @@ def validate_decision(block: Block, task: Task, submissions: Sequence[Submission
         decision = decide(submissions, votes, params.validators, task.target, excluded=excluded)
     except NoQuorum as e:
         raise _fail(header, "quorum", str(e)) from None
-    expected = {
-        "winner": decision.winner.miner if decision.winner else None,
-        "model_hash": decision.winner.model_hash if decision.winner else None,
-        "score": decision.score,
-        "difficulty": task.target,
-    }
-    for field, value in expected.items():
+    if header.difficulty != task.target:
+        raise _fail(header, "difficulty", f"header difficulty is {header.difficulty}, the task's target {task.target}")
+    return decision
+
+
+def validate_fusion_vote(signed: Signed[FusionVote], header: BlockHeader, params: ChainParams) -> FusionVote:
+    v = signed.message
+    if signed.signer != v.validator or v.validator not in params.validators:
+        raise _fail(header, "fusion_vote_signer", f"fusion vote by {v.validator[:12]} is not a validator's own")
+    if not crypto.is_valid_signature(signed):
+        raise _fail(header, "fusion_vote_signature", f"fusion vote by {v.validator[:12]} does not verify")
+    if (v.task_id, v.round_id) != (header.task_id, header.round_id):
+        raise _fail(header, "fusion_vote_round", f"fusion vote by {v.validator[:12]} is for another round")
+    return v
+
+
+def validate_fusion(block: Block, task: Task, submissions: Sequence[Submission], decision: Decision,
+                    params: ChainParams, excluded: set[str]) -> FusionOutcome | None:
+    """BaaS: the fusion votes must settle one fused model when the task fuses, and be absent otherwise."""
+    header = block.header
+    contributors = compute_contributors(submissions, decision)
+    if not is_fusion_task(task, contributors):
+        if block.fusion_votes:
+            raise _fail(header, "fusion", "fusion votes in a block whose task fuses nothing")
+        return None
+    votes = [validate_fusion_vote(v, header, params) for v in block.fusion_votes]
+    if len({v.validator for v in votes}) != len(votes):
+        raise _fail(header, "duplicate_vote", "a validator signs two fusion votes")
+    try:
+        return decide_fusion(task, contributors, votes, params.validators, best_single_score(decision), excluded)
+    except NoQuorum as e:
+        raise _fail(header, "fusion_quorum", str(e)) from None
+
+
+def validate_outcome(header: BlockHeader, decision: Decision, fusion: FusionOutcome | None) -> None:
+    """The delivered model: the fusion when it won, else the best single submission."""
+    for field, value in compute_delivered(decision, fusion).items():
         if getattr(header, field) != value:
             raise _fail(header, field, f"header {field} is {getattr(header, field)}, the votes imply {value}")
-    return decision
 
 
 def expected_standing_target(state: ChainState) -> int:
@@ -222,10 +261,12 @@ def validate_task_block(block: Block, state: ChainState) -> None:
     votes = validate_votes(block, params, commits)
     culprits = validate_evidence(block, params, commits)
     decision = validate_decision(block, task, submissions, votes, params, culprits)
+    fusion = validate_fusion(block, task, submissions, decision, params, culprits)
+    validate_outcome(header, decision, fusion)
     balances = dict(state.balances)
     if post_index == 0:
         balances[task.requester] = max(0, balances.get(task.requester, 0) - task.reward)
-    expected = compute_settlement(header.task_id or "", task, submissions, decision, params, balances)
+    expected = compute_settlement(header.task_id or "", task, submissions, decision, params, balances, fusion)
     if tuple(system) != expected:
         raise _fail(header, "settlement", "penalties and payouts differ from what the votes imply")
 
@@ -234,8 +275,9 @@ def validate_tx_block(block: Block) -> None:
     header = block.header
     if block.submissions or block.votes or block.evidence:
         raise _fail(header, "body", "a block without a task carries submissions, votes or evidence")
-    if (header.winner, header.model_hash, header.score, header.difficulty, header.round_id) != (None,) * 5:
-        raise _fail(header, "winner", "a block without a task names a winner or a round")
+    if (header.winner, header.model_hash, header.score, header.difficulty, header.round_id) != (None,) * 5 \
+            or header.fused or block.fusion_votes:
+        raise _fail(header, "winner", "a block without a task names a winner, a round or a fusion")
     for i, tx in enumerate(block.txs):
         if not isinstance(tx, TransferTx | PostTaskTx):
             raise _fail(header, "txs", f"transaction {i} ({tx.kind}) is not allowed outside a task block")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dlbc_ray.errors import ConfigError, CorruptLedger
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: PoLe difficulty and BaaS fusion in headers (0.x: no migration from 1)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (

@@ -10,7 +10,7 @@ from dlbc_ray.constants import BLOCK_DOMAIN, BPS, CHAIN_DOMAIN, SCORE_SCALE, TRA
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.schema.base import Amount, FrozenModel, Hash, Millis, PublicKey, Score, SignatureHex
 from dlbc_ray.schema.signed import Signed
-from dlbc_ray.schema.submission import Submission, Vote
+from dlbc_ray.schema.submission import FusionVote, Submission, Vote
 from dlbc_ray.schema.task import Task
 
 
@@ -164,8 +164,10 @@ class BlockHeader(FrozenModel):
     model_hash: Hash | None = None
     score: Score | None = None
     difficulty: Score | None = Field(default=None, description="the accuracy target in force (PoLe)")
+    fused: bool = Field(default=False, description="BaaS: the delivered model is the fusion, not one submission")
     submissions_root: Hash
     votes_root: Hash
+    fusion_root: Hash
     txs_root: Hash
     evidence_root: Hash
 
@@ -177,6 +179,7 @@ class Block(FrozenModel):
     signature: SignatureHex
     submissions: tuple[Signed[Submission], ...] = ()
     votes: tuple[Signed[Vote], ...] = ()
+    fusion_votes: tuple[Signed[FusionVote], ...] = ()
     txs: tuple[Transaction, ...] = ()
     evidence: tuple[Evidence, ...] = ()
     params: ChainParams | None = Field(default=None, description="genesis only")

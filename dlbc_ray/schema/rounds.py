@@ -22,6 +22,8 @@ class RoundContext(FrozenModel):
     base_hash: Hash
     eval_seed: int = Field(ge=0, description="derived from base_hash: validators evaluate identically")
     submit_deadline_ms: Millis
+    shards: dict[PublicKey, tuple[int, int]] = Field(
+        default_factory=dict, description="BaaS: each miner's private shard (index, examples), fixed by the protocol")
 
 
 class MinerStats(FrozenModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from dlbc_ray.constants import REVEAL_DOMAIN, SUBMISSION_DOMAIN, VOTE_DOMAIN
+from dlbc_ray.constants import FUSION_VOTE_DOMAIN, REVEAL_DOMAIN, SUBMISSION_DOMAIN, VOTE_DOMAIN
 from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey, Score
 
 
@@ -74,3 +74,23 @@ class Vote(FrozenModel):
     verdict: Verdict
     score: Score
     detail: str = Field(default="", max_length=200)
+
+
+class FusionVote(FrozenModel):
+    """BaaS: one validator's scores of the accepted models fused, and fused without each contributor.
+
+    Every validator fuses the same accepted submissions itself (each miner's mapping
+    layer folded in first), so honest validators sign the same ``fused_hash``; the
+    leave-one-out scores measure what each contributor added, which is how it is paid.
+    """
+
+    DOMAIN: ClassVar[bytes] = FUSION_VOTE_DOMAIN
+
+    task_id: Hash
+    round_id: Hash
+    validator: PublicKey
+    rule: Literal["fedavg", "trimmed-mean", "median", "ensemble"]
+    contributors: tuple[Hash, ...] = Field(min_length=2, description="commits fused, in arrival order")
+    fused_hash: Hash
+    score: Score
+    without: tuple[Score, ...] = Field(description="score of the fusion without contributor i, aligned")

@@ -5,7 +5,8 @@ import pytest
 from dlbc_ray.consensus import Event, Phase, next_phase
 from dlbc_ray.errors import ConsensusError
 
-HAPPY = [Event.START, Event.SUBMISSIONS_CLOSED, Event.REVEALS_CLOSED, Event.VOTES_CLOSED, Event.BLOCK_COMMITTED]
+HAPPY = [Event.START, Event.SUBMISSIONS_CLOSED, Event.REVEALS_CLOSED, Event.VOTES_CLOSED, Event.FUSION_CLOSED,
+         Event.BLOCK_COMMITTED]
 
 
 def test_happy_path_reaches_committed() -> None:

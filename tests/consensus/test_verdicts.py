@@ -100,9 +100,6 @@ def test_weights_that_already_won_are_a_replay_even_if_also_seen_this_round() ->
     assert check_reuse(fake_hash("a"), {fake_hash("a")}, {fake_hash("a")})[0] is Verdict.REPLAY  # type: ignore[index]
 
 
-@pytest.mark.xfail(strict=True, reason="consensus/decision.compute_winner marks a model hash as seen even when its "
-                   "earlier submission was rejected: a thief who submits an exact copy first (stolen) bars the "
-                   "victim from winning, and the win goes to the next-best honest miner")
 def test_a_rejected_copy_does_not_bar_its_original_from_winning(world: World) -> None:
     task = world.task()
     victim = world.submission(world.miners[0], task, "best")
