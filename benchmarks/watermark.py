@@ -52,8 +52,8 @@ from benchmarks._common import (
     table,
     train_tracked,
 )
-from dlbc_ray.actors.validator import relative_distance
 from dlbc_ray.models import watermark as wm
+from dlbc_ray.models.protect import layer_distance
 from dlbc_ray.models.data import DatasetBundle
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.protect import watermark_key
@@ -128,7 +128,7 @@ class AttackRun:
     owner_ber: list[float]
     thief_ber: list[float]
     acc: list[float]
-    distance: list[float]  # relative L2 distance to the stolen weights (validators' copy rule)
+    distance: list[float]  # median per-tensor relative L2 distance to the stolen weights (validators' copy rule)
     t: int
 
     @property
@@ -145,7 +145,7 @@ def attack(model: str, run: EmbedRun, kind: str, budget: int, bundle: DatasetBun
     snaps = train_tracked(net, bundle.train, settings(10_000 + run.seed, budget), marks)
     return AttackRun(run.seed, [wm.bit_error_rate(w, run.key) for w in snaps],
                      [wm.bit_error_rate(w, thief) for w in snaps], [score(w) for w in snaps],
-                     [relative_distance(w, run.stolen) for w in snaps], run.key.bits.size)
+                     [layer_distance(w, run.stolen) for w in snaps], run.key.bits.size)
 
 
 def pruned(weights: Weights, layer: str, fraction: float) -> Weights:
@@ -296,8 +296,8 @@ def _removal_table(fig: dict[str, Any]) -> str:
             f"rule); the attacker gives up at the budget "
             f"({fig['plan']['budget_factor']}x the mean embedding epochs, rounded up); 'escaped' = removed in under "
             f"{TARGET_FACTOR}x at < {ACCURACY_LOSS:.0%} accuracy loss; 'then' = at removal (or at the budget); "
-            f"p = chance an unmarked model shows that few bit errors (Binomial(T, 1/2)), worst seed; dist = relative "
-            f"L2 distance to the stolen weights, smallest seed (copy rule: < {PROTECTION.copy_distance}); "
+            f"p = chance an unmarked model shows that few bit errors (Binomial(T, 1/2)), worst seed; dist = median "
+            f"per-tensor relative L2 distance to the stolen weights, smallest seed (copy rule: < {PROTECTION.copy_distance}); "
             "'end' = after the whole budget")
     headers = ["net", "attack", "escaped", "epochs to remove", "acc stolen", "acc then", "thief BER then",
                "p then", "dist then", "owner BER end", "p end", "target"]

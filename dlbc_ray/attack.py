@@ -45,14 +45,15 @@ Definitions, per trial (a kind's row sums them over its trials):
     too-many-liars: ``validator-2`` and ``-3`` (f = 2 >= n/3) reject the best submission;
         the round commits no block and says why (a split or missing quorum).
 
+    false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
+        a perfect score. Detected when it does not win and a block is still committed: the
+        validators refute the claim and the window reopens for the honest miners still
+        training. The honest winner is kept when any honest miner wins (PoLe is a race).
+
 Known gaps, run by name or with ``gaps`` (not in ``all``):
     disguised-replay: an earlier winner with its hidden units permuted and rescaled (the same
         function, the old owner's mark gone, the replayer's own embedded), re-mapped to the
         replayer's own Secure Mapping Layer; detected as for replay (any rejection).
-    false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
-        a perfect score. Detected when it does not win and some honest miner still submits;
-        the honest winner is kept when a block is committed and any honest miner wins it (PoLe is
-        a race); honest miners still training when the window closes are not false positives.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ ADVERSARY = "miner-2"
 LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); both in too-many-liars
 LIE_CYCLE = ("random", "approve", "reject")
 KINDS = ("thief", "copy-noise", "random-weights", "replay", "forged-signature", "hash-mismatch", "wrong-task",
-         "late", "lying-validators", "equivocating-validator", "too-many-liars")
-KNOWN_GAPS = ("disguised-replay", "false-claim")
+         "late", "lying-validators", "equivocating-validator", "too-many-liars", "false-claim")
+KNOWN_GAPS = ("disguised-replay",)
 
 
 def attack_config(window_s: float = 20.0) -> NetworkConfig:
@@ -281,11 +282,12 @@ def _failed_safely(trial: Trial) -> tuple[bool, str]:
 
 
 def _claim_ignored(trial: Trial) -> tuple[bool, str]:
-    """PoLe: a false claim of the target must not win nor shut every honest miner out of the round."""
+    """PoLe: a false claim of the target must not win, nor stall the chain by cutting honest miners off."""
     cut = [n for n in HONEST_MINERS if _verdict(dropped(trial, n)) == Verdict.LATE.value]
     won = trial.report.winner == trial.key(ADVERSARY)
-    how = f"{len(cut)} honest cut off" + ("" if trial.report.committed else ", no block")
-    return len(cut) < len(HONEST_MINERS) and not won, how
+    refuted = int(trial.report.timings.get("refuted_claims", 0))
+    how = f"{refuted} claim(s) refuted, {len(cut)} honest cut off" + ("" if trial.report.committed else ", no block")
+    return trial.report.committed and len(cut) < len(HONEST_MINERS) and not won, how
 
 
 DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {

@@ -58,7 +58,10 @@ class ProtectionConfig(_Config):
     mark_margin: float = Field(default=0.5, ge=0, description="honest miners settle every bit at least this far "
                                "from the boundary (in w X units) so pruning or re-encoding cannot flip it")
     secure_mapping: bool = Field(default=True, description="miners train through a Secure Mapping Layer (PoLe)")
-    copy_distance: float = Field(default=0.05, ge=0, description="relative L2 distance under which weights copy")
+    copy_distance: float = Field(default=0.05, ge=0, description="median per-tensor relative L2 distance under "
+                                 "which two models are one model twice (a thief may re-mark one layer, not all)")
+    copy_owner_p: float = Field(default=1e-2, gt=0, lt=0.5, description="of a near pair, the model that carries the "
+                                "other submitter's mark with less than this chance (and the other not) is the copy")
     copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat (SN9)")
     theft_penalty: int = Field(default=100, ge=0, description="taken from a miner caught with a stolen model")
 

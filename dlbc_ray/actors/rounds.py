@@ -107,12 +107,23 @@ class RoundRunner:
         self.timings: dict[str, float] = {}
 
     def run(self) -> RoundResult:
+        """One round; PoLe's standing rounds reopen while no claim of the target is confirmed."""
         self._advance(Event.START)
-        arrivals, refs = self.collect()
-        self._advance(Event.SUBMISSIONS_CLOSED)
-        arrivals = self.reveal(arrivals)
-        self._advance(Event.REVEALS_CLOSED)
-        votes = self.validate(arrivals, refs)
+        calls = self._start_mining()
+        pending = [sub_ref for sub_ref, _ in calls.values()]
+        arrivals: list[SubmissionArrival] = []
+        refs: dict[str, Any] = {}
+        while True:
+            new, new_refs, pending = self.collect(calls, pending)
+            self._advance(Event.SUBMISSIONS_CLOSED)
+            arrivals += self.reveal(new)
+            refs.update(new_refs)
+            self._advance(Event.REVEALS_CLOSED)
+            votes = self.validate(arrivals, refs)  # every arrival so far: copies are judged across waves
+            if not self._reopen(arrivals, votes, pending):
+                break
+            self._advance(Event.CLAIMS_REFUTED)
+        self._close(calls, pending)
         self._advance(Event.VOTES_CLOSED)
         fusion_votes = self.fuse(arrivals, votes, refs)
         self._advance(Event.FUSION_CLOSED)
@@ -128,22 +139,29 @@ class RoundRunner:
 
     # --------------------------------------------------------------- collect
 
-    def collect(self) -> tuple[list[SubmissionArrival], dict[str, Any]]:
-        """Miners train in parallel; submissions are ordered by arrival, the commit order."""
+    def _start_mining(self) -> dict[str, tuple[Any, Any]]:
+        """Every miner of the group starts training; name -> (submission ref, weights ref)."""
         # Private shards (BaaS) are loaded by each miner itself; nothing of them travels.
         train = None if self.ctx.shards else self.data.train
+        self._names: dict[Any, str] = {}
         calls = {m.name: m.handle.mine.remote(self.task, train, self.ctx, self.sink) for m in self.miners}
-        names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
+        self._names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
+        return calls
+
+    def collect(self, calls: dict[str, tuple[Any, Any]],
+                pending: list[Any]) -> tuple[list[SubmissionArrival], dict[str, Any], list[Any]]:
+        """Miners train in parallel; submissions are ordered by arrival, the commit order.
+
+        Returns this wave's arrivals, their weight refs, and the miners still training.
+        """
         t0 = time.perf_counter()
         window = max(0.0, (self.ctx.submit_deadline_ms - now_ms()) / 1e3)
-        refs_in = [c[0] for c in calls.values()]
         standing = self.task.message.kind == "standing"
-        done, pending = self._first_to_target(refs_in, window) if standing else wait_each(refs_in, timeout=window)
-        for ref in pending:  # the window closed: tell the rest to stop at their next epoch
-            self.miners_by_name[names[ref]].handle.cancel.remote(self.ctx.task_id)
+        done, pending = self._first_to_target(pending, window) if standing else wait_each(pending, timeout=window)
         arrivals, refs, stats, verify_ms = [], {}, [], 0.0
         for ref, arrived in done:
-            mined = self._receive(ref, names[ref])
+            name = self._names[ref]
+            mined = self._receive(ref, name)
             if mined is None:
                 continue
             t = time.perf_counter()
@@ -152,19 +170,43 @@ class RoundRunner:
                                                                                     self.ctx.submit_deadline_ms)
             verify_ms += (time.perf_counter() - t) * 1e3
             if judgement:  # would break a ledger rule: recorded here, never put in a block
-                self.outcomes.append(_outcome(names[ref], mined.signed.message.miner, judgement[0].value, judgement[1]))
+                self.outcomes.append(_outcome(name, mined.signed.message.miner, judgement[0].value, judgement[1]))
                 continue
             arrivals.append(arrival)
-            refs[mined.signed.message.commit] = calls[names[ref]][1]
+            refs[mined.signed.message.commit] = calls[name][1]
             stats.append(mined.stats)
+        t = self.timings
+        t.update(collect_s=t.get("collect_s", 0.0) + time.perf_counter() - t0,
+                 consensus_verify_ms=t.get("consensus_verify_ms", 0.0) + verify_ms,
+                 train_s=max([t.get("train_s", 0.0), *(s.train_s for s in stats)]),
+                 miner_hash_ms=max([t.get("miner_hash_ms", 0.0), *(s.hash_ms for s in stats)]),
+                 miner_sign_ms=max([t.get("miner_sign_ms", 0.0), *(s.sign_ms for s in stats)]))
+        return arrivals, refs, pending
+
+    def _close(self, calls: dict[str, tuple[Any, Any]], pending: list[Any]) -> None:
+        """The window is closed for good: the miners still training stop at their next epoch."""
         for ref in pending:
-            self._mark(names[ref], stage="late")
-            self.outcomes.append(_outcome(names[ref], None, "late", "did not submit before the deadline"))
-        self.timings.update(collect_s=time.perf_counter() - t0, consensus_verify_ms=verify_ms,
-                            train_s=max((s.train_s for s in stats), default=0.0),
-                            miner_hash_ms=max((s.hash_ms for s in stats), default=0.0),
-                            miner_sign_ms=max((s.sign_ms for s in stats), default=0.0))
-        return arrivals, refs
+            name = self._names[ref]
+            self.miners_by_name[name].handle.cancel.remote(self.ctx.task_id)
+            self._mark(name, stage="late")
+            self.outcomes.append(_outcome(name, None, "late", "did not submit before the deadline"))
+
+    def _reopen(self, arrivals: Sequence[SubmissionArrival], votes: Sequence[Signed[Vote]],
+                pending: Sequence[Any]) -> bool:
+        """PoLe: a claim of the target the validators refute does not end the round; the miners still
+        training go on until one is confirmed or the deadline (a false claim cannot stall the chain)."""
+        if self.task.message.kind != "standing" or not pending or now_ms() >= self.ctx.submit_deadline_ms:
+            return False
+        subs = [a.signed.message for a in arrivals]
+        culprits = {e.first.message.validator for e in find_equivocations(votes)}
+        try:
+            decision = decide(subs, [v.message for v in select_votes(votes, [s.commit for s in subs], culprits)],
+                              self.base.params.validators, self.task.message.target, excluded=culprits)
+        except DLBCError:  # no quorum or a split: the block cannot be decided by waiting longer
+            return False
+        if decision.winner is None:
+            self.timings["refuted_claims"] = self.timings.get("refuted_claims", 0.0) + len(arrivals)
+        return decision.winner is None
 
     def _first_to_target(self, refs: list[Any], timeout_s: float) -> tuple[list[tuple[Any, int]], list[Any]]:
         """PoLe: the window closes a short grace after the first submission claiming the target."""

@@ -3,13 +3,14 @@
 Checks run cheapest first and the first failure is the verdict: envelope, timing,
 weight hash, architecture, mapping-seed reveal, watermark ownership, reuse of weights
 already accepted or already rewarded, then the score on the test split through the
-miner's own mapping layer, then near copies of earlier valid submissions.
+miner's own mapping layer. Last, over the whole round, near copies: of two valid models
+within ``copy_distance``, the one carrying the other's watermark (or else the later) loses.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from dlbc_ray.models import baas, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.evaluate import evaluate
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
-from dlbc_ray.models.protect import mapping_layer, read_mark, watermark_key
+from dlbc_ray.models.protect import layer_distance, mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
@@ -45,13 +46,19 @@ class _Clock:
         return now
 
 
-def relative_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
-    """||a - b|| / ||b|| over all tensors; inf when the architectures differ."""
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-        return float("inf")
-    diff = sum(float(np.sum((a[k].astype(np.float64) - b[k]) ** 2)) for k in a)
-    norm = sum(float(np.sum(b[k].astype(np.float64) ** 2)) for k in b)
-    return (diff / max(norm, 1e-30)) ** 0.5
+@dataclass
+class _Judged:
+    """One submission's verdict before it is signed (near copies may still change it)."""
+
+    sub: Submission
+    weights: dict[str, np.ndarray] | None
+    verdict: Verdict
+    score: int
+    detail: str
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict is Verdict.VALID
 
 
 class Validator:
@@ -77,15 +84,17 @@ class Validator:
         spec = crypto.verify(task, expected_signer=task.message.requester)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
-        clock, judged, votes = _Clock(), [], []
+        clock, judged = _Clock(), []
         for arrival, ref in zip(arrivals, weight_refs):
-            verdict, score, detail, weights = self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock)
-            judged.append((arrival.signed.message, weights, score if verdict is Verdict.VALID else None))
-            t = time.perf_counter()
-            vote = Vote(task_id=ctx.task_id, round_id=ctx.round_id, commit=arrival.signed.message.commit, validator=self.identity.public_key,
-                        verdict=verdict, score=score, detail=detail[:200])
-            votes.append(crypto.sign(self.identity, vote))
-            clock.add("sign_ms", t)
+            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock))
+        t = time.perf_counter()
+        self._resolve_copies(spec, judged)
+        t = clock.add("checks_ms", t)
+        votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, commit=j.sub.commit,
+                                                 validator=self.identity.public_key, verdict=j.verdict,
+                                                 score=j.score if j.valid else 0, detail=j.detail[:200]))
+                 for j in judged]
+        clock.add("sign_ms", t)
         return Ballot(votes=tuple(votes), stats=ValidatorStats(**clock.ms))
 
     def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
@@ -110,33 +119,31 @@ class Validator:
     # --------------------------------------------------------------- judging
 
     def _judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
-               won: frozenset[str], judged: list[Any], clock: _Clock) -> tuple[Verdict, int, str, Any]:
+               won: frozenset[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
         sub = arrival.signed.message
         t = time.perf_counter()
         early = check_envelope(arrival.signed, ctx.task_id) or check_timing(arrival, ctx.submit_deadline_ms)
         t = clock.add("verify_ms", t)
         if early:
-            return early[0], 0, early[1], None
+            return _Judged(sub, None, early[0], 0, early[1])
         weights = self._fetch(ref)
         t = clock.add("fetch_ms", t)
         if weights is None or crypto.hash_weights(weights) != sub.model_hash:
             clock.add("hash_ms", t)
-            return Verdict.HASH_MISMATCH, 0, "weights do not hash to model_hash", None
+            return _Judged(sub, None, Verdict.HASH_MISMATCH, 0, "weights do not hash to model_hash")
         t = clock.add("hash_ms", t)
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
         # Ownership before reuse: a thief who copies a victim's weights and arrives first must
         # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
         rejection = self._check_model(spec, net, sub, weights, arrival)
-        earlier_valid = {s.model_hash for s, _, score in judged if score is not None}
+        earlier_valid = {j.sub.model_hash for j in judged if j.valid}
         rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
         t = clock.add("checks_ms", t)
         if rejection:
-            return rejection[0], 0, rejection[1], weights
+            return _Judged(sub, weights, rejection[0], 0, rejection[1])
         score = self._score(spec, net, test, sub, weights, arrival)
-        t = clock.add("eval_ms", t)
-        copied = self._check_copy(sub, weights, score, judged)
-        clock.add("checks_ms", t)
-        return (copied[0], 0, copied[1], weights) if copied else (Verdict.VALID, score, "", weights)
+        clock.add("eval_ms", t)
+        return _Judged(sub, weights, Verdict.VALID, score, "")
 
     @staticmethod
     def _fetch(ref: Any) -> dict[str, np.ndarray] | None:
@@ -194,13 +201,43 @@ class Validator:
         accuracy = evaluate(net, weights, Split(x=x, y=test.y), batch_size=self.cfg.eval_batch_size)
         return round(accuracy * SCORE_SCALE)
 
-    def _check_copy(self, sub: Submission, weights: dict[str, np.ndarray], score: int,
-                    judged: list[Any]) -> Judgement | None:
-        """SN9's rule: within copy_distance of an earlier valid model, it must beat it by epsilon."""
-        for earlier, earlier_weights, earlier_score in judged:
-            if earlier_score is None or earlier_weights is None:
-                continue
-            distance = relative_distance(weights, earlier_weights)
-            if distance < self.protection.copy_distance and score <= earlier_score + self.protection.copy_epsilon:
-                return Verdict.COPY, f"within {distance:.4f} of {earlier.commit[:12]} without beating it"
+    def _resolve_copies(self, spec: Task, judged: Sequence[_Judged]) -> None:
+        """Two valid models within ``copy_distance`` of each other are one model twice; one is a copy.
+
+        The copy is the one that carries the other submitter's watermark (a thief can re-mark
+        the host layer with its own key, but cannot scrub a mark whose key it never saw, so
+        the victim's bits stay far better than chance in the copy, while the victim's model
+        shows nothing of the thief's key): judged ``stolen``. When the marks do not tell,
+        SN9's rule: the later one is a ``copy`` unless it beats the earlier by ``copy_epsilon``.
+        """
+        for i, later in enumerate(judged):
+            for earlier in judged[:i]:
+                if not (later.valid and earlier.valid) or later.sub.miner == earlier.sub.miner:
+                    continue
+                assert later.weights is not None and earlier.weights is not None
+                distance = layer_distance(later.weights, earlier.weights)
+                if distance >= self.protection.copy_distance:
+                    continue
+                owner = self._copied_by_marks(spec, earlier, later)
+                if owner is not None:
+                    copy, original, chance = owner
+                    copy.verdict, copy.detail = Verdict.STOLEN, (
+                        f"a near copy (layer distance {distance:.4f}) of {original.sub.commit[:12]}, carrying its "
+                        f"submitter's watermark (chance {chance:.1e})")
+                elif later.score <= earlier.score + self.protection.copy_epsilon:
+                    later.verdict, later.detail = Verdict.COPY, (
+                        f"within {distance:.4f} of {earlier.sub.commit[:12]} without beating it")
+
+    def _copied_by_marks(self, spec: Task, a: _Judged, b: _Judged) -> tuple[_Judged, _Judged, float] | None:
+        """(copy, original, chance) when exactly one of the pair carries the other's mark beyond ``copy_owner_p``."""
+        if not self.protection.watermark or a.sub.miner not in self._marks or b.sub.miner not in self._marks:
+            return None
+        assert a.weights is not None and b.weights is not None
+        b_has_a = read_mark(b.weights, self._key(a.sub.miner, spec.model.name, b.weights), self.protection).chance
+        a_has_b = read_mark(a.weights, self._key(b.sub.miner, spec.model.name, a.weights), self.protection).chance
+        p = self.protection.copy_owner_p
+        if b_has_a < p <= a_has_b:
+            return b, a, b_has_a
+        if a_has_b < p <= b_has_a:
+            return a, b, a_has_b
         return None

@@ -27,6 +27,7 @@ class Event(str, Enum):
     REVEALS_CLOSED = "reveals_closed"
     VOTES_CLOSED = "votes_closed"
     FUSION_CLOSED = "fusion_closed"
+    CLAIMS_REFUTED = "claims_refuted"  # PoLe: no claim of the target was confirmed; the window reopens
     BLOCK_COMMITTED = "block_committed"
     FAIL = "fail"
 
@@ -36,6 +37,7 @@ _TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.COLLECTING, Event.SUBMISSIONS_CLOSED): Phase.REVEALING,
     (Phase.REVEALING, Event.REVEALS_CLOSED): Phase.VALIDATING,
     (Phase.VALIDATING, Event.VOTES_CLOSED): Phase.FUSING,
+    (Phase.VALIDATING, Event.CLAIMS_REFUTED): Phase.COLLECTING,
     (Phase.FUSING, Event.FUSION_CLOSED): Phase.DECIDING,
     (Phase.DECIDING, Event.BLOCK_COMMITTED): Phase.COMMITTED,
 }

@@ -57,3 +57,17 @@ def read_mark(weights: Mapping[str, Any], key: watermark.WatermarkKey, protectio
     chance = watermark.chance_of_matching(errors, t)
     return MarkReading(t=t, errors=errors, ber=errors / t, chance=chance, owned=errors / t <= protection.max_ber,
                        carried=chance < protection.foreign_p)
+
+
+def layer_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    """Median over tensors of ||a_k - b_k|| / ||b_k||; inf when the architectures differ.
+
+    Per tensor and by median, so re-marking one host layer (the cheapest disguise of a copy)
+    moves one term, not the verdict; independently trained models differ in every tensor.
+    """
+    if a.keys() != b.keys() or any(np.shape(a[k]) != np.shape(b[k]) for k in a):
+        return float("inf")
+    ratios = [float(np.linalg.norm((a[k].astype(np.float64) - b[k]).ravel()))
+              / max(float(np.linalg.norm(b[k].astype(np.float64).ravel())), 1e-30)
+              for k in sorted(a) if np.issubdtype(np.asarray(a[k]).dtype, np.floating)]
+    return float(np.median(ratios)) if ratios else float("inf")

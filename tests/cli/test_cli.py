@@ -37,7 +37,7 @@ def one_line_error(result, code: int, *words: str) -> None:
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["chain"], ["chain", "show"], ["chain", "verify"], ["keys"],
-                                     ["keys", "new"], ["keys", "show"]])
+                                     ["keys", "new"], ["keys", "show"], ["attack"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output

@@ -11,6 +11,7 @@ from torch import nn
 
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConfigError, InvalidModelFile, KeyFileError
+from dlbc_ray.models.protect import layer_distance
 from dlbc_ray.models.watermark import (
     WatermarkConfig,
     WatermarkKey,
@@ -178,3 +179,13 @@ def test_extraction_rejects_non_finite_weights() -> None:
     with pytest.raises(InvalidModelFile) as err:
         extract_bits(weights, key)
     assert err.value.reason == "non_finite"
+
+
+def test_layer_distance_is_the_median_tensor_so_one_re_marked_layer_does_not_hide_a_copy() -> None:
+    rng = np.random.default_rng(0)
+    a = {name: rng.standard_normal((8, 8)).astype(np.float32) for name in ("l1", "l2", "l3")}
+    remarked = {**a, "l2": a["l2"] + 10.0}
+    assert layer_distance(remarked, a) == 0.0
+    assert layer_distance({k: v * 1.01 for k, v in a.items()}, a) == pytest.approx(0.01, rel=1e-3)
+    assert layer_distance({k: rng.standard_normal((8, 8)) for k in a}, a) > 0.5  # independent weights
+    assert layer_distance({"l1": a["l1"]}, a) == float("inf")

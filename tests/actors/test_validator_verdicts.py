@@ -1,0 +1,294 @@
+"""Every verdict a validator can give, on real tiny trained models (no Ray: ``Validator`` built directly).
+
+Miners train the registry MLP on digits for the MINIMAL preset's 2 epochs, once per module;
+crafted submissions then break exactly one thing each. ``_fetch`` takes plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from dlbc_ray import crypto
+from dlbc_ray.actors.adversary import AdversaryMiner, MinerAttack
+from dlbc_ray.actors.miner import Miner
+from dlbc_ray.actors.validator import Validator
+from dlbc_ray.config import MINIMAL, ProtectionConfig, ValidatorConfig
+from dlbc_ray.crypto import Identity
+from dlbc_ray.models.data import DatasetBundle, load_builtin
+from dlbc_ray.network import make_task
+from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
+from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival
+from tests.builders import T0, fake_hash
+
+PROTECTION = MINIMAL.protection
+DEADLINE = T0 + 60_000
+REQUESTER, VICTIM, THIEF = (Identity.from_seed(n, n.encode()) for n in ("requester", "victim", "thief"))
+JUDGE = Identity.from_seed("validator", b"validator")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A submission as it reaches validators: envelope, weights, reveal and arrival time."""
+
+    signed: Signed[Submission]
+    weights: dict[str, np.ndarray]
+    reveal: Signed[Reveal] | None
+    arrived_ms: int = DEADLINE - 1
+
+    def but(self, **changes: object) -> Sent:
+        return Sent(**{**self.__dict__, **changes})
+
+
+@dataclass(frozen=True)
+class Setup:
+    bundle: DatasetBundle
+    task: Signed[Task]
+    ctx: RoundContext
+    victim: Sent
+
+
+@pytest.fixture(scope="module")
+def setup() -> Setup:
+    bundle = load_builtin("digits")
+    task = make_task(REQUESTER, MINIMAL.task, bundle, nonce=1, created_ms=T0)
+    task_id = crypto.message_hash(task.message)
+    ctx = RoundContext(round_id=fake_hash("round"), task_id=task_id, base_height=1, base_hash=fake_hash("head"),
+                       eval_seed=0, submit_deadline_ms=DEADLINE)
+    return Setup(bundle, task, ctx, mined_by(Miner(MINIMAL.miner, identity=VICTIM, protection=PROTECTION), task,
+                                             bundle, ctx))
+
+
+def mined_by(miner: Miner, task: Signed[Task], bundle: DatasetBundle, ctx: RoundContext) -> Sent:
+    mined, weights = miner.mine(task, bundle.train, ctx)
+    reveal = miner.reveal(ctx.task_id, mined.signed.message.commit)
+    return Sent(mined.signed, weights, reveal)
+
+
+def validator(protection: ProtectionConfig = PROTECTION, registered: Sequence[Identity] = (VICTIM, THIEF)) -> Validator:
+    """Told each miner's watermark secret in ``registered`` order (the order its ownership loop reads them)."""
+    v = Validator(ValidatorConfig(), identity=JUDGE, protection=protection)
+    for miner in registered:
+        v.register_miner(miner.public_key, miner.derive("watermark"))
+    return v
+
+
+def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset[str] = frozenset()) -> list[Vote]:
+    arrivals = [SubmissionArrival(signed=s.signed, arrived_ms=s.arrived_ms, reveal=s.reveal) for s in sent]
+    ballot = (by or validator()).validate(setup.task, setup.bundle.test, arrivals, [s.weights for s in sent],
+                                          setup.ctx, won)
+    assert all(crypto.is_valid_signature(v) and v.signer == JUDGE.public_key for v in ballot.votes)
+    return [v.message for v in ballot.votes]
+
+
+def resigned(sent: Sent, signer: Identity = VICTIM, **changes: object) -> Signed[Submission]:
+    return crypto.sign(signer, sent.signed.message.model_copy(update=changes))
+
+
+def as_miner(sent: Sent, miner: Identity) -> Sent:
+    """The same weights and mapping seed, submitted and revealed under ``miner``'s key."""
+    sub = sent.signed.message
+    commit = crypto.compute_commit(sub.model_hash, miner.public_key, sub.task_id)
+    signed = crypto.sign(miner, sub.model_copy(update={"miner": miner.public_key, "commit": commit}))
+    seed = sent.reveal.message.sml_seed if sent.reveal else "00" * 32
+    return Sent(signed, sent.weights, crypto.sign(miner, Reveal(task_id=sub.task_id, commit=commit, sml_seed=seed)))
+
+
+def adversary(setup: Setup, attack: MinerAttack) -> Sent:
+    thief = AdversaryMiner(MINIMAL.miner, identity=THIEF, protection=PROTECTION, victims={"victim": VICTIM})
+    thief.arm(attack)
+    return mined_by(thief, setup.task, setup.bundle, setup.ctx)
+
+
+# -------------------------------------------------------------------- valid
+
+
+def test_an_honest_submission_is_valid_and_scored_on_the_test_split(setup: Setup) -> None:
+    (vote,) = judge(setup, setup.victim)
+    assert vote.verdict is Verdict.VALID and vote.score >= setup.task.message.target
+    assert (vote.task_id, vote.round_id, vote.commit) == (setup.ctx.task_id, setup.ctx.round_id,
+                                                          setup.victim.signed.message.commit)
+
+
+# ----------------------------------------------------------------- envelope
+
+
+def test_a_tampered_signature_is_bad_signature(setup: Setup) -> None:
+    signed = setup.victim.signed
+    bad = signed.model_copy(update={"signature": ("1" if signed.signature[0] == "0" else "0") + signed.signature[1:]})
+    assert judge(setup, setup.victim.but(signed=bad))[0].verdict is Verdict.BAD_SIGNATURE
+
+
+def test_a_submission_for_another_task_is_wrong_task(setup: Setup) -> None:
+    other = fake_hash("another task")
+    sub = setup.victim.signed.message
+    moved = resigned(setup.victim, task_id=other, commit=crypto.compute_commit(sub.model_hash, sub.miner, other))
+    assert judge(setup, setup.victim.but(signed=moved))[0].verdict is Verdict.WRONG_TASK
+
+
+def test_a_malformed_commit_is_bad_commit(setup: Setup) -> None:
+    bad = resigned(setup.victim, commit=fake_hash("not a commit"))
+    assert judge(setup, setup.victim.but(signed=bad))[0].verdict is Verdict.BAD_COMMIT
+
+
+def test_an_arrival_after_the_deadline_is_late(setup: Setup) -> None:
+    (vote,) = judge(setup, setup.victim.but(arrived_ms=DEADLINE + 1))
+    assert vote.verdict is Verdict.LATE and vote.score == 0
+
+
+# ------------------------------------------------------------------ weights
+
+
+def test_weights_that_do_not_hash_to_the_signed_hash_are_hash_mismatch(setup: Setup) -> None:
+    first = next(iter(setup.victim.weights))
+    shipped = {**setup.victim.weights, first: setup.victim.weights[first] + np.float32(1e-3)}
+    assert judge(setup, setup.victim.but(weights=shipped))[0].verdict is Verdict.HASH_MISMATCH
+
+
+def test_weights_that_never_arrive_are_hash_mismatch(setup: Setup) -> None:
+    assert judge(setup, setup.victim.but(weights=None))[0].verdict is Verdict.HASH_MISMATCH  # type: ignore[arg-type]
+
+
+def _signed_for(sent: Sent, weights: dict[str, np.ndarray], **changes: object) -> Sent:
+    """``weights`` under a correct hash and commit, signed by the victim, revealed with its seed."""
+    sub = sent.signed.message
+    model_hash = crypto.hash_weights(weights)
+    commit = crypto.compute_commit(model_hash, sub.miner, sub.task_id)
+    signed = resigned(sent, model_hash=model_hash, commit=commit, **changes)
+    seed = sent.reveal.message.sml_seed if sent.reveal else "00" * 32
+    return Sent(signed, weights, crypto.sign(VICTIM, Reveal(task_id=sub.task_id, commit=commit, sml_seed=seed)))
+
+
+def test_a_missing_tensor_is_wrong_architecture(setup: Setup) -> None:
+    weights = dict(setup.victim.weights)
+    weights.pop("fc.2.bias")
+    (vote,) = judge(setup, _signed_for(setup.victim, weights))
+    assert vote.verdict is Verdict.WRONG_ARCHITECTURE and "fc.2.bias" in vote.detail
+
+
+def test_a_false_parameter_count_is_wrong_architecture(setup: Setup) -> None:
+    sent = _signed_for(setup.victim, setup.victim.weights, num_params=setup.victim.signed.message.num_params + 1)
+    assert judge(setup, sent)[0].verdict is Verdict.WRONG_ARCHITECTURE
+
+
+# ------------------------------------------------------------------- reveal
+
+
+def test_no_reveal_for_a_committed_mapping_layer_is_bad_reveal(setup: Setup) -> None:
+    assert judge(setup, setup.victim.but(reveal=None))[0].verdict is Verdict.BAD_REVEAL
+
+
+def test_a_reveal_of_another_seed_is_bad_reveal(setup: Setup) -> None:
+    sub = setup.victim.signed.message
+    other = crypto.sign(VICTIM, Reveal(task_id=sub.task_id, commit=sub.commit, sml_seed="ab" * 32))
+    assert judge(setup, setup.victim.but(reveal=other))[0].verdict is Verdict.BAD_REVEAL
+
+
+def test_no_mapping_layer_commitment_is_bad_reveal(setup: Setup) -> None:
+    unmapped = resigned(setup.victim, sml_commitment=None)
+    assert judge(setup, setup.victim.but(signed=unmapped, reveal=None))[0].verdict is Verdict.BAD_REVEAL
+
+
+# ---------------------------------------------------------------- ownership
+
+
+def test_a_model_without_its_submitters_mark_is_stolen(setup: Setup) -> None:
+    (vote,) = judge(setup, as_miner(setup.victim, THIEF), by=validator(registered=(THIEF, VICTIM)))
+    assert vote.verdict is Verdict.STOLEN and "own watermark is missing" in vote.detail
+
+
+def test_a_model_carrying_another_miners_mark_is_stolen(setup: Setup) -> None:
+    (vote,) = judge(setup, as_miner(setup.victim, THIEF), by=validator(registered=(VICTIM, THIEF)))
+    assert vote.verdict is Verdict.STOLEN and f"watermark of miner {VICTIM.public_key[:12]}" in vote.detail
+
+
+def test_a_submitter_nobody_registered_is_stolen(setup: Setup) -> None:
+    (vote,) = judge(setup, setup.victim, by=validator(registered=(THIEF,)))
+    assert vote.verdict is Verdict.STOLEN and "not a registered miner" in vote.detail
+
+
+def test_a_thief_armed_with_the_victims_model_is_stolen_and_the_victim_after_it_still_valid(setup: Setup) -> None:
+    thief = adversary(setup, MinerAttack("thief", victim="victim", task=setup.task, train=setup.bundle.train))
+    assert thief.signed.message.model_hash == setup.victim.signed.message.model_hash  # an exact copy
+    first, second = judge(setup, thief, setup.victim)
+    assert first.verdict is Verdict.STOLEN and second.verdict is Verdict.VALID
+
+
+# -------------------------------------------------------------------- reuse
+
+UNMARKED = PROTECTION.model_copy(update={"watermark": False})
+
+
+def test_identical_weights_later_in_the_round_are_a_duplicate(setup: Setup) -> None:
+    first, second = judge(setup, setup.victim, as_miner(setup.victim, THIEF), by=validator(UNMARKED))
+    assert first.verdict is Verdict.VALID and second.verdict is Verdict.DUPLICATE
+
+
+def test_weights_that_already_won_a_block_are_a_replay(setup: Setup) -> None:
+    (vote,) = judge(setup, setup.victim, won=frozenset({setup.victim.signed.message.model_hash}))
+    assert vote.verdict is Verdict.REPLAY
+
+
+def test_a_near_copy_of_an_earlier_valid_model_that_does_not_beat_it_is_a_copy(setup: Setup) -> None:
+    rng = np.random.default_rng(0)
+    noisy = {k: v + rng.standard_normal(v.shape).astype(np.float32) * np.float32(1e-4) for k, v in
+             setup.victim.weights.items()}
+    copy = as_miner(_signed_for(setup.victim, noisy), THIEF)
+    first, second = judge(setup, setup.victim, copy, by=validator(UNMARKED))
+    assert first.verdict is Verdict.VALID and second.verdict is Verdict.COPY
+
+
+def _copy_noise(setup: Setup) -> Sent:
+    return adversary(setup, MinerAttack("copy-noise", victim="victim", task=setup.task, train=setup.bundle.train))
+
+
+@pytest.mark.parametrize("copier_first", [True, False], ids=["copier-first", "victim-first"])
+def test_a_noisy_re_marked_copy_beside_its_victim_is_stolen_whichever_arrives_first(setup: Setup,
+                                                                                  copier_first: bool) -> None:
+    copy = _copy_noise(setup)
+    order = (copy, setup.victim) if copier_first else (setup.victim, copy)
+    votes = judge(setup, *order)
+    by_miner = {v.commit: v for v in votes}
+    copied, victim = by_miner[copy.signed.message.commit], by_miner[setup.victim.signed.message.commit]
+    assert copied.verdict is Verdict.STOLEN and "near copy" in copied.detail and copied.score == 0
+    assert victim.verdict is Verdict.VALID and victim.score > 0
+
+
+def test_without_marks_sn9_decides_a_near_pair_later_must_beat_earlier(setup: Setup) -> None:
+    copy = _copy_noise(setup)
+    first, second = judge(setup, setup.victim, copy, by=validator(UNMARKED))
+    assert first.verdict is Verdict.VALID and second.verdict is Verdict.COPY
+    first, second = judge(setup, copy, setup.victim, by=validator(UNMARKED))  # the re-marked copy scores lower
+    assert first.score + PROTECTION.copy_epsilon < second.score and second.verdict is Verdict.VALID
+
+
+def test_two_honest_models_are_never_near_copies(setup: Setup) -> None:
+    other = mined_by(Miner(MINIMAL.miner, identity=THIEF, protection=PROTECTION), setup.task, setup.bundle, setup.ctx)
+    assert [v.verdict for v in judge(setup, setup.victim, other)] == [Verdict.VALID, Verdict.VALID]
+
+
+# --------------------------------------------------------------- known gaps
+
+
+@pytest.mark.xfail(strict=True, reason="alone in its round (its victim never submits), an adversary that settles its "
+                   "own mark on a victim's weights (+1% noise) to the end pushes the victim's mark past the 'carried' "
+                   "threshold (17-22 of 64 bits wrong, <= 12 needed at p 1e-6); with no near model to compare, "
+                   "judged valid")
+def test_a_noisy_copy_with_the_thiefs_mark_settled_is_rejected_even_alone(setup: Setup) -> None:
+    copy = _copy_noise(setup)
+    assert judge(setup, copy)[0].verdict in (Verdict.STOLEN, Verdict.COPY)
+
+
+@pytest.mark.xfail(strict=True, reason="Uchida marks are not invariant to function-preserving reparametrization: "
+                   "permuting and positively rescaling the hidden units removes the winner's mark and embeds the "
+                   "replayer's; the seed is public after the reveal, so the model re-maps to the replayer's own "
+                   "layer. The replay check compares exact hashes only: judged valid, same accuracy")
+def test_a_disguised_replay_of_an_earlier_winner_is_rejected(setup: Setup) -> None:
+    won = setup.victim
+    attack = MinerAttack("disguised-replay", weights=won.weights, sml_seed=won.reveal.message.sml_seed)  # type: ignore[union-attr]
+    replay = adversary(setup, attack)
+    (vote,) = judge(setup, replay, won=frozenset({won.signed.message.model_hash}))
+    assert vote.verdict is not Verdict.VALID
