@@ -36,6 +36,27 @@ class LocalHead:
     temp_dir: Path
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a GCS address (``host:port``) names this machine's loopback."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def keep_loopback_driver() -> None:
+    """Let this process attach to a head on 127.0.0.1 as a loopback node.
+
+    Ray 2.60's driver rewrites a loopback bootstrap address, and its own node address, to
+    the machine's IP (``services.resolve_ip_for_localhost``), where a head bound to
+    127.0.0.1 does not answer. Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at
+    import, so the environment (for child processes) and the constant (for this one) are
+    set together. Only for loopback heads: a driver of a real cluster keeps its real IP.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct ports the OS calls free now (held open together, so no duplicates)."""
     sockets = [socket.socket() for _ in range(n)]

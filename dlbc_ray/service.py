@@ -71,8 +71,14 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
     from dlbc_ray.network import configure_ray_auth
 
     configure_ray_auth(home, local=bool(record and record.head_pid and target == record.address))
+    if localhead.is_loopback(target):
+        localhead.keep_loopback_driver()
     try:
         ray.init(address=target, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+    except ray.exceptions.AuthenticationError:
+        raise NetworkNotRunning(f"no Ray cluster this home can attach to at {target} (no auth token for it); "
+                                "start a network with `dlbc-ray up`, or set RAY_AUTH_TOKEN_PATH to the cluster's "
+                                "token", reason="no_cluster") from None
     except (ConnectionError, RuntimeError, ValueError) as e:
         hint = "start one with `ray start --head` or use `dlbc-ray up --address local`"
         raise NetworkNotRunning(f"no Ray cluster at {target}: {str(e).splitlines()[0][:100]}; {hint}",

@@ -53,3 +53,30 @@ def test_console_script_bad_input_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "3f + 1" in result.stderr
     assert not (tmp_path / "h").exists()
+
+
+def test_up_on_a_private_loopback_head_then_status_submit_and_down(tmp_path: Path) -> None:
+    """`up --address local`: a head bound to 127.0.0.1 that later commands attach to (Ray rewrites
+    loopback addresses to the machine's IP unless told not to)."""
+    exe = str(Path(sys.executable).parent / "dlbc-ray")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    home = ["--home", str(tmp_path / "home")]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *args, *home], capture_output=True, text=True, env=env, timeout=300)
+
+    up = cli("up", "--address", "local", "--miners", "1", "--validators", "4")
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        status = cli("status", "--json")
+        assert status.returncode == 0, status.stderr[-2000:]
+        info = json.loads(status.stdout)
+        names = info["members"]["miners"] + info["members"]["validators"]
+        assert names == ["miner-0"] + [f"validator-{i}" for i in range(4)] and set(info["health"]) == set(names)
+        again = cli("up", "--address", "local")
+        assert again.returncode == 0 and "already" in (again.stdout + again.stderr)
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr[-2000:]
+    after = cli("status")
+    assert after.returncode != 0 and after.stderr.count("\n") == 1 and "Traceback" not in after.stderr

@@ -1,0 +1,122 @@
+"""Tasks and blocks per hour of a long-lived network with 1, 2 and 4 miners, and where a round's time goes.
+
+    python benchmarks/throughput.py [--quick] [--json] [--tasks 8] [--miners 1,2,4]
+
+For each miner count, the real user path: ``dlbc-ray up --address local`` (a private Ray
+head on loopback, long-lived actors, one miner per group so N miners mine N tasks at once),
+then ``dlbc-ray submit`` of the same task file TASKS times with the scheduler paused, then
+mining until every task's block is committed, then ``down``. Reported:
+
+- tasks/hour: tasks committed / the mining window (scheduler start to the last commit);
+- blocks/hour: every block the run appended (each submit's escrow block, then each task's
+  block) / the whole run (first submit to the last commit);
+- the ratio of both to one miner, measured in the same run;
+- per round, the median share of its wall time spent outside training and evaluation.
+
+The machine's cores bound the speedup: miners share the node's CPUs equally (``num_cpus``
+None), so past the core count more miners only split the same CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # decided before Ray is imported, as the CLI does
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TASK_FILE = ROOT / "examples" / "tasks" / "digits-mlp.yaml"
+
+
+def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
+    """One network of ``miners`` miners mining ``tasks`` copies of ``task_file``; the figures of the run."""
+    import ray
+
+    from dlbc_ray import client, service
+    from dlbc_ray.actors.names import CONSENSUS_NAME, NAMESPACE
+    from dlbc_ray.config import DEFAULT
+    from dlbc_ray.home import open_home
+    from dlbc_ray.ledger import Chain
+
+    cfg = DEFAULT.model_copy(update={"miners": miners, "miners_per_task": 1})
+    home = open_home(tempfile.mkdtemp(prefix="dlbc-throughput-"))
+    service.up(cfg, home, address="local")
+    try:
+        consensus = ray.get_actor(CONSENSUS_NAME, namespace=NAMESPACE)
+        ray.get(consensus.stop.remote())
+        height0 = Chain.open(home.ledger, create=False, verify=False).height
+        t_submit = time.perf_counter()
+        ids = [client.submit(home, task_file, requester="requester", address=None) for _ in range(tasks)]
+        t_start = time.perf_counter()
+        ray.get(consensus.start.remote())
+        views = [client.wait_for(home, task_id, address=None, timeout_s=3600) for task_id in ids]
+        t_end = time.perf_counter()
+    finally:
+        service.down(home)
+    failed = [v for v in views if v["status"] != "done"]
+    if failed:
+        raise SystemExit(f"{len(failed)} task(s) not mined with {miners} miners: {failed[0]}")
+    blocks = Chain.open(home.ledger, create=False, verify=False).height - height0
+    reports = [v["report"] for v in views]
+    outside = [1 - (r["timings"].get("train_s", 0.0) + r["timings"].get("eval_ms", 0.0) / 1e3) / r["round_seconds"]
+               for r in reports]
+    mining_s, total_s = t_end - t_start, t_end - t_submit
+    return {"miners": miners, "tasks": tasks, "blocks": blocks, "mining_s": mining_s, "total_s": total_s,
+            "tasks_per_hour": tasks / mining_s * 3600, "blocks_per_hour": blocks / total_s * 3600,
+            "round_s_median": statistics.median(r["round_seconds"] for r in reports),
+            "outside_train_eval_median": statistics.median(outside)}
+
+
+def run(miner_counts: list[int], tasks: int, task_file: Path) -> dict[str, Any]:
+    import os as _os
+
+    rows = []
+    for n in miner_counts:
+        print(f"  {n} miner(s): {tasks} tasks...", file=sys.stderr, flush=True)
+        rows.append(run_network(n, tasks, task_file))
+    base = rows[0]
+    for row in rows:
+        row["tasks_ratio"] = row["tasks_per_hour"] / base["tasks_per_hour"]
+        row["blocks_ratio"] = row["blocks_per_hour"] / base["blocks_per_hour"]
+    return {"task_file": str(task_file.relative_to(ROOT)), "cores": _os.cpu_count(), "rows": rows}
+
+
+def report(fig: dict[str, Any]) -> str:
+    lines = [f"throughput: {fig['rows'][0]['tasks']} tasks of {fig['task_file']} per run, one miner per group, "
+             f"{fig['cores']} cores",
+             f"{'miners':>6} {'tasks/h':>9} {'ratio':>6} {'blocks/h':>9} {'ratio':>6} {'round s':>8} "
+             f"{'outside train+eval':>19}"]
+    for r in fig["rows"]:
+        lines.append(f"{r['miners']:>6} {r['tasks_per_hour']:>9.0f} {r['tasks_ratio']:>6.2f} "
+                     f"{r['blocks_per_hour']:>9.0f} {r['blocks_ratio']:>6.2f} {r['round_s_median']:>8.2f} "
+                     f"{r['outside_train_eval_median']:>18.0%}")
+    lines.append("tasks/h over the mining window; blocks/h over the whole run (escrow blocks included); "
+                 "round s and the share outside training and evaluation are medians per round")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--miners", default="1,2,4", help="comma-separated miner counts; the first is the base")
+    parser.add_argument("--task-file", type=Path, default=TASK_FILE)
+    parser.add_argument("--quick", action="store_true", help="4 tasks per run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    counts = [int(x) for x in args.miners.split(",")]
+    fig = run(counts, 4 if args.quick else args.tasks, args.task_file.resolve())
+    print(json.dumps(fig) if args.json else report(fig))
+
+
+if __name__ == "__main__":
+    main()
