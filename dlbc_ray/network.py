@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -146,13 +147,18 @@ def configure_ray_auth(home: Home, *, local: bool) -> None:
         return
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_home_token(home))
+
+
+def ensure_home_token(home: Home) -> Path:
+    """The home's Ray token file, made (random, 0600 in a 0700 folder) if it is missing."""
     path = home.ray_token
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    return path
 
 
 def start_local_ray(home: Home, cfg: NetworkConfig, *, object_store_mb: int | None = None) -> bool:

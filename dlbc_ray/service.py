@@ -9,6 +9,7 @@ commands attach to it; the ledger stays on disk, so the next ``up`` resumes the 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -54,12 +55,20 @@ def read_record(home: Home) -> NetworkRecord | None:
 
 def start_head(home: Home, cfg: NetworkConfig) -> localhead.LocalHead:
     """A private head on 127.0.0.1 for this home, with the home's token (0600)."""
-    from dlbc_ray.network import configure_ray_auth, local_resources
+    from dlbc_ray.network import local_resources
 
-    configure_ray_auth(home, local=True)
+    use_home_token(home)
     # Short: Ray's unix socket paths under the temp dir must stay under 108 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="dlbc-ray-", dir="/tmp"))
     return localhead.start(temp_dir, home.ray_token, num_cpus=cfg.ray_num_cpus, resources=local_resources(cfg))
+
+
+def use_home_token(home: Home) -> None:
+    """Talk to this home's own local head with the home's token, whatever token the environment names."""
+    from dlbc_ray.network import ensure_home_token
+
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_home_token(home))
 
 
 def connect(home: Home, address: str | None) -> NetworkRecord | None:
@@ -68,9 +77,8 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
     target = address or (record.address if record else "auto")
     if ray.is_initialized():
         return record
-    from dlbc_ray.network import configure_ray_auth
-
-    configure_ray_auth(home, local=bool(record and record.head_pid and target == record.address))
+    if record and record.head_pid and target == record.address:
+        use_home_token(home)
     if localhead.is_loopback(target):
         localhead.keep_loopback_driver()
     try:

@@ -57,9 +57,11 @@ def test_console_script_bad_input_is_one_line(tmp_path: Path) -> None:
 
 def test_up_on_a_private_loopback_head_then_status_submit_and_down(tmp_path: Path) -> None:
     """`up --address local`: a head bound to 127.0.0.1 that later commands attach to (Ray rewrites
-    loopback addresses to the machine's IP unless told not to)."""
+    loopback addresses to the machine's IP unless told not to). It runs on the home's own token,
+    whatever token the environment names for other clusters."""
     exe = str(Path(sys.executable).parent / "dlbc-ray")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env["RAY_AUTH_TOKEN"] = "another cluster's token, which the private head must not use"
     home = ["--home", str(tmp_path / "home")]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

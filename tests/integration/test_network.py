@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import runpy
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 
 from dlbc_ray import client, service
 from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name
@@ -73,6 +75,12 @@ def test_submit_escrows_at_once_then_mines_and_delivers_a_raw_input_model(net: H
     weights = load_safetensors(tmp_path / "model.safetensors")
     accuracy = evaluate(build_net("mlp", {"hidden": [32]}, (1, 8, 8), 10), weights, load_builtin("digits").test)
     assert abs(accuracy - info["score"]) < 1e-4  # the folded model scores on raw inputs what validators measured
+    # examples/use_result.py rebuilds the net from the file's own metadata, with plain PyTorch
+    example = runpy.run_path(str(Path(__file__).parents[2] / "examples" / "use_result.py"))
+    rebuilt = example["load_model"](tmp_path / "model.safetensors")
+    test = load_builtin("digits").test
+    predicted = rebuilt(torch.as_tensor(test.x)).argmax(dim=1).numpy()
+    assert abs(float((predicted == test.y).mean()) - info["score"]) < 1e-4
 
 
 def test_queue_is_ranked_and_groups_mine_tasks_at_the_same_time(net: Home, tmp_path: Path) -> None:
