@@ -33,11 +33,14 @@ MINER = MinerConfig()  # the miner's optimizer, batch size and validation holdou
 TASK = TaskDefaults()  # the demo task: digits, 5 epochs
 
 
-def parse_flags(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``--quick`` and ``--json``; also pins torch to one thread (the machines have 2 cores)."""
+def parse_flags(description: str, argv: Sequence[str] | None = None,
+                more: Callable[[argparse.ArgumentParser], object] | None = None) -> argparse.Namespace:
+    """``--quick``, ``--json`` and the script's own flags (``more``); pins torch to one thread (2 cores here)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a fast run: fewer seeds and nets")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    if more:
+        more(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     return args

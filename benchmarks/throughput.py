@@ -26,6 +26,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import secrets  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -36,6 +37,7 @@ from typing import Any  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TASK_FILE = ROOT / "examples" / "tasks" / "digits-mlp.yaml"
+SHARED_TOKEN = secrets.token_hex(32)
 
 
 def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
@@ -50,6 +52,10 @@ def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
 
     cfg = DEFAULT.model_copy(update={"miners": miners, "miners_per_task": 1})
     home = open_home(tempfile.mkdtemp(prefix="dlbc-throughput-"))
+    # Ray caches one auth token per process, so every head this script starts shares one.
+    home.ray_token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.ray_token.write_text(SHARED_TOKEN)
+    home.ray_token.chmod(0o600)
     service.up(cfg, home, address="local")
     try:
         consensus = ray.get_actor(CONSENSUS_NAME, namespace=NAMESPACE)

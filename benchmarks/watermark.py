@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -321,8 +321,11 @@ def _targets_table(fig: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    args = parse_flags("Watermark embedding, cost, removal and pruning figures.")
+    args = parse_flags("Watermark embedding, cost, removal and pruning figures.", more=lambda parser: parser.add_argument(
+        "--budget-factor", type=int, help="the attacker's epochs, as a multiple of the embedding epochs (default 10)"))
     plan = QUICK if args.quick else FULL
+    if args.budget_factor:
+        plan = replace(plan, budget_factor=args.budget_factor)
     started = time.perf_counter()
     bundle = dataset()
     nets = [bench_net(model, plan, bundle) for model in plan.nets]

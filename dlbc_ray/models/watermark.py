@@ -1,6 +1,7 @@
 """Uchida et al. (2017) DNN watermark, as DLBC uses it to bind a model to its miner.
 
-The miner embeds T bits ``b`` in the filter mean ``w`` (length M) of one host weight by
+The miner embeds T bits ``b`` in the filter mean ``w`` (length M) of one host weight (for a
+Linear host, the means of row blocks: see ``filter_mean``) by
 adding ``lam * sum_j BCE(sigmoid((w X)_j), b_j)`` to its task loss. ``X`` (M x T, N(0,1))
 comes from a 32-byte secret, so only the owner, and whoever it reveals the secret to,
 can read the mark; ``b`` comes from the miner's public key, so the mark names an identity.
@@ -9,7 +10,7 @@ Validators check ownership on plain numpy weights with one matrix-vector product
 
 Capacity: with T <= M any bit string is reachable; past that, T random sign constraints
 in M dimensions are jointly satisfiable only with shrinking probability (Cover: about
-T < 2M; on sklearn digits a 128-wide host never reaches BER 0 with T = 256), so
+T < 2M; on sklearn digits a 128-long filter mean never reached BER 0 with T = 256), so
 ``derive_key`` refuses T > M; ``WatermarkConfig.bits_for`` picks T <= M/2 for small hosts.
 """
 
@@ -46,8 +47,9 @@ class WatermarkConfig(BaseModel):
     def bits_for(self, m: int) -> int:
         """T for a host of M weights: ``t`` capped at M/2 (Uchida's own ratio is 256/576).
 
-        Measured on digits: at T = M embedding takes 7-13 epochs and 65% pruning costs
-        2-6% BER; at T = M/2 it takes 3-4 epochs and survives 65% pruning at BER 0.
+        Measured on digits with a 128-long host: at T = M embedding took 7-13 epochs and 65%
+        pruning cost 2-6% BER; at T = M/2, 3-4 epochs and BER 0 after 65% pruning. The registry
+        mlp's host is now 8192 long, so it carries Uchida's full 256 bits.
         """
         return max(1, min(self.t, m // 2))
 
@@ -85,17 +87,38 @@ def owner_bits(public_key: str, t: int) -> np.ndarray:
     return bits
 
 
+MAX_LINEAR_HOST = 8192  # longest w a Linear host gives; X is M x T float32 per key (8 MiB at T = 256)
+
+
+def _row_groups(weight_shape: tuple[int, ...]) -> int:
+    """How many row blocks of a Linear host are averaged separately: every row while out*in fits."""
+    if len(weight_shape) != 2:
+        return 1
+    out, inputs = weight_shape
+    return max(1, min(out, MAX_LINEAR_HOST // inputs))
+
+
 def host_size(weight_shape: tuple[int, ...]) -> int:
-    """M, the length of the filter mean: ``in`` for Linear (out, in), ``D * prod(k)`` for Conv (L, D, *k)."""
+    """M, the length of w: ``D * prod(k)`` for Conv (L, D, *k); up to ``MAX_LINEAR_HOST`` for Linear."""
     if len(weight_shape) < 2:
         raise ConfigError(f"a watermark host needs a Linear or Conv weight, not shape {tuple(weight_shape)}")
-    return math.prod(weight_shape[1:])
+    return _row_groups(tuple(weight_shape)) * math.prod(weight_shape[1:])
 
 
 def filter_mean(weight: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """Uchida's w: the mean over output units/filters, flattened (torch layout); differentiable on tensors."""
+    """Uchida's w, flattened (torch layout); differentiable on tensors.
+
+    A Conv host gives the mean over its output filters, as in the paper. A Linear host's
+    filter mean (its ``in`` inputs) is too short: on the digits mlp a thief's own 64-bit mark
+    overwrote the owner's in 3-4 epochs of fine-tuning. So a Linear host averages contiguous
+    blocks of rows instead, as many blocks as fit in ``MAX_LINEAR_HOST`` (every row for small
+    nets), which leaves room for the owner's mark to survive a second one.
+    """
+    groups = _row_groups(tuple(weight.shape))
     host_size(tuple(weight.shape))
-    return weight.mean(0).reshape(-1) if isinstance(weight, torch.Tensor) else np.asarray(weight).mean(0).reshape(-1)
+    rows = weight.shape[0] // groups * groups
+    blocks = weight[:rows].reshape(groups, rows // groups, *weight.shape[1:])
+    return blocks.mean(1).reshape(-1) if isinstance(weight, torch.Tensor) else np.asarray(blocks).mean(1).reshape(-1)
 
 
 class WatermarkRegularizer:

@@ -7,6 +7,7 @@ identities are fixed seeds saved with the real key store, so every figure is rep
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -48,11 +49,14 @@ def marked(model: str, owner: Identity, flips: int = 0) -> dict[str, np.ndarray]
     finally:
         torch.set_num_threads(threads)
     weights = to_numpy(net)
-    for j in range(flips):  # push bit j just past the boundary along its own key column (every filter alike)
+    shape = weights[key.layer].shape
+    blocks = key.x.shape[0] // math.prod(shape[1:])  # w averages `blocks` row blocks of the host (see filter_mean)
+    for j in range(flips):  # push bit j just past the boundary along its own key column (every row of a block alike)
         margin = watermark.signed_margins(weights, key)[j]
         column = key.x[:, j] / float(key.x[:, j] @ key.x[:, j])
         sign = 1.0 if key.bits[j] else -1.0
-        shift = ((margin + 0.3) * sign * column).reshape(weights[key.layer].shape[1:])
+        shift = ((margin + 0.3) * sign * column).reshape(blocks, 1, *shape[1:])
+        shift = np.repeat(shift, shape[0] // blocks, axis=1).reshape(shape)
         weights[key.layer] = (weights[key.layer] - shift).astype(np.float32)
     return weights
 
@@ -108,7 +112,7 @@ def test_owner_is_recognised_through_the_task_in_the_ledger(world: tuple[Home, s
     assert snapshot(home.root) == before  # reading the ledger leaves it byte for byte as it was
     assert info["verdict"] == "owned by alice" and info["owned"] and info["ber"] == 0.0 and info["bit_errors"] == 0
     assert info["architecture_from"] == f"task {task_id}" and info["artifact_miner"] == "alice"
-    assert (info["host"], info["M"], info["T"]) == ("fc.1.weight", 128, 64) and info["margin"] > 0.5
+    assert (info["host"], info["M"], info["T"]) == ("fc.1.weight", 8192, 256) and info["margin"] > 0.5
 
 
 def test_another_miner_is_not_the_owner(world: tuple[Home, str]) -> None:

@@ -13,6 +13,7 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConfigError, InvalidModelFile, KeyFileError
 from dlbc_ray.models.protect import layer_distance
 from dlbc_ray.models.watermark import (
+    MAX_LINEAR_HOST,
     WatermarkConfig,
     WatermarkKey,
     WatermarkRegularizer,
@@ -25,7 +26,8 @@ from dlbc_ray.models.watermark import (
     projection_margin,
 )
 
-HOST = "2.weight"  # (64, 128): M = 128, like the registry mlp's fc.1.weight
+HOST = "2.weight"  # (64, 128): every row, M = 8192, like the registry mlp's fc.1.weight
+M = 64 * 128
 ALICE, BOB = Identity.from_seed("alice", b"alice"), Identity.from_seed("bob", b"bob")
 
 
@@ -34,7 +36,7 @@ def mlp() -> nn.Sequential:
 
 
 def key_of(identity: Identity, t: int = 64) -> WatermarkKey:
-    return derive_key(identity.derive("watermark"), identity.public_key, HOST, 128, t)
+    return derive_key(identity.derive("watermark"), identity.public_key, HOST, M, t)
 
 
 def numpy_weights(net: nn.Module) -> dict[str, np.ndarray]:
@@ -92,7 +94,7 @@ def test_keys_are_deterministic_per_secret_and_differ_across_secrets() -> None:
     a1, a2, b = key_of(ALICE), key_of(ALICE), key_of(BOB)
     assert np.array_equal(a1.x, a2.x) and np.array_equal(a1.bits, a2.bits)
     assert not np.allclose(a1.x, b.x)
-    assert a1.x.shape == (128, 64) and a1.x.dtype == np.float32
+    assert a1.x.shape == (M, 64) and a1.x.dtype == np.float32
     assert abs(float(a1.x.mean())) < 0.05 and abs(float(a1.x.std()) - 1.0) < 0.05
 
 
@@ -119,11 +121,20 @@ def test_config_has_paper_defaults_and_caps_bits_at_the_host_size() -> None:
     assert cfg.bits_for(128) == 64 and cfg.bits_for(576) == 256 and cfg.bits_for(1) == 1
 
 
-def test_linear_filter_mean_averages_output_units() -> None:
+def test_a_small_linear_host_keeps_every_weight() -> None:
     weight = torch.randn(10, 7)
-    assert host_size((10, 7)) == 7
-    assert torch.allclose(filter_mean(weight), weight.mean(0))
-    assert np.allclose(filter_mean(weight.numpy()), weight.mean(0).numpy())
+    assert host_size((10, 7)) == 70
+    assert torch.equal(filter_mean(weight), weight.reshape(-1))
+    assert np.allclose(filter_mean(weight.numpy()), weight.reshape(-1).numpy())
+
+
+def test_a_large_linear_host_averages_row_blocks_up_to_the_cap() -> None:
+    weight = torch.randn(9, MAX_LINEAR_HOST // 4)  # 4 blocks fit: rows 0-1, 2-3, 4-5, 6-7; row 8 left out
+    w = filter_mean(weight)
+    assert host_size(tuple(weight.shape)) == w.shape[0] == MAX_LINEAR_HOST
+    assert torch.allclose(w[: weight.shape[1]], weight[:2].mean(0))
+    assert torch.allclose(w[-weight.shape[1]:], weight[6:8].mean(0))
+    assert host_size((3, MAX_LINEAR_HOST * 2)) == MAX_LINEAR_HOST * 2  # Uchida's plain mean: one block
 
 
 def test_conv_filter_mean_averages_filters_in_torch_layout() -> None:
@@ -143,7 +154,7 @@ def test_filter_mean_refuses_a_bias() -> None:
 def test_regularizer_is_lambda_times_summed_bce_and_differentiable() -> None:
     key, net = key_of(ALICE), mlp()
     loss = WatermarkRegularizer(key, lam=0.5)(net)
-    w = net[2].weight.mean(0)
+    w = net[2].weight.reshape(-1)
     logits = w @ torch.from_numpy(np.array(key.x))
     bits = torch.from_numpy(key.bits.astype(np.float32))
     expected = -(bits * F.logsigmoid(logits) + (1 - bits) * F.logsigmoid(-logits)).sum() * 0.5
@@ -156,8 +167,8 @@ def test_regularizer_names_a_missing_or_misshapen_host() -> None:
     key = key_of(ALICE)
     with pytest.raises(ConfigError, match="fc.9.weight"):
         WatermarkRegularizer(WatermarkKey("fc.9.weight", key.x, key.bits))(mlp())
-    with pytest.raises(ConfigError, match="M=64"):
-        WatermarkRegularizer(WatermarkKey("0.weight", key.x, key.bits))(mlp())
+    with pytest.raises(ConfigError, match="M=640"):
+        WatermarkRegularizer(WatermarkKey("4.weight", key.x, key.bits))(mlp())
 
 
 def test_extraction_rejects_a_missing_or_misshapen_host_tensor() -> None:
