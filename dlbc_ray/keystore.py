@@ -1,14 +1,18 @@
 """Ed25519 identities on disk: one JSON file per name, mode 0600, in a 0700 folder.
 
-A file with looser permissions, the wrong size of key, or a public key that does not
-match its secret is refused with one line naming the file; secrets are never printed.
+The folder must be a real directory owned by this user with no group or other access,
+and a key file a regular file (never a symlink) whose recorded name is its file name:
+otherwise ``bob.key -> treasury.key`` would sign as the treasury. Anything else is
+refused with one line naming the file; secrets are never printed or logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from dlbc_ray.errors import ConfigError, KeyFileError
 from dlbc_ray.home import Home
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_MAX_KEY_FILE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -33,19 +38,61 @@ def key_path(home: Home, name: str) -> Path:
     return home.keys / f"{name}.key"
 
 
+def check_keys_folder(folder: Path) -> None:
+    """Refuse a keys folder that is a symlink, not a directory, not ours, or open to others."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        raise KeyFileError(f"no keys folder {folder}", reason="missing") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise KeyFileError(f"keys folder {folder} is a symlink; keys must live in a real folder", reason="symlink")
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeyFileError(f"keys folder {folder} is not a directory", reason="keys_folder")
+    if st.st_uid != os.getuid():
+        raise KeyFileError(f"keys folder {folder} is owned by uid {st.st_uid}, not by this user ({os.getuid()})",
+                           reason="owner")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"keys folder {folder} has mode {mode:04o}; it must be 0700 (chmod 700 {folder})",
+                           reason="mode")
+
+
+def _keys_folder(home: Home, *, create: bool) -> Path:
+    if create and not os.path.lexists(home.keys):
+        with contextlib.suppress(FileExistsError):
+            home.keys.mkdir(mode=0o700)
+    check_keys_folder(home.keys)
+    return home.keys
+
+
 def save_key(home: Home, identity: Identity) -> Path:
-    """Write a new key file with mode 0600; refuses to overwrite an existing one."""
+    """Write a new key file, 0600 in a 0700 folder, atomically; refuses to overwrite any existing entry."""
     path = key_path(home, identity.name)
-    home.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = _keys_folder(home, create=True)
     record = {"version": 1, "name": identity.name, "public_key": identity.public_key,
               "secret_key": identity.secret_bytes().hex()}
+    temp = folder / f".{identity.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temp, path)  # fails on any existing entry, a dangling symlink included
     except FileExistsError:
         raise KeyFileError(f"key {identity.name!r} already exists at {path}", reason="exists") from None
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(folder)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create_key(home: Home, name: str) -> Identity:
@@ -55,13 +102,19 @@ def create_key(home: Home, name: str) -> Identity:
 
 
 def _read_record(path: Path) -> dict[str, object]:
-    if not path.is_file():
-        raise KeyFileError(f"no key file {path}", reason="missing")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise KeyFileError(f"key file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})", reason="mode")
     try:
-        record = json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise KeyFileError(f"no key file {path}", reason="missing") from None
+    except OSError:
+        if path.is_symlink():
+            raise KeyFileError(f"key file {path} is a symlink; a key must be a regular file", reason="symlink") from None
+        raise KeyFileError(f"cannot read key file {path}", reason="unreadable") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_key_file(path, os.fstat(f.fileno()))
+        raw = f.read(_MAX_KEY_FILE_BYTES + 1)
+    try:
+        record = json.loads(raw) if len(raw) <= _MAX_KEY_FILE_BYTES else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise KeyFileError(f"key file {path} is not a dlbc-ray key (not JSON)", reason="content") from None
     if not isinstance(record, dict):
@@ -69,8 +122,20 @@ def _read_record(path: Path) -> dict[str, object]:
     return record
 
 
+def _check_key_file(path: Path, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"key file {path} is not a regular file", reason="content")
+    if st.st_uid != os.getuid():
+        raise KeyFileError(f"key file {path} is owned by uid {st.st_uid}, not by this user ({os.getuid()})",
+                           reason="owner")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"key file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})", reason="mode")
+
+
 def load_key(home: Home, name: str) -> Identity:
     path = key_path(home, name)
+    _keys_folder(home, create=False)
     record = _read_record(path)
     try:
         secret = bytes.fromhex(str(record["secret_key"]))
@@ -82,15 +147,19 @@ def load_key(home: Home, name: str) -> Identity:
     identity = Identity(name, secret)
     if record.get("public_key") != identity.public_key:
         raise KeyFileError(f"key file {path}: public_key does not match its secret", reason="content")
+    if record.get("name") != name:
+        raise KeyFileError(f"key file {path} holds the key named {str(record.get('name'))[:64]!r}, "
+                           f"not {name!r}; a key is loaded only under its own name", reason="name")
     return identity
 
 
 def load_or_create_key(home: Home, name: str) -> Identity:
-    return load_key(home, name) if key_path(home, name).exists() else create_key(home, name)
+    return load_key(home, name) if os.path.lexists(key_path(home, name)) else create_key(home, name)
 
 
 def list_keys(home: Home) -> list[KeyInfo]:
     """Every key in the home, validated; public parts only."""
-    if not home.keys.is_dir():
+    if not os.path.lexists(home.keys):
         return []
+    _keys_folder(home, create=False)
     return [KeyInfo(p.stem, load_key(home, p.stem).public_key, p) for p in sorted(home.keys.glob("*.key"))]
