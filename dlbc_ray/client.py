@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import get
+from dlbc_ray.actors._ray import TRANSIENT, get
 from dlbc_ray.actors.rounds import now_ms
 from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ActorUnavailable, ConfigError, InvalidTask
 from dlbc_ray.home import Home
 from dlbc_ray.keystore import key_path, list_keys, load_key
@@ -49,20 +50,34 @@ def open_chain(home: Home) -> Chain:
 # --------------------------------------------------------------------- tasks
 
 
-def prepare_task(home: Home, path: Path, requester: str) -> tuple[Signed[Task], Any, Any]:
-    """Check the task file and its data, then sign it; nothing is sent yet."""
+def prepare_task(home: Home, path: Path, requester: str) -> tuple[Task, Identity, Any, Any]:
+    """Check the task file, its data and the requester's key; nothing is signed or sent yet."""
     from dlbc_ray.taskfile import load_task_with_data, to_task
 
     taskfile, bundle = load_task_with_data(path, cache_dir=home.datasets)
     identity = load_key(home, requester)
     task = to_task(taskfile, identity.public_key, nonce=time.time_ns(), now_ms=now_ms(), bundle=bundle)
-    return crypto.sign(identity, task), bundle.train, bundle.test
+    return task, identity, bundle.train, bundle.test
 
 
 def submit(home: Home, path: Path, *, requester: str, address: str | None) -> str:
-    signed, train, test = prepare_task(home, path, requester)
+    task, identity, train, test = prepare_task(home, path, requester)
     consensus = attach(home, address)
-    return str(get(consensus.submit_task.remote(signed, train, test), timeout=300, what="task submission"))
+    signed = crypto.sign(identity, task, get(consensus.chain.remote(), timeout=60, what="chain id"))
+    return submit_signed(consensus, signed, train, test)
+
+
+def submit_signed(consensus: Any, signed: Signed[Task], train: Any, test: Any, *, timeout_s: float = 300) -> str:
+    """Send one signed task, again while no answer comes: the same nonce, so a retry is never a second escrow."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return str(get(consensus.submit_task.remote(signed, train, test),
+                           timeout=max(deadline - time.monotonic(), 1.0), what="task submission"))
+        except ActorUnavailable as e:  # a lost reply or a consensus restart: the call may have taken effect
+            if e.reason not in TRANSIENT or time.monotonic() + 1.0 > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def wait_for(home: Home, task_id: str, *, address: str | None, timeout_s: float,
@@ -151,7 +166,8 @@ def transfer(home: Home, recipient: str, amount: int, *, sender: str, address: s
         raise ConfigError(f"{sender} has {have}, cannot send {amount}", reason="balance")
     message = Transfer(sender=identity.public_key, recipient=to, amount=amount,
                        nonce=state.nonces.get(identity.public_key, 0))
-    return dict(get(consensus.submit_transfer.remote(crypto.sign(identity, message)), timeout=120, what="transfer"))
+    signed = crypto.sign(identity, message, state.chain_id)
+    return dict(get(consensus.submit_transfer.remote(signed), timeout=120, what="transfer"))
 
 
 # -------------------------------------------------------------------- status

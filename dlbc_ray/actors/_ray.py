@@ -1,18 +1,29 @@
-"""The boundary between Ray and dlbc-ray: timeouts on every get, Ray's errors made ours."""
+"""The boundary between Ray and dlbc-ray: timeouts on every get, Ray's errors made ours.
+
+It is also where faults are injected for tests and ``benchmarks/chaos.py``: with
+``DLBC_FAULTS`` set (``drop=0.1,seed=7,log=/tmp/drops``) a reply that has already
+arrived is reported lost, as a timeout would be although the call took effect. Off
+by default; then the hook costs one ``is None`` test per call.
+"""
 
 from __future__ import annotations
 
+import os
+import random
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
-from dlbc_ray.errors import ActorUnavailable, DLBCError
+from dlbc_ray.errors import ActorUnavailable, ConfigError, DLBCError
 
 T = TypeVar("T")
+FAULTS_ENV = "DLBC_FAULTS"
+TRANSIENT = frozenset({"timeout", "restarting", "actor_died"})
 
 
 def unwrap(error: RayTaskError, what: str) -> Exception:
@@ -27,7 +38,7 @@ def unwrap(error: RayTaskError, what: str) -> Exception:
 def get(ref: Any, *, timeout: float, what: str) -> Any:
     """``ray.get`` with a deadline; RayActorError, timeouts and task errors become DLBCErrors."""
     try:
-        return ray.get(ref, timeout=timeout)
+        value = ray.get(ref, timeout=timeout)
     except GetTimeoutError:
         raise ActorUnavailable(f"{what} did not answer within {timeout:.0f} s", reason="timeout") from None
     except RayTaskError as e:
@@ -36,19 +47,108 @@ def get(ref: Any, *, timeout: float, what: str) -> Any:
         raise ActorUnavailable(f"{what}: the actor is restarting", reason="restarting") from None
     except RayActorError as e:
         raise ActorUnavailable(f"{what}: actor died ({type(e).__name__})", reason="actor_died") from None
+    if _plan is not None and _plan.lose(what):
+        raise ActorUnavailable(f"{what} did not answer within {timeout:.0f} s (injected)", reason="timeout")
+    return value
+
+
+def get_retrying(call: Callable[[], Any], *, timeout: float, what: str, attempts: int = 4) -> Any:
+    """``get(call())``, asked again while the callee is unreachable; only for calls safe to repeat."""
+    for attempt in range(attempts):
+        try:
+            return get(call(), timeout=timeout, what=what)
+        except ActorUnavailable as e:
+            if e.reason not in TRANSIENT or attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.25 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def wait_each(refs: Sequence[Any], *, timeout: float) -> tuple[list[tuple[Any, int]], list[Any]]:
     """(ref, wall-clock ms when seen) in the order they finished, and refs still pending at the deadline."""
     deadline = time.monotonic() + timeout
-    pending, done = list(refs), []
+    pending, done, lost = list(refs), [], []
     while pending:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+        if _plan is not None:
+            lost += [r for r in ready if _plan.lose("wait")]
+            ready = [r for r in ready if r not in lost]
         done.extend((ref, time.time_ns() // 1_000_000) for ref in ready)
-    return done, pending
+    return done, pending + lost
+
+
+# ------------------------------------------------------------------ fault injection
+
+
+@dataclass
+class FaultPlan:
+    """Replies to drop after the callee ran: each with chance ``drop``; ``log`` gets a line per drop."""
+
+    drop: float
+    seed: int | None = None
+    log: str | None = None
+    rng: random.Random = field(init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(None if self.seed is None else self.seed + os.getpid())
+
+    def lose(self, what: str) -> bool:
+        with self.lock:
+            lost = self.rng.random() < self.drop
+        if lost and self.log:
+            with open(self.log, "a") as f:  # one short append per drop: lines from many processes stay whole
+                f.write(f"{os.getpid()} {what}\n")
+        return lost
+
+
+def parse_faults(spec: str) -> FaultPlan:
+    """``drop=0.1,seed=7,log=/path``; unknown keys and bad values are a ConfigError."""
+    fields: dict[str, str] = {}
+    for part in filter(None, spec.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("drop", "seed", "log"):
+            raise ConfigError(f"{FAULTS_ENV}: '{part}' is not drop=P, seed=N or log=PATH", reason="faults")
+        fields[key] = value
+    try:
+        drop = float(fields.get("drop", "0"))
+        seed = int(fields["seed"]) if "seed" in fields else None
+    except ValueError:
+        raise ConfigError(f"{FAULTS_ENV}: '{spec}' has a value that is not a number", reason="faults") from None
+    if not 0 <= drop <= 1:
+        raise ConfigError(f"{FAULTS_ENV}: drop must be in [0, 1] (got {drop})", reason="faults")
+    return FaultPlan(drop, seed, fields.get("log"))
+
+
+def inject_faults(spec: str | None) -> None:
+    """Turn faults on (a spec) or off (None) here and in every actor spawned from here afterwards."""
+    global _plan
+    _plan = parse_faults(spec) if spec else None
+    if spec:
+        os.environ[FAULTS_ENV] = spec
+    else:
+        os.environ.pop(FAULTS_ENV, None)
+
+
+def fault_options() -> dict[str, Any]:
+    """Actor options that carry this process's fault plan into a new actor ({} when faults are off)."""
+    spec = os.environ.get(FAULTS_ENV)
+    return {"runtime_env": {"env_vars": {FAULTS_ENV: spec}}} if spec else {}
+
+
+def kill(name: str, namespace: str) -> bool:
+    """Kill a named actor as a crash would; Ray restarts it if its ``max_restarts`` allows. False if absent."""
+    try:
+        ray.kill(ray.get_actor(name, namespace=namespace), no_restart=False)
+    except ValueError:
+        return False
+    return True
+
+
+_plan: FaultPlan | None = parse_faults(os.environ[FAULTS_ENV]) if os.environ.get(FAULTS_ENV) else None
 
 
 @dataclass(frozen=True)

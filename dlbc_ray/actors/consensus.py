@@ -3,12 +3,15 @@
 Requester tasks are escrowed on chain the moment they are submitted and mined when a
 group of miners is free, best-ranked first; several groups mine several tasks at once.
 Every block (task, transfer, refund) goes through one commit lock, proposed on the
-head as it is then, so concurrent rounds never produce conflicting blocks. A restart
-rebuilds the pool from the ledger's open tasks and the task data kept in the home.
+head as it is then, so concurrent rounds never produce conflicting blocks. The pool is
+a cache of the chain: each tick reconciles it with the ledger, adopts open tasks from
+the data kept in the home, and refunds every open task past its deadline, so neither
+a lost reply nor a restart leaves an escrow stuck. One task's failure is its own.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +24,7 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors import pool as task_pool
-from dlbc_ray.actors._ray import Member, get
+from dlbc_ray.actors._ray import Member, get, get_retrying
 from dlbc_ray.actors.names import LEDGER_NAME, NAMESPACE, miner_name, validator_name
 from dlbc_ray.actors.rounds import (
     RoundResult,
@@ -34,10 +37,11 @@ from dlbc_ray.actors.rounds import (
 )
 from dlbc_ray.config import ConsensusConfig
 from dlbc_ray.consensus import ChainState, Event, propose_task_block, propose_tx_block
+from dlbc_ray.consensus import escrow
 from dlbc_ray.consensus.decision import Decision
 from dlbc_ray.consensus.validation import expected_standing_target
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
+from dlbc_ray.errors import ActorUnavailable, ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
 from dlbc_ray.schema import Block, DatasetSpec, ModelSpec, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.rounds import (
@@ -49,6 +53,9 @@ from dlbc_ray.schema.rounds import (
 )
 
 __all__ = ["Consensus", "StandingTemplate", "TaskData", "now_ms"]
+
+log = logging.getLogger(__name__)
+REFUSED_RETRY_S = 30.0  # a settlement the ledger refused is asked again this much later
 
 
 @dataclass(frozen=True)
@@ -93,46 +100,85 @@ class Consensus:
         names = groups or [list(self.miners)]
         self.groups = [_Group([self.miners[n] for n in g]) for g in names]
         self.live = _Live()
+        self._chain_id: str | None = None
         self.pool = task_pool.TaskPool(Path(home) / "tasks" if home else None)
         self._commit = threading.Lock()
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
         self._workers = ThreadPoolExecutor(max_workers=max(1, len(self.groups)), thread_name_prefix="dlbc-round")
+        self.settlements: dict[str, str] = {}  # task id -> the reason its settlement last failed
+        self._retry_at: dict[str, float] = {}  # task id -> when a refused settlement may be tried again
         if home:
-            self.pool.recover(self.snapshot())
+            try:
+                self.pool.recover(self.snapshot())
+            except DLBCError as e:  # a constructor that raises is never restarted: the first tick adopts instead
+                log.warning("pool recovery deferred: %s", e)
         if autostart:  # a long-lived network resumes mining by itself after a restart
             self.start()
 
     # ------------------------------------------------------------- chain access
 
+    @property
+    def chain_id(self) -> str:
+        """The chain this actor proposes on: fixed by genesis, fetched once."""
+        if self._chain_id is None:
+            self._chain_id = self.snapshot().chain_id
+        return self._chain_id
+
+    def chain(self) -> str:
+        """The chain id, for clients that sign tasks and transfers."""
+        return self.chain_id
+
     def snapshot(self) -> ChainState:
-        return get(self.ledger.snapshot.remote(), timeout=self.cfg.commit_timeout_s, what="ledger snapshot")
+        return get_retrying(self.ledger.snapshot.remote, timeout=self.cfg.commit_timeout_s, what="ledger snapshot")
 
     def _commit_block(self, build: Callable[[ChainState], Block]) -> BlockImportResult:
-        """Propose on the current head and import, one block at a time."""
+        """Propose on the current head and import, one block at a time.
+
+        The same block is sent again while the ledger does not answer: importing the head
+        twice is a no-op, so a lost reply neither loses the block nor commits it twice.
+        """
         with self._commit:
-            block = build(self.snapshot())
-            return get(self.ledger.import_block.remote(block), timeout=self.cfg.commit_timeout_s, what="ledger")
+            return self._import(build(self.snapshot()))
+
+    def _import(self, block: Block) -> BlockImportResult:
+        return get_retrying(lambda: self.ledger.import_block.remote(block), timeout=self.cfg.commit_timeout_s,
+                            what="ledger")
 
     # ------------------------------------------------------------ transactions
 
     def submit_task(self, task: Signed[Task], train: Any, test: Any) -> str:
-        """Escrow the reward on chain now (its own block), then queue the task for mining."""
-        spec = crypto.verify(task, expected_signer=task.message.requester)
+        """Save the task's data, escrow its reward (its own block), queue it; returns the task id.
+
+        Idempotent: the same signed task again (a retry after a lost reply) is queued if it
+        is open on chain, and is never escrowed twice.
+        """
+        spec = crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
         task_pool.check_data(spec.dataset, train, test)
-        if task_id in self.pool:
-            raise InvalidTask(f"task {task_id[:12]} was already submitted", reason="duplicate_task")
-        try:
-            self._commit_block(lambda st: propose_tx_block(st, [PostTaskTx(task=task)], self.identity, now_ms()))
-        except InvalidBlock as e:
-            raise InvalidTask(f"task not accepted: {e.message.split(': ', 1)[-1]}", reason=e.reason) from None
-        self.pool.add(task_id, task, train, test)
+        if task_id not in self.pool and escrow.get_posting(self.snapshot(), task_id) == "new":
+            self.pool.save(task_id, task, train, test)  # before the posting: a restart then finds the data
+        if self._post_task(task_id, task) == "open":
+            self.pool.add(task_id, task, train, test)
         return task_id
+
+    def _post_task(self, task_id: str, task: Signed[Task]) -> escrow.Posting:
+        """Escrow the task in a block of its own unless the chain holds it already; its posting after."""
+        with self._commit:
+            state = self.snapshot()
+            posting = escrow.get_posting(state, task_id)
+            if posting != "new":
+                return posting
+            try:
+                self._import(propose_tx_block(state, [PostTaskTx(task=task)], self.identity, now_ms()))
+            except InvalidBlock as e:
+                self.pool.discard_saved(task_id)
+                raise InvalidTask(f"task not accepted: {e.message.split(': ', 1)[-1]}", reason=e.reason) from None
+            return "open"
 
     def submit_transfer(self, transfer: Signed[Transfer]) -> dict[str, Any]:
         """A signed transfer, included in the next block (made at once)."""
-        crypto.verify(transfer, expected_signer=transfer.message.sender)
+        crypto.verify(transfer, chain_id=self.chain_id, expected_signer=transfer.message.sender)
         result = self._commit_block(lambda st: propose_tx_block(st, [TransferTx(transfer=transfer)], self.identity,
                                                                 now_ms()))
         return {"height": result.height, "hash": result.hash}
@@ -159,7 +205,7 @@ class Consensus:
                     dataset=template.dataset, target=expected_standing_target(snapshot),
                     reward=snapshot.params.block_reward, deadline_ms=now + int(self.cfg.collect_timeout_s * 1e3),
                     max_epochs=template.max_epochs, kind="standing", created_ms=now)
-        return crypto.sign(self.treasury, task)
+        return crypto.sign(self.treasury, task, snapshot.chain_id)
 
     def _load_standing(self, template: StandingTemplate) -> TaskData:
         """The standing task's data, loaded once by this actor from the built-in set it names."""
@@ -172,7 +218,7 @@ class Consensus:
         return self._standing_data
 
     def _round(self, task: Signed[Task], data: TaskData, miners: Sequence[Member]) -> RoundReport:
-        task_id = crypto.message_hash(crypto.verify(task, expected_signer=task.message.requester))
+        task_id = crypto.message_hash(crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester))
         started = time.perf_counter()
         base = self.snapshot()
         state = RoundState(task_id, compute_round_id(task_id, base.head_hash, time.time_ns()))
@@ -181,11 +227,13 @@ class Consensus:
             for m in [*miners, *self.validators]:
                 state.set(m.name)
         runner = RoundRunner(self.cfg, task=task, data=data, miners=miners, validators=self.validators, base=base,
-                             state=state, lock=self.live.lock, sink=_self_handle())
+                             state=state, lock=self.live.lock, proposer=self.identity, sink=_self_handle())
         try:
             result = runner.run()
             report = self._commit_round(task, result, state, started)
-        except DLBCError as e:
+        except Exception as e:  # the round's failure is its task's, never the scheduler's
+            if not isinstance(e, DLBCError):
+                log.exception("round of task %s broke", task_id[:12])
             with self.live.lock:
                 state.advance(Event.FAIL)
             report = RoundReport(height=None, block_hash=None, task_id=task_id, winner=None, score=None,
@@ -210,6 +258,10 @@ class Consensus:
             except NoQuorum as e:
                 raise ConsensusError(f"no block: {e}", reason="quorum") from None
             decided.append(decision)
+            if decision.winner is None and not block.header.fused and task.message.kind == "request" \
+                    and block.header.timestamp_ms < task.message.deadline_ms:
+                raise ConsensusError("no model reached the target yet: the task stays open until its deadline",
+                                     reason="no_winner")
             if task.message.kind == "standing" and decision.winner is None:
                 raise ConsensusError(f"no valid model reached the difficulty {task.message.target}: no block",
                                      reason="no_winner")
@@ -239,8 +291,8 @@ class Consensus:
         metadata = {"task_id": winner.task_id, "miner": winner.miner}
         if arrival.reveal is not None:
             metadata["sml_seed"] = arrival.reveal.message.sml_seed
-        get(self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
-            timeout=self.cfg.commit_timeout_s, what="artifact store")
+        get_retrying(lambda: self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
+                     timeout=self.cfg.commit_timeout_s, what="artifact store")
 
     def _store_fused(self, task: Task, block: Block, result: RoundResult) -> None:
         """BaaS: fuse the contributors here too (the same bytes validators fused) and keep the result."""
@@ -258,8 +310,8 @@ class Consensus:
         fused = baas.fuse(task, parts)
         metadata = {"task_id": block.header.task_id or "", "fusion": task.fusion, "members": str(len(parts)),
                     "contributors": ",".join(by_commit[c].signed.message.miner for c in contributors)}
-        get(self.ledger.store_artifact.remote(fused, block.header.model_hash, metadata),
-            timeout=self.cfg.commit_timeout_s, what="artifact store")
+        get_retrying(lambda: self.ledger.store_artifact.remote(fused, block.header.model_hash, metadata),
+                     timeout=self.cfg.commit_timeout_s, what="artifact store")
 
     # ---------------------------------------------------------------- scheduler
 
@@ -276,16 +328,23 @@ class Consensus:
         self._stop.set()
 
     def _loop(self) -> None:
+        last = ""
         while not self._stop.wait(self.cfg.tick_s):
             try:
                 self.tick()
-            except DLBCError:  # a ledger hiccup: the next tick tries again
-                continue
+                last = ""
+            except Exception as e:  # the ledger unreachable, or a bug: logged once, and the loop goes on
+                if str(e) != last:
+                    log.warning("scheduler tick failed: %s", e)
+                last = str(e)
 
     def tick(self) -> int:
-        """Refund expired tasks, then start the best-ranked tasks on free groups; returns rounds started."""
-        for task_id, task in self.pool.expired(now_ms()):
-            self._refund(task_id, task)
+        """Settle what the chain says is owed, then start the best-ranked tasks on free groups.
+
+        Returns the rounds started. Each task is settled on its own: one that fails is noted
+        in ``settlements`` and tried again later, and never keeps another task from its round.
+        """
+        self._settle(now_ms())
         started = 0
         free = self._free_groups()
         for group, entry in zip(free, self.pool.next(now_ms(), self.cfg.ranking)):
@@ -311,17 +370,75 @@ class Consensus:
         return [g for g in self.groups if not g.busy]
 
     def _mine_entry(self, group: _Group, entry: task_pool.PoolEntry) -> None:
+        report: RoundReport | None = None
         try:
             report = self._round(entry.task, entry.data, group.members)
-            self.pool.finish(entry.task_id, report, retry=not report.committed, max_attempts=self.cfg.max_attempts)
+        except Exception as e:  # the round could not begin (ledger unreachable): a failed attempt
+            self._note(entry.task_id, getattr(e, "reason", type(e).__name__), str(e))
         finally:
+            self.pool.finish(entry.task_id, report, retry=report is None or not report.committed,
+                             max_attempts=self.cfg.max_attempts)
             group.busy = False
 
-    def _refund(self, task_id: str, task: Signed[Task]) -> None:
+    # --------------------------------------------------------------- settlement
+
+    def _settle(self, now: int) -> None:
+        """Reconcile the pool with the chain; refund every open task past its deadline, pooled or not."""
+        pooled = self.pool.ids()  # listed before the snapshot: whatever is pooled by then is on chain
+        state = self.snapshot()
+        diff = escrow.reconcile(pooled, state)
+        for task_id, status in diff.closed.items():
+            self.pool.settle(task_id, "done" if status == "done" else "expired")
+        for task_id in diff.unknown:
+            self._note(task_id, "not_on_chain", "pooled but unknown to the chain: dropped")
+            self.pool.drop(task_id)
+        for task_id in diff.missing:
+            self._guarded(task_id, lambda t=task_id: self.pool.adopt(t))
+        for task_id in escrow.compute_refunds(state, now, busy=self.pool.busy()):
+            if time.monotonic() >= self._retry_at.get(task_id, 0.0):
+                self._guarded(task_id, lambda t=task_id: self._refund(t, state))
+
+    def _guarded(self, task_id: str, action: Callable[[], object]) -> None:
+        """Run one task's settlement step; a failure is that task's named outcome, never the tick's."""
+        try:
+            action()
+        except Exception as e:
+            reason = getattr(e, "reason", type(e).__name__)
+            self._note(task_id, reason, str(e))
+            if not isinstance(e, ActorUnavailable):  # refused: ask again later, not every tick
+                self._retry_at[task_id] = time.monotonic() + REFUSED_RETRY_S
+        else:
+            self.settlements.pop(task_id, None)
+            self._retry_at.pop(task_id, None)
+
+    def _note(self, task_id: str, reason: str, message: str) -> None:
+        """Record why a task's settlement failed; logged the first time for each reason."""
+        if self.settlements.get(task_id) != reason:
+            log.warning("task %s: %s (%s)", task_id[:12], message, reason)
+        self.settlements[task_id] = reason
+
+    def _refund(self, task_id: str, state: ChainState) -> None:
         """An open task past its deadline with no block: a block with no winner returns the escrow."""
+        task = self._posted_task(task_id, state)
         round_id = compute_round_id(task_id, "expired", 0)
-        self._commit_block(lambda st: propose_task_block(st, task, [], [], self.identity, now_ms(), round_id)[0])
-        self.pool.mark(task_id, "expired")
+        with self._commit:
+            head = self.snapshot()
+            if escrow.get_posting(head, task_id) == "open":  # else a round settled it meanwhile
+                self._import(propose_task_block(head, task, [], [], self.identity, now_ms(), round_id)[0])
+        self.pool.settle(task_id, "expired")
+
+    def _posted_task(self, task_id: str, state: ChainState) -> Signed[Task]:
+        """The requester's signed task: the pool's copy, else the one in the block that posted it."""
+        entry = self.pool.entry(task_id)
+        if entry is not None:
+            return entry.task
+        height = state.tasks[task_id].posted_height
+        blocks = get_retrying(lambda: self.ledger.blocks.remote(height, height + 1),
+                              timeout=self.cfg.commit_timeout_s, what="ledger blocks")
+        found = escrow.find_posting(blocks[0], task_id) if blocks else None
+        if found is None:
+            raise ConsensusError(f"task {task_id[:12]}: block {height} holds no posting of it", reason="no_posting")
+        return found
 
     # ------------------------------------------------------------------ status
 
@@ -348,6 +465,8 @@ class Consensus:
             state = self.live.rounds.get(task_id)
             report = self.live.reports.get(task_id)
         view = self.pool.view(task_id)
+        if task_id in self.settlements:
+            view["settlement"] = self.settlements[task_id]
         if state is not None:
             view["round"] = state.status().model_dump()
         if report is not None:

@@ -26,6 +26,7 @@ from dlbc_ray.schema import DatasetSpec, Signed, Task
 from dlbc_ray.schema.rounds import RoundReport
 
 Status = Literal["queued", "mining", "done", "failed", "expired"]
+FINAL: frozenset[str] = frozenset({"done", "expired"})  # settled on chain
 
 
 @dataclass
@@ -60,43 +61,64 @@ def task_cost(task: Task) -> PendingTask:
 
 
 class TaskPool:
-    """Thread-safe; ``folder`` (None in the demo) keeps task data for recovery."""
+    """Thread-safe; ``folder`` (None in the demo) keeps task data, so the chain's open tasks can be adopted."""
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self._entries: dict[str, PoolEntry] = {}
         self._lock = threading.Lock()
+        self._no_data: set[str] = set()
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._entries
 
-    def add(self, task_id: str, task: Signed[Task], train: Split, test: Split, *, save: bool = True) -> None:
-        if save and self.folder is not None:
-            self._save(task_id, task, train, test)
+    def add(self, task_id: str, task: Signed[Task], train: Split, test: Split) -> bool:
+        """Queue a task once: False (and no change) if it is already in the pool."""
+        if task_id in self:
+            return False
         entry = PoolEntry(task_id, task, TaskData(ray.put(train), ray.put(test)), task_cost(task.message))
         with self._lock:
-            self._entries[task_id] = entry
+            return self._entries.setdefault(task_id, entry) is entry
 
-    def _save(self, task_id: str, task: Signed[Task], train: Split, test: Split) -> None:
-        assert self.folder is not None
+    def save(self, task_id: str, task: Signed[Task], train: Split, test: Split) -> None:
+        """Keep the task and its data in the home (before its posting is committed, so a restart finds them)."""
+        if self.folder is None:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
-        np.savez(self.folder / f"{task_id}.npz", x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
-        (self.folder / f"{task_id}.json").write_text(task.model_dump_json())
+        data, spec = self._files(task_id)
+        np.savez(data.with_suffix(".tmp.npz"), x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
+        data.with_suffix(".tmp.npz").replace(data)
+        spec.with_suffix(".tmp").write_text(task.model_dump_json())
+        spec.with_suffix(".tmp").replace(spec)
+        self._no_data.discard(task_id)
+
+    def discard_saved(self, task_id: str) -> None:
+        """Forget the saved data of a task the chain refused."""
+        for path in self._files(task_id) if self.folder is not None else ():
+            path.unlink(missing_ok=True)
+
+    def _files(self, task_id: str) -> tuple[Path, Path]:
+        assert self.folder is not None
+        return self.folder / f"{task_id}.npz", self.folder / f"{task_id}.json"
+
+    def adopt(self, task_id: str) -> bool:
+        """Queue a task open on chain from the data saved in the home; False if this home has none."""
+        if task_id in self:
+            return True
+        if self.folder is None or task_id in self._no_data:
+            return False
+        data, spec = self._files(task_id)
+        if not (data.exists() and spec.exists()):
+            self._no_data.add(task_id)
+            return False
+        task = Signed[Task].model_validate_json(spec.read_text())
+        with np.load(data, allow_pickle=False) as z:
+            self.add(task_id, task, Split(z["x_train"], z["y_train"]), Split(z["x_test"], z["y_test"]))
+        return True
 
     def recover(self, state: ChainState) -> int:
         """Re-queue every task open on chain whose data this home still holds."""
-        if self.folder is None:
-            return 0
-        found = 0
-        for task_id in (r for r, rec in state.tasks.items() if rec.status == "open"):
-            files = self.folder / f"{task_id}.npz", self.folder / f"{task_id}.json"
-            if all(f.exists() for f in files):
-                task = Signed[Task].model_validate_json(files[1].read_text())
-                with np.load(files[0], allow_pickle=False) as z:
-                    self.add(task_id, task, Split(z["x_train"], z["y_train"]), Split(z["x_test"], z["y_test"]),
-                             save=False)
-                found += 1
-        return found
+        return sum(self.adopt(r) for r, rec in state.tasks.items() if rec.status == "open")
 
     # ------------------------------------------------------------ scheduling
 
@@ -112,20 +134,39 @@ class TaskPool:
         with self._lock:
             return any(e.status in ("queued", "mining") for e in self._entries.values())
 
-    def expired(self, now_ms: int) -> list[tuple[str, Signed[Task]]]:
+    def ids(self) -> list[str]:
         with self._lock:
-            return [(e.task_id, e.task) for e in self._entries.values()
-                    if e.status in ("queued", "failed") and e.task.message.deadline_ms <= now_ms]
+            return list(self._entries)
+
+    def entry(self, task_id: str) -> PoolEntry | None:
+        with self._lock:
+            return self._entries.get(task_id)
+
+    def busy(self) -> set[str]:
+        with self._lock:
+            return {e.task_id for e in self._entries.values() if e.status == "mining"}
 
     def mark(self, task_id: str, status: Status) -> None:
         with self._lock:
-            self._entries[task_id].status = status
+            if task_id in self._entries:
+                self._entries[task_id].status = status
 
-    def finish(self, task_id: str, report: RoundReport, *, retry: bool, max_attempts: int) -> None:
+    def settle(self, task_id: str, status: Status) -> None:
+        """The chain closed this task: a closed status is final, whatever a round reports later."""
+        self.mark(task_id, status)
+
+    def drop(self, task_id: str) -> None:
         with self._lock:
-            entry = self._entries[task_id]
+            self._entries.pop(task_id, None)
+
+    def finish(self, task_id: str, report: RoundReport | None, *, retry: bool, max_attempts: int) -> None:
+        """One attempt ended (``report`` None: it never began); a task the chain settled stays settled."""
+        with self._lock:
+            entry = self._entries.get(task_id)
+            if entry is None or entry.status in FINAL:
+                return
             entry.attempts += 1
-            entry.last = report
+            entry.last = report or entry.last
             entry.status = "done" if not retry else "queued" if entry.attempts < max_attempts else "failed"
 
     # ---------------------------------------------------------------- views

@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from dlbc_ray.actors._ray import Member
+from dlbc_ray.actors._ray import Member, fault_options
 from dlbc_ray.actors.consensus import Consensus
 from dlbc_ray.actors.ledger import Ledger
 from dlbc_ray.actors.miner import Miner
@@ -28,7 +28,8 @@ __all__ = ["NAMESPACE", "spawn_consensus", "spawn_ledger", "spawn_miner", "spawn
 
 def _placement(name: str | None, detached: bool) -> dict[str, Any]:
     """Named, detached actors for a long-lived network; anonymous ones for demos and tests."""
-    return ({"name": name, "namespace": NAMESPACE} if name else {}) | ({"lifetime": "detached"} if detached else {})
+    return (({"name": name, "namespace": NAMESPACE} if name else {}) | ({"lifetime": "detached"} if detached else {})
+            | fault_options())
 
 
 def spawn_ledger(path: str, genesis: Block | None, *, named: bool = False, detached: bool = False,
