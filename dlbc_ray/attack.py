@@ -10,8 +10,12 @@ rejects, so that an "always approve" liar has something to lie about.
 
 How the adversaries play (adversary.py): the thief and the copier are armed with the task,
 re-derive both honest models (training is deterministic) and take the one with the best
-claimed score, so they submit first; the copier adds 1% noise and settles its own mark to
+claimed score, so they submit first; they get the weights only, never a victim's mapping
+seed, so they commit to their own; the copier adds 1% noise and settles its own mark to
 the end, as a capable adversary would; random weights and replays also carry their own mark.
+The secret prober holds the honest miners' actor handles and, while the window is open,
+calls every method they expose with every argument it can make (its own window closes,
+one claiming the proposer's key, real closes of earlier rounds).
 
 Definitions, per trial (a kind's row sums them over its trials):
 
@@ -44,6 +48,9 @@ Definitions, per trial (a kind's row sums them over its trials):
         and none of its votes.
     too-many-liars: ``validator-2`` and ``-3`` (f = 2 >= n/3) reject the best submission;
         the round commits no block and says why (a split or missing quorum).
+
+    secret-probe: no rival answered any probe with a secret (a reveal of its seed for this
+        task, raw bytes, a key or a mapping matrix), and the adversary does not win.
 
     false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
         a perfect score. Detected when it does not win and a block is still committed: the
@@ -80,7 +87,7 @@ ADVERSARY = "miner-2"
 LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); both in too-many-liars
 LIE_CYCLE = ("random", "approve", "reject")
 KINDS = ("thief", "copy-noise", "random-weights", "replay", "forged-signature", "hash-mismatch", "wrong-task",
-         "late", "lying-validators", "equivocating-validator", "too-many-liars", "false-claim")
+         "late", "lying-validators", "equivocating-validator", "too-many-liars", "false-claim", "secret-probe")
 KNOWN_GAPS = ("disguised-replay",)
 
 
@@ -290,6 +297,14 @@ def _claim_ignored(trial: Trial) -> tuple[bool, str]:
     return trial.report.committed and len(cut) < len(HONEST_MINERS) and not won, how
 
 
+def _nothing_leaked(trial: Trial) -> tuple[bool, str]:
+    """Secrets are sealed: every probe of a rival during the window was refused or answered nothing secret."""
+    leaks = trial.record.leaks if trial.record else ("no record",)
+    won = trial.report.winner == trial.key(ADVERSARY)
+    how = trial.record.note if trial.record else "no record"
+    return not leaks and not won, how + (f"; leaked: {', '.join(leaks)}" if leaks else "")
+
+
 DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "thief": _adversary_rejected(Verdict.STOLEN.value, Verdict.DUPLICATE.value),
     "copy-noise": _adversary_rejected(Verdict.STOLEN.value, Verdict.COPY.value),
@@ -304,6 +319,7 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "equivocating-validator": _equivocation_evidenced,
     "too-many-liars": _failed_safely,
     "false-claim": _claim_ignored,
+    "secret-probe": _nothing_leaked,
 }
 
 
@@ -385,6 +401,8 @@ class AttackNetwork:
         if kind in ("replay", "disguised-replay"):
             weights, seed = self.earlier_winner()
             return MinerAttack(kind, weights=weights, sml_seed=seed), {}  # type: ignore[arg-type]
+        if kind == "secret-probe":
+            return MinerAttack(kind, rivals={n: self.handles[n] for n in HONEST_MINERS}), {}
         if kind in ("random-weights", "hash-mismatch", "wrong-task", "late", "false-claim"):
             return MinerAttack(kind), {}  # type: ignore[arg-type]
         bait = MinerAttack("bait")
@@ -414,7 +432,7 @@ class AttackNetwork:
         from dlbc_ray.network import make_task
 
         return make_task(self.net.identities.requester, self.cfg.task, self.bundle, nonce=time.time_ns(),
-                         created_ms=now_ms())
+                         created_ms=now_ms(), chain_id=self.net.chain_id)
 
     def _round(self, task: Signed[Task] | None) -> RoundReport:
         """A round on ``task``, or (None) on PoLe's standing task at the chain's difficulty."""

@@ -86,6 +86,10 @@ class NoQuorum(ConsensusError):
     """Fewer than the required share of validators voted or agreed."""
 
 
+class RevealRefused(InvalidMessage):
+    """A miner keeps its seed (or goes on mining): no window close signed by the proposer for its round."""
+
+
 class StolenModel(InvalidMessage):
     """A model carries another miner's watermark, or not its submitter's."""
 

@@ -15,13 +15,16 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlbc_ray.errors import NetworkNotRunning
+from dlbc_ray.errors import ConfigError, NetworkNotRunning
+
+LOOPBACK = "127.0.0.1"
 
 PORT_FLAGS = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
               "runtime-env-agent-port", "node-manager-port", "object-manager-port", "metrics-export-port",
@@ -69,6 +72,21 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def check_token_file(path: Path) -> Path:
+    """Refuse a Ray token file that is missing, not a regular file, or readable by others (it must be 0600)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"Ray token file {path}: {e.strerror}", reason="ray_token") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"Ray token file {path} is not a regular file", reason="ray_token")
+    if mode & 0o077:
+        raise ConfigError(f"Ray token file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})",
+                          reason="ray_token")
+    return path
+
+
 def head_env(token_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0",
@@ -80,6 +98,7 @@ def head_env(token_path: Path) -> dict[str, str]:
 def start(temp_dir: Path, token_path: Path, *, num_cpus: int | None = None, resources: dict[str, float] | None = None,
           object_store_bytes: int | None = None, timeout_s: float = 90) -> LocalHead:
     """Start the head and wait until its GCS and dashboard answer; the log is ``temp_dir/head.log``."""
+    check_token_file(token_path)
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir / 'ray'}",

@@ -30,6 +30,7 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.home import Home
 from dlbc_ray.keystore import key_path, load_key, load_or_create_key
+from dlbc_ray.localhead import LOOPBACK, check_token_file, keep_loopback_driver
 from dlbc_ray.ledger import Chain, verify_chain
 from dlbc_ray.schema import Allocation, ChainParams, DatasetSpec, ModelSpec, Signed, Task
 from dlbc_ray.schema.rounds import RoundReport, RoundStatus
@@ -137,37 +138,51 @@ def genesis_params(ids: Identities, cfg: NetworkConfig, created_ms: int) -> Chai
 
 
 def configure_ray_auth(home: Home, *, local: bool) -> None:
-    """Point a cluster we start ourselves at a token kept in the home (mode 0600).
+    """Token auth for a cluster we start ourselves, with a token kept in the home (mode 0600).
 
-    Token auth itself is chosen before Ray is imported (``dlbc_ray.cli`` sets
-    ``RAY_AUTH_MODE=token`` unless the user set it). Connecting to another cluster uses
-    whatever token the user configured for it (``RAY_AUTH_TOKEN`` or Ray's default file).
+    The mode must be ``token`` (``dlbc_ray.cli`` decides it before Ray is imported); any
+    other is refused unless the CLI's ``--insecure-no-auth`` set ``DLBC_INSECURE_NO_AUTH``.
+    Connecting to another cluster uses whatever token the user configured for it.
     """
-    if os.environ.get("RAY_AUTH_MODE") != "token" or not local:
+    if not local:
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if mode.strip().lower() != "token":
+        if os.environ.get("DLBC_INSECURE_NO_AUTH") == "1":
+            return
+        raise ConfigError(f"RAY_AUTH_MODE={mode[:40]!r} would start Ray without token auth; unset it, or pass "
+                          "--insecure-no-auth", reason="auth")
+    if os.environ.get("RAY_AUTH_TOKEN"):
         return
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_home_token(home))
+    given = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(check_token_file(Path(given)) if given else ensure_home_token(home))
 
 
 def ensure_home_token(home: Home) -> Path:
-    """The home's Ray token file, made (random, 0600 in a 0700 folder) if it is missing."""
+    """The home's Ray token file, made (random, 0600 in a 0700 folder) if missing; refused if others can read it."""
     path = home.ray_token
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+    if os.path.lexists(path):
+        return check_token_file(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
     return path
 
 
 def start_local_ray(home: Home, cfg: NetworkConfig, *, object_store_mb: int | None = None) -> bool:
-    """A private single-node Ray for this process; returns whether we started it."""
+    """A private single-node Ray for this process, on 127.0.0.1 only; returns whether we started it.
+
+    Without ``_node_ip_address`` Ray's servers bind every interface; Ray rewrites a loopback
+    node address to the machine's IP unless ``keep_loopback_driver`` says otherwise.
+    """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     configure_ray_auth(home, local=True)
+    keep_loopback_driver()
     ray.init(address="local", num_cpus=cfg.ray_num_cpus or os.cpu_count(), include_dashboard=False,
+             _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK,
              namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
              resources=local_resources(cfg), object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
     return True

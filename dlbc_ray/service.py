@@ -180,7 +180,7 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
 
     from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
     from dlbc_ray.consensus import make_genesis
-    from dlbc_ray.network import check_resources, genesis_params, miner_groups, share_cpus
+    from dlbc_ray.network import check_resources, genesis_params, miner_groups, miner_marks, share_cpus
 
     check_resources(cfg)
     cfg = share_cpus(cfg)
@@ -201,12 +201,13 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
                               reason="resources")
         for slot, name in enumerate(group):
             strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=slot)
-            miners.append(spawn_miner(cfg.miner, by_name[name], cfg.protection, named=True, detached=True,
+            miners.append(spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=ids.consensus.public_key,
+                                      named=True, detached=True,
                                       scheduling_strategy=strategy))
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, named=True, detached=True) for i in ids.validators]
-    secrets_ = get([m.handle.watermark_secret.remote() for m in miners], timeout=300, what="miner start")
-    get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],
-        timeout=300, what="validator start")
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=miner_marks(ids), named=True, detached=True)
+                  for i in ids.validators]
+    get([m.handle.info.remote() for m in miners] + [v.handle.info.remote() for v in validators], timeout=300,
+        what="miner and validator start")
     names_only = lambda ms: [Member(m.name, m.public_key, None) for m in ms]  # noqa: E731
     standing = _standing(cfg) if cfg.pole.enabled else None
     consensus = spawn_consensus(cfg.consensus, ids.consensus, None, names_only(miners), names_only(validators),

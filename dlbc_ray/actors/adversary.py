@@ -7,8 +7,11 @@ uses. Each one is armed for the next rounds with a frozen description of the att
 
 Simulation devices, stated plainly: a thief is given its victims' identities only to
 re-derive, bit for bit, the model a victim trains this round (training is deterministic
-given identity and task), standing in for intercepting it; it signs only with its own
-key. A lying validator judges honestly first and then lies about what it found.
+given identity and task), standing in for intercepting it; it takes the weights and the
+signed submission and nothing else (no mark secret, no mapping seed), and signs only with
+its own key. A secret prober gets its rivals' actor handles and asks them for their
+secrets during the window. A lying validator judges honestly first and then lies about
+what it found.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors.miner import Miner
+from dlbc_ray.actors.miner import Miner, Sealed, own_marks
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MinerConfig, ProtectionConfig, ValidatorConfig
 from dlbc_ray.constants import SCORE_SCALE
@@ -32,13 +35,13 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
-from dlbc_ray.models.protect import mapping_layer
+from dlbc_ray.models.protect import mapping_layer, mapping_seed
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival
+from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival, WindowClose
 
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "forged-signature",
-                    "hash-mismatch", "wrong-task", "late", "bait", "false-claim"]
+                    "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe"]
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
 
@@ -55,6 +58,7 @@ class MinerAttack:
     sml_seed: str | None = None  # ... and the mapping seed they were trained behind (hex)
     noise: float = 0.01  # copy-noise: Gaussian noise, relative to each tensor's standard deviation
     late_by_s: float = 1.0  # late: how long after the deadline the submission arrives
+    rivals: Mapping[str, Any] | None = None  # secret-probe: the honest miners' actor handles, by name
     settle_steps: int = 5_000  # an adversary settles its own mark to the end, not to an honest step cap
 
 
@@ -66,6 +70,7 @@ class AttackRecord:
     commit: str
     model_hash: str
     note: str = ""
+    leaks: tuple[str, ...] = ()  # secret-probe: what the rivals handed out during the window (must stay empty)
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,14 @@ class ValidatorLie:
 class AdversaryMiner(Miner):
     """A miner that mines honestly until ``arm`` gives it an attack."""
 
-    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig,
+    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str,
                  victims: Mapping[str, Identity] | None = None) -> None:
-        super().__init__(cfg, identity=identity, protection=protection)
+        super().__init__(cfg, identity=identity, protection=protection, proposer=proposer)
         self.victims = dict(victims or {})
         self.attack: MinerAttack | None = None
         self.records: list[AttackRecord] = []
-        self._seeds: dict[str, bytes] = {}  # commit -> the mapping seed this miner will reveal for it
+        self.closes: list[Signed[WindowClose]] = []  # every real close it was shown: a prober replays them
+        self._leaks: tuple[str, ...] = ()
         self._loot: _Loot | None = None
 
     def arm(self, attack: MinerAttack | None) -> None:
@@ -108,25 +114,25 @@ class AdversaryMiner(Miner):
         attack = self.attack
         if attack is None or data is None:  # private shards (BaaS): no attack is written for them
             return super().mine(task, data, ctx, progress)
+        self._leaks = ()
         mined, weights, note = PLAYS[attack.kind](self, attack, task, data, ctx)
         sub = mined.signed.message
-        self.records.append(AttackRecord(attack.kind, sub.commit, sub.model_hash, note))
+        self.records.append(AttackRecord(attack.kind, sub.commit, sub.model_hash, note, self._leaks))
         if attack.kind == "late":  # recorded first: the suite may ask while this call still sleeps
             time.sleep(max(0.0, ctx.submit_deadline_ms / 1e3 + attack.late_by_s - time.time()))
         return mined, weights
 
-    def reveal(self, task_id: str, commit: str) -> Signed[Reveal]:
-        seed = self._seeds.get(commit)
-        if seed is None:
-            return super().reveal(task_id, commit)
-        return crypto.sign(self.identity, Reveal(task_id=task_id, commit=commit, sml_seed=seed.hex()))
+    def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
+        self.closes.append(close)
+        return super().reveal(close, commit)
 
     # ------------------------------------------------------------- plays
 
     def _thief(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         loot = self._loot_for(a, task, data)
-        note = f"exact copy of {loot.victim} ({loot.submission.model_hash[:12]})"
-        return self._submit(task, loot.weights, loot.seed, template=loot.submission), loot.weights, note
+        note = f"exact copy of {loot.victim} ({loot.submission.model_hash[:12]}), under its own mapping seed"
+        own = mapping_seed(self.identity, ctx.task_id)  # the victim's stays sealed while the window is open
+        return self._submit(task, ctx, loot.weights, own, template=loot.submission), loot.weights, note
 
     def _copy_noise(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         loot = self._loot_for(a, task, data)
@@ -134,8 +140,9 @@ class AdversaryMiner(Miner):
         noisy = {k: (v + rng.standard_normal(v.shape).astype(v.dtype) * a.noise * float(v.std()))
                  if np.issubdtype(v.dtype, np.floating) else v for k, v in loot.weights.items()}
         noisy = self._own_mark(task.message, noisy, a.settle_steps)
-        note = f"{loot.victim}'s weights + {a.noise:g} noise"
-        return self._submit(task, noisy, loot.seed, template=loot.submission), noisy, note
+        note = f"{loot.victim}'s weights + {a.noise:g} noise, under its own mapping seed"
+        own = mapping_seed(self.identity, ctx.task_id)
+        return self._submit(task, ctx, noisy, own, template=loot.submission), noisy, note
 
     def _random(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         """Untrained weights of its own init. ``bait`` leaves them unmarked, so honest validators reject
@@ -149,7 +156,7 @@ class AdversaryMiner(Miner):
         weights = to_numpy(net) if bait else self._own_mark(spec, to_numpy(net), a.settle_steps)
         note = "untrained, unmarked" if bait else "untrained, own mark settled"
         claimed = SCORE_SCALE if a.kind == "false-claim" else None
-        mined = self._submit(task, weights, self.mapping_seed(crypto.message_hash(spec)), claimed=claimed)
+        mined = self._submit(task, ctx, weights, mapping_seed(self.identity, ctx.task_id), claimed=claimed)
         return mined, weights, note + (", claims a perfect score" if claimed else "")
 
     def _replay(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -158,7 +165,7 @@ class AdversaryMiner(Miner):
         weights, seed = dict(a.weights), bytes.fromhex(a.sml_seed)
         if a.kind == "disguised-replay":
             weights, seed = self._disguise(task.message, weights, seed)
-        return self._submit(task, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
+        return self._submit(task, ctx, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
 
     def _forged(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         victim = self.victims[a.victim or ""].public_key
@@ -166,7 +173,7 @@ class AdversaryMiner(Miner):
         sub = mined.signed.message
         forged = sub.model_copy(update={"miner": victim,
                                         "commit": crypto.compute_commit(sub.model_hash, victim, sub.task_id)})
-        signed = crypto.sign(self.identity, forged).model_copy(update={"signer": victim})
+        signed = crypto.sign(self.identity, forged, ctx.chain_id).model_copy(update={"signer": victim})
         return MinedSubmission(signed=signed, stats=mined.stats), weights, f"claims to be {a.victim}"
 
     def _hash_mismatch(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -181,11 +188,33 @@ class AdversaryMiner(Miner):
         other = hashlib.sha256(b"another task|" + sub.task_id.encode()).hexdigest()
         moved = sub.model_copy(update={"task_id": other,
                                        "commit": crypto.compute_commit(sub.model_hash, sub.miner, other)})
-        return MinedSubmission(signed=crypto.sign(self.identity, moved), stats=mined.stats), weights, "another task"
+        signed = crypto.sign(self.identity, moved, ctx.chain_id)
+        return MinedSubmission(signed=signed, stats=mined.stats), weights, "another task"
 
     def _late(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         mined, weights = super().mine(task, data, ctx)  # an honest model; ``mine`` holds it past the deadline
         return mined, weights, f"{a.late_by_s:g} s after the deadline"
+
+    def _probe(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """Ask every rival, through every method its handle exposes, for a secret while the window is open,
+        then use what came back: a rival's seed for this task makes its model worth stealing."""
+        rivals = dict(a.rivals or {})
+        leaks, tried, seeds = probe_rivals(rivals, self._forged_closes(ctx), ctx.task_id)
+        self._leaks = tuple(leaks)
+        if seeds:  # it worked: the rival's model behind the rival's own mapping layer, now "ours"
+            name, seed = next(iter(seeds.items()))
+            loot = self._loot_for(MinerAttack("thief", victim=name), task, data)
+            mined = self._submit(task, ctx, loot.weights, seed, template=loot.submission)
+            return mined, loot.weights, f"{tried} probes, {len(leaks)} answered; {name}'s model under its seed"
+        mined, weights, _ = self._random(MinerAttack("random-weights"), task, data, ctx)
+        return mined, weights, f"{tried} probes of {len(rivals)} rivals, {len(leaks)} answered"
+
+    def _forged_closes(self, ctx: RoundContext) -> list[Signed[WindowClose]]:
+        """Every close a miner can lay hands on during the window: its own, one claiming the proposer's key,
+        and the real ones it was shown in earlier rounds."""
+        close = WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=ctx.submit_deadline_ms)
+        own = crypto.sign(self.identity, close, ctx.chain_id)
+        return [own, own.model_copy(update={"signer": self.proposer}), *self.closes[-3:]]
 
     # ------------------------------------------------------------- parts
 
@@ -202,20 +231,21 @@ class AdversaryMiner(Miner):
         """
         names = [a.victim] if a.victim else sorted(self.victims)
         task_id = crypto.message_hash(task.message)
-        ctx = RoundContext(round_id="0" * 64, task_id=task_id, base_height=0, base_hash="0" * 64, eval_seed=0,
-                           submit_deadline_ms=0)
+        ctx = RoundContext(chain_id=task.chain_id, round_id="0" * 64, task_id=task_id, base_height=0,
+                           base_hash="0" * 64, eval_seed=0, submit_deadline_ms=0)
         loot = []
         for name in names:
-            victim = Miner(self.cfg, identity=self.victims[name or ""], protection=self.protection)
+            victim = Miner(self.cfg, identity=self.victims[name or ""], protection=self.protection,
+                           proposer=self.proposer)
             mined, weights = victim.mine(task, data, ctx)
-            loot.append(_Loot(name or "", mined.signed.message, weights, victim.mapping_seed(task_id)))
+            loot.append(_Loot(name or "", mined.signed.message, weights))
         return max(loot, key=lambda x: x.submission.claimed_score)
 
     def _own_mark(self, spec: Task, weights: Weights, max_steps: int) -> Weights:
         """Settle this miner's watermark onto ``weights`` the way an honest miner does, but to the end."""
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
         load_into(net, weights)
-        marks = self._marks(net, spec)
+        marks = own_marks(self.identity, self.protection, net, spec)
         if not marks:
             return weights
         watermark.settle(net, marks[0].key, margin=self.protection.mark_margin, max_steps=max_steps)
@@ -223,14 +253,14 @@ class AdversaryMiner(Miner):
 
     def _disguise(self, spec: Task, weights: Weights, seed: bytes) -> tuple[Weights, bytes]:
         """Function-preserving reparametrization: the original mark goes, ours comes, our own map."""
-        key = self._marks(build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
-                                    spec.dataset.n_classes), spec)[0].key
+        key = own_marks(self.identity, self.protection, build_net(spec.model.name, spec.model.params,
+                        spec.dataset.input_shape, spec.dataset.n_classes), spec)[0].key
         rng = np.random.default_rng(int.from_bytes(self.identity.derive("disguise")[:4], "big"))
         disguised = reparametrize_mlp(weights, key, rng)
-        own = self.mapping_seed(crypto.message_hash(spec))
+        own = mapping_seed(self.identity, crypto.message_hash(spec))
         return remap(disguised, spec, seed, own), own
 
-    def _submit(self, task: Signed[Task], weights: Weights, seed: bytes | None, *,
+    def _submit(self, task: Signed[Task], ctx: RoundContext, weights: Weights, seed: bytes | None, *,
                 template: Submission | None = None, claimed: int | None = None) -> MinedSubmission:
         """Sign ``weights`` as our own submission for ``task``, committing to ``seed``'s mapping layer."""
         spec = task.message
@@ -238,8 +268,8 @@ class AdversaryMiner(Miner):
         model_hash = crypto.hash_weights(weights)
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
         commit = crypto.compute_commit(model_hash, self.identity.public_key, task_id)
-        if seed is not None:
-            self._seeds[commit] = seed
+        self._rounds[task_id] = ctx
+        self._sealed[commit] = Sealed(ctx, seed)  # revealed, like an honest miner's, against the proposer's close
         sub = Submission(task_id=task_id, miner=self.identity.public_key, model_hash=model_hash, commit=commit,
                          num_params=count_parameters(net),
                          claimed_score=claimed if claimed is not None else template.claimed_score if template else 0,
@@ -248,7 +278,7 @@ class AdversaryMiner(Miner):
                          examples=template.examples if template else 0,
                          sml_commitment=sml.seed_commitment(seed) if seed is not None else None)
         stats = MinerStats(train_s=0.0, epochs=sub.epochs, hash_ms=0.0, sign_ms=0.0, put_ms=0.0, device="cpu")
-        return MinedSubmission(signed=crypto.sign(self.identity, sub), stats=stats)
+        return MinedSubmission(signed=crypto.sign(self.identity, sub, ctx.chain_id), stats=stats)
 
 
 _Play = tuple[MinedSubmission, Weights, str]
@@ -256,10 +286,55 @@ _Play = tuple[MinedSubmission, Weights, str]
 
 @dataclass(frozen=True)
 class _Loot:
+    """What intercepting a victim's submission yields: the signed submission and its weights, no secret."""
+
     victim: str
     submission: Submission
     weights: Weights
-    seed: bytes
+
+
+def probe_rivals(rivals: Mapping[str, Any], closes: Sequence[Signed[WindowClose]],
+                 task_id: str) -> tuple[list[str], int, dict[str, bytes]]:
+    """Call every method each rival's handle exposes (Ray's own ``__ray_*__`` and ``mine`` aside) with every
+    argument list a miner could make; returns what answered with a secret, the calls made, and seeds got."""
+    import ray
+
+    commit = hashlib.sha256(b"a guess|" + task_id.encode()).hexdigest()
+    guesses: list[tuple[Any, ...]] = [(), (task_id,), (task_id, commit), *((c,) for c in closes),
+                                      *((c, commit) for c in closes)]
+    leaks: list[str] = []
+    seeds: dict[str, bytes] = {}
+    tried = 0
+    for name, handle in rivals.items():
+        for method in sorted({*dir(handle), "watermark_secret", "mapping_seed"} - {"mine"}):
+            if method.startswith("__ray"):
+                continue
+            for args in guesses:
+                tried += 1
+                try:
+                    got = ray.get(getattr(handle, method).remote(*args), timeout=10)
+                except Exception:  # noqa: BLE001 - refused, wrong arguments or no such method: nothing learnt
+                    continue
+                secret = secret_in(got, task_id)
+                if secret is not None:
+                    leaks.append(f"{name}.{method}")
+                    if isinstance(got, Signed):
+                        seeds.setdefault(name, secret)
+    return leaks, tried, seeds
+
+
+def secret_in(value: Any, task_id: str) -> bytes | None:
+    """What a rival's answer gives away: a reveal of its seed for this task, raw bytes, a watermark key or a
+    mapping matrix (nothing an honest answer holds)."""
+    if isinstance(value, Signed) and isinstance(value.message, Reveal) and value.message.task_id == task_id:
+        return bytes.fromhex(value.message.sml_seed)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, (watermark.WatermarkKey, watermark.WatermarkRegularizer, np.ndarray)):
+        return b"key"
+    if isinstance(value, (tuple, list)):
+        return next((s for s in (secret_in(v, task_id) for v in value) if s is not None), None)
+    return None
 
 PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, RoundContext], _Play]] = {
     "thief": AdversaryMiner._thief,
@@ -273,6 +348,7 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "wrong-task": AdversaryMiner._wrong_task,
     "late": AdversaryMiner._late,
     "false-claim": AdversaryMiner._random,
+    "secret-probe": AdversaryMiner._probe,
 }
 
 
@@ -314,8 +390,9 @@ def remap(weights: Weights, spec: Task, old_seed: bytes, new_seed: bytes) -> Wei
 class AdversaryValidator(Validator):
     """A validator that judges honestly, then, when armed, signs lies about what it found."""
 
-    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig) -> None:
-        super().__init__(cfg, identity=identity, protection=protection)
+    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
+                 marks: Mapping[str, bytes]) -> None:
+        super().__init__(cfg, identity=identity, protection=protection, marks=marks)
         self.lie: ValidatorLie | None = None
 
     def arm(self, lie: ValidatorLie | None) -> None:
@@ -329,7 +406,7 @@ class AdversaryValidator(Validator):
             return ballot
         rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")
         lies = compute_lies(self.lie.kind, [v.message for v in ballot.votes], rng)
-        return Ballot(votes=tuple(crypto.sign(self.identity, v) for v in lies), stats=ballot.stats)
+        return Ballot(votes=tuple(crypto.sign(self.identity, v, ctx.chain_id) for v in lies), stats=ballot.stats)
 
 
 def compute_lies(kind: LieKind, honest: Sequence[Vote], rng: random.Random) -> list[Vote]:

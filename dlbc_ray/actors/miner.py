@@ -3,6 +3,11 @@
 Each miner trains through its own Secure Mapping Layer (PoLe) and embeds its own DNN
 watermark (DLBC), so its model is useless to, and provably not made by, anyone else.
 A plain class: tests build it directly; ``spawn`` makes it a Ray actor.
+
+Every method of an actor answers anyone who holds its handle, underscored or not, so
+nothing here hands out a secret: the mark key and the mapping layer are derived by
+module functions from the identity, and the mapping seed is revealed only against the
+proposer's signed close of the round this miner submitted in.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import gc
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +28,16 @@ from dlbc_ray import crypto
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import InvalidTask
+from dlbc_ray.errors import BadSignature, InvalidTask, RevealRefused
 from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.baas import common_seed
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
-from dlbc_ray.models.protect import mapping_layer, watermark_key
+from dlbc_ray.models.protect import mapping_layer, mapping_seed, mark_secret, watermark_key
 from dlbc_ray.models.training import EpochStat, TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
-from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext
+from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext, WindowClose
 
 
 def torch_threads(num_cpus: float | None) -> int:
@@ -48,53 +54,86 @@ def training_seed(identity: Identity, task_id: str) -> int:
     return int.from_bytes(hashlib.sha256(identity.derive("train") + task_id.encode()).digest()[:4], "big")
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A submission this miner made: the round it was made in, and the seed it reveals once that round closes."""
+
+    ctx: RoundContext
+    seed: bytes | None
+
+
+def check_close(close: Signed[WindowClose], ctx: RoundContext, proposer: str) -> WindowClose:
+    """The close of round ``ctx``, signed by ``proposer`` for ``ctx``'s chain, or RevealRefused naming what is wrong."""
+    try:
+        message = crypto.verify(close, chain_id=ctx.chain_id, expected_signer=proposer)
+    except BadSignature as e:
+        raise RevealRefused(f"window close refused: {e}", reason=e.reason) from None
+    if message.task_id != ctx.task_id:
+        raise RevealRefused(f"window close is for task {message.task_id[:12]}, not {ctx.task_id[:12]}",
+                            reason="wrong_task")
+    if message.round_id != ctx.round_id:
+        raise RevealRefused(f"window close is for round {message.round_id[:12]}, not {ctx.round_id[:12]}",
+                            reason="wrong_round")
+    return message
+
+
 class Miner:
     """Trains, watermarks, hashes and signs; weights leave through the object store."""
 
-    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig) -> None:
-        self.cfg, self.identity, self.protection = cfg, identity, protection
+    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str) -> None:
+        self.cfg, self.identity, self.protection, self.proposer = cfg, identity, protection, proposer
         self.threads = torch_threads(cfg.num_cpus)
         torch.set_num_threads(self.threads)
         self.accelerator = "gpu" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self._cancelled: set[str] = set()  # task ids whose submission window closed: stop at the next epoch
+        self._rounds: dict[str, RoundContext] = {}  # task id -> the round this miner is mining it in
+        self._sealed: dict[str, Sealed] = {}  # commit -> what only the proposer's close of its round opens
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "threads": self.threads,
                 "device": self.accelerator, "num_cpus": self.cfg.num_cpus, "num_gpus": self.cfg.num_gpus}
 
-    def watermark_secret(self) -> bytes:
-        """Given to validators only (privately), so they can read this miner's mark."""
-        return self.identity.derive("watermark")
+    def cancel(self, close: Signed[WindowClose]) -> None:
+        """The proposer closed the window: finish the epoch in progress and stop (runs beside ``mine``)."""
+        ctx = self._rounds.get(close.message.task_id)
+        if ctx is None:
+            raise RevealRefused(f"not mining task {close.message.task_id[:12]}", reason="not_mining")
+        self._cancelled.add(check_close(close, ctx, self.proposer).task_id)
 
-    def cancel(self, task_id: str) -> None:
-        """The window closed: finish the epoch in progress and stop (runs beside ``mine``)."""
-        self._cancelled.add(task_id)
-
-    def mapping_seed(self, task_id: str) -> bytes:
-        return sml.derive_seed(self.identity.derive("sml"), task_id)
-
-    def reveal(self, task_id: str, commit: str) -> Signed[Reveal]:
-        """Called after the submission window closes: the seed behind this task's mapping layer."""
-        message = Reveal(task_id=task_id, commit=commit, sml_seed=self.mapping_seed(task_id).hex())
-        return crypto.sign(self.identity, message)
+    def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
+        """The seed behind ``commit``'s mapping layer, only against the proposer's signed close of its round."""
+        sealed = self._sealed.get(commit)
+        if sealed is None:
+            raise RevealRefused(f"this miner made no submission {commit[:12]}", reason="not_submitted")
+        ctx = sealed.ctx
+        check_close(close, ctx, self.proposer)
+        if sealed.seed is None:
+            raise RevealRefused(f"submission {commit[:12]} has no mapping layer to reveal", reason="no_mapping")
+        message = Reveal(task_id=ctx.task_id, commit=commit, sml_seed=sealed.seed.hex())
+        return crypto.sign(self.identity, message, ctx.chain_id)
 
     @ray.method(num_returns=2)
     def mine(self, task: Signed[Task], data: Split | None, ctx: RoundContext,
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
         """Train the task's model on ``data`` (or this miner's private shard) and return the signed
         submission and its weights."""
-        spec = crypto.verify(task, expected_signer=task.message.requester)
+        spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
-        data = self._private_shard(spec, task_id, ctx) if ctx.shards else data
-        self._check_inputs(spec, task_id, data, ctx)
+        data = private_shard(self.identity, spec, task_id, ctx) if ctx.shards else data
+        check_inputs(spec, task_id, data, ctx)
+        self._rounds[task_id] = ctx
         seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
-        mapped, commitment = self._mapped(net, spec, task_id)
-        report = self._reporter(progress, task_id, spec.max_epochs)
-        marks = self._marks(net, spec)
-        result = train(mapped, data, self._settings(spec, task_id), regularizers=marks, on_epoch=report,
-                       stop_when=self._stop_rule(spec, task_id))
-        weights = self._settled(net, marks, result.weights)
+        mapped, sml_seed = mapped_net(self.identity, self.protection, net, spec, task_id)
+        report = reporter(progress, self.identity, task_id, spec.max_epochs)
+        marks = own_marks(self.identity, self.protection, net, spec)
+        settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
+                                 optimizer=self.cfg.optimizer, seed=training_seed(self.identity, task_id),
+                                 accelerator=self.accelerator, val_fraction=self.cfg.val_fraction,
+                                 num_threads=self.threads)
+        result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
+                       stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin))
+        weights = settled(net, marks, result.weights, self.protection.mark_margin)
         t0 = time.perf_counter()
         model_hash = crypto.hash_weights(weights)
         t1 = time.perf_counter()
@@ -103,9 +142,10 @@ class Miner:
             commit=crypto.compute_commit(model_hash, self.identity.public_key, task_id),
             num_params=count_parameters(net), claimed_score=claimed_score(result.val_accuracy),
             epochs=result.epochs, train_ms=round(result.seconds * 1e3), examples=result.examples,
-            sml_commitment=commitment,
+            sml_commitment=sml.seed_commitment(sml_seed) if sml_seed is not None else None,
         )
-        signed = crypto.sign(self.identity, submission)
+        signed = crypto.sign(self.identity, submission, ctx.chain_id)
+        self._sealed[submission.commit] = Sealed(ctx, sml_seed)
         t2 = time.perf_counter()
         stats = MinerStats(train_s=result.seconds, epochs=result.epochs, hash_ms=(t1 - t0) * 1e3,
                            sign_ms=(t2 - t1) * 1e3, put_ms=0.0, device=self.accelerator)
@@ -124,80 +164,85 @@ class Miner:
         """Bytes this miner holds on its GPU now (0 on CPU)."""
         return int(torch.cuda.memory_allocated()) if self.accelerator == "gpu" else 0
 
-    # ------------------------------------------------------------------ parts
 
-    def _stop_rule(self, spec: Task, task_id: str) -> Any:
-        """PoLe: stop as soon as the standing target is reached; any task: stop once cancelled."""
-        goal = spec.target / SCORE_SCALE + self.cfg.target_margin if spec.kind == "standing" else None
+# ---------------------------------------------------------------------- parts
+# Module functions, not methods: every method of an actor, underscored or not, answers
+# whoever holds its handle, and a closure over ``self`` would carry the identity with it.
 
-        def stop(stat: EpochStat) -> bool:
-            return task_id in self._cancelled or (goal is not None and stat.val_accuracy >= goal)
 
-        return stop
+def stop_rule(cancelled: set[str], spec: Task, task_id: str, margin: float) -> Any:
+    """PoLe: stop as soon as the standing target is reached; any task: stop once its window is closed."""
+    goal = spec.target / SCORE_SCALE + margin if spec.kind == "standing" else None
 
-    def _check_inputs(self, spec: Task, task_id: str, data: Split | None, ctx: RoundContext) -> None:
-        if task_id != ctx.task_id:
-            raise InvalidTask(f"round is for task {ctx.task_id[:12]}, got {task_id[:12]}", reason="wrong_task")
-        if data is None:
-            raise InvalidTask("no training data for this task", reason="data")
-        if not ctx.shards and split_hash(data) != spec.dataset.train_hash:
-            raise InvalidTask("training data does not match the task's train_hash", reason="data_hash")
+    def stop(stat: EpochStat) -> bool:
+        return task_id in cancelled or (goal is not None and stat.val_accuracy >= goal)
 
-    def _private_shard(self, spec: Task, task_id: str, ctx: RoundContext) -> Split:
-        """BaaS: this miner's own shard, loaded here; the rest of the data is dropped at once."""
-        from dlbc_ray.models.data import load_builtin, load_file, shard
+    return stop
 
-        ds = spec.dataset
-        bundle = load_file(Path(ds.uri)) if ds.uri else load_builtin(ds.name)
-        if split_hash(bundle.train) != ds.train_hash:
-            raise InvalidTask("the dataset this miner holds does not match the task's train_hash", reason="data_hash")
-        if self.identity.public_key not in ctx.shards:
-            raise InvalidTask("no shard was assigned to this miner", reason="shard")
-        index = ctx.shards[self.identity.public_key][0]
-        return shard(bundle.train, len(ctx.shards), index, iid=ds.partition == "iid", seed=common_seed(task_id),
-                     alpha=ds.dirichlet_alpha)
 
-    def _settings(self, spec: Task, task_id: str) -> TrainSettings:
-        return TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                             optimizer=self.cfg.optimizer, seed=training_seed(self.identity, task_id),
-                             accelerator=self.accelerator, val_fraction=self.cfg.val_fraction,
-                             num_threads=self.threads)
+def check_inputs(spec: Task, task_id: str, data: Split | None, ctx: RoundContext) -> None:
+    if task_id != ctx.task_id:
+        raise InvalidTask(f"round is for task {ctx.task_id[:12]}, got {task_id[:12]}", reason="wrong_task")
+    if data is None:
+        raise InvalidTask("no training data for this task", reason="data")
+    if not ctx.shards and split_hash(data) != spec.dataset.train_hash:
+        raise InvalidTask("training data does not match the task's train_hash", reason="data_hash")
 
-    def _mapped(self, net: torch.nn.Module, spec: Task, task_id: str) -> tuple[torch.nn.Module, str | None]:
-        """The net behind this miner's Secure Mapping Layer, and the commitment to its seed."""
-        if not self.protection.secure_mapping:
-            return net, None
-        seed = self.mapping_seed(task_id)
-        q, kind = mapping_layer(seed, net, spec.model.name, spec.dataset.input_shape)
-        if spec.fusion != "winner":  # start from the shared init as seen through this miner's map
-            first = net_info(spec.model.name).first_layer
-            load_into(net, fusion.common_start(to_numpy(net), first, q, kind))
-        return sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), sml.seed_commitment(seed)
 
-    def _marks(self, net: torch.nn.Module, spec: Task) -> list[watermark.WatermarkRegularizer]:
-        if not self.protection.watermark:
-            return []
-        key = watermark_key(self.watermark_secret(), self.identity.public_key, net, spec.model.name,
-                            self.protection.watermark_bits)
-        return [watermark.WatermarkRegularizer(key, self.protection.watermark_lambda)]
+def private_shard(identity: Identity, spec: Task, task_id: str, ctx: RoundContext) -> Split:
+    """BaaS: this miner's own shard, loaded here; the rest of the data is dropped at once."""
+    from dlbc_ray.models.data import load_builtin, load_file, shard
 
-    def _settled(self, net: torch.nn.Module, marks: list[watermark.WatermarkRegularizer],
-                 weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Make sure our own mark reads back before signing (short tasks may stop short of it)."""
-        if not marks:
-            return weights
-        net.cpu()
-        steps = watermark.settle(net, marks[0].key, margin=self.protection.mark_margin)
-        return to_numpy(net) if steps else weights
+    ds = spec.dataset
+    bundle = load_file(Path(ds.uri)) if ds.uri else load_builtin(ds.name)
+    if split_hash(bundle.train) != ds.train_hash:
+        raise InvalidTask("the dataset this miner holds does not match the task's train_hash", reason="data_hash")
+    if identity.public_key not in ctx.shards:
+        raise InvalidTask("no shard was assigned to this miner", reason="shard")
+    index = ctx.shards[identity.public_key][0]
+    return shard(bundle.train, len(ctx.shards), index, iid=ds.partition == "iid", seed=common_seed(task_id),
+                 alpha=ds.dirichlet_alpha)
 
-    def _reporter(self, progress: Any, task_id: str, epochs: int) -> Any:
-        def report(stat: EpochStat | None, stage: str = "epoch") -> None:
-            if progress is None:
-                return
-            event = ProgressEvent(actor=self.identity.name, public_key=self.identity.public_key, task_id=task_id,
-                                  stage=stage, epoch=stat.epoch if stat else epochs, epochs=epochs,
-                                  val_accuracy=stat.val_accuracy if stat else None)
-            progress.report.remote(event)  # fire and forget: progress must never slow training
 
-        return report
+def settled(net: torch.nn.Module, marks: list[watermark.WatermarkRegularizer], weights: dict[str, np.ndarray],
+            margin: float) -> dict[str, np.ndarray]:
+    """Make sure our own mark reads back before signing (short tasks may stop short of it)."""
+    if not marks:
+        return weights
+    net.cpu()
+    steps = watermark.settle(net, marks[0].key, margin=margin)
+    return to_numpy(net) if steps else weights
 
+
+def reporter(progress: Any, identity: Identity, task_id: str, epochs: int) -> Any:
+    name, public_key = identity.name, identity.public_key  # the closure must not hold the identity
+
+    def report(stat: EpochStat | None, stage: str = "epoch") -> None:
+        if progress is None:
+            return
+        event = ProgressEvent(actor=name, public_key=public_key, task_id=task_id, stage=stage,
+                              epoch=stat.epoch if stat else epochs, epochs=epochs,
+                              val_accuracy=stat.val_accuracy if stat else None)
+        progress.report.remote(event)  # fire and forget: progress must never slow training
+
+    return report
+def mapped_net(identity: Identity, protection: ProtectionConfig, net: torch.nn.Module, spec: Task,
+               task_id: str) -> tuple[torch.nn.Module, bytes | None]:
+    """The net behind ``identity``'s Secure Mapping Layer for ``task_id``, and the seed it was made from."""
+    if not protection.secure_mapping:
+        return net, None
+    seed = mapping_seed(identity, task_id)
+    q, kind = mapping_layer(seed, net, spec.model.name, spec.dataset.input_shape)
+    if spec.fusion != "winner":  # start from the shared init as seen through this miner's map
+        first = net_info(spec.model.name).first_layer
+        load_into(net, fusion.common_start(to_numpy(net), first, q, kind))
+    return sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), seed
+
+
+def own_marks(identity: Identity, protection: ProtectionConfig, net: torch.nn.Module,
+              spec: Task) -> list[watermark.WatermarkRegularizer]:
+    """The regularizer that embeds ``identity``'s watermark in ``net`` (none when marks are off)."""
+    if not protection.watermark:
+        return []
+    key = watermark_key(mark_secret(identity), identity.public_key, net, spec.model.name, protection.watermark_bits)
+    return [watermark.WatermarkRegularizer(key, protection.watermark_lambda)]

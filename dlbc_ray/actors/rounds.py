@@ -20,6 +20,7 @@ import ray
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, wait_each
 from dlbc_ray.config import ConsensusConfig
+from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
 from dlbc_ray.consensus.baas import compute_contributors
 from dlbc_ray.consensus.proposal import find_equivocations, select_votes
@@ -36,6 +37,7 @@ from dlbc_ray.schema.rounds import (
     SubmissionArrival,
     SubmissionOutcome,
     ValidatorStats,
+    WindowClose,
 )
 
 
@@ -93,8 +95,9 @@ class RoundRunner:
 
     def __init__(self, cfg: ConsensusConfig, *, task: Signed[Task], data: TaskData, miners: Sequence[Member],
                  validators: Sequence[Member], base: ChainState, state: RoundState, lock: threading.Lock,
-                 sink: Any = None) -> None:
+                 proposer: Identity, sink: Any = None) -> None:
         self.cfg, self.task, self.data, self.base, self.sink = cfg, task, data, base, sink
+        self.proposer = proposer  # signs the window closes that open miners' reveals
         self.miners, self.validators = list(miners), list(validators)
         self.miners_by_name = {m.name: m for m in self.miners}
         self.state, self.lock = state, lock
@@ -185,9 +188,10 @@ class RoundRunner:
 
     def _close(self, calls: dict[str, tuple[Any, Any]], pending: list[Any]) -> None:
         """The window is closed for good: the miners still training stop at their next epoch."""
+        close = self.window_close() if pending else None
         for ref in pending:
             name = self._names[ref]
-            self.miners_by_name[name].handle.cancel.remote(self.ctx.task_id)
+            self.miners_by_name[name].handle.cancel.remote(close)
             self._mark(name, stage="late")
             self.outcomes.append(_outcome(name, None, "late", "did not submit before the deadline"))
 
@@ -238,13 +242,19 @@ class RoundRunner:
 
     # ---------------------------------------------------------------- reveal
 
+    def window_close(self) -> Signed[WindowClose]:
+        """The proposer's signed word that this round's window is closed: the only key to a reveal."""
+        close = WindowClose(task_id=self.ctx.task_id, round_id=self.ctx.round_id, closed_ms=now_ms())
+        return crypto.sign(self.proposer, close, self.ctx.chain_id)
+
     def reveal(self, arrivals: list[SubmissionArrival]) -> list[SubmissionArrival]:
-        """After the window closes, each miner reveals the seed its submission committed to."""
+        """After the window closes, each miner reveals, against the signed close, the seed it committed to."""
         t0 = time.perf_counter()
         by_key = {m.public_key: m.handle for m in self.miners}
-        asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(
-            a.signed.message.task_id, a.signed.message.commit)
-            for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
+        close = self.window_close()
+        asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(close, a.signed.message.commit)
+                for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
+
         revealed = []
         for a in arrivals:
             ref = asks.get(a.signed.message.commit)

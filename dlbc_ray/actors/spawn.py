@@ -7,7 +7,7 @@ types (custom resources ``dlbc_miner`` / ``dlbc_validator``) decide where they r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
@@ -39,10 +39,11 @@ def spawn_ledger(path: str, genesis: Block | None, *, named: bool = False, detac
     return cls.remote(path, genesis=genesis)
 
 
-def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConfig, *, named: bool = False,
-                detached: bool = False, actor_class: type = Miner, init: dict[str, Any] | None = None,
-                **options: Any) -> Member:
-    """``actor_class`` (a Miner subclass, e.g. an adversary) gets ``init`` as extra constructor arguments."""
+def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConfig, *, proposer: str,
+                named: bool = False, detached: bool = False, actor_class: type = Miner,
+                init: dict[str, Any] | None = None, **options: Any) -> Member:
+    """``actor_class`` (a Miner subclass, e.g. an adversary) gets ``init`` as extra constructor arguments;
+    ``proposer`` is the only key whose window close opens this miner's reveals."""
     # max_concurrency=2: reveal() must answer while mine() is still running for a late task.
     cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                     resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
@@ -50,12 +51,13 @@ def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConf
                                     **_placement(miner_name(identity.name) if named else None, detached),
                                     **options)
     return Member(identity.name, identity.public_key,
-                  cls.remote(cfg, identity=identity, protection=protection, **(init or {})))
+                  cls.remote(cfg, identity=identity, protection=protection, proposer=proposer, **(init or {})))
 
 
 def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: ProtectionConfig, *,
-                    named: bool = False, detached: bool = False, actor_class: type = Validator,
-                    init: dict[str, Any] | None = None, **options: Any) -> Member:
+                    marks: Mapping[str, bytes], named: bool = False, detached: bool = False,
+                    actor_class: type = Validator, init: dict[str, Any] | None = None, **options: Any) -> Member:
+    """``marks``: every miner's watermark secret by public key, handed over here and by no method."""
     # max_concurrency=2: health checks (info) answer while a ballot is being judged.
     cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                         resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
@@ -63,7 +65,7 @@ def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: Protec
                                         **_placement(validator_name(identity.name) if named else None,
                                                      detached), **options)
     return Member(identity.name, identity.public_key,
-                  cls.remote(cfg, identity=identity, protection=protection, **(init or {})))
+                  cls.remote(cfg, identity=identity, protection=protection, marks=dict(marks), **(init or {})))
 
 
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],

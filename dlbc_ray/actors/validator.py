@@ -10,7 +10,7 @@ within ``copy_distance``, the one carrying the other's watermark (or else the la
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,18 +64,18 @@ class _Judged:
 class Validator:
     """Verifies and scores; only validators ever receive a task's test split."""
 
-    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig) -> None:
+    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
+                 marks: Mapping[str, bytes]) -> None:
         self.cfg, self.identity, self.protection = cfg, identity, protection
-        self._marks: dict[str, bytes] = {}  # miner public key -> watermark secret, told privately
+        # miner public key -> watermark secret, from the network's assembler at construction: no method
+        # sets it (anyone could re-register a rival) and none hands it out
+        self._marks: dict[str, bytes] = dict(marks)
         self._keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "num_cpus": self.cfg.num_cpus,
                 "num_gpus": self.cfg.num_gpus, "device": "cpu", "miners_known": len(self._marks)}
-
-    def register_miner(self, public_key: str, watermark_secret: bytes) -> None:
-        self._marks[public_key] = watermark_secret
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
@@ -172,7 +172,8 @@ class Validator:
         if not self.protection.watermark:
             return None
         for owner in self._marks:
-            mark = read_mark(weights, self._key(owner, spec.model.name, weights), self.protection)
+            key = mark_key(self._keys, self._marks, self.protection, owner, spec.model.name, weights)
+            mark = read_mark(weights, key, self.protection)
             if owner == sub.miner and not mark.owned:
                 return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {mark.ber:.3f})"
             if owner != sub.miner and mark.carried:
@@ -181,15 +182,6 @@ class Validator:
         if sub.miner not in self._marks:
             return Verdict.STOLEN, "the submitter is not a registered miner"
         return None
-
-    def _key(self, owner: str, model: str, weights: dict[str, np.ndarray]) -> watermark.WatermarkKey:
-        """Keys are derived once per miner and host shape (a seeded M x T Gaussian each)."""
-        layer = net_info(model).watermark_layer
-        cache_key = (owner, model, tuple(weights[layer].shape) if layer in weights else None)
-        if cache_key not in self._keys:
-            bits = self.protection.watermark_bits
-            self._keys[cache_key] = watermark_key(self._marks[owner], owner, weights, model, bits)
-        return self._keys[cache_key]
 
     def _score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
                weights: dict[str, np.ndarray], arrival: SubmissionArrival) -> int:
@@ -233,11 +225,26 @@ class Validator:
         if not self.protection.watermark or a.sub.miner not in self._marks or b.sub.miner not in self._marks:
             return None
         assert a.weights is not None and b.weights is not None
-        b_has_a = read_mark(b.weights, self._key(a.sub.miner, spec.model.name, b.weights), self.protection).chance
-        a_has_b = read_mark(a.weights, self._key(b.sub.miner, spec.model.name, a.weights), self.protection).chance
+        key_a = mark_key(self._keys, self._marks, self.protection, a.sub.miner, spec.model.name, b.weights)
+        key_b = mark_key(self._keys, self._marks, self.protection, b.sub.miner, spec.model.name, a.weights)
+        b_has_a = read_mark(b.weights, key_a, self.protection).chance
+        a_has_b = read_mark(a.weights, key_b, self.protection).chance
         p = self.protection.copy_owner_p
         if b_has_a < p <= a_has_b:
             return b, a, b_has_a
         if a_has_b < p <= b_has_a:
             return a, b, a_has_b
         return None
+
+def mark_key(cache: dict[tuple[str, str, Any], watermark.WatermarkKey], marks: Mapping[str, bytes],
+             protection: ProtectionConfig, owner: str, model: str,
+             weights: dict[str, np.ndarray]) -> watermark.WatermarkKey:
+    """``owner``'s mark key, derived once per miner and host shape (a seeded M x T Gaussian each).
+
+    A module function, not a method: every method of an actor answers whoever holds its handle.
+    """
+    layer = net_info(model).watermark_layer
+    cache_key = (owner, model, tuple(weights[layer].shape) if layer in weights else None)
+    if cache_key not in cache:
+        cache[cache_key] = watermark_key(marks[owner], owner, weights, model, protection.watermark_bits)
+    return cache[cache_key]

@@ -1,7 +1,8 @@
 """The Typer app and the one place where errors become exit codes.
 
 ``App.command`` wraps every command: a DLBCError prints one line on stderr and exits
-with the error's code; no traceback reaches the user for a user error.
+with its class's ``exit_code`` (errors.py); any other exception is a bug, printed as one
+line with a hint to rerun with ``--debug``, which shows the traceback. A user never sees one.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,19 +18,34 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from dlbc_ray.config import config_error
-from dlbc_ray.errors import DLBCError, InvalidBlock
+from dlbc_ray.errors import ConfigError, DLBCError, InvalidBlock
 from dlbc_ray.home import DEFAULT_HOME, Home, open_home
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+UNEXPECTED_EXIT = 70  # EX_SOFTWARE: not the user's input, a fault of ours or of what runs under us
+INSECURE_ENV = "DLBC_INSECURE_NO_AUTH"  # set by --insecure-no-auth only; the library's sign that no auth was chosen
+_options = {"debug": False}
+
+
+def set_debug(debug: bool) -> None:
+    _options["debug"] = debug
+
 
 def fail(error: DLBCError) -> typer.Exit:
     where = f" at height {error.height} ({error.reason})" if isinstance(error, InvalidBlock) and error.height is not None else ""
-    err.print(f"[bold red]error[/]{where}: {error}", highlight=False)
+    err.print(f"[bold red]error[/]{where}: {escape(one_line(str(error)))}", highlight=False)
     return typer.Exit(error.exit_code)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """Whatever an error says, the user gets one line of at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,8 +60,47 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as e:
+            raise unexpected(e) from None
 
     return wrapper
+
+
+def debugging() -> bool:
+    """Whether the root command got ``--debug`` (its callback runs before any command)."""
+    return _options["debug"]
+
+
+def unexpected(error: Exception) -> typer.Exit:
+    """One line for an exception nobody meant to raise; the traceback only with --debug."""
+    if debugging():
+        sys.stderr.write(traceback.format_exc())
+    first = one_line((str(error).strip().splitlines() or [""])[0], 200)
+    detail = f": {first}" if first else ""
+    hint = "" if debugging() else "; rerun as `dlbc-ray --debug ...` to see the traceback"
+    err.print(f"[bold red]error[/]: unexpected {type(error).__name__}{escape(detail)}{hint}", highlight=False)
+    return typer.Exit(UNEXPECTED_EXIT)
+
+
+def require_token_auth(*, insecure_no_auth: bool) -> None:
+    """Run with Ray's token auth on, or off only when the user said ``--insecure-no-auth``.
+
+    Ray reads ``RAY_AUTH_MODE`` when it is first imported; no command has imported it yet.
+    """
+    if insecure_no_auth:
+        os.environ.update({"RAY_AUTH_MODE": "disabled", INSECURE_ENV: "1"})
+        err.print("[yellow]warning[/]: --insecure-no-auth: Ray token auth is off; anyone who reaches this "
+                  "cluster's ports can run code as you", highlight=False)
+        return
+    os.environ.pop(INSECURE_ENV, None)
+    mode = os.environ.get("RAY_AUTH_MODE", "token")
+    if mode.strip().lower() != "token":
+        raise ConfigError(f"RAY_AUTH_MODE={mode[:40]!r} turns Ray's token auth off; unset it, or pass "
+                          "--insecure-no-auth (dlbc-ray --insecure-no-auth COMMAND) to run without auth",
+                          reason="auth")
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 class App(typer.Typer):

@@ -1,4 +1,9 @@
-"""What miners and validators must derive identically: a miner's watermark key and mapping layer."""
+"""What miners and validators must derive identically: a miner's watermark key and mapping layer.
+
+A miner's two secrets are pure functions of its identity, so whoever holds the identity
+(the miner itself, the process that assembles the network) derives them; no actor
+method ever hands them out.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,20 @@ import numpy as np
 from torch import nn
 
 from dlbc_ray.config import ProtectionConfig
+from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import InvalidModelFile
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.nets import net_info
+
+
+def mark_secret(identity: Identity) -> bytes:
+    """The secret behind a miner's watermark key; validators get it from the network's assembler."""
+    return identity.derive("watermark")
+
+
+def mapping_seed(identity: Identity, task_id: str) -> bytes:
+    """The seed of a miner's Secure Mapping Layer for one task, sealed until the window closes."""
+    return sml.derive_seed(identity.derive("sml"), task_id)
 
 
 def _shapes(net: nn.Module | Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

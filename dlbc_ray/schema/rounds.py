@@ -1,12 +1,16 @@
 """Messages between actors during a round: context, progress, per-actor stats and the report.
 
-None of these is signed or stored in blocks; they carry what the user sees and what
-the benchmarks measure.
+None of these is stored in blocks; they carry what the user sees and what the benchmarks
+measure. One is signed: the proposer's ``WindowClose``, the only key to a miner's reveal.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
+
+from dlbc_ray.constants import WINDOW_CLOSE_DOMAIN
 
 from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey
 from dlbc_ray.schema.signed import Signed
@@ -24,6 +28,16 @@ class RoundContext(FrozenModel):
     submit_deadline_ms: Millis
     shards: dict[PublicKey, tuple[int, int]] = Field(
         default_factory=dict, description="BaaS: each miner's private shard (index, examples), fixed by the protocol")
+
+
+class WindowClose(FrozenModel):
+    """The proposer's word that a round's submission window is closed: a miner reveals its seed against it only."""
+
+    DOMAIN: ClassVar[bytes] = WINDOW_CLOSE_DOMAIN
+
+    task_id: Hash
+    round_id: Hash
+    closed_ms: Millis
 
 
 class MinerStats(FrozenModel):

@@ -19,15 +19,18 @@ from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MINIMAL, ProtectionConfig, ValidatorConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models.data import DatasetBundle, load_builtin
+from dlbc_ray.models.protect import mark_secret
 from dlbc_ray.network import make_task
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival
+from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival, WindowClose
 from tests.builders import T0, fake_hash
 
 PROTECTION = MINIMAL.protection
 DEADLINE = T0 + 60_000
 REQUESTER, VICTIM, THIEF = (Identity.from_seed(n, n.encode()) for n in ("requester", "victim", "thief"))
 JUDGE = Identity.from_seed("validator", b"validator")
+PROPOSER = Identity.from_seed("consensus", b"consensus")
+CHAIN = fake_hash("chain")
 
 
 @dataclass(frozen=True)
@@ -54,26 +57,32 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup() -> Setup:
     bundle = load_builtin("digits")
-    task = make_task(REQUESTER, MINIMAL.task, bundle, nonce=1, created_ms=T0)
+    task = make_task(REQUESTER, MINIMAL.task, bundle, nonce=1, created_ms=T0, chain_id=CHAIN)
     task_id = crypto.message_hash(task.message)
-    ctx = RoundContext(round_id=fake_hash("round"), task_id=task_id, base_height=1, base_hash=fake_hash("head"),
+    ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("round"), task_id=task_id, base_height=1, base_hash=fake_hash("head"),
                        eval_seed=0, submit_deadline_ms=DEADLINE)
-    return Setup(bundle, task, ctx, mined_by(Miner(MINIMAL.miner, identity=VICTIM, protection=PROTECTION), task,
-                                             bundle, ctx))
+    return Setup(bundle, task, ctx, mined_by(honest_miner(VICTIM), task, bundle, ctx))
+
+
+def honest_miner(identity: Identity) -> Miner:
+    return Miner(MINIMAL.miner, identity=identity, protection=PROTECTION, proposer=PROPOSER.public_key)
+
+
+def closed(ctx: RoundContext) -> Signed[WindowClose]:
+    """The proposer's signed close of ``ctx``'s round: what opens a miner's reveal."""
+    return crypto.sign(PROPOSER, WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE), CHAIN)
 
 
 def mined_by(miner: Miner, task: Signed[Task], bundle: DatasetBundle, ctx: RoundContext) -> Sent:
     mined, weights = miner.mine(task, bundle.train, ctx)
-    reveal = miner.reveal(ctx.task_id, mined.signed.message.commit)
+    reveal = miner.reveal(closed(ctx), mined.signed.message.commit)
     return Sent(mined.signed, weights, reveal)
 
 
 def validator(protection: ProtectionConfig = PROTECTION, registered: Sequence[Identity] = (VICTIM, THIEF)) -> Validator:
     """Told each miner's watermark secret in ``registered`` order (the order its ownership loop reads them)."""
-    v = Validator(ValidatorConfig(), identity=JUDGE, protection=protection)
-    for miner in registered:
-        v.register_miner(miner.public_key, miner.derive("watermark"))
-    return v
+    return Validator(ValidatorConfig(), identity=JUDGE, protection=protection,
+                     marks={m.public_key: mark_secret(m) for m in registered})
 
 
 def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset[str] = frozenset()) -> list[Vote]:
@@ -85,20 +94,22 @@ def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset
 
 
 def resigned(sent: Sent, signer: Identity = VICTIM, **changes: object) -> Signed[Submission]:
-    return crypto.sign(signer, sent.signed.message.model_copy(update=changes))
+    return crypto.sign(signer, sent.signed.message.model_copy(update=changes), CHAIN)
 
 
 def as_miner(sent: Sent, miner: Identity) -> Sent:
     """The same weights and mapping seed, submitted and revealed under ``miner``'s key."""
     sub = sent.signed.message
     commit = crypto.compute_commit(sub.model_hash, miner.public_key, sub.task_id)
-    signed = crypto.sign(miner, sub.model_copy(update={"miner": miner.public_key, "commit": commit}))
+    signed = crypto.sign(miner, sub.model_copy(update={"miner": miner.public_key, "commit": commit}), CHAIN)
     seed = sent.reveal.message.sml_seed if sent.reveal else "00" * 32
-    return Sent(signed, sent.weights, crypto.sign(miner, Reveal(task_id=sub.task_id, commit=commit, sml_seed=seed)))
+    return Sent(signed, sent.weights, crypto.sign(miner, Reveal(task_id=sub.task_id, commit=commit, sml_seed=seed),
+                                                  CHAIN))
 
 
 def adversary(setup: Setup, attack: MinerAttack) -> Sent:
-    thief = AdversaryMiner(MINIMAL.miner, identity=THIEF, protection=PROTECTION, victims={"victim": VICTIM})
+    thief = AdversaryMiner(MINIMAL.miner, identity=THIEF, protection=PROTECTION, proposer=PROPOSER.public_key,
+                           victims={"victim": VICTIM})
     thief.arm(attack)
     return mined_by(thief, setup.task, setup.bundle, setup.ctx)
 
@@ -159,7 +170,7 @@ def _signed_for(sent: Sent, weights: dict[str, np.ndarray], **changes: object) -
     commit = crypto.compute_commit(model_hash, sub.miner, sub.task_id)
     signed = resigned(sent, model_hash=model_hash, commit=commit, **changes)
     seed = sent.reveal.message.sml_seed if sent.reveal else "00" * 32
-    return Sent(signed, weights, crypto.sign(VICTIM, Reveal(task_id=sub.task_id, commit=commit, sml_seed=seed)))
+    return Sent(signed, weights, crypto.sign(VICTIM, Reveal(task_id=sub.task_id, commit=commit, sml_seed=seed), CHAIN))
 
 
 def test_a_missing_tensor_is_wrong_architecture(setup: Setup) -> None:
@@ -183,7 +194,7 @@ def test_no_reveal_for_a_committed_mapping_layer_is_bad_reveal(setup: Setup) -> 
 
 def test_a_reveal_of_another_seed_is_bad_reveal(setup: Setup) -> None:
     sub = setup.victim.signed.message
-    other = crypto.sign(VICTIM, Reveal(task_id=sub.task_id, commit=sub.commit, sml_seed="ab" * 32))
+    other = crypto.sign(VICTIM, Reveal(task_id=sub.task_id, commit=sub.commit, sml_seed="ab" * 32), CHAIN)
     assert judge(setup, setup.victim.but(reveal=other))[0].verdict is Verdict.BAD_REVEAL
 
 
@@ -266,7 +277,7 @@ def test_without_marks_sn9_decides_a_near_pair_later_must_beat_earlier(setup: Se
 
 
 def test_two_honest_models_are_never_near_copies(setup: Setup) -> None:
-    other = mined_by(Miner(MINIMAL.miner, identity=THIEF, protection=PROTECTION), setup.task, setup.bundle, setup.ctx)
+    other = mined_by(honest_miner(THIEF), setup.task, setup.bundle, setup.ctx)
     assert [v.verdict for v in judge(setup, setup.victim, other)] == [Verdict.VALID, Verdict.VALID]
 
 

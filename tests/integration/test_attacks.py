@@ -126,3 +126,22 @@ def test_json_is_one_object_per_kind_and_a_beaten_defense_fails_the_command(
     assert json.loads(result.stdout) == [{"kind": "thief", "trials": 2, "detected": detected,
                                           "honest_winner_kept": 2, "false_positives": 0}]
     assert seen["kinds"] == ("thief",) and seen["trials"] == 2 and seen["home"].parent == tmp_path / "attacks"
+
+
+@pytest.mark.ray
+def test_a_rivals_handle_answers_no_probe_with_a_secret(network: AttackNetwork) -> None:
+    """Ray exposes every method of a class on its handle; none of a miner's hands out a secret."""
+    from dlbc_ray import crypto
+    from dlbc_ray.actors.adversary import probe_rivals
+    from dlbc_ray.schema.rounds import WindowClose
+
+    rival = network.handles[HONEST_MINERS[0]]
+    assert {"watermark_secret", "mapping_seed"}.isdisjoint(dir(rival))
+    task_id = crypto.message_hash(network._task().message)
+    forged = crypto.sign(network.net.identities.requester, WindowClose(task_id=task_id, round_id=task_id,
+                                                                      closed_ms=0), network.net.chain_id)
+    leaks, tried, seeds = probe_rivals({HONEST_MINERS[0]: rival}, [forged], task_id)
+    assert tried > 10 and leaks == [] and seeds == {}
+    result = network.trial("secret-probe", 0)
+    assert network.last is not None and network.last.record is not None and network.last.record.leaks == ()
+    assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
