@@ -63,3 +63,22 @@ def open_home(path: Path | str, *, create: bool = True) -> Home:
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
         raise ConfigError(f"home {root} is not readable and writable by this user", reason="home")
     return Home(root)
+
+
+def check_chain_choice(home: Home, *, new_chain: bool) -> None:
+    """Start a new chain only where none was lost: a home with a chain's keys and no ledger needs ``--new-chain``.
+
+    A ledger file without genesis (its creation was cut short) holds no chain and is
+    repaired by writing genesis into it. A home without the proposer's key never held
+    a chain, so a new one starts there silently (a fresh demo or attack home).
+    """
+    from dlbc_ray.ledger import ledger_status
+
+    status = ledger_status(home.ledger)
+    if status == "chain" and new_chain:
+        raise ConfigError(f"--new-chain: {home.root} already holds a chain; move {home.ledger} away to start "
+                          "another", reason="new_chain")
+    if status == "absent" and (home.keys / "consensus.key").exists() and not new_chain:
+        raise ConfigError(f"{home.root} holds the keys of a chain but its ledger {home.ledger} is gone; rerun with "
+                          "--new-chain to start a new chain with these keys (balances restart from genesis)",
+                          reason="ledger_missing")

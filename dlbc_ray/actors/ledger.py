@@ -1,7 +1,9 @@
 """The ledger actor: owns the chain on disk; validates every block before it persists it.
 
 Named and detached on a cluster, ``max_restarts=-1``: a restart reruns ``__init__``,
-which replays the SQLite file, so no committed block is ever lost.
+which loads the newest state checkpoint and replays the blocks after it, so no
+committed block is ever lost and a restart takes about as long at 10,000 blocks as at
+100. Full re-validation from genesis is ``dlbc-ray chain verify``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ class Ledger:
     """A thin shell over ``Chain``: every method unpacks, calls, returns data."""
 
     def __init__(self, path: str, *, genesis: Block | None = None) -> None:
-        self.chain = Chain.open(path)
-        if self.chain.is_empty:
+        self.chain = Chain.open(path, verify=False)
+        if self.chain.is_empty:  # no file yet (created whole with genesis), or one whose creation was cut short
             if genesis is None:
                 raise ConfigError(f"ledger {path} is empty and no genesis block was given", reason="no_genesis")
             self.chain.import_block(genesis)

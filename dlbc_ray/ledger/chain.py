@@ -1,23 +1,29 @@
-"""The chain: import a block (validate, then persist atomically), replay from disk, verify.
+"""The chain: import a block (validate, then persist atomically), reopen from disk, verify.
 
-Opening a chain replays every stored block through the same rules that admitted
-it, so a ledger whose bytes were altered fails at the altered height, by name.
+Reopening loads the newest state checkpoint and replays the blocks after it (links,
+hashes, money rules); ``verify_chain`` re-validates every block from genesis against
+every rule, spread over the cores, and checks each checkpoint against the state its
+blocks imply. Altered bytes fail at the altered height, by name.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from dlbc_ray.consensus import ChainState, compute_block_hash, process_block, validate_block
-from dlbc_ray.errors import CorruptLedger, InvalidBlock
+from dlbc_ray.errors import CorruptLedger, DLBCError, InvalidBlock
+from dlbc_ray.ledger.snapshot import is_checkpoint_height, load_checkpoint, make_checkpoint
 from dlbc_ray.ledger.store import LedgerStore, StoredBlock
 from dlbc_ray.schema import Block, BlockHeader
+
+# A stored value that parses but breaks an encoder (NaN, inf, a huge number) surfaces as one of these.
+_RAW_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,62 @@ def decode_block(row: StoredBlock) -> Block:
     """Parse a stored row and check it is what its row says it is."""
     try:
         block = Block.model_validate_json(row.body)
+        actual = compute_block_hash(block.header)
     except ValidationError as e:
-        raise CorruptLedger(f"block {row.height}: stored bytes do not parse ({e.errors()[0]['msg']})",
+        raise CorruptLedger(f"block {row.height}: stored bytes do not parse ({e.errors()[0]['msg']})"[:300],
                             reason="unreadable", height=row.height) from None
-    actual = compute_block_hash(block.header)
+    except (*_RAW_ERRORS, DLBCError) as e:
+        raise CorruptLedger(f"block {row.height}: stored bytes hold an invalid value ({e})"[:300],
+                            reason="unreadable", height=row.height) from None
     if block.header.height != row.height or actual != row.hash or block.header.prev_hash != row.prev_hash:
         raise CorruptLedger(f"block {row.height}: stored bytes do not hash to the recorded {row.hash[:12]}",
                             reason="block_hash", height=row.height)
     return block
+
+
+def apply_stored(state: ChainState | None, block: Block, block_hash: str, *, verify: bool) -> ChainState:
+    """The state after a stored block: every rule with ``verify``, else its links and money rules."""
+    height = block.header.height
+    try:
+        if verify:
+            validate_block(block, state)
+        elif state is not None and (height, block.header.prev_hash) != (state.height + 1, state.head_hash):
+            raise CorruptLedger(f"block {height}: does not follow the stored block {state.height}",
+                                reason="prev_hash", height=height)
+        return process_block(state, block, block_hash)
+    except InvalidBlock:
+        raise
+    except (*_RAW_ERRORS, DLBCError) as e:
+        raise CorruptLedger(f"block {height}: a stored value breaks the rules' arithmetic ({e})"[:300],
+                            reason="unreadable", height=height) from None
+
+
+def replay(store: LedgerStore, state: ChainState | None, start: int, stop: int | None, *,
+           verify: bool) -> tuple[ChainState | None, BlockHeader | None]:
+    head = None
+    for row in store.rows(start, stop):
+        block = decode_block(row)
+        state, head = apply_stored(state, block, row.hash, verify=verify), block.header
+    return state, head
+
+
+def latest_state(store: LedgerStore, head_height: int) -> tuple[ChainState | None, int]:
+    """The newest checkpoint at or below the head that still checks out, and the next height to replay."""
+    for height in reversed(store.checkpoints()):
+        cp = store.checkpoint(height)
+        if height > head_height or cp is None:
+            continue
+        try:
+            return load_checkpoint(cp, store.get(height)), height + 1
+        except CorruptLedger:
+            continue  # a damaged checkpoint costs replay time, never the chain; `chain verify` names it
+    return None, 0
+
+
+def half_made(path: Path | str) -> CorruptLedger:
+    return CorruptLedger(f"ledger {path} has no genesis block: its creation was cut short. Run the command that "
+                         "made it again (`dlbc-ray up` or `dlbc-ray demo` with this --home): it writes genesis "
+                         "into it", reason="empty", height=0)
 
 
 class Chain:
@@ -54,29 +108,24 @@ class Chain:
     def __init__(self, store: LedgerStore, *, verify: bool = True) -> None:
         self._store = store
         self._lock = threading.RLock()
-        self._state: ChainState | None = None
-        self._headers: list[BlockHeader] = []
-        for block in self._replay(verify=verify):
-            self._headers.append(block.header)
+        last = store.last()
+        start, self._state = 0, None
+        if last is not None and not verify:
+            self._state, start = latest_state(store, last.height)
+        self._state, head = replay(store, self._state, start, None, verify=verify)
+        self._head = head if head is not None or last is None else decode_block(last).header
 
     @classmethod
     def open(cls, path: Path | str, *, create: bool = True, verify: bool = True) -> Chain:
+        """``verify``: re-validate every block (slow); else start from the newest checkpoint."""
         return cls(LedgerStore(path, create=create), verify=verify)
-
-    def _replay(self, *, verify: bool) -> Iterator[Block]:
-        for row in self._store.rows():
-            block = decode_block(row)
-            if verify:
-                validate_block(block, self._state)
-            self._state = process_block(self._state, block, row.hash)
-            yield block
 
     # ------------------------------------------------------------------ reads
 
     @property
     def state(self) -> ChainState:
         if self._state is None:
-            raise CorruptLedger(f"ledger {self._store.path} has no genesis block", reason="empty")
+            raise half_made(self._store.path)
         return self._state
 
     @property
@@ -89,10 +138,12 @@ class Chain:
 
     @property
     def head(self) -> BlockHeader:
-        return self._headers[-1]
+        if self._head is None:
+            raise half_made(self._store.path)
+        return self._head
 
     def headers(self) -> list[BlockHeader]:
-        return list(self._headers)
+        return [b.header for b in self.blocks()]
 
     def block(self, height: int) -> Block:
         row = self._store.get(height)
@@ -107,27 +158,32 @@ class Chain:
 
     def import_block(self, block: Block) -> BlockImportResult:
         """Validate against the head, then persist in one transaction; raises InvalidBlock."""
+        return self.import_blocks([block])[0]
+
+    def import_blocks(self, blocks: Sequence[Block]) -> list[BlockImportResult]:
+        """Validate each block on the one before, then persist them all in one transaction (all or none).
+
+        A crash before the commit loses the whole batch and leaves the previous head; after
+        it, the whole batch is durable (WAL, ``synchronous=FULL``).
+        """
         with self._lock:
             t0 = time.perf_counter()
-            validate_block(block, self._state)
-            block_hash = compute_block_hash(block.header)
-            new_state = process_block(self._state, block, block_hash)
+            state, rows, checkpoints, results = self._state, [], [], []
+            for block in blocks:
+                validate_block(block, state)
+                block_hash = compute_block_hash(block.header)
+                state = process_block(state, block, block_hash)
+                rows.append(StoredBlock(block.height, block_hash, block.header.prev_hash, encode_block(block)))
+                if is_checkpoint_height(block.height):
+                    checkpoints.append(make_checkpoint(state))
             t1 = time.perf_counter()
-            self._store.append(StoredBlock(block.height, block_hash, block.header.prev_hash, encode_block(block)))
-            self._state = new_state
-            self._headers.append(block.header)
+            self._store.append_many(rows, checkpoints)
             t2 = time.perf_counter()
-        return BlockImportResult(block.height, block_hash, block.header.prev_hash, block.header.winner,
-                                 (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            self._state, self._head = state, blocks[-1].header
+        per = 1e3 / len(blocks)
+        return [BlockImportResult(b.height, r.hash, b.header.prev_hash, b.header.winner, (t1 - t0) * per,
+                                  (t2 - t1) * per) for b, r in zip(blocks, rows)]
 
     def close(self) -> None:
         self._store.close()
 
-
-def verify_chain(path: Path | str) -> ChainState:
-    """Re-validate every stored block from genesis; raises at the first bad height."""
-    chain = Chain.open(path, create=False, verify=True)
-    try:
-        return chain.state
-    finally:
-        chain.close()
