@@ -28,10 +28,10 @@ from dlbc_ray.consensus import make_genesis
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import Home
+from dlbc_ray.home import Home, check_chain_choice
 from dlbc_ray.keystore import key_path, load_key, load_or_create_key
 from dlbc_ray.localhead import LOOPBACK, check_token_file, keep_loopback_driver
-from dlbc_ray.ledger import Chain, verify_chain
+from dlbc_ray.ledger import Chain, ledger_status, verify_chain
 from dlbc_ray.schema import Allocation, ChainParams, DatasetSpec, ModelSpec, Signed, Task
 from dlbc_ray.schema.rounds import RoundReport, RoundStatus
 
@@ -80,9 +80,10 @@ def _names(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(n)]
 
 
-def check_home(home: Home, cfg: NetworkConfig, *, pole: bool = False) -> ChainParams | None:
-    """Refuse a home whose existing chain this config cannot continue; writes nothing."""
-    if not home.ledger.exists():
+def check_home(home: Home, cfg: NetworkConfig, *, pole: bool = False, new_chain: bool = False) -> ChainParams | None:
+    """Refuse a home whose existing chain this config cannot continue, or whose ledger vanished; writes nothing."""
+    check_chain_choice(home, new_chain=new_chain)
+    if ledger_status(home.ledger) != "chain":
         return None
     params = _check_validators(home, cfg)
     if pole and params.retarget is None:
@@ -97,7 +98,7 @@ def check_home(home: Home, cfg: NetworkConfig, *, pole: bool = False) -> ChainPa
 
 
 def _check_validators(home: Home, cfg: NetworkConfig) -> ChainParams:
-    chain = Chain.open(home.ledger, create=False)
+    chain = Chain.open(home.ledger, create=False, verify=False)
     params = chain.state.params
     chain.close()
     wanted = _names("validator", cfg.validators)
@@ -233,8 +234,9 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
                             if name in roles else {})
     check_resources(cfg)
     cfg = share_cpus(cfg)
-    genesis = None if home.ledger.exists() else make_genesis(genesis_params(ids, cfg, genesis_ms or now_ms()),
-                                                              ids.consensus, genesis_ms or now_ms())
+    when = genesis_ms or now_ms()
+    has_chain = ledger_status(home.ledger) == "chain"
+    genesis = None if has_chain else make_genesis(genesis_params(ids, cfg, when), ids.consensus, when)
     ledger = spawn_ledger(str(home.ledger), genesis)
     miners = [spawn_miner(cfg.miner, i, cfg.protection, **options(i.name)) for i in ids.miners]
     validators = [spawn_validator(cfg.validator, i, cfg.protection, **options(i.name)) for i in ids.validators]
@@ -299,7 +301,7 @@ def run_round(net: Network, task: Signed[Task] | None, data: TaskData, *, timeou
     return get(ref, timeout=max(1.0, deadline - time.monotonic()), what="consensus round")
 
 
-def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks",
+def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks", new_chain: bool = False,
              on_status: Callable[[RoundStatus], None] | None = None,
              on_round: Callable[[RoundReport], None] | None = None,
              on_stage: Callable[[str], None] = lambda text: None) -> DemoResult:
@@ -310,7 +312,7 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
     """
     from dlbc_ray.models.data import load_builtin
 
-    check_home(home, cfg, pole=mode == "pole")
+    check_home(home, cfg, pole=mode == "pole", new_chain=new_chain)
     ids = load_identities(home, cfg)
     on_stage("starting a local Ray cluster")
     owns = start_local_ray(home, cfg)

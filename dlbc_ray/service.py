@@ -114,12 +114,12 @@ def attach(home: Home, address: str | None = None) -> Any:
 # --------------------------------------------------------------------- up / down
 
 
-def up(cfg: NetworkConfig, home: Home, *, address: str,
+def up(cfg: NetworkConfig, home: Home, *, address: str, new_chain: bool = False,
        on_stage: Callable[[str], None] = lambda text: None) -> tuple[NetworkRecord, bool]:
     """Start the network; returns (record, started). Against a live network, changes nothing."""
     from dlbc_ray.network import check_home, load_identities
 
-    check_home(home, cfg)
+    check_home(home, cfg, new_chain=new_chain)
     record = read_record(home)
     if record and consensus_running(home, record):
         return record, False
@@ -180,6 +180,7 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
 
     from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
     from dlbc_ray.consensus import make_genesis
+    from dlbc_ray.ledger import ledger_status
     from dlbc_ray.network import check_resources, genesis_params, miner_groups, miner_marks, share_cpus
 
     check_resources(cfg)
@@ -187,7 +188,8 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
     logging.getLogger("ray.actor").addFilter(_PlacedRestartable())
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     now = time.time_ns() // 10**6
-    genesis = None if home.ledger.exists() else make_genesis(genesis_params(ids, cfg, now), ids.consensus, now)
+    genesis = None if ledger_status(home.ledger) == "chain" else make_genesis(genesis_params(ids, cfg, now),
+                                                                              ids.consensus, now)
     ledger = spawn_ledger(str(home.ledger), genesis, named=True, detached=True, scheduling_strategy=here)
     get(ledger.head.remote(), timeout=120, what="ledger start")
     by_name = {i.name: i for i in ids.miners}

@@ -85,6 +85,8 @@ def demo(
     preset: Annotated[str, typer.Option(help=f"Config preset: {', '.join(PRESETS)}.")] = "default",
     home: Annotated[Path | None, typer.Option("--home", help="Home directory (default $DLBC_HOME or ~/.dlbc-ray).")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+    new_chain: Annotated[bool, typer.Option("--new-chain", help="Start a new chain in a home that holds a chain's "
+                                                                "keys but lost its ledger.")] = False,
 ) -> None:
     """Start a local Ray network and mine blocks on the built-in task (MLP on sklearn digits)."""
     cfg = _config(preset, miners=miners, validators=validators, blocks=blocks, epochs=epochs,
@@ -95,8 +97,8 @@ def demo(
         view.stage("loading Ray and PyTorch")
         from dlbc_ray.network import run_demo  # torch and Ray load only for commands that run a network
 
-        result = run_demo(cfg, h, blocks=blocks, mode=mode, on_status=view.update, on_round=view.done,
-                          on_stage=view.stage)
+        result = run_demo(cfg, h, blocks=blocks, mode=mode, new_chain=new_chain, on_status=view.update,
+                          on_round=view.done, on_stage=view.stage)
     committed = [r for r in result.reports if r.committed]
     if json:
         print_json(as_json(result))

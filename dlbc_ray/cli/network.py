@@ -19,6 +19,8 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", help="Home directory (de
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster (default: where this home's network runs).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Key name in the home that signs.")]
+NewChainOpt = Annotated[bool, typer.Option("--new-chain", help="Start a new chain in a home that holds a chain's "
+                                                               "keys but lost its ledger.")]
 
 
 def up(
@@ -31,6 +33,7 @@ def up(
                                                       "0 = all miners on every task.")] = 0,
     pole: Annotated[bool, typer.Option("--pole", help="When no task waits, mine PoLe's standing task.")] = False,
     home: HomeOpt = None,
+    new_chain: NewChainOpt = False,
 ) -> None:
     """Start a long-lived network (named, detached actors in the 'dlbc' namespace)."""
     from dlbc_ray import service
@@ -43,7 +46,8 @@ def up(
         raise ConfigError(f"--{e.message}", reason=e.reason) from None
     h = resolve_home(home)
     with err.status("starting the network...") as spinner:
-        record, started = service.up(cfg, h, address=address, on_stage=lambda s: spinner.update(s + "..."))
+        record, started = service.up(cfg, h, address=address, new_chain=new_chain,
+                                     on_stage=lambda s: spinner.update(s + "..."))
     if not started:
         out.print(f"a dlbc-ray network is already up on {record.address}; nothing changed")
         return
