@@ -21,3 +21,10 @@ REVEAL_DOMAIN = b"dlbc/reveal/v1"
 CHAIN_DOMAIN = b"dlbc/chain/v1"
 FUSION_VOTE_DOMAIN = b"dlbc/fusion-vote/v1"
 WINDOW_CLOSE_DOMAIN = b"dlbc/window-close/v1"
+
+# Counts a block may carry: bounded so that no block can exhaust a validator's memory.
+MAX_VALIDATORS = 256
+MAX_ACCOUNTS = 10_000
+MAX_SUBMISSIONS = 1_024
+MAX_TXS = 4_096
+MAX_ROUND_HORIZON = 4_096

@@ -1,9 +1,11 @@
 """Ed25519 identities, canonical bytes, domain-separated signing and hashing.
 
 The only module that imports ``cryptography``. Everything signed is signed over
-``signing_root = SHA-256(len(domain) | domain | canonical_bytes(message))``, so a
-vote signature can never pass as a block signature (consensus-specs'
-``compute_signing_root``). Weights are hashed from raw tensor bytes, never a pickle.
+``signing_root = SHA-256(len(domain) | domain | chain_id | canonical_bytes(message))``,
+so a vote signature can never pass as a block signature (consensus-specs'
+``compute_signing_root``), and nothing signed for one chain verifies on another: the
+chain id (the genesis hash) travels in the ``Signed`` envelope and is checked first.
+Weights are hashed from raw tensor bytes, never a pickle.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
-from dlbc_ray.errors import BadSignature, KeyFileError
+from dlbc_ray.errors import BadSignature, InvalidModelFile, KeyFileError
 from dlbc_ray.schema.signed import Signed
 
 M = TypeVar("M", bound=BaseModel)
@@ -107,35 +109,60 @@ def domain_of(message: BaseModel) -> bytes:
     return domain
 
 
-def signing_root(message: BaseModel, domain: bytes | None = None) -> bytes:
+def _prefixed(dom: bytes) -> bytes:
+    return len(dom).to_bytes(1, "big") + dom
+
+
+def signing_root(message: BaseModel, chain_id: str, domain: bytes | None = None) -> bytes:
+    """What a signature covers: the message's domain, the chain it is meant for, the message."""
     dom = domain if domain is not None else domain_of(message)
-    return hashlib.sha256(len(dom).to_bytes(1, "big") + dom + canonical_bytes(message)).digest()
+    return hashlib.sha256(_prefixed(dom) + bytes.fromhex(chain_id) + canonical_bytes(message)).digest()
 
 
 def message_hash(message: BaseModel) -> str:
-    """The id of a message (task id, block hash): its signing root in hex."""
-    return signing_root(message).hex()
+    """The id of a message (task id, block hash, chain id): SHA-256 of its domain and canonical bytes.
+
+    A block header names its chain itself, so its hash is chain-bound; a task's id is
+    the same on every chain, but its signed envelope verifies on one only.
+    """
+    return hashlib.sha256(_prefixed(domain_of(message)) + canonical_bytes(message)).hexdigest()
 
 
-def sign(identity: Identity, message: M) -> Signed[M]:
+def sign(identity: Identity, message: M, chain_id: str) -> Signed[M]:
+    root = signing_root(message, chain_id)
     return Signed[type(message)](  # type: ignore[misc]
-        message=message, signer=identity.public_key, signature=identity.sign_root(signing_root(message)).hex()
+        message=message, chain_id=chain_id, signer=identity.public_key, signature=identity.sign_root(root).hex()
     )
 
 
-def is_valid_signature(signed: Signed[Any], domain: bytes | None = None) -> bool:
-    """True when ``signed.signature`` is the signer's over the message in its domain."""
+@lru_cache(maxsize=65_536)
+def _verifies(signer: str, signature: str, root: bytes) -> bool:
     try:
-        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(signed.signer))
-        key.verify(bytes.fromhex(signed.signature), signing_root(signed.message, domain))
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(signer)).verify(bytes.fromhex(signature), root)
     except (InvalidSignature, ValueError):
         return False
     return True
 
 
-def verify(signed: Signed[M], *, expected_signer: str | None = None) -> M:
-    """Return the message when the signature is valid (and by ``expected_signer``), else raise."""
+def is_valid_signature(signed: Signed[Any], domain: bytes | None = None) -> bool:
+    """True when ``signed.signature`` is the signer's over the message, its domain and ``signed.chain_id``.
+
+    Verified triples are cached: a vote checked by the consensus actor, the ledger and
+    a replay costs one Ed25519 verification per process.
+    """
+    return _verifies(signed.signer, signed.signature, signing_root(signed.message, signed.chain_id, domain))
+
+
+def is_on_chain(signed: Signed[Any], chain_id: str) -> bool:
+    return signed.chain_id == chain_id
+
+
+def verify(signed: Signed[M], *, chain_id: str, expected_signer: str | None = None) -> M:
+    """Return the message when it is signed for ``chain_id`` (by ``expected_signer``) and verifies, else raise."""
     name = type(signed.message).__name__.lower()
+    if signed.chain_id != chain_id:
+        raise BadSignature(f"{name} is signed for chain {signed.chain_id[:12]}..., this is {chain_id[:12]}...",
+                           reason="wrong_chain")
     if expected_signer is not None and signed.signer != expected_signer:
         raise BadSignature(f"{name} signed by {signed.signer[:12]}..., expected {expected_signer[:12]}...",
                            reason="wrong_signer")
@@ -182,6 +209,17 @@ def _pieces(data: memoryview) -> list[memoryview]:
     return [data[i : i + HASH_CHUNK_BYTES] for i in range(0, data.nbytes, HASH_CHUNK_BYTES)]
 
 
+HASHABLE_KINDS = frozenset("biufc")  # bool, signed and unsigned ints, floats, complex
+
+
+def _hashable(name: str, array: np.ndarray) -> np.ndarray:
+    """Only plain numeric tensors have canonical bytes; object and void dtypes would hash pointers or padding."""
+    if array.dtype.kind not in HASHABLE_KINDS:
+        raise InvalidModelFile(f"tensor {name!r} has dtype {array.dtype.str}; only numeric tensors can be hashed",
+                               reason="dtype")
+    return array
+
+
 def hash_weights(weights: Mapping[str, np.ndarray]) -> str:
     """Canonical hash of named tensors: sorted names, each ``[name, dtype, shape]`` plus its raw bytes.
 
@@ -190,25 +228,47 @@ def hash_weights(weights: Mapping[str, np.ndarray]) -> str:
     model hashes in tens of milliseconds; the result does not depend on thread count.
     """
     names = sorted(weights)
-    arrays = [np.ascontiguousarray(weights[n]) for n in names]
+    shapes = [list(np.shape(weights[n])) for n in names]  # before the copy: ascontiguousarray makes 0-d 1-d
+    arrays = [_hashable(n, np.ascontiguousarray(weights[n])) for n in names]
     pieces = [_pieces(memoryview(a).cast("B")) for a in arrays]
     flat = [p for ps in pieces for p in ps]
     total = sum(a.nbytes for a in arrays)
     digests = iter(list(_hash_pool().map(_sha256, flat)) if total > HASH_CHUNK_BYTES else [_sha256(p) for p in flat])
     h = hashlib.sha256(WEIGHTS_DOMAIN)
-    for name, array, ps in zip(names, arrays, pieces):
+    for name, shape, array, ps in zip(names, shapes, arrays, pieces):
         parts = [next(digests) for _ in ps]
         digest = parts[0] if array.nbytes <= HASH_CHUNK_BYTES else hashlib.sha256(b"".join(parts)).digest()
-        header = json.dumps([name, array.dtype.str, list(array.shape)], separators=(",", ":")).encode()
+        header = json.dumps([name, array.dtype.str, shape], separators=(",", ":")).encode()
         h.update(len(header).to_bytes(4, "big") + header + digest)
     return h.hexdigest()
 
 
+# Ed25519's curve: -x^2 + y^2 = 1 + d x^2 y^2 over GF(2^255 - 19) (RFC 8032, section 5.1.3).
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+@lru_cache(maxsize=16_384)
 def is_public_key(value: str) -> bool:
+    """True when ``value`` is 64 hex digits encoding a point on Ed25519's curve (RFC 8032 decoding).
+
+    OpenSSL accepts any 32 bytes as a public key; funds sent to a string that is not a
+    point could never be spent, so the wire types refuse it.
+    """
     if len(value) != PUBLIC_KEY_HEX_LEN:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(value))
+        raw = int.from_bytes(bytes.fromhex(value), "little")
     except ValueError:
         return False
-    return True
+    y, sign_bit = raw & ((1 << 255) - 1), raw >> 255
+    if y >= _P:
+        return False
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P
+    if (v * x * x - u) % _P != 0:
+        x = (x * _SQRT_M1) % _P
+        if (v * x * x - u) % _P != 0:
+            return False
+    return not (x == 0 and sign_bit == 1)

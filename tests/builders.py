@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from dlbc_ray import crypto
 from dlbc_ray.consensus import ChainState, make_genesis, process_block, propose_task_block
+from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.validation import compute_block_hash
 from dlbc_ray.crypto import Identity
 from dlbc_ray.schema import (
@@ -25,10 +29,16 @@ from dlbc_ray.schema import (
 )
 
 T0 = 1_700_000_000_000
+M = TypeVar("M", bound=BaseModel)
 
 
 def fake_hash(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
+
+
+def fake_key(label: str) -> str:
+    """A real Ed25519 public key named by ``label`` (a hash is not a point on the curve)."""
+    return Identity.from_seed(label, label.encode()).public_key
 
 
 def ids(prefix: str, n: int) -> list[Identity]:
@@ -64,6 +74,14 @@ class World:
         self.state: ChainState = process_block(None, self.genesis, compute_block_hash(self.genesis.header))
         self.nonce = 0
 
+    @property
+    def chain_id(self) -> str:
+        return self.state.chain_id
+
+    def sign(self, signer: Identity, message: M) -> Signed[M]:
+        """``message`` signed by ``signer`` for this world's chain."""
+        return crypto.sign(signer, message, self.chain_id)
+
     def task(self, *, reward: int = 1_000, target: int = 5_000, deadline_ms: int = T0 + 10**9,
              standing: bool = False, fusion: str = "winner") -> Signed[Task]:
         self.nonce += 1
@@ -73,24 +91,29 @@ class World:
         task = Task(requester=requester.public_key, nonce=self.nonce, model=ModelSpec(name="mlp"),
                     dataset=dataset, target=target, reward=reward, deadline_ms=deadline_ms, max_epochs=3,
                     created_ms=T0, kind="standing" if standing else "request", fusion=fusion)
-        return crypto.sign(requester, task)
+        return self.sign(requester, task)
 
-    def submission(self, miner: Identity, task: Signed[Task], label: str = "") -> Signed[Submission]:
+    def submission(self, miner: Identity, task: Signed[Task], label: str = "",
+                   model_hash: str | None = None) -> Signed[Submission]:
         task_id = crypto.message_hash(task.message)
-        model_hash = fake_hash(f"model-{miner.name}-{label}")
+        model_hash = model_hash or fake_hash(f"model-{miner.name}-{task_id}-{label}")
         sub = Submission(task_id=task_id, miner=miner.public_key, model_hash=model_hash,
                          commit=crypto.compute_commit(model_hash, miner.public_key, task_id), num_params=100,
                          claimed_score=9000, epochs=3, train_ms=10, examples=1000)
-        return crypto.sign(miner, sub)
+        return self.sign(miner, sub)
 
     def round_id(self, task_id: str) -> str:
         return fake_hash(f"round-{task_id}")
 
     def vote(self, validator: Identity, sub: Signed[Submission], score: int,
-             verdict: Verdict = Verdict.VALID) -> Signed[Vote]:
+             verdict: Verdict = Verdict.VALID, *, commits: Sequence[str] | None = None,
+             close_ms: int | None = None) -> Signed[Vote]:
+        """A vote in this world's round of the task; ``commits`` is the round's set (default: ``sub`` alone)."""
         vote = Vote(task_id=sub.message.task_id, round_id=self.round_id(sub.message.task_id),
+                    submissions_root=compute_submissions_root(commits or [sub.message.commit]),
+                    base_hash=self.state.head_hash, close_ms=close_ms if close_ms is not None else T0,
                     commit=sub.message.commit, validator=validator.public_key, verdict=verdict, score=score)
-        return crypto.sign(validator, vote)
+        return self.sign(validator, vote)
 
     def round(self, scores: Mapping[int, Sequence[int]], task: Signed[Task] | None = None,
               verdicts: Mapping[tuple[int, int], Verdict] | None = None,
@@ -98,10 +121,12 @@ class World:
         """A task block where miner i gets ``scores[i][j]`` from validator j."""
         task = task or self.task()
         subs = [self.submission(self.miners[i], task) for i in scores]
-        votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID))
+        commits = [s.message.commit for s in subs]
+        when = at_ms if at_ms is not None else T0 + 1000 * (self.state.height + 1)
+        votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID), commits=commits,
+                           close_ms=when - 1)
                  for sub, (i, row) in zip(subs, scores.items()) for j, s in enumerate(row)]
         task_id = crypto.message_hash(task.message)
-        when = at_ms if at_ms is not None else T0 + 1000 * (self.state.height + 1)
         block, _ = propose_task_block(self.state, task, subs, votes, self.proposer, when, self.round_id(task_id))
         return block, task
 
@@ -117,5 +142,5 @@ def resign(block: Block, signer: Identity, *, roots: bool = False, **header: obj
     new_header = block.header.model_copy(update=header)
     if roots:
         return seal(new_header, block, signer)
-    signature = signer.sign_root(crypto.signing_root(new_header)).hex()
+    signature = signer.sign_root(crypto.signing_root(new_header, new_header.chain_id)).hex()
     return block.model_copy(update={"header": new_header, "signature": signature})

@@ -8,8 +8,11 @@ import pytest
 from dlbc_ray import crypto
 from dlbc_ray.constants import BLOCK_DOMAIN, VOTE_DOMAIN
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import BadSignature, KeyFileError
-from dlbc_ray.schema import BlockHeader, Signed, Verdict, Vote
+from dlbc_ray.errors import BadSignature, ConfigError, InvalidModelFile, KeyFileError
+from pydantic import ValidationError
+
+from dlbc_ray.schema import Allocation, BlockHeader, RetargetParams, Signed, Verdict, Vote
+from dlbc_ray.schema.rounds import MinerStats
 from tests.builders import fake_hash
 
 
@@ -18,35 +21,82 @@ def alice() -> Identity:
     return Identity.from_seed("alice", b"alice")
 
 
+CHAIN = fake_hash("chain-a")
+OTHER_CHAIN = fake_hash("chain-b")
+
+
 def a_vote(validator: str) -> Vote:
-    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), commit=fake_hash("c"),
-                validator=validator, verdict=Verdict.VALID, score=9000)
+    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), submissions_root=fake_hash("s"),
+                base_hash=fake_hash("b"), close_ms=1, commit=fake_hash("c"), validator=validator,
+                verdict=Verdict.VALID, score=9000)
 
 
 def test_sign_and_verify_round_trip(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key))
-    assert crypto.verify(signed, expected_signer=alice.public_key) == signed.message
+    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
+    assert crypto.verify(signed, chain_id=CHAIN, expected_signer=alice.public_key) == signed.message
+
+
+def test_a_message_signed_for_one_chain_is_refused_on_another_by_name(alice: Identity) -> None:
+    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
+    with pytest.raises(BadSignature) as refused:
+        crypto.verify(signed, chain_id=OTHER_CHAIN)
+    assert refused.value.reason == "wrong_chain"
+    relabelled = signed.model_copy(update={"chain_id": OTHER_CHAIN})  # claiming the other chain breaks the signature
+    with pytest.raises(BadSignature) as forged:
+        crypto.verify(relabelled, chain_id=OTHER_CHAIN)
+    assert forged.value.reason == "bad_signature"
 
 
 def test_a_vote_signature_never_verifies_as_a_block_signature(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key))
+    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
     assert crypto.is_valid_signature(signed, VOTE_DOMAIN)
     assert not crypto.is_valid_signature(signed, BLOCK_DOMAIN)
-    header = BlockHeader(chain_id=fake_hash("c"), height=1, prev_hash=fake_hash("p"), timestamp_ms=1,
+    header = BlockHeader(chain_id=CHAIN, height=1, prev_hash=fake_hash("p"), timestamp_ms=1,
                          proposer=alice.public_key, submissions_root=fake_hash("1"), votes_root=fake_hash("2"),
                          fusion_root=fake_hash("5"), txs_root=fake_hash("3"), evidence_root=fake_hash("4"))
-    grafted = Signed[BlockHeader](message=header, signer=alice.public_key, signature=signed.signature)
+    grafted = Signed[BlockHeader](message=header, chain_id=CHAIN, signer=alice.public_key, signature=signed.signature)
     assert not crypto.is_valid_signature(grafted)
 
 
 def test_tampered_message_and_wrong_signer_fail(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key))
+    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
     tampered = signed.model_copy(update={"message": signed.message.model_copy(update={"score": 9001})})
     with pytest.raises(BadSignature, match="does not verify"):
-        crypto.verify(tampered)
+        crypto.verify(tampered, chain_id=CHAIN)
     bob = Identity.from_seed("bob", b"bob")
     with pytest.raises(BadSignature, match="expected"):
-        crypto.verify(signed, expected_signer=bob.public_key)
+        crypto.verify(signed, chain_id=CHAIN, expected_signer=bob.public_key)
+
+
+def test_public_keys_must_be_points_on_the_curve() -> None:
+    keys = [Identity.from_seed(f"k{i}", str(i).encode()).public_key for i in range(200)]
+    assert all(crypto.is_public_key(k) for k in keys)
+    # y = 2 gives x^2 = 3 / (4d + 1), a non-square mod p: no point has this encoding.
+    off_curve = (2).to_bytes(32, "little").hex()
+    assert not crypto.is_public_key(off_curve)
+    assert not crypto.is_public_key(((1 << 255) | 1).to_bytes(32, "little").hex())  # x = 0 with the sign bit set
+    assert not crypto.is_public_key((2**255 - 19).to_bytes(32, "little").hex())  # y >= p
+    with pytest.raises(ValidationError, match="curve"):
+        Allocation(account=off_curve, amount=1)
+
+
+def test_no_wire_type_takes_nan_or_infinity() -> None:
+    with pytest.raises(ConfigError, match="finite"):
+        RetargetParams(target_interval_s=float("nan"), initial=1)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError):
+            MinerStats(train_s=bad, epochs=1, hash_ms=0, sign_ms=0, put_ms=0, device="cpu")
+
+
+def test_a_scalar_and_a_one_element_vector_hash_differently() -> None:
+    assert crypto.hash_weights({"w": np.array(1.0, np.float32)}) != crypto.hash_weights({"w": np.array([1.0], np.float32)})
+
+
+@pytest.mark.parametrize("array", [np.array([object()], dtype=object), np.zeros(2, dtype="V4")])
+def test_tensors_without_canonical_bytes_are_refused(array: np.ndarray) -> None:
+    with pytest.raises(InvalidModelFile) as refused:
+        crypto.hash_weights({"w": array})
+    assert refused.value.reason == "dtype"
 
 
 def test_identity_hides_its_secret_and_pickles(alice: Identity) -> None:

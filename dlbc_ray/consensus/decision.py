@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from dlbc_ray.consensus.quorum import Tally, complete_voters, compute_tally, group_ballots, is_quorum
@@ -23,8 +23,10 @@ class Decision:
         return next(t for t in self.tallies if t.commit == commit)
 
 
-def compute_winner(submissions: Sequence[Submission], tallies: Sequence[Tally], target: int) -> Submission | None:
-    """Highest accepted score >= target; arrival order breaks ties; weights already accepted never win again.
+def compute_winner(submissions: Sequence[Submission], tallies: Sequence[Tally], target: int,
+                   won: Container[str] = ()) -> Submission | None:
+    """Highest accepted score >= target; arrival order breaks ties; weights that already won, on this chain
+    (``won``) or earlier in this round, never win again.
 
     Only accepted submissions claim their weights: a thief's rejected copy that arrived
     first must not bar the original from winning.
@@ -32,7 +34,7 @@ def compute_winner(submissions: Sequence[Submission], tallies: Sequence[Tally], 
     best: tuple[Submission, int] | None = None
     seen: set[str] = set()
     for submission, tally in zip(submissions, tallies):
-        if not tally.accepted or tally.score is None or submission.model_hash in seen:
+        if not tally.accepted or tally.score is None or submission.model_hash in seen or submission.model_hash in won:
             continue
         seen.add(submission.model_hash)
         if tally.score < target:
@@ -49,6 +51,7 @@ def decide(
     target: int,
     *,
     excluded: Iterable[str] = (),
+    won: Container[str] = (),
 ) -> Decision:
     """Tally every submission and pick the winner; raise NoQuorum without > 2/3 complete ballots.
 
@@ -68,6 +71,6 @@ def decide(
     if undecided:
         raise NoQuorum(f"validators split on submission {undecided[0][:12]}: no 2/3 majority either way "
                        f"(more than a third of them are faulty)", reason="split")
-    winner = compute_winner(submissions, tallies, target)
+    winner = compute_winner(submissions, tallies, target, won)
     score = next((t.score for t in tallies if winner and t.commit == winner.commit), None)
     return Decision(tallies=tallies, voters=voters, winner=winner, score=score)

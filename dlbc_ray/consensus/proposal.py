@@ -17,6 +17,7 @@ from dlbc_ray.consensus.baas import (
     decide_fusion,
     is_fusion_task,
 )
+from dlbc_ray.consensus.ballot import compute_submissions_root, is_bound_to
 from dlbc_ray.consensus.decision import Decision, decide
 from dlbc_ray.consensus.quorum import is_conflicting
 from dlbc_ray.consensus.settlement import compute_settlement
@@ -46,7 +47,7 @@ def seal(header: BlockHeader, body: Block, proposer: Identity) -> Block:
     """Fill the header's roots from ``body`` and sign it."""
     draft = body.model_copy(update={"header": header})
     header = header.model_copy(update=compute_roots(draft))
-    signature = proposer.sign_root(crypto.signing_root(header)).hex()
+    signature = proposer.sign_root(crypto.signing_root(header, header.chain_id)).hex()
     return draft.model_copy(update={"header": header, "signature": signature})
 
 
@@ -76,6 +77,12 @@ def find_equivocations(votes: Sequence[Signed[Vote]]) -> tuple[EquivocationEvide
     return tuple(evidence.values())
 
 
+def select_bound(votes: Sequence[Signed[Vote]], round_id: str, commits: Sequence[str]) -> list[Signed[Vote]]:
+    """The votes that judged exactly this round's submission set; any other ballot cannot go in the block."""
+    root = compute_submissions_root(commits)
+    return [v for v in votes if is_bound_to(v.message, round_id, root)]
+
+
 def select_votes(votes: Sequence[Signed[Vote]], commits: Sequence[str], excluded: set[str]) -> tuple[Signed[Vote], ...]:
     """One vote per (validator, submission) from honest-looking validators, in a canonical order."""
     order = {c: i for i, c in enumerate(commits)}
@@ -100,12 +107,13 @@ def propose_task_block(
     """Decide the round and build its block on ``state``'s head; raises NoQuorum without a safe decision."""
     task_id = crypto.message_hash(task.message)
     commits = [s.message.commit for s in submissions]
+    votes = select_bound(votes, round_id, commits)
     evidence = find_equivocations(votes)
     culprits = {e.first.message.validator for e in evidence}
     chosen = select_votes(votes, commits, culprits)
     messages = [s.message for s in submissions]
     validators = state.params.validators
-    decision = decide(messages, [v.message for v in chosen], validators, task.message.target)
+    decision = decide(messages, [v.message for v in chosen], validators, task.message.target, won=state.won_models)
     contributors = compute_contributors(messages, decision)
     fused_votes: tuple[Signed[FusionVote], ...] = ()
     fusion: FusionOutcome | None = None

@@ -63,6 +63,7 @@ class ChainState:
     tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
     won_models: Mapping[str, int] = field(default_factory=dict)  # model hash -> height it won
     pole: PoleState = PoleState()
+    recent_hashes: tuple[str, ...] = ()  # the last ``params.round_horizon`` block hashes, head last
 
     def balance(self, account: str) -> int:
         return self.balances.get(account, 0)
@@ -79,6 +80,7 @@ class ChainState:
 class _Draft:
     """Mutable copy used while one block is applied; frozen again at the end."""
 
+    chain_id: str
     balances: dict[str, int]
     escrow: dict[str, int]
     nonces: dict[str, int]
@@ -98,6 +100,8 @@ def process_mint(d: _Draft, tx: MintTx, height: int) -> None:
 
 def process_transfer(d: _Draft, tx: TransferTx, height: int) -> None:
     transfer = tx.transfer.message
+    if tx.transfer.chain_id != d.chain_id:
+        raise _fail("transfer_chain", f"transfer from {transfer.sender[:12]}... is signed for another chain", height)
     if tx.transfer.signer != transfer.sender or not crypto.is_valid_signature(tx.transfer):
         raise _fail("transfer_signature", f"transfer from {transfer.sender[:12]}... is not signed by its sender", height)
     expected = d.nonces.get(transfer.sender, 0)
@@ -110,6 +114,8 @@ def process_transfer(d: _Draft, tx: TransferTx, height: int) -> None:
 
 def process_post_task(d: _Draft, tx: PostTaskTx, height: int, timestamp_ms: int) -> None:
     task = tx.task.message
+    if tx.task.chain_id != d.chain_id:
+        raise _fail("task_chain", "task is signed for another chain", height)
     if tx.task.signer != task.requester or not crypto.is_valid_signature(tx.task):
         raise _fail("task_signature", "task is not signed by its requester", height)
     task_id = crypto.message_hash(task)
@@ -179,7 +185,8 @@ def process_block(state: ChainState | None, block: Block, block_hash: str) -> Ch
     """Apply a block's transactions; raises InvalidBlock naming the first broken money rule."""
     header = block.header
     src = state or _empty(block)
-    d = _Draft(dict(src.balances), dict(src.escrow), dict(src.nonces), dict(src.tasks), dict(src.won_models))
+    d = _Draft(src.chain_id, dict(src.balances), dict(src.escrow), dict(src.nonces), dict(src.tasks),
+               dict(src.won_models))
     for tx in block.txs:
         process_tx(d, tx, header.height, header.timestamp_ms)
     process_task_close(d, block)
@@ -195,6 +202,7 @@ def process_block(state: ChainState | None, block: Block, block_hash: str) -> Ch
         tasks=d.tasks,
         won_models=d.won_models,
         pole=pole,
+        recent_hashes=(*src.recent_hashes, block_hash)[-src.params.round_horizon:],
     )
 
 

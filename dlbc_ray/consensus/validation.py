@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from dlbc_ray import crypto
 from dlbc_ray.constants import ZERO_HASH
+from dlbc_ray.consensus.ballot import compute_submissions_root, is_bound_to, is_fresh_round
 from dlbc_ray.consensus.baas import (
     FusionOutcome,
     best_single_score,
@@ -25,6 +26,7 @@ from dlbc_ray.consensus.settlement import compute_settlement
 from dlbc_ray.consensus.state import ChainState
 from dlbc_ray.consensus.difficulty import compute_standing_difficulty
 from dlbc_ray.errors import ConsensusError, InvalidBlock, NoQuorum
+from dlbc_ray.schema.base import MAX_AMOUNT
 from dlbc_ray.schema import (
     Block,
     BlockHeader,
@@ -72,6 +74,13 @@ def validate_validator_set(header: BlockHeader, params: ChainParams) -> None:
         raise _fail(header, "validator_set", f"{n} validators cannot tolerate {f} faulty (needs {3 * f + 1})")
 
 
+def validate_clock(header: BlockHeader, params: ChainParams, now_ms: int | None) -> None:
+    """A block may not claim a time beyond the importer's clock plus the allowed drift (not checked on replay)."""
+    if now_ms is not None and header.timestamp_ms > now_ms + params.max_clock_drift_ms:
+        raise _fail(header, "future_timestamp",
+                    f"timestamp {header.timestamp_ms} is {header.timestamp_ms - now_ms} ms in the future")
+
+
 def validate_link(header: BlockHeader, state: ChainState) -> None:
     if header.chain_id != state.chain_id:
         raise _fail(header, "chain_id", "block belongs to another chain")
@@ -86,7 +95,8 @@ def validate_link(header: BlockHeader, state: ChainState) -> None:
 
 
 def validate_signature(block: Block) -> None:
-    signed = Signed[BlockHeader](message=block.header, signer=block.header.proposer, signature=block.signature)
+    signed = Signed[BlockHeader](message=block.header, chain_id=block.header.chain_id, signer=block.header.proposer,
+                                 signature=block.signature)
     if not crypto.is_valid_signature(signed):
         raise _fail(block.header, "block_signature", "proposer's signature does not verify")
 
@@ -102,6 +112,8 @@ def validate_roots(block: Block) -> None:
 
 def validate_submission(signed: Signed[Submission], header: BlockHeader) -> Submission:
     s = signed.message
+    if signed.chain_id != header.chain_id:
+        raise _fail(header, "submission_chain", f"submission {s.commit[:12]} is signed for another chain")
     if signed.signer != s.miner:
         raise _fail(header, "submission_signer", f"submission {s.commit[:12]} not signed by its miner")
     if not crypto.is_valid_signature(signed):
@@ -122,6 +134,8 @@ def validate_submissions(block: Block) -> list[Submission]:
 
 def validate_vote(signed: Signed[Vote], header: BlockHeader, params: ChainParams, commits: set[str]) -> Vote:
     v = signed.message
+    if signed.chain_id != header.chain_id:
+        raise _fail(header, "vote_chain", f"vote by {v.validator[:12]} is signed for another chain")
     if signed.signer != v.validator:
         raise _fail(header, "vote_signer", f"vote on {v.commit[:12]} not signed by its validator")
     if v.validator not in params.validators:
@@ -142,6 +156,23 @@ def validate_votes(block: Block, params: ChainParams, commits: set[str]) -> list
     return votes
 
 
+def validate_ballots(block: Block, votes: Sequence[Vote], state: ChainState) -> None:
+    """Every ballot judged exactly this block's submissions, in one round that is still fresh.
+
+    A proposer that drops a submission after the votes, or reuses votes from a stale
+    round, is caught here; votes of different rounds cannot mix (``vote_round``).
+    """
+    header = block.header
+    root = compute_submissions_root([s.message.commit for s in block.submissions])
+    for v in votes:
+        if not is_bound_to(v, header.round_id or "", root):
+            raise _fail(header, "ballot_set", f"vote by {v.validator[:12]} judged another submission set")
+        if (v.base_hash, v.close_ms) != (votes[0].base_hash, votes[0].close_ms):
+            raise _fail(header, "vote_round", f"vote by {v.validator[:12]} is for another round")
+        if not is_fresh_round(v, state.recent_hashes, header.timestamp_ms, state.params):
+            raise _fail(header, "stale_round", f"vote by {v.validator[:12]} belongs to a round that has expired")
+
+
 def validate_evidence(block: Block, params: ChainParams, commits: set[str]) -> set[str]:
     """Every piece of evidence must prove equivocation; returns the equivocating validators."""
     culprits: set[str] = set()
@@ -152,6 +183,10 @@ def validate_evidence(block: Block, params: ChainParams, commits: set[str]) -> s
             raise _fail(block.header, "evidence", f"evidence against {first.validator[:12]} shows no conflict")
         culprits.add(first.validator)
     return culprits
+
+
+def _evidence_votes(block: Block) -> list[Signed[Vote]]:
+    return [v for ev in block.evidence for v in (ev.first, ev.second)]
 
 
 # ------------------------------------------------------------- task and money
@@ -182,10 +217,11 @@ def split_task_txs(block: Block, post_index: int) -> list[PenaltyTx | PayoutTx]:
 
 
 def validate_decision(block: Block, task: Task, submissions: Sequence[Submission], votes: Iterable[Vote],
-                      params: ChainParams, excluded: set[str]) -> Decision:
+                      state: ChainState, excluded: set[str]) -> Decision:
     header = block.header
     try:
-        decision = decide(submissions, votes, params.validators, task.target, excluded=excluded)
+        decision = decide(submissions, votes, state.params.validators, task.target, excluded=excluded,
+                          won=state.won_models)
     except NoQuorum as e:
         raise _fail(header, "quorum", str(e)) from None
     if header.difficulty != task.target:
@@ -195,6 +231,8 @@ def validate_decision(block: Block, task: Task, submissions: Sequence[Submission
 
 def validate_fusion_vote(signed: Signed[FusionVote], header: BlockHeader, params: ChainParams) -> FusionVote:
     v = signed.message
+    if signed.chain_id != header.chain_id:
+        raise _fail(header, "fusion_vote_chain", f"fusion vote by {v.validator[:12]} is signed for another chain")
     if signed.signer != v.validator or v.validator not in params.validators:
         raise _fail(header, "fusion_vote_signer", f"fusion vote by {v.validator[:12]} is not a validator's own")
     if not crypto.is_valid_signature(signed):
@@ -250,17 +288,36 @@ def validate_standing_task(block: Block, task: Task, state: ChainState) -> None:
         raise _fail(header, "standing_task", "a standing-task block needs a winner (no valid model, no block)")
 
 
+def validate_settlement_time(header: BlockHeader, task: Task, params: ChainParams) -> None:
+    """A task is refunded only once its deadline has passed, and a winner paid only soon after it."""
+    if header.model_hash is None and task.kind == "request" and header.timestamp_ms < task.deadline_ms:
+        raise _fail(header, "early_refund", f"refund at {header.timestamp_ms}, before the deadline {task.deadline_ms}")
+    if header.model_hash is not None and header.timestamp_ms > task.deadline_ms + params.settle_grace_ms:
+        raise _fail(header, "late_settlement", f"winner paid at {header.timestamp_ms}, past the deadline "
+                    f"{task.deadline_ms} and its {params.settle_grace_ms} ms grace")
+
+
+def validate_model_reuse(header: BlockHeader, state: ChainState) -> None:
+    """Weights that already won a block never win again, on any task."""
+    if header.model_hash is not None and header.model_hash in state.won_models:
+        raise _fail(header, "model_reused", f"model {header.model_hash[:12]} already won block "
+                    f"{state.won_models[header.model_hash]}")
+
+
 def validate_task_block(block: Block, state: ChainState) -> None:
     header, params = block.header, state.params
     task, post_index = get_block_task(block, state)
     if task.kind == "standing":
         validate_standing_task(block, task, state)
+    validate_settlement_time(header, task, params)
+    validate_model_reuse(header, state)
     system = split_task_txs(block, post_index)
     submissions = validate_submissions(block)
     commits = {s.commit for s in submissions}
     votes = validate_votes(block, params, commits)
+    validate_ballots(block, [v.message for v in block.votes] + [e.message for e in _evidence_votes(block)], state)
     culprits = validate_evidence(block, params, commits)
-    decision = validate_decision(block, task, submissions, votes, params, culprits)
+    decision = validate_decision(block, task, submissions, votes, state, culprits)
     fusion = validate_fusion(block, task, submissions, decision, params, culprits)
     validate_outcome(header, decision, fusion)
     balances = dict(state.balances)
@@ -281,6 +338,8 @@ def validate_tx_block(block: Block) -> None:
     for i, tx in enumerate(block.txs):
         if not isinstance(tx, TransferTx | PostTaskTx):
             raise _fail(header, "txs", f"transaction {i} ({tx.kind}) is not allowed outside a task block")
+        if isinstance(tx, PostTaskTx) and tx.task.message.kind != "request":
+            raise _fail(header, "standing_task", f"transaction {i} posts a standing task; only its own block may")
 
 
 def validate_genesis(block: Block) -> None:
@@ -292,7 +351,11 @@ def validate_genesis(block: Block) -> None:
         (header.prev_hash == ZERO_HASH, "prev_hash", "genesis prev_hash must be zero"),
         (header.chain_id == crypto.message_hash(params), "chain_id", "chain_id is not the hash of the parameters"),
         (header.proposer == params.proposer, "proposer", "genesis is not signed by the chain's proposer"),
-        (not (block.submissions or block.votes or block.evidence or header.task_id), "body", "genesis mines nothing"),
+        (not (block.submissions or block.votes or block.evidence or block.fusion_votes or header.task_id), "body",
+         "genesis mines nothing"),
+        ((header.round_id, header.winner, header.model_hash, header.score, header.difficulty, header.fused)
+         == (None, None, None, None, None, False), "genesis", "genesis names a round, a winner or a difficulty"),
+        (sum(a.amount for a in params.allocations) <= MAX_AMOUNT, "supply", "genesis allocates more than the cap"),
         (block.txs == tuple(MintTx(recipient=a.account, amount=a.amount) for a in params.allocations),
          "txs", "genesis transactions are not the allocations"),
     ]
@@ -304,14 +367,19 @@ def validate_genesis(block: Block) -> None:
     validate_signature(block)
 
 
-def validate_block(block: Block, state: ChainState | None) -> None:
-    """Every rule; ``state`` is the chain after the parent (None for genesis)."""
+def validate_block(block: Block, state: ChainState | None, *, now_ms: int | None = None) -> None:
+    """Every rule; ``state`` is the chain after the parent (None for genesis).
+
+    ``now_ms`` is the importer's clock: a block too far in the future is refused on
+    import; a replay of stored blocks passes None, as those were checked when they came.
+    """
     if state is None:
         validate_genesis(block)
         return
     if block.params is not None:
         raise _fail(block.header, "genesis", "only genesis carries chain parameters")
     validate_link(block.header, state)
+    validate_clock(block.header, state.params, now_ms)
     validate_signature(block)
     validate_roots(block)
     if block.header.task_id is None:

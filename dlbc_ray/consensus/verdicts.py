@@ -16,9 +16,11 @@ from dlbc_ray.schema.submission import Reveal
 Judgement = tuple[Verdict, str]
 
 
-def check_envelope(signed: Signed[Submission], task_id: str) -> Judgement | None:
-    """Signature by the miner it names, for this task, with a correctly formed commit."""
+def check_envelope(signed: Signed[Submission], task_id: str, chain_id: str) -> Judgement | None:
+    """Signed for this chain by the miner it names, for this task, with a correctly formed commit."""
     s = signed.message
+    if signed.chain_id != chain_id:
+        return Verdict.WRONG_CHAIN, f"signed for chain {signed.chain_id[:12]}"
     if signed.signer != s.miner or not crypto.is_valid_signature(signed):
         return Verdict.BAD_SIGNATURE, "signature does not verify for the named miner"
     if s.task_id != task_id:
@@ -43,14 +45,15 @@ def check_reuse(model_hash: str, earlier_in_round: Container[str], won_before: C
     return None
 
 
-def check_reveal(submission: Submission, reveal: Signed[Reveal] | None, commitment: str | None) -> Judgement | None:
+def check_reveal(submission: Submission, reveal: Signed[Reveal] | None, commitment: str | None,
+                 chain_id: str) -> Judgement | None:
     """The revealed mapping seed must be the miner's, for this submission, and match its commitment."""
     if submission.sml_commitment is None:
         return None
     if reveal is None:
         return Verdict.BAD_REVEAL, "no mapping seed was revealed"
     r = reveal.message
-    if reveal.signer != submission.miner or not crypto.is_valid_signature(reveal):
+    if reveal.chain_id != chain_id or reveal.signer != submission.miner or not crypto.is_valid_signature(reveal):
         return Verdict.BAD_REVEAL, "reveal not signed by the miner"
     if (r.task_id, r.commit) != (submission.task_id, submission.commit) or commitment != submission.sml_commitment:
         return Verdict.BAD_REVEAL, "revealed seed does not match the commitment"

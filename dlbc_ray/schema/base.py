@@ -4,21 +4,38 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from dlbc_ray.constants import SCORE_SCALE
 
 
-class FrozenModel(BaseModel):
-    """Immutable message; unknown fields are an error, never silently dropped."""
+# Every wire type refuses NaN and infinities: they break canonical JSON and every comparison.
+WIRE_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class FrozenModel(BaseModel):
+    """Immutable message; unknown fields are an error, never silently dropped; no NaN or inf."""
+
+    model_config = WIRE_CONFIG
+
+
+def _on_curve(value: str) -> str:
+    from dlbc_ray.crypto import is_public_key  # crypto imports the schema; the check runs at parse time
+
+    if not is_public_key(value):
+        raise ValueError("not a point on Ed25519's curve: nobody could ever sign for it")
+    return value
 
 
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-PublicKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+PublicKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$"), AfterValidator(_on_curve)]
 SignatureHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
-Amount = Annotated[int, Field(ge=0)]
+# Bounds keep every integer exact in JSON (2^53) and every time before year 10000.
+MAX_AMOUNT = 2**53 - 1
+MAX_MILLIS = 253_402_300_799_999
+MAX_NONCE = 2**63 - 1
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 # Accuracy in [0, 1] scaled by SCORE_SCALE (0.9731 -> 9731).
 Score = Annotated[int, Field(ge=0, le=SCORE_SCALE)]
-Millis = Annotated[int, Field(ge=0)]
+Millis = Annotated[int, Field(ge=0, le=MAX_MILLIS)]
+Nonce = Annotated[int, Field(ge=0, le=MAX_NONCE)]

@@ -6,9 +6,20 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dlbc_ray.constants import BLOCK_DOMAIN, BPS, CHAIN_DOMAIN, SCORE_SCALE, TRANSFER_DOMAIN
+from dlbc_ray.constants import (
+    BLOCK_DOMAIN,
+    BPS,
+    CHAIN_DOMAIN,
+    MAX_ACCOUNTS,
+    MAX_ROUND_HORIZON,
+    MAX_SUBMISSIONS,
+    MAX_TXS,
+    MAX_VALIDATORS,
+    SCORE_SCALE,
+    TRANSFER_DOMAIN,
+)
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.schema.base import Amount, FrozenModel, Hash, Millis, PublicKey, Score, SignatureHex
+from dlbc_ray.schema.base import Amount, FrozenModel, Hash, Millis, Nonce, PublicKey, Score, SignatureHex
 from dlbc_ray.schema.signed import Signed
 from dlbc_ray.schema.submission import FusionVote, Submission, Vote
 from dlbc_ray.schema.task import Task
@@ -20,7 +31,7 @@ class RetargetParams(BaseModel):
     Building it with bad values raises a one-line ``ConfigError`` naming the field.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     target_interval_s: float = Field(gt=0, description="wanted mean time between mined blocks")
     window: int = Field(default=10, ge=1, description="retarget every this many blocks, from their intervals")
@@ -67,17 +78,25 @@ class ChainParams(FrozenModel):
 
     DOMAIN: ClassVar[bytes] = CHAIN_DOMAIN
 
-    name: str = "dlbc-local"
+    name: str = Field(default="dlbc-local", max_length=64)
     proposer: PublicKey = Field(description="the consensus identity that signs blocks")
-    validators: tuple[PublicKey, ...] = Field(min_length=1)
+    validators: tuple[PublicKey, ...] = Field(min_length=1, max_length=MAX_VALIDATORS)
     max_faulty: int = Field(default=1, ge=0, description="f: lying validators tolerated; needs n >= 3f + 1")
     validator_fee_bps: int = Field(default=1_000, ge=0, le=10_000, description="share of a reward paid to voters")
-    theft_penalty: int = Field(default=0, ge=0, description="taken from a miner caught submitting a stolen model")
+    theft_penalty: Amount = Field(default=0, description="taken from a miner caught submitting a stolen model")
     retarget: RetargetParams | None = Field(default=None, description="PoLe difficulty control of standing tasks")
     treasury: PublicKey | None = Field(default=None, description="funds standing tasks (PoLe block rewards)")
-    block_reward: int = Field(default=0, ge=0, description="reward of one standing-task block")
-    allocations: tuple[Allocation, ...] = ()
+    block_reward: Amount = Field(default=0, description="reward of one standing-task block")
+    allocations: tuple[Allocation, ...] = Field(default=(), max_length=MAX_ACCOUNTS)
     created_ms: Millis = 0
+    max_clock_drift_ms: int = Field(default=15_000, ge=0, le=86_400_000,
+                                    description="how far in the future a block's timestamp may be")
+    round_horizon: int = Field(default=256, ge=1, le=MAX_ROUND_HORIZON,
+                               description="a round's base must be one of the chain's last this many blocks")
+    round_ttl_ms: int = Field(default=600_000, ge=1, le=86_400_000,
+                              description="a round's votes expire this long after its window closed")
+    settle_grace_ms: int = Field(default=600_000, ge=0, le=86_400_000,
+                                 description="a winner may be paid at most this long after the task's deadline")
 
 
 class Transfer(FrozenModel):
@@ -88,7 +107,7 @@ class Transfer(FrozenModel):
     sender: PublicKey
     recipient: PublicKey
     amount: Amount = Field(gt=0)
-    nonce: int = Field(ge=0)
+    nonce: Nonce
 
 
 class MintTx(FrozenModel):
@@ -177,11 +196,11 @@ class Block(FrozenModel):
 
     header: BlockHeader
     signature: SignatureHex
-    submissions: tuple[Signed[Submission], ...] = ()
-    votes: tuple[Signed[Vote], ...] = ()
-    fusion_votes: tuple[Signed[FusionVote], ...] = ()
-    txs: tuple[Transaction, ...] = ()
-    evidence: tuple[Evidence, ...] = ()
+    submissions: tuple[Signed[Submission], ...] = Field(default=(), max_length=MAX_SUBMISSIONS)
+    votes: tuple[Signed[Vote], ...] = Field(default=(), max_length=MAX_SUBMISSIONS * MAX_VALIDATORS)
+    fusion_votes: tuple[Signed[FusionVote], ...] = Field(default=(), max_length=MAX_VALIDATORS)
+    txs: tuple[Transaction, ...] = Field(default=(), max_length=MAX_TXS)
+    evidence: tuple[Evidence, ...] = Field(default=(), max_length=MAX_SUBMISSIONS * MAX_VALIDATORS)
     params: ChainParams | None = Field(default=None, description="genesis only")
 
     @property

@@ -11,7 +11,6 @@ from typing import ClassVar
 from pydantic import Field
 
 from dlbc_ray.constants import WINDOW_CLOSE_DOMAIN
-
 from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey
 from dlbc_ray.schema.signed import Signed
 from dlbc_ray.schema.submission import Reveal, Submission, Verdict, Vote
@@ -20,6 +19,7 @@ from dlbc_ray.schema.submission import Reveal, Submission, Verdict, Vote
 class RoundContext(FrozenModel):
     """What every participant of one round agrees on before it starts."""
 
+    chain_id: Hash = Field(description="the chain every message of this round is signed for")
     round_id: Hash
     task_id: Hash
     base_height: int = Field(ge=0, description="the chain head when the round started")

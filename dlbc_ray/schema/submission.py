@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from dlbc_ray.constants import FUSION_VOTE_DOMAIN, REVEAL_DOMAIN, SUBMISSION_DOMAIN, VOTE_DOMAIN
-from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey, Score
+from dlbc_ray.constants import FUSION_VOTE_DOMAIN, MAX_SUBMISSIONS, REVEAL_DOMAIN, SUBMISSION_DOMAIN, VOTE_DOMAIN
+from dlbc_ray.schema.base import MAX_NONCE, FrozenModel, Hash, Millis, PublicKey, Score
 
 
 class Submission(FrozenModel):
@@ -20,11 +20,11 @@ class Submission(FrozenModel):
     miner: PublicKey
     model_hash: Hash
     commit: Hash = Field(description="H(model_hash | miner | task_id); also the submission's id")
-    num_params: int = Field(ge=0)
+    num_params: int = Field(ge=0, le=MAX_NONCE)
     claimed_score: Score = Field(description="the miner's own validation score; informative, never trusted")
-    epochs: int = Field(ge=0)
+    epochs: int = Field(ge=0, le=1_000_000)
     train_ms: Millis
-    examples: int = Field(ge=0, description="training examples used (weights FedAvg)")
+    examples: int = Field(ge=0, le=MAX_NONCE, description="training examples used (weights FedAvg)")
     sml_commitment: Hash | None = Field(default=None, description="H(seed) of the miner's Secure Mapping Layer")
 
 
@@ -43,6 +43,7 @@ class Verdict(str, Enum):
 
     VALID = "valid"
     BAD_SIGNATURE = "bad_signature"
+    WRONG_CHAIN = "wrong_chain"
     HASH_MISMATCH = "hash_mismatch"
     BAD_COMMIT = "bad_commit"
     WRONG_TASK = "wrong_task"
@@ -62,13 +63,18 @@ class Vote(FrozenModel):
     """One validator's signed verdict and score for one submission in one round.
 
     Bound to the round (not to a height), so several rounds can run at once and each
-    block is proposed on whatever the head is when its round ends.
+    block is proposed on whatever the head is when its round ends. It also binds the
+    round's whole submission set, its base block and its window: a proposer can neither
+    drop a submission the validators saw nor reuse a ballot from another or a stale round.
     """
 
     DOMAIN: ClassVar[bytes] = VOTE_DOMAIN
 
     task_id: Hash
     round_id: Hash = Field(description="the round these votes belong to; the block header names it")
+    submissions_root: Hash = Field(description="Merkle root of the round's submission commits, in arrival order")
+    base_hash: Hash = Field(description="the chain head when the round started")
+    close_ms: Millis = Field(description="when the round's submission window closed")
     commit: Hash
     validator: PublicKey
     verdict: Verdict
@@ -90,7 +96,8 @@ class FusionVote(FrozenModel):
     round_id: Hash
     validator: PublicKey
     rule: Literal["fedavg", "trimmed-mean", "median", "ensemble"]
-    contributors: tuple[Hash, ...] = Field(min_length=2, description="commits fused, in arrival order")
+    contributors: tuple[Hash, ...] = Field(min_length=2, max_length=MAX_SUBMISSIONS,
+                                           description="commits fused, in arrival order")
     fused_hash: Hash
     score: Score
-    without: tuple[Score, ...] = Field(description="score of the fusion without contributor i, aligned")
+    without: tuple[Score, ...] = Field(max_length=MAX_SUBMISSIONS, description="score of the fusion without contributor i, aligned")

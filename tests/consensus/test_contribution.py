@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dlbc_ray.consensus.contribution import compute_contributor_payouts, compute_shares, leave_one_out_gains
 from dlbc_ray.errors import ConsensusError
-from tests.builders import fake_hash
+from tests.builders import fake_hash, fake_key
 
 amounts = st.integers(0, 10**12)
 gain_maps = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=3), st.integers(-10_000, 10_000),
@@ -87,7 +87,7 @@ def test_leave_one_out_gain_is_what_the_fused_score_loses_without_each() -> None
 
 
 def test_contributor_payouts_are_sorted_transactions_without_zeros() -> None:
-    a, b, c = fake_hash("a"), fake_hash("b"), fake_hash("c")
+    a, b, c = fake_key("a"), fake_key("b"), fake_key("c")
     payouts = compute_contributor_payouts(fake_hash("t"), 900, {b: 2, a: 1, c: -3})
     assert [(p.recipient, p.amount, p.role) for p in payouts] == sorted([(a, 300, "contributor"),
                                                                           (b, 600, "contributor")])

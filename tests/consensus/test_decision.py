@@ -10,21 +10,22 @@ from dlbc_ray import crypto
 from dlbc_ray.consensus import decide
 from dlbc_ray.errors import NoQuorum
 from dlbc_ray.schema import Submission, Verdict, Vote
-from tests.builders import fake_hash
+from tests.builders import fake_hash, fake_key
 
-VALIDATORS = [fake_hash(f"v{i}") for i in range(7)]
+VALIDATORS = [fake_key(f"v{i}") for i in range(7)]
 
 
 def submission(i: int, model: str | None = None) -> Submission:
     model_hash = fake_hash(model or f"m{i}")
-    miner = fake_hash(f"miner{i}")
+    miner = fake_key(f"miner{i}")
     return Submission(task_id=fake_hash("t"), miner=miner, model_hash=model_hash,
                       commit=crypto.compute_commit(model_hash, miner, fake_hash("t")) if model is None else fake_hash(
                           f"c{i}"), num_params=1, claimed_score=0, epochs=1, train_ms=1, examples=1)
 
 
 def votes_for(sub: Submission, scores: list[int], verdict: Verdict = Verdict.VALID) -> list[Vote]:
-    return [Vote(task_id=sub.task_id, round_id=fake_hash("r"), commit=sub.commit, validator=v,
+    return [Vote(task_id=sub.task_id, round_id=fake_hash("r"), submissions_root=fake_hash("s"), base_hash=fake_hash("b"), close_ms=0,
+                commit=sub.commit, validator=v,
                  verdict=verdict, score=s) for v, s in zip(VALIDATORS, scores)]
 
 
@@ -81,7 +82,8 @@ def test_fewer_than_a_third_liars_cannot_change_the_winner(n: int, honest_scores
         for j, v in enumerate(VALIDATORS[:n]):
             lie = j in liars
             verdict = rng.choice(list(Verdict)) if lie else Verdict.VALID
-            votes.append(Vote(task_id=sub.task_id, round_id=fake_hash("r"), commit=sub.commit,
+            votes.append(Vote(task_id=sub.task_id, round_id=fake_hash("r"), submissions_root=fake_hash("s"), base_hash=fake_hash("b"), close_ms=0,
+                commit=sub.commit,
                               validator=v, verdict=verdict, score=rng.randint(0, 10_000) if lie else score))
     d = decide(subs, votes, VALIDATORS[:n], target=0)
     assert d.winner == subs[honest_scores.index(max(honest_scores))]

@@ -12,12 +12,13 @@ from dlbc_ray.consensus.quorum import (
     quorum_size,
 )
 from dlbc_ray.schema import Verdict, Vote
-from tests.builders import fake_hash
+from tests.builders import fake_hash, fake_key
 
 
 def vote(validator: str, verdict: Verdict = Verdict.VALID, score: int = 9000, commit: str = "c") -> Vote:
-    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), commit=fake_hash(commit),
-                validator=fake_hash(validator), verdict=verdict, score=score)
+    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), submissions_root=fake_hash("s"), base_hash=fake_hash("b"), close_ms=0,
+                commit=fake_hash(commit),
+                validator=fake_key(validator), verdict=verdict, score=score)
 
 
 @pytest.mark.parametrize(("count", "n", "ok"), [(3, 4, True), (2, 4, False), (2, 3, False), (3, 3, True),
@@ -68,6 +69,6 @@ def test_rejection_ties_follow_declaration_order() -> None:
 
 def test_ballots_drop_outsiders_and_excluded() -> None:
     votes = [vote("a"), vote("b"), vote("x"), vote("a", commit="d")]
-    ballots = group_ballots(votes, [fake_hash("a"), fake_hash("b")], excluded=[fake_hash("b")])
-    assert set(ballots[fake_hash("c")]) == {fake_hash("a")}
-    assert complete_voters(ballots, [fake_hash("c"), fake_hash("d")]) == (fake_hash("a"),)
+    ballots = group_ballots(votes, [fake_key("a"), fake_key("b")], excluded=[fake_key("b")])
+    assert set(ballots[fake_hash("c")]) == {fake_key("a")}
+    assert complete_voters(ballots, [fake_hash("c"), fake_hash("d")]) == (fake_key("a"),)

@@ -18,7 +18,7 @@ def transfer(world: World, sender_index: int, recipient_index: int, amount: int,
     people = [world.requester, *world.miners]
     sender, recipient = people[sender_index], people[recipient_index]
     message = Transfer(sender=sender.public_key, recipient=recipient.public_key, amount=amount, nonce=nonce)
-    return TransferTx(transfer=crypto.sign(sender, message))
+    return TransferTx(transfer=world.sign(sender, message))
 
 
 def apply_txs(world: World, txs: list) -> None:
@@ -47,7 +47,7 @@ def test_transfer_cannot_overdraw() -> None:
 def test_transfer_must_be_signed_by_its_sender() -> None:
     world = World()
     forged = Transfer(sender=world.requester.public_key, recipient=world.miners[0].public_key, amount=5, nonce=0)
-    assert reason_of(world, [TransferTx(transfer=crypto.sign(world.miners[0], forged))]) == "transfer_signature"
+    assert reason_of(world, [TransferTx(transfer=world.sign(world.miners[0], forged))]) == "transfer_signature"
 
 
 def test_posting_a_task_escrows_its_reward_once() -> None:

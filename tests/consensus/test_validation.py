@@ -16,6 +16,7 @@ from dlbc_ray.schema import (
     Block,
     EquivocationEvidence,
     PayoutTx,
+    PostTaskTx,
     Transfer,
     TransferTx,
     Verdict,
@@ -55,17 +56,17 @@ def _other_task_submission(world: World, good: Block) -> Block:
 
 def _wrong_commit(world: World, good: Block) -> Block:
     sub = good.submissions[0].message.model_copy(update={"commit": fake_hash("nope")})
-    return _with_body(world, good, submissions=(crypto.sign(world.miners[0], sub), *good.submissions[1:]))
+    return _with_body(world, good, submissions=(world.sign(world.miners[0], sub), *good.submissions[1:]))
 
 
 def _foreign_vote(world: World, good: Block) -> Block:
     stranger = Identity.from_seed("stranger", b"stranger")
     vote = good.votes[0].message.model_copy(update={"validator": stranger.public_key})
-    return _with_body(world, good, votes=(crypto.sign(stranger, vote), *good.votes[1:]))
+    return _with_body(world, good, votes=(world.sign(stranger, vote), *good.votes[1:]))
 
 
 def _vote_by_other_signer(world: World, good: Block) -> Block:
-    forged = crypto.sign(world.validators[1], good.votes[0].message)
+    forged = world.sign(world.validators[1], good.votes[0].message)
     return _with_body(world, good, votes=(forged, *good.votes[1:]))
 
 
@@ -80,12 +81,12 @@ def _bad_vote_signature(world: World, good: Block) -> Block:
 
 def _vote_for_other_round(world: World, good: Block) -> Block:
     vote = good.votes[0].message.model_copy(update={"round_id": fake_hash("another round")})
-    return _with_body(world, good, votes=(crypto.sign(world.validators[0], vote), *good.votes[1:]))
+    return _with_body(world, good, votes=(world.sign(world.validators[0], vote), *good.votes[1:]))
 
 
 def _vote_on_unknown_commit(world: World, good: Block) -> Block:
     vote = good.votes[0].message.model_copy(update={"commit": fake_hash("ghost")})
-    return _with_body(world, good, votes=(crypto.sign(world.validators[0], vote), *good.votes[1:]))
+    return _with_body(world, good, votes=(world.sign(world.validators[0], vote), *good.votes[1:]))
 
 
 def _non_conflicting_evidence(world: World, good: Block) -> Block:
@@ -98,7 +99,7 @@ def _too_few_voters(world: World, good: Block) -> Block:
 
 
 def _stray_transfer(world: World, good: Block) -> Block:
-    transfer = crypto.sign(world.requester, Transfer(sender=world.requester.public_key,
+    transfer = world.sign(world.requester, Transfer(sender=world.requester.public_key,
                                                      recipient=world.miners[0].public_key, amount=1, nonce=0))
     return _with_body(world, good, txs=(*good.txs, TransferTx(transfer=transfer)))
 
@@ -125,7 +126,7 @@ CASES: dict[str, Callable[[World, Block], Block]] = {
     "txs_root": lambda w, b: resign(b, w.proposer, txs_root=fake_hash("t")),
     "evidence_root": lambda w, b: resign(b, w.proposer, evidence_root=fake_hash("e")),
     "submission_signer": lambda w, b: _with_body(
-        w, b, submissions=(crypto.sign(w.miners[1], b.submissions[0].message), *b.submissions[1:])),
+        w, b, submissions=(w.sign(w.miners[1], b.submissions[0].message), *b.submissions[1:])),
     "submission_signature": lambda w, b: _with_body(w, b, submissions=(
         b.submissions[0].model_copy(update={"signature": _flip_signature(b.submissions[0].signature)}),
         *b.submissions[1:])),
@@ -171,9 +172,11 @@ def test_money_rules_are_checked_when_the_block_is_applied(world: World) -> None
 def test_equivocating_validator_is_recorded_and_ignored(world: World) -> None:
     task = world.task()
     subs = [world.submission(m, task) for m in world.miners[:2]]
-    votes = [world.vote(v, s, 9000 if k == 0 else 8000) for v in world.validators for k, s in enumerate(subs)]
+    commits = [s.message.commit for s in subs]
+    votes = [world.vote(v, s, 9000 if k == 0 else 8000, commits=commits)
+             for v in world.validators for k, s in enumerate(subs)]
     liar = world.validators[3]
-    votes.append(world.vote(liar, subs[1], 10_000))  # a second, conflicting vote on miner 1
+    votes.append(world.vote(liar, subs[1], 10_000, commits=commits))  # a second, conflicting vote on miner 1
     from dlbc_ray.consensus import propose_task_block
 
     round_id = world.round_id(crypto.message_hash(task.message))
@@ -222,7 +225,7 @@ def test_genesis_refuses_a_validator_set_without_safe_quorum() -> None:
 
 
 def test_transfer_block_is_valid_and_moves_money(world: World) -> None:
-    transfer = crypto.sign(world.requester, Transfer(sender=world.requester.public_key,
+    transfer = world.sign(world.requester, Transfer(sender=world.requester.public_key,
                                                      recipient=world.miners[2].public_key, amount=7, nonce=0))
     block = propose_tx_block(world.state, [TransferTx(transfer=transfer)], world.proposer, T0 + 10)
     validate_block(block, world.state)
@@ -247,9 +250,11 @@ def test_tx_block_cannot_name_a_winner(world: World) -> None:
 
 def test_rejected_votes_leave_no_winner_and_refund(world: World) -> None:
     verdicts = {(i, j): Verdict.HASH_MISMATCH for i in range(3) for j in range(4)}
-    block, task = world.round(SCORES, verdicts=verdicts)
-    validate_block(block, world.state)
+    task = world.task(deadline_ms=T0 + 5_000)
     before = world.state.balance(world.requester.public_key)
+    world.apply(propose_tx_block(world.state, [PostTaskTx(task=task)], world.proposer, T0 + 1_000))
+    block, task = world.round(SCORES, task=task, verdicts=verdicts, at_ms=T0 + 6_000)
+    validate_block(block, world.state)
     state = world.apply(block)
     assert block.header.winner is None and block.header.score is None
     fees = sum(tx.amount for tx in block.txs if isinstance(tx, PayoutTx) and tx.role == "validator")

@@ -1,0 +1,191 @@
+"""The rules the ledger re-checks beyond the body's signatures, each broken alone.
+
+Chain binding, ballots bound to the round's submission set and window, settlement
+times, weights that already won, standing tasks, genesis and the clock. Every test
+hands ``validate_block`` a block that breaks exactly one rule and expects its name.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dlbc_ray import crypto
+from dlbc_ray.consensus import propose_task_block, propose_tx_block, validate_block
+from dlbc_ray.consensus.proposal import make_genesis, seal
+from dlbc_ray.errors import InvalidBlock
+from dlbc_ray.schema import Allocation, Block, PostTaskTx, Verdict
+from dlbc_ray.schema.base import MAX_AMOUNT
+from tests.builders import T0, World, fake_hash, resign
+
+SCORES = {0: [9000] * 4, 1: [8000] * 4, 2: [7000] * 4}
+OTHER_CHAIN = fake_hash("another chain with the same keys")
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def reason(block: Block, world: World, **kwargs: object) -> str:
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(block, world.state, **kwargs)  # type: ignore[arg-type]
+    return info.value.reason
+
+
+def with_body(world: World, block: Block, **body: object) -> Block:
+    return seal(block.header, block.model_copy(update=body), world.proposer)
+
+
+def posted(world: World, deadline_ms: int) -> object:
+    """A task escrowed in its own block at T0 + 1 s, open until ``deadline_ms``."""
+    task = world.task(deadline_ms=deadline_ms)
+    world.apply(propose_tx_block(world.state, [PostTaskTx(task=task)], world.proposer, T0 + 1_000))
+    return task
+
+
+# ------------------------------------------------------------------ one chain
+
+
+def test_a_submission_signed_for_another_chain_is_refused(world: World) -> None:
+    good, _ = world.round(SCORES)
+    replayed = crypto.sign(world.miners[0], good.submissions[0].message, OTHER_CHAIN)
+    assert reason(with_body(world, good, submissions=(replayed, *good.submissions[1:])), world) == "submission_chain"
+
+
+def test_a_vote_signed_for_another_chain_is_refused(world: World) -> None:
+    good, _ = world.round(SCORES)
+    replayed = crypto.sign(world.validators[0], good.votes[0].message, OTHER_CHAIN)
+    assert reason(with_body(world, good, votes=(replayed, *good.votes[1:])), world) == "vote_chain"
+
+
+def test_a_task_and_a_transfer_from_another_chain_are_refused(world: World) -> None:
+    other = World(proposer=crypto.Identity.from_seed("other", b"other"))  # same requester key, new genesis
+    task = other.task()
+    block = propose_tx_block(world.state, [PostTaskTx(task=task)], world.proposer, T0 + 10)
+    validate_block(block, world.state)  # the body's rules pass; the money rules refuse it
+    from dlbc_ray.consensus import process_block
+
+    with pytest.raises(InvalidBlock) as info:
+        process_block(world.state, block, "00" * 32)
+    assert info.value.reason == "task_chain"
+
+
+# ---------------------------------------------------------------- ballots
+
+
+def test_a_proposer_cannot_drop_the_best_submission_after_the_votes(world: World) -> None:
+    good, _ = world.round(SCORES)
+    best = good.submissions[0].message.commit
+    dropped = with_body(world, good, submissions=good.submissions[1:],
+                        votes=tuple(v for v in good.votes if v.message.commit != best))
+    assert reason(dropped, world) == "ballot_set"
+
+
+def test_votes_from_a_round_on_an_old_base_are_stale(world: World) -> None:
+    good, _ = world.round(SCORES)
+    old = tuple(world.sign(world.validators[[v.public_key for v in world.validators].index(s.message.validator)],
+                           s.message.model_copy(update={"base_hash": fake_hash("a block long gone")}))
+                for s in good.votes)
+    assert reason(with_body(world, good, votes=old), world) == "stale_round"
+
+
+def test_votes_expire_after_the_round_ttl(world: World) -> None:
+    ttl = world.params.round_ttl_ms
+    good, _ = world.round(SCORES, at_ms=T0 + 1_000)
+    late = resign(good, world.proposer, timestamp_ms=T0 + 1_000 + ttl + 1)
+    assert reason(late, world) == "stale_round"
+
+
+def test_votes_of_two_windows_cannot_mix(world: World) -> None:
+    good, _ = world.round(SCORES)
+    first = good.votes[0]
+    moved = world.sign(world.validators[0], first.message.model_copy(update={"close_ms": first.message.close_ms - 1}))
+    assert reason(with_body(world, good, votes=(moved, *good.votes[1:])), world) == "vote_round"
+
+
+# ----------------------------------------------------------- settlement time
+
+
+def test_a_task_is_not_refunded_before_its_deadline(world: World) -> None:
+    task = posted(world, deadline_ms=T0 + 60_000)
+    rejected = {(i, j): Verdict.HASH_MISMATCH for i in SCORES for j in range(4)}
+    block, _ = world.round(SCORES, task=task, verdicts=rejected, at_ms=T0 + 2_000)  # type: ignore[arg-type]
+    assert block.header.model_hash is None
+    assert reason(block, world) == "early_refund"
+
+
+def test_a_winner_is_not_paid_long_after_the_deadline(world: World) -> None:
+    task = posted(world, deadline_ms=T0 + 5_000)
+    when = T0 + 5_000 + world.params.settle_grace_ms + 1
+    block, _ = world.round(SCORES, task=task, at_ms=when)  # type: ignore[arg-type]
+    assert block.header.winner is not None
+    assert reason(block, world) == "late_settlement"
+
+
+def test_a_refund_after_the_deadline_and_a_winner_within_the_grace_are_valid(world: World) -> None:
+    task = posted(world, deadline_ms=T0 + 5_000)
+    block, _ = world.round(SCORES, task=task, at_ms=T0 + 5_000 + world.params.settle_grace_ms)  # type: ignore
+    validate_block(block, world.state)
+
+
+# ------------------------------------------------------------ reused weights
+
+
+def test_weights_that_won_never_win_again(world: World) -> None:
+    first, _ = world.round(SCORES)
+    world.apply(first)
+    reused = first.header.model_hash
+    task = world.task()
+    subs = [world.submission(world.miners[0], task, model_hash=reused), world.submission(world.miners[1], task)]
+    commits = [s.message.commit for s in subs]
+    votes = [world.vote(v, s, score, commits=commits, close_ms=T0 + 1_000)
+             for v in world.validators for s, score in zip(subs, (9500, 8000))]
+    task_id = crypto.message_hash(task.message)
+    honest, decision = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 2_000,
+                                          world.round_id(task_id))
+    validate_block(honest, world.state)
+    assert decision.winner is not None and decision.winner.miner == world.miners[1].public_key
+    cheat = resign(honest, world.proposer, winner=world.miners[0].public_key, model_hash=reused, score=9500)
+    assert reason(cheat, world) == "model_reused"
+
+
+# ----------------------------------------------------------- standing tasks
+
+
+@pytest.mark.parametrize("standing_signer", ["requester", "treasury"])
+def test_only_its_own_block_may_post_a_standing_task(world: World, standing_signer: str) -> None:
+    task = world.task(standing=True)
+    if standing_signer == "requester":
+        task = world.sign(world.requester, task.message.model_copy(update={"requester": world.requester.public_key}))
+    block = propose_tx_block(world.state, [PostTaskTx(task=task)], world.proposer, T0 + 10)
+    assert reason(block, world) == "standing_task"
+
+
+# ------------------------------------------------------------- clock, genesis
+
+
+def test_a_block_from_the_future_is_refused_on_import_but_not_on_replay(world: World) -> None:
+    block = propose_tx_block(world.state, [], world.proposer, T0 + 60_000)
+    assert reason(block, world, now_ms=T0 + 60_000 - world.params.max_clock_drift_ms - 1) == "future_timestamp"
+    validate_block(block, world.state, now_ms=T0 + 60_000 - world.params.max_clock_drift_ms)
+    validate_block(block, world.state)
+
+
+@pytest.mark.parametrize("field", ["winner", "score", "difficulty", "fused", "round_id", "model_hash"])
+def test_genesis_names_no_winner_round_or_difficulty(world: World, field: str) -> None:
+    value = {"winner": world.miners[0].public_key, "score": 1, "difficulty": 1, "fused": True,
+             "round_id": fake_hash("r"), "model_hash": fake_hash("m")}[field]
+    bad = resign(world.genesis, world.proposer, **{field: value})
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(bad, None)
+    assert info.value.reason == "genesis"
+
+
+def test_genesis_cannot_mint_past_the_supply_cap(world: World) -> None:
+    allocations = (Allocation(account=world.requester.public_key, amount=MAX_AMOUNT),
+                   Allocation(account=world.miners[0].public_key, amount=1))
+    params = world.params.model_copy(update={"allocations": allocations})
+    bad = make_genesis(params, world.proposer, T0)
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(bad, None)
+    assert info.value.reason == "supply"
