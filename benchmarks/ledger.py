@@ -1,0 +1,133 @@
+"""Ledger speed: actor restart, full `chain verify`, and durable import, on synthetic chains.
+
+Each block is a real task block made by the project's proposal and signing code
+(tests/builders.py): 3 signed submissions, 4 validators' signed votes on each, the
+task's posting and its payouts. Figures are the median of 3 runs with their spread.
+
+    python benchmarks/ledger.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dlbc_ray.actors.ledger import Ledger  # noqa: E402
+from dlbc_ray.consensus import compute_block_hash  # noqa: E402
+from dlbc_ray.ledger import Chain, verify_chain  # noqa: E402
+from dlbc_ray.ledger.chain import encode_block  # noqa: E402
+from dlbc_ray.ledger.snapshot import is_checkpoint_height, make_checkpoint  # noqa: E402
+from dlbc_ray.ledger.store import LedgerStore, StoredBlock  # noqa: E402
+from dlbc_ray.schema import Block  # noqa: E402
+from tests.builders import World  # noqa: E402
+
+SCORES = {0: [9000, 9100, 8900, 9050], 1: [8000] * 4, 2: [7000] * 4}  # 3 submissions x 4 validators
+TARGETS = {"restart_s": 2.0, "verify_s": 10.0, "import_blocks_per_s": 1000.0}
+
+
+def build_blocks(n: int) -> tuple[World, list[Block], dict[int, object]]:
+    """``n`` task blocks after genesis, and the state checkpoints a ledger would have stored."""
+    world, blocks, checkpoints = World(), [], {}
+    for _ in range(n):
+        block, _ = world.round(SCORES, task=world.task(reward=5))
+        state = world.apply(block)
+        blocks.append(block)
+        if is_checkpoint_height(block.height):
+            checkpoints[block.height] = make_checkpoint(state)
+    return world, blocks, checkpoints
+
+
+def write_ledger(path: Path, world: World, blocks: list[Block], checkpoints: dict[int, object]) -> None:
+    """The ledger a running network would have written (every block was valid when proposed)."""
+    store = LedgerStore(path)
+    rows = [StoredBlock(b.height, compute_block_hash(b.header), b.header.prev_hash, encode_block(b))
+            for b in [world.genesis, *blocks]]
+    store.append(rows[0])
+    store.append_many(rows[1:], list(checkpoints.values()))  # type: ignore[arg-type]
+    store.close()
+
+
+def timed(fn: Callable[[], object], runs: int = 3) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def import_rate(world: World, blocks: list[Block], folder: Path, batch: int) -> list[float]:
+    """Blocks/s for validate + durable append, ``batch`` blocks per transaction (1 = one commit per block)."""
+    rates = []
+    for run in range(3):
+        path = folder / f"import-{batch}-{run}.sqlite"
+        chain = Chain.open(path)
+        chain.import_block(world.genesis)
+        t0 = time.perf_counter()
+        for i in range(0, len(blocks), batch):
+            chain.import_blocks(blocks[i:i + batch])
+        rates.append(len(blocks) / (time.perf_counter() - t0))
+        chain.close()
+    return rates
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure(n: int, import_n: int, folder: Path) -> dict[str, object]:
+    t0 = time.perf_counter()
+    world, blocks, checkpoints = build_blocks(n)
+    built = time.perf_counter() - t0
+    path = folder / f"chain-{n}.sqlite"
+    write_ledger(path, world, blocks, checkpoints)
+    restart = timed(lambda: Ledger(str(path)))
+    verify = timed(lambda: verify_chain(path))
+    single = import_rate(world, blocks[:import_n], folder, 1)
+    batched = import_rate(world, blocks[:import_n], folder, 100)
+    return {"blocks": n + 1, "build_s": round(built, 1), "ledger_mb": round(path.stat().st_size / 2**20, 1),
+            "restart_s": summary(restart), "verify_s": summary(verify),
+            "import_blocks_per_s": summary(single), "import_batched_blocks_per_s": summary(batched)}
+
+
+def show(result: dict[str, object]) -> None:
+    print(f"chain of {result['blocks']} blocks ({result['ledger_mb']} MB; built in {result['build_s']} s)")
+    rows = [("restart (ledger actor __init__)", "restart_s", "s", f"< {TARGETS['restart_s']:g} s"),
+            (f"chain verify, all signatures, {os.cpu_count()} cores", "verify_s", "s", f"< {TARGETS['verify_s']:g} s"),
+            ("import, one durable commit per block", "import_blocks_per_s", "blocks/s",
+             f">= {TARGETS['import_blocks_per_s']:g} blocks/s"),
+            ("import, 100 blocks per commit", "import_batched_blocks_per_s", "blocks/s",
+             f">= {TARGETS['import_blocks_per_s']:g} blocks/s")]
+    for label, key, unit, target in rows:
+        s = result[key]
+        assert isinstance(s, dict)
+        print(f"  {label:<42} {s['median']:9.2f} {unit:<9} (spread {s['min']:.2f}-{s['max']:.2f})  target {target}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 blocks only (under a minute)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    sizes = [1_000] if args.quick else [1_000, 10_000]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dlbc-ledger-bench-") as tmp:
+        for n in sizes:
+            results.append(measure(n, 200 if args.quick else 500, Path(tmp)))
+            if not args.json:
+                show(results[-1])
+    if args.json:
+        print(json.dumps({"command": " ".join(["python", *sys.argv]), "targets": TARGETS, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
