@@ -1,0 +1,153 @@
+"""Property: change any one value anywhere in a valid block, and the chain refuses it by name.
+
+Every leaf of the block's JSON (header fields, each transaction, vote and submission,
+their signers, chain ids and signatures) is a candidate. A mutated block must either be
+refused by the wire types, be refused by ``validate_block``/``process_block`` with a named
+reason, or encode to exactly the same canonical bytes (a no-op change).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from dlbc_ray import crypto
+from dlbc_ray.consensus import process_block, validate_block
+from dlbc_ray.consensus.validation import compute_block_hash
+from dlbc_ray.errors import InvalidBlock
+from dlbc_ray.schema import Block, PostTaskTx, Transfer, TransferTx
+from tests.builders import World
+
+SCORES = {0: [9000, 9000, 9000, 9000], 1: [8000, 8100, 7900, 8000], 2: [7000] * 4}
+
+
+def _good() -> tuple[World, Block]:
+    world = World()
+    block, _ = world.round(SCORES)
+    return world, block
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _leaves(v, (*path, k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+def _get(node: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _set(node: Any, path: tuple[Any, ...], value: Any) -> None:
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def _mutations(value: Any) -> st.SearchStrategy[Any]:
+    """Values a forger would try in place of ``value``: nearby, same-shaped, or of another type."""
+    if isinstance(value, bool):
+        return st.just(not value)
+    if isinstance(value, int):
+        return st.one_of(st.integers(value - 3, value + 3), st.integers(-2**70, 2**70), st.just(str(value)))
+    if isinstance(value, float):
+        return st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(value * 2 + 1))
+    if isinstance(value, str) and value and all(c in "0123456789abcdef" for c in value):
+        return st.one_of(
+            st.integers(0, len(value) - 1).flatmap(
+                lambda i: st.sampled_from("0123456789abcdef").map(lambda c: value[:i] + c + value[i + 1:])),
+            st.text("0123456789abcdef", min_size=len(value), max_size=len(value)),
+            st.just(value.upper()), st.just(value[:-1]))
+    if value is None:
+        return st.one_of(st.just(0), st.just("0" * 64), st.just(True))
+    return st.one_of(st.text(max_size=20), st.just(None), st.integers())
+
+
+WORLD, GOOD = _good()
+JSON = GOOD.model_dump(mode="json")
+PATHS = _leaves(JSON)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_single_change_to_a_valid_block_is_refused_or_changes_nothing(data: st.DataObject) -> None:
+    path = data.draw(st.sampled_from(PATHS), label="path")
+    value = data.draw(_mutations(_get(JSON, path)), label="value")
+    mutated = copy.deepcopy(JSON)
+    _set(mutated, path, value)
+    try:
+        block = Block.model_validate(mutated)
+    except ValidationError:
+        return  # the wire types refuse it: it never reaches a rule
+    if crypto.canonical_bytes(block) == crypto.canonical_bytes(GOOD):
+        return
+    with pytest.raises(InvalidBlock) as refused:
+        validate_block(block, WORLD.state)
+        process_block(WORLD.state, block, compute_block_hash(block.header))
+    assert refused.value.reason and refused.value.height == block.height
+
+
+def test_the_unmutated_block_is_valid() -> None:
+    validate_block(GOOD, WORLD.state)
+    process_block(WORLD.state, GOOD, compute_block_hash(GOOD.header))
+
+
+# ---------------------------------------------------------------- accounting
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(st.sampled_from(["transfer", "task", "mine", "expire"]), st.integers(0, 3),
+                                st.integers(1, 3_000)), min_size=1, max_size=12))
+def test_random_transfers_and_tasks_conserve_supply_and_strand_no_escrow(steps: list[tuple[str, int, int]]) -> None:
+    """Whatever mix of transfers, postings, mined rounds and expiries the chain accepts, supply is constant
+    and every task past its deadline ends closed once its refund block is in."""
+    from dlbc_ray.consensus import propose_tx_block
+    from dlbc_ray.errors import DLBCError
+    from tests.builders import T0
+
+    world = World()
+    supply = world.state.total_supply
+    people = [world.requester, *world.miners]
+    now = T0
+    for kind, who, amount in steps:
+        now += 1_000
+        sender = people[who]
+        try:
+            if kind == "transfer":
+                nonce = world.state.nonces.get(sender.public_key, 0)
+                transfer = world.sign(sender, Transfer(sender=sender.public_key, recipient=people[(who + 1) % 4]
+                                                       .public_key, amount=amount, nonce=nonce))
+                block = propose_tx_block(world.state, [TransferTx(transfer=transfer)], world.proposer, now)
+            elif kind == "task":
+                task = world.task(reward=amount, deadline_ms=now + 5_000)
+                block = propose_tx_block(world.state, [PostTaskTx(task=task)], world.proposer, now)
+            elif kind == "mine" and world.state.open_tasks():
+                record = world.state.open_tasks()[0]
+                signed = world.sign(world.requester, record.task)
+                block, _ = world.round(SCORES, task=signed, at_ms=now)
+            elif kind == "expire" and world.state.open_tasks():
+                record = world.state.open_tasks()[0]
+                now = max(now, record.task.deadline_ms)
+                block, _ = world.round({}, task=world.sign(world.requester, record.task), at_ms=now)
+            else:
+                continue
+            validate_block(block, world.state)
+            world.apply(block)
+        except DLBCError:
+            continue  # refused as a whole: nothing moved
+        assert world.state.total_supply == supply
+    for record in world.state.open_tasks():  # settle what is left, past every deadline
+        now = max(now + 1_000, record.task.deadline_ms)
+        block, _ = world.round({}, task=world.sign(world.requester, record.task), at_ms=now)
+        validate_block(block, world.state)
+        world.apply(block)
+    assert world.state.total_supply == supply
+    assert not world.state.escrow and not world.state.open_tasks()
