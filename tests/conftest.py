@@ -48,8 +48,12 @@ def ray_session(ray_home: Home) -> Iterator[None]:
 
     from dlbc_ray.network import configure_ray_auth
 
+    from dlbc_ray.localhead import keep_loopback_driver
+
     configure_ray_auth(ray_home, local=True)
+    keep_loopback_driver()  # the test cluster, like every head the project starts, listens on loopback only
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+             _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1",
              namespace="dlbc-test", log_to_driver=False, logging_level="WARNING",
              resources={"dlbc_miner": 16, "dlbc_validator": 16})
     yield

@@ -20,6 +20,7 @@ import torch
 
 from dlbc_ray import crypto
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
+from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, check_reveal, check_timing
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
@@ -81,7 +82,7 @@ class Validator:
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
                  progress: Any = None) -> Ballot:
         """One signed vote per submission, in arrival order."""
-        spec = crypto.verify(task, expected_signer=task.message.requester)
+        spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
         clock, judged = _Clock(), []
@@ -90,9 +91,12 @@ class Validator:
         t = time.perf_counter()
         self._resolve_copies(spec, judged)
         t = clock.add("checks_ms", t)
-        votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, commit=j.sub.commit,
-                                                 validator=self.identity.public_key, verdict=j.verdict,
-                                                 score=j.score if j.valid else 0, detail=j.detail[:200]))
+        root = compute_submissions_root([a.signed.message.commit for a in arrivals])
+        votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, submissions_root=root,
+                                                 base_hash=ctx.base_hash, close_ms=ctx.submit_deadline_ms,
+                                                 commit=j.sub.commit, validator=self.identity.public_key,
+                                                 verdict=j.verdict, score=j.score if j.valid else 0,
+                                                 detail=j.detail[:200]), ctx.chain_id)
                  for j in judged]
         clock.add("sign_ms", t)
         return Ballot(votes=tuple(votes), stats=ValidatorStats(**clock.ms))
@@ -101,7 +105,7 @@ class Validator:
              weight_refs: Sequence[Any], ctx: RoundContext) -> Signed[FusionVote]:
         """BaaS: fuse the accepted models (each unmapped with its revealed seed), score it and each
         leave-one-out fusion on the test split, and sign what it found."""
-        spec = crypto.verify(task, expected_signer=task.message.requester)
+        spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         parts = []
         for arrival, ref in zip(contributors, weight_refs):
             weights = self._fetch(ref)
@@ -114,7 +118,7 @@ class Validator:
         vote = FusionVote(task_id=ctx.task_id, round_id=ctx.round_id, validator=self.identity.public_key,
                           rule=spec.fusion, contributors=tuple(a.signed.message.commit for a in contributors),
                           fused_hash=scores.fused_hash, score=scores.score, without=scores.without)
-        return crypto.sign(self.identity, vote)
+        return crypto.sign(self.identity, vote, ctx.chain_id)
 
     # --------------------------------------------------------------- judging
 
@@ -122,7 +126,7 @@ class Validator:
                won: frozenset[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
         sub = arrival.signed.message
         t = time.perf_counter()
-        early = check_envelope(arrival.signed, ctx.task_id) or check_timing(arrival, ctx.submit_deadline_ms)
+        early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
         t = clock.add("verify_ms", t)
         if early:
             return _Judged(sub, None, early[0], 0, early[1])
@@ -135,7 +139,7 @@ class Validator:
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
         # Ownership before reuse: a thief who copies a victim's weights and arrives first must
         # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
-        rejection = self._check_model(spec, net, sub, weights, arrival)
+        rejection = self._check_model(spec, net, sub, weights, arrival, ctx.chain_id)
         earlier_valid = {j.sub.model_hash for j in judged if j.valid}
         rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
         t = clock.add("checks_ms", t)
@@ -154,7 +158,7 @@ class Validator:
         return weights if isinstance(weights, dict) else None
 
     def _check_model(self, spec: Task, net: torch.nn.Module, sub: Submission, weights: dict[str, np.ndarray],
-                     arrival: SubmissionArrival) -> Judgement | None:
+                     arrival: SubmissionArrival, chain_id: str) -> Judgement | None:
         try:
             check_architecture(net, weights)
         except DLBCError as e:
@@ -164,7 +168,7 @@ class Validator:
         seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
         if self.protection.secure_mapping and sub.sml_commitment is None:
             return Verdict.BAD_REVEAL, "no Secure Mapping Layer commitment"
-        reveal = check_reveal(sub, arrival.reveal, sml.seed_commitment(seed) if seed else None)
+        reveal = check_reveal(sub, arrival.reveal, sml.seed_commitment(seed) if seed else None, chain_id)
         return reveal or self._check_marks(spec, sub, weights)
 
     def _check_marks(self, spec: Task, sub: Submission, weights: dict[str, np.ndarray]) -> Judgement | None:
@@ -235,6 +239,7 @@ class Validator:
         if a_has_b < p <= b_has_a:
             return a, b, a_has_b
         return None
+
 
 def mark_key(cache: dict[tuple[str, str, Any], watermark.WatermarkKey], marks: Mapping[str, bytes],
              protection: ProtectionConfig, owner: str, model: str,

@@ -169,8 +169,9 @@ class Chain:
         with self._lock:
             t0 = time.perf_counter()
             state, rows, checkpoints, results = self._state, [], [], []
+            now_ms = time.time_ns() // 1_000_000  # the importer's clock: no block from the future
             for block in blocks:
-                validate_block(block, state)
+                validate_block(block, state, now_ms=now_ms)
                 block_hash = compute_block_hash(block.header)
                 state = process_block(state, block, block_hash)
                 rows.append(StoredBlock(block.height, block_hash, block.header.prev_hash, encode_block(block)))
