@@ -131,7 +131,7 @@ class AdversaryMiner(Miner):
     def _thief(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         loot = self._loot_for(a, task, data)
         note = f"exact copy of {loot.victim} ({loot.submission.model_hash[:12]}), under its own mapping seed"
-        own = mapping_seed(self.identity, ctx.task_id)  # the victim's stays sealed while the window is open
+        own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)  # the victim's stays sealed while the window is open
         return self._submit(task, ctx, loot.weights, own, template=loot.submission), loot.weights, note
 
     def _copy_noise(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -141,7 +141,7 @@ class AdversaryMiner(Miner):
                  if np.issubdtype(v.dtype, np.floating) else v for k, v in loot.weights.items()}
         noisy = self._own_mark(task.message, noisy, a.settle_steps)
         note = f"{loot.victim}'s weights + {a.noise:g} noise, under its own mapping seed"
-        own = mapping_seed(self.identity, ctx.task_id)
+        own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)
         return self._submit(task, ctx, noisy, own, template=loot.submission), noisy, note
 
     def _random(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -156,7 +156,7 @@ class AdversaryMiner(Miner):
         weights = to_numpy(net) if bait else self._own_mark(spec, to_numpy(net), a.settle_steps)
         note = "untrained, unmarked" if bait else "untrained, own mark settled"
         claimed = SCORE_SCALE if a.kind == "false-claim" else None
-        mined = self._submit(task, ctx, weights, mapping_seed(self.identity, ctx.task_id), claimed=claimed)
+        mined = self._submit(task, ctx, weights, mapping_seed(self.identity, ctx.task_id, ctx.round_id), claimed=claimed)
         return mined, weights, note + (", claims a perfect score" if claimed else "")
 
     def _replay(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -164,7 +164,7 @@ class AdversaryMiner(Miner):
             raise ValueError("a replay needs the earlier winner's weights and mapping seed")
         weights, seed = dict(a.weights), bytes.fromhex(a.sml_seed)
         if a.kind == "disguised-replay":
-            weights, seed = self._disguise(task.message, weights, seed)
+            weights, seed = self._disguise(task.message, weights, seed, ctx.round_id)
         return self._submit(task, ctx, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
 
     def _forged(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -251,13 +251,13 @@ class AdversaryMiner(Miner):
         watermark.settle(net, marks[0].key, margin=self.protection.mark_margin, max_steps=max_steps)
         return to_numpy(net)
 
-    def _disguise(self, spec: Task, weights: Weights, seed: bytes) -> tuple[Weights, bytes]:
+    def _disguise(self, spec: Task, weights: Weights, seed: bytes, round_id: str) -> tuple[Weights, bytes]:
         """Function-preserving reparametrization: the original mark goes, ours comes, our own map."""
         key = own_marks(self.identity, self.protection, build_net(spec.model.name, spec.model.params,
                         spec.dataset.input_shape, spec.dataset.n_classes), spec)[0].key
         rng = np.random.default_rng(int.from_bytes(self.identity.derive("disguise")[:4], "big"))
         disguised = reparametrize_mlp(weights, key, rng)
-        own = mapping_seed(self.identity, crypto.message_hash(spec))
+        own = mapping_seed(self.identity, crypto.message_hash(spec), round_id)
         return remap(disguised, spec, seed, own), own
 
     def _submit(self, task: Signed[Task], ctx: RoundContext, weights: Weights, seed: bytes | None, *,

@@ -124,7 +124,7 @@ class Miner:
         self._rounds[task_id] = ctx
         seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
-        mapped, sml_seed = mapped_net(self.identity, self.protection, net, spec, task_id)
+        mapped, sml_seed = mapped_net(self.identity, self.protection, net, spec, task_id, ctx.round_id)
         report = reporter(progress, self.identity, task_id, spec.max_epochs)
         marks = own_marks(self.identity, self.protection, net, spec)
         settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
@@ -227,11 +227,11 @@ def reporter(progress: Any, identity: Identity, task_id: str, epochs: int) -> An
 
     return report
 def mapped_net(identity: Identity, protection: ProtectionConfig, net: torch.nn.Module, spec: Task,
-               task_id: str) -> tuple[torch.nn.Module, bytes | None]:
-    """The net behind ``identity``'s Secure Mapping Layer for ``task_id``, and the seed it was made from."""
+               task_id: str, round_id: str) -> tuple[torch.nn.Module, bytes | None]:
+    """The net behind ``identity``'s Secure Mapping Layer for one round of ``task_id``, and its seed."""
     if not protection.secure_mapping:
         return net, None
-    seed = mapping_seed(identity, task_id)
+    seed = mapping_seed(identity, task_id, round_id)
     q, kind = mapping_layer(seed, net, spec.model.name, spec.dataset.input_shape)
     if spec.fusion != "winner":  # start from the shared init as seen through this miner's map
         first = net_info(spec.model.name).first_layer

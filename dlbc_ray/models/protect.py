@@ -26,9 +26,13 @@ def mark_secret(identity: Identity) -> bytes:
     return identity.derive("watermark")
 
 
-def mapping_seed(identity: Identity, task_id: str) -> bytes:
-    """The seed of a miner's Secure Mapping Layer for one task, sealed until the window closes."""
-    return sml.derive_seed(identity.derive("sml"), task_id)
+def mapping_seed(identity: Identity, task_id: str, round_id: str) -> bytes:
+    """The seed of a miner's Secure Mapping Layer for one round of one task, sealed until its window closes.
+
+    Per round, not per task: a seed revealed when a round closes must not protect the
+    same task's retry, whose window opens after everyone has seen it.
+    """
+    return sml.derive_seed(identity.derive("sml"), f"{task_id}|{round_id}")
 
 
 def _shapes(net: nn.Module | Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -70,7 +70,7 @@ def close(ctx: RoundContext, signer: Identity = PROPOSER, chain: str = CHAIN, **
 
 def secrets_of(ctx: RoundContext) -> list[bytes]:
     """The miner's secrets, raw and as hex, as they would appear inside a pickled answer."""
-    raw = [mark_secret(MINER), mapping_seed(MINER, ctx.task_id), MINER.secret_bytes()]
+    raw = [mark_secret(MINER), mapping_seed(MINER, ctx.task_id, ctx.round_id), MINER.secret_bytes()]
     return raw + [r.hex().encode() for r in raw]
 
 
@@ -115,7 +115,7 @@ def test_a_miner_that_has_not_submitted_reveals_nothing_even_to_the_proposer(don
 def test_the_proposers_close_opens_the_seed_the_submission_committed_to(done: Mined) -> None:
     reveal = done.miner.reveal(close(done.ctx), done.commit)
     assert crypto.verify(reveal, chain_id=CHAIN, expected_signer=MINER.public_key).sml_seed == \
-        mapping_seed(MINER, done.ctx.task_id).hex()
+        mapping_seed(MINER, done.ctx.task_id, done.ctx.round_id).hex()
 
 
 @pytest.mark.parametrize("reason", ["wrong_signer", "bad_signature", "wrong_chain", "wrong_round"])
@@ -127,3 +127,9 @@ def test_only_the_proposers_close_stops_a_miner(done: Mined, reason: str) -> Non
     assert not miner._cancelled
     miner.cancel(close(done.ctx))
     assert miner._cancelled == {done.ctx.task_id}
+
+
+def test_a_retried_round_gets_a_new_mapping_seed() -> None:
+    """The seed revealed when a round closes must not also protect the same task's next round."""
+    task_id = "a" * 64
+    assert mapping_seed(MINER, task_id, "1" * 64) != mapping_seed(MINER, task_id, "2" * 64)
