@@ -115,6 +115,29 @@ class TaskDefaults(_Config):
     deadline_s: float = Field(default=900.0, gt=0)
 
 
+class Limits(_Config):
+    """Caps on what a task may ask for, checked before anything is parsed, loaded or allocated.
+
+    Every miner and validator applies the same caps, so a task one of them refuses is refused by all.
+    """
+
+    max_task_file_bytes: int = Field(default=64 * 1024, ge=1, description="a task file is refused unread past this")
+    max_depth: int = Field(default=8, ge=1, description="nesting of mappings and lists in a task file")
+    max_nodes: int = Field(default=2_000, ge=1, description="values in a task file, every YAML alias expanded")
+    max_aliases: int = Field(default=16, ge=0, description="YAML aliases (*name) in a task file")
+    max_scalar_chars: int = Field(default=1_024, ge=1, description="longest single value (bounds integer digits)")
+    max_dataset_bytes: int = Field(default=1 << 30, ge=1, description="a dataset's arrays once decompressed")
+    max_classes: int = Field(default=1_000, ge=2, description="K: labels must be 0..K-1")
+    max_params: int = Field(default=50_000_000, ge=1, description="scalar parameters of a task's net")
+    max_memory_bytes: int = Field(default=4 << 30, ge=1, description="estimated training memory of a task's net "
+                                  "(weights, gradients, two Adam moments, and one batch's activations)")
+    activation_batch: int = Field(default=1_024, ge=1, description="batch size the memory estimate assumes "
+                                  "(validators evaluate in batches this large)")
+
+
+LIMITS = Limits()
+
+
 class NetworkConfig(_Config):
     """A whole network: how many of each actor, and each concern's config."""
 

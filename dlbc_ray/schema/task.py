@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from dlbc_ray.constants import TASK_DOMAIN
 from dlbc_ray.schema.base import Amount, FrozenModel, Hash, Millis, PublicKey, Score
 
-ParamValue = int | float | str | bool | list[int]
+# Wire bounds: fixed, so every node refuses the same tasks; policy caps below these live in config.Limits.
+MAX_NAME_CHARS = 64
+MAX_PARAMS = 32
+MAX_LIST_ITEMS = 64
+MAX_WIDTH = 2**31 - 1
+MAX_CLASSES = 100_000
+MAX_EXAMPLES = 2**40
+MAX_INPUT_RANK = 4
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ParamInt = Annotated[int, Field(ge=-MAX_WIDTH, le=MAX_WIDTH)]
+ParamValue = (ParamInt | Annotated[float, Field(allow_inf_nan=False)] | Name | bool
+              | Annotated[list[ParamInt], Field(max_length=MAX_LIST_ITEMS)])
 FusionMode = Literal["winner", "fedavg", "trimmed-mean", "median", "ensemble"]
 Partition = Literal["none", "iid", "non-iid"]
 
@@ -17,23 +29,24 @@ Partition = Literal["none", "iid", "non-iid"]
 class ModelSpec(FrozenModel):
     """A net from the registry and its hyperparameters."""
 
-    name: str = Field(description="registry name, e.g. 'mlp', 'cnn'")
-    params: dict[str, ParamValue] = Field(default_factory=dict)
+    name: Name = Field(description="registry name, e.g. 'mlp', 'cnn'")
+    params: dict[Name, ParamValue] = Field(default_factory=dict, max_length=MAX_PARAMS)
 
 
 class DatasetSpec(FrozenModel):
     """Which data, and the hashes that let anyone audit the splits later."""
 
-    name: str = Field(description="built-in name ('digits', 'mnist1d', ...) or a file's stem")
-    uri: str | None = Field(default=None, description="local .npz/.csv path for file datasets")
+    name: Name = Field(description="built-in name ('digits', 'mnist1d', ...) or a file's stem")
+    uri: str | None = Field(default=None, max_length=255, pattern=r"^[^/\\\x00-\x1f\x7f]+$",
+                            description="a file dataset's file name only; where it lives stays off chain")
     train_hash: Hash
     test_hash: Hash = Field(description="hash of the held-out split; the split itself reaches validators only")
-    n_train: int = Field(ge=1)
-    n_test: int = Field(ge=1)
-    input_shape: tuple[int, ...]
-    n_classes: int = Field(ge=2)
+    n_train: int = Field(ge=1, le=MAX_EXAMPLES)
+    n_test: int = Field(ge=1, le=MAX_EXAMPLES)
+    input_shape: tuple[Annotated[int, Field(ge=1, le=MAX_WIDTH)], ...] = Field(min_length=1, max_length=MAX_INPUT_RANK)
+    n_classes: int = Field(ge=2, le=MAX_CLASSES)
     partition: Partition = Field(default="none", description="BaaS: give each miner its own private shard")
-    dirichlet_alpha: float = Field(default=0.5, gt=0)
+    dirichlet_alpha: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
 
 
 class Task(FrozenModel):
@@ -42,7 +55,7 @@ class Task(FrozenModel):
     DOMAIN: ClassVar[bytes] = TASK_DOMAIN
 
     requester: PublicKey
-    nonce: int = Field(ge=0, description="unique per requester")
+    nonce: int = Field(ge=0, le=2**63 - 1, description="unique per requester")
     model: ModelSpec
     dataset: DatasetSpec
     metric: Literal["accuracy"] = "accuracy"
