@@ -6,10 +6,13 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
+from dlbc_ray.config import Limits
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.models.nets import NETS, build_net, count_parameters, estimate_flops
+from dlbc_ray.models.nets import NETS, build_net, count_parameters, estimate_flops, net_footprint
 
 NATURAL_SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "cnn1d": (1, 40)}
 
@@ -102,3 +105,60 @@ def test_count_parameters() -> None:
     assert count_parameters(net) == (2 * 3 + 3) + (3 * 2 + 2)
     net.fc[0].weight.requires_grad_(False)
     assert count_parameters(net, trainable_only=True) == 3 + 8
+
+
+# ------------------------------------------------------------------ size limits
+
+SPECS = st.one_of(
+    st.tuples(st.just("mlp"), st.fixed_dictionaries({"hidden": st.lists(st.integers(1, 40), min_size=1, max_size=3)}),
+              st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple)),
+    *(st.tuples(st.just(name), st.fixed_dictionaries({"channels": st.lists(st.integers(1, 6), min_size=2, max_size=4),
+                                                      "hidden": st.integers(1, 20)}),
+                st.tuples(st.integers(1, 3), *[st.integers(1, 12)] * rank))
+      for name, rank in (("cnn", 2), ("cnn1d", 1))),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=SPECS, n_classes=st.integers(2, 12))
+def test_footprint_counts_exactly_the_parameters_the_net_has(spec: tuple[str, dict[str, Any], tuple[int, ...]],
+                                                             n_classes: int) -> None:
+    name, params, shape = spec
+    assert net_footprint(name, params, shape, n_classes).params == count_parameters(build_net(name, params, shape,
+                                                                                              n_classes))
+
+
+@pytest.mark.parametrize(("name", "params", "shape", "reason"), [
+    ("mlp", {"hidden": [1_000_000, 1_000_000]}, (64,), "too_many_params"),  # 4 TB of weights asked of torch once
+    ("mlp", {"hidden": [2**31 - 1]}, (1, 8, 8), "too_many_params"),
+    ("cnn", {"channels": [64, 64], "hidden": 64}, (3, 4096, 4096), "too_many_params"),
+    ("cnn1d", {"channels": [512, 512], "hidden": 8}, (1, 100_000), "too_many_params"),
+    ("mlp", {"hidden": [200_000] * 3}, (8,), "too_many_params"),
+])
+def test_oversized_nets_are_refused_before_torch_allocates(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                           params: dict[str, Any], shape: tuple[int, ...],
+                                                           reason: str) -> None:
+    def no_allocation(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("torch was asked to allocate a layer")
+
+    for layer in ("Linear", "Conv1d", "Conv2d"):
+        monkeypatch.setattr(nn, layer, no_allocation)
+    with pytest.raises(InvalidTask) as caught:
+        build_net(name, params, shape, 10)
+    assert caught.value.reason == reason and len(str(caught.value)) < 200
+
+
+def test_memory_limit_counts_one_batch_of_activations() -> None:
+    wide_input = ("mlp", {"hidden": [16]}, (3, 512, 512), 10)  # 12.6 M weights, 786k activations a sample
+    size = net_footprint(*wide_input)
+    assert size.memory_bytes(1024) == 4 * (4 * size.params + 2 * 1024 * size.activations)
+    build_net(*wide_input[:3], 10, limits=Limits(max_memory_bytes=size.memory_bytes(1024)))
+    with pytest.raises(InvalidTask, match="GiB to train") as caught:
+        build_net(*wide_input[:3], 10, limits=Limits(max_memory_bytes=size.memory_bytes(1024) - 1))
+    assert caught.value.reason == "too_much_memory"
+
+
+def test_limits_come_from_config() -> None:
+    build_net("mlp", {"hidden": [8]}, (4,), 3, limits=Limits(max_params=(4 * 8 + 8) + (8 * 3 + 3)))
+    with pytest.raises(InvalidTask, match="would have 67 parameters; the limit is 66"):
+        build_net("mlp", {"hidden": [8]}, (4,), 3, limits=Limits(max_params=66))
