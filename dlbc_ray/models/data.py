@@ -9,18 +9,26 @@ from __future__ import annotations
 import csv
 import os
 import random
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.crypto import hash_weights
 from dlbc_ray.errors import InvalidTask
+from dlbc_ray.schema.task import MAX_INPUT_RANK
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "iris", "wine", "breast_cancer")
 MNIST1D_CACHE_NAME = "mnist1d-v1.npz"
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+# What a damaged .npz can raise from zipfile, zlib and numpy's header parser.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, zipfile.BadZipFile, zlib.error,
+               tokenize.TokenError)
 _SKLEARN = {"digits": "load_digits", "iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer"}
 
 
@@ -124,39 +132,56 @@ def _generate_mnist1d() -> tuple[np.ndarray, ...]:
     return tuple(d[k].astype(np.float32 if k.startswith("x") else np.int64) for k in ("x", "y", "x_test", "y_test"))
 
 
-def load_file(path: Path) -> DatasetBundle:
-    """A user dataset: ``.npz`` (x_train, y_train, x_test, y_test) or ``.csv`` (label, split, features)."""
+def load_file(path: Path, *, limits: Limits = LIMITS) -> DatasetBundle:
+    """A user dataset: ``.npz`` (x_train, y_train, x_test, y_test) or ``.csv`` (label, split, features).
+
+    Sizes are checked before any array is read; labels must be 0..K-1 and features finite as float32.
+    """
     path = Path(path)
-    if not path.is_file():
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError) as e:
+        raise InvalidTask(f"{_clip(str(path))}: cannot read ({type(e).__name__})", reason="unreadable") from None
+    if size is None:
         raise InvalidTask(f"{path}: no such dataset file", reason="missing_file")
     readers = {".npz": _read_npz, ".csv": _read_csv}
     if path.suffix.lower() not in readers:
         raise InvalidTask(f"{path}: unknown dataset extension '{path.suffix}'; use .npz or .csv", reason="bad_extension")
-    x_train, y_train, x_test, y_test = readers[path.suffix.lower()](path)
-    train, test = _checked_split(path, "train", x_train, y_train), _checked_split(path, "test", x_test, y_test)
+    if path.suffix.lower() == ".csv" and size > limits.max_dataset_bytes:
+        raise InvalidTask(f"{path}: {size:,} bytes is over the {limits.max_dataset_bytes:,}-byte limit", reason="too_large")
+    x_train, y_train, x_test, y_test = readers[path.suffix.lower()](path, limits)
+    train = _checked_split(path, "train", x_train, y_train, limits)
+    test = _checked_split(path, "test", x_test, y_test, limits)
     if train.x.shape[1:] != test.x.shape[1:]:
         shapes = f"{train.x.shape[1:]} but test features {test.x.shape[1:]}"
         raise InvalidTask(f"{path}: train features have shape {shapes}", reason="shape_mismatch")
     return _bundle(path.stem, train, test)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+def _read_npz(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
     try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info.file_size for info in archive.infolist()}
+        missing = [k for k in NPZ_ARRAYS if k not in members]
+        if missing:
+            raise InvalidTask(f"{path}: missing array '{missing[0]}'", reason="missing_array")
+        total = sum(members[k] for k in NPZ_ARRAYS)
+        if total > limits.max_dataset_bytes:
+            raise InvalidTask(f"{path}: its arrays hold {total:,} bytes, over the {limits.max_dataset_bytes:,}-byte "
+                              "limit", reason="too_large")
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
-            if missing:
-                raise InvalidTask(f"{path}: missing array '{missing[0]}'", reason="missing_array")
-            return tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise InvalidTask(f"{path}: not a readable .npz file ({e})", reason="unreadable") from e
+            return tuple(f[k] for k in NPZ_ARRAYS)
+    except _NPZ_ERRORS as e:
+        raise InvalidTask(f"{path}: not a readable .npz file ({_clip(' '.join(str(e).split()), 80)})",
+                          reason="unreadable") from None
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, ...]:
+def _read_csv(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InvalidTask(f"{path}: not a readable .csv file ({e})", reason="unreadable") from e
+        raise InvalidTask(f"{path}: not a readable .csv file ({_clip(str(e), 80)})", reason="unreadable") from None
     header = [h.strip() for h in rows[0]] if rows else []
     features = [h for h in header if h not in ("label", "split")]
     for column in ("label", "split"):
@@ -180,24 +205,43 @@ def _numbers(path: Path, column: str, values: np.ndarray) -> np.ndarray:
     try:
         return values.astype(np.float64)
     except ValueError:
-        raise InvalidTask(f"{path}: column '{column}' holds a non-numeric value", reason="not_numeric") from None
+        raise InvalidTask(f"{path}: column {_clip(repr(column), 60)} holds a non-numeric value",
+                          reason="not_numeric") from None
 
 
-def _checked_split(path: Path, part: str, x: np.ndarray, y: np.ndarray) -> Split:
-    """One split of a user file, with every problem named."""
-    if x.ndim < 2 or y.ndim != 1:
-        raise InvalidTask(f"{path}: x_{part} must be (N, features...) and y_{part} (N,)", reason="bad_shape")
+def _checked_split(path: Path, part: str, x: np.ndarray, y: np.ndarray, limits: Limits) -> Split:
+    """One split of a user file, with every problem named; the arrays come back in their canonical dtypes."""
+    if not 2 <= x.ndim <= 1 + MAX_INPUT_RANK or y.ndim != 1 or 0 in x.shape[1:]:
+        raise InvalidTask(f"{path}: x_{part} must be (N, features...) with at most {MAX_INPUT_RANK} non-empty "
+                          f"feature axes and y_{part} (N,)", reason="bad_shape")
     if len(x) != len(y):
         raise InvalidTask(f"{path}: x_{part} has {len(x)} rows but y_{part} has {len(y)}", reason="length_mismatch")
     if len(y) == 0:
         raise InvalidTask(f"{path}: the {part} split is empty", reason="empty_split")
     if x.dtype.kind not in "biuf" or y.dtype.kind not in "iuf":
         raise InvalidTask(f"{path}: x_{part} or y_{part} is not numeric", reason="not_numeric")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise InvalidTask(f"{path}: {part} split holds NaN or inf values", reason="not_finite")
-    if (y != np.round(y)).any() or (y < 0).any():
-        raise InvalidTask(f"{path}: y_{part} labels must be non-negative integers", reason="bad_labels")
-    return Split(x, y)
+    labels = checked_labels(y, limits.max_classes)
+    if labels is None:
+        raise InvalidTask(f"{path}: y_{part} labels must be integers in 0..{limits.max_classes - 1}", reason="bad_labels")
+    with np.errstate(over="ignore", invalid="ignore"):
+        features = x.astype(np.float32)
+    if not np.isfinite(features).all():
+        raise InvalidTask(f"{path}: x_{part} holds NaN or inf values (as float32)", reason="not_finite")
+    return Split(features, labels)
+
+
+def checked_labels(y: np.ndarray, max_classes: int) -> np.ndarray | None:
+    """``y`` as int64 when every label is an integer in 0..max_classes-1, else None (checked before the cast)."""
+    with np.errstate(invalid="ignore"):
+        if y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.floor(y))).all():
+            return None
+        if (y < 0).any() or (y >= max_classes).any():
+            return None
+    return y.astype(np.int64)
+
+
+def _clip(text: str, n: int = 120) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def split_hash(split: Split) -> str:

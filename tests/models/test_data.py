@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dlbc_ray.config import Limits
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import (
     BUILTIN_DATASETS,
@@ -174,6 +175,91 @@ def test_missing_unknown_and_corrupt_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidTask, match="torn.npz") as torn:
         load_file(tmp_path / "torn.npz")
     assert (missing.value.reason, unknown.value.reason, torn.value.reason) == ("missing_file", "bad_extension", "unreadable")
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([0, 1, 1e300, 0, 1, 2]),  # wraps to a negative int64 in the cast
+    np.array([0, 1, 2**63, 0, 1, 2], dtype=np.uint64),
+    np.array([0, 1, 2**64 - 1, 0, 1, 2], dtype=np.uint64),
+    np.array([0, 1, float(2**63), 0, 1, 2]),
+    np.array([0, 1, 1000, 0, 1, 2]),  # K = 1001 is over the default cap of 1000 classes
+    np.array([0, 1, np.nan, 0, 1, 2]),
+])
+def test_labels_must_be_0_to_k_minus_1_before_the_cast(tmp_path: Path, labels: np.ndarray) -> None:
+    with pytest.raises(InvalidTask, match=r"y_train labels must be integers in 0\.\.999") as info:
+        load_file(_write_npz(tmp_path / "bad.npz", y_train=labels))
+    assert info.value.reason == "bad_labels"
+
+
+def test_class_cap_comes_from_config(tmp_path: Path) -> None:
+    path = _write_npz(tmp_path / "toy.npz")
+    assert load_file(path, limits=Limits(max_classes=3)).n_classes == 3
+    with pytest.raises(InvalidTask, match=r"0\.\.1"):
+        load_file(path, limits=Limits(max_classes=2))
+
+
+@pytest.mark.parametrize("x", [np.full((6, 2, 3), 1e300), np.full((6, 2, 3), -3.5e38), np.full((6, 2, 3), float(2**128))])
+def test_features_finite_in_float64_but_not_in_float32_are_refused(tmp_path: Path, x: np.ndarray) -> None:
+    with pytest.raises(InvalidTask, match=r"x_train holds NaN or inf values \(as float32\)") as info:
+        load_file(_write_npz(tmp_path / "bad.npz", x_train=x))
+    assert info.value.reason == "not_finite"
+
+
+def _compressed(tmp_path: Path) -> bytes:
+    path = tmp_path / "ok.npz"
+    rng = np.random.default_rng(0)
+    np.savez_compressed(path, x_train=rng.normal(size=(200, 4)), y_train=np.arange(200) % 3,
+                        x_test=rng.normal(size=(30, 4)), y_test=np.arange(30) % 3)
+    return path.read_bytes()
+
+
+def test_a_corrupt_compressed_npz_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    data = bytearray(_compressed(tmp_path))
+    for i in range(200, 600, 7):  # inside the first member's header and deflate stream
+        data[i] ^= 0xFF
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(InvalidTask, match="bad.npz: not a readable .npz file") as info:
+        load_file(tmp_path / "bad.npz")
+    assert info.value.reason == "unreadable" and len(str(info.value)) < 300
+
+
+@settings(max_examples=60, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=8))
+def test_byte_flips_in_an_npz_give_a_dataset_or_a_named_error(tmp_path_factory: pytest.TempPathFactory,
+                                                              flips: list[tuple[int, int]]) -> None:
+    folder = tmp_path_factory.mktemp("flips")
+    data = bytearray(_compressed(folder))
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    (folder / "f.npz").write_bytes(bytes(data))
+    try:
+        load_file(folder / "f.npz")
+    except InvalidTask as e:
+        assert "\n" not in str(e) and len(str(e)) < 300
+
+
+def test_decompressed_size_is_capped_before_arrays_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x_train=np.zeros((4096, 256)), y_train=np.zeros(4096, dtype=int),
+                        x_test=np.zeros((2, 256)), y_test=np.zeros(2, dtype=int))
+    assert path.stat().st_size < 100_000  # 8 MB of zeros
+    with pytest.raises(InvalidTask, match="over the 1,000,000-byte limit") as info:
+        load_file(path, limits=Limits(max_dataset_bytes=1_000_000))
+    assert info.value.reason == "too_large"
+
+
+def test_oversized_csv_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("a,label,split\n" + "1,0,train\n" * 1000)
+    with pytest.raises(InvalidTask, match="over the 100-byte limit"):
+        load_file(path, limits=Limits(max_dataset_bytes=100))
+
+
+@pytest.mark.parametrize("name", ["a\x00b.npz", "x" * 5000 + ".npz"])
+def test_unopenable_paths_are_named_errors(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InvalidTask) as info:
+        load_file(tmp_path / name)
+    assert info.value.reason in ("unreadable", "missing_file") and len(str(info.value)) < 300
 
 
 # ------------------------------------------------------------- hash, holdout, shards
