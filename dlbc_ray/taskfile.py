@@ -16,30 +16,36 @@ One schema (``version: 1``), the same in both syntaxes::
     partition: none             # optional: none | iid | non-iid (BaaS: private miner shards)
     dirichlet_alpha: 0.5        # optional, only with partition: non-iid
 
-Every problem is one line naming the file and the field, e.g.
-``tasks/bad.yaml: reward: must be greater than 0``. ``to_task`` turns a checked file
-into an unsigned ``Task``; the requester signs it.
+Every problem is one line (at most 300 characters) naming the file and the field, e.g.
+``tasks/bad.yaml: reward: must be greater than 0``. Files are read within
+``config.Limits`` (size, nesting, aliases; see ``dlbc_ray.untrusted``). ``to_task`` turns
+a checked file into an unsigned ``Task``; the requester signs it. Only the dataset's
+file name goes into the task: where it lives on this machine stays off chain.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import BUILTIN_DATASETS, DatasetBundle, load_builtin, load_file, split_hash
 from dlbc_ray.schema import DatasetSpec, ModelSpec, Task
-from dlbc_ray.schema.task import FusionMode, ParamValue, Partition
+from dlbc_ray.schema.task import MAX_NAME_CHARS, MAX_PARAMS, FusionMode, ParamValue, Partition
+from dlbc_ray.untrusted import UntrustedInput, read_document
 
 TASK_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 DATASET_FILE_SUFFIXES = (".npz", ".csv")
+MAX_DEADLINE_S = 3650 * 86_400  # ten years: every deadline stays a valid Millis
+MAX_REWARD = 2**53 - 1  # exact in JSON
+MAX_DATASET_CHARS = 512
+MAX_MESSAGE_CHARS = 300
 
 
 def _parse_deadline(value: Any) -> float | dt.datetime:
@@ -48,13 +54,15 @@ def _parse_deadline(value: Any) -> float | dt.datetime:
         try:
             value = dt.datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"must be seconds after submission or an ISO 8601 time, got {value!r}") from None
+            raise ValueError(f"must be seconds after submission or an ISO 8601 time, got {_short(value)}") from None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise ValueError(f"ISO time {value.isoformat()} needs a zone, e.g. 'Z' or '+02:00'")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be seconds after submission (> 0) or an ISO 8601 time, got {value!r}")
+        raise ValueError(f"must be seconds after submission (> 0) or an ISO 8601 time, got {_short(value)}")
+    if value > MAX_DEADLINE_S:
+        raise ValueError(f"{_short(value)} seconds is more than {MAX_DEADLINE_S // 86_400} days away")
     return float(value)
 
 
@@ -66,8 +74,9 @@ class _Strict(BaseModel):
 
 
 class ModelEntry(_Strict):
-    name: str = Field(description="registry name, e.g. 'mlp', 'cnn', 'cnn1d'")
-    params: dict[str, ParamValue] = Field(default_factory=dict)
+    name: str = Field(max_length=MAX_NAME_CHARS, description="registry name, e.g. 'mlp', 'cnn', 'cnn1d'")
+    params: dict[Annotated[str, Field(max_length=MAX_NAME_CHARS)], ParamValue] = Field(
+        default_factory=dict, max_length=MAX_PARAMS)
 
 
 class TaskFile(_Strict):
@@ -75,15 +84,16 @@ class TaskFile(_Strict):
 
     version: Literal[1] = 1
     model: ModelEntry
-    dataset: str = Field(min_length=1, description="built-in name, or a .npz/.csv path relative to the file")
+    dataset: str = Field(min_length=1, max_length=MAX_DATASET_CHARS,
+                         description="built-in name, or a .npz/.csv path relative to the file")
     metric: Literal["accuracy"] = "accuracy"
-    target: float = Field(ge=0, le=1)
-    reward: int = Field(gt=0)
+    target: float = Field(ge=0, le=1, allow_inf_nan=False)
+    reward: int = Field(gt=0, le=MAX_REWARD)
     deadline: Deadline
     max_epochs: int = Field(ge=1, le=10_000)
     fusion: FusionMode = "winner"
     partition: Partition = "none"
-    dirichlet_alpha: float = Field(default=0.5, gt=0)
+    dirichlet_alpha: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _alpha_needs_non_iid(self) -> TaskFile:
@@ -104,45 +114,61 @@ def is_dataset_path(dataset: str) -> bool:
 # ----------------------------------------------------------------------- loading
 
 
-def load_task_file(path: Path | str, *, cache_dir: Path | None = None) -> TaskFile:
+def load_task_file(path: Path | str, *, cache_dir: Path | None = None, limits: Limits = LIMITS) -> TaskFile:
     """Parse and check a task file, its dataset, and that its model can read that dataset."""
-    return load_task_with_data(path, cache_dir=cache_dir)[0]
+    return load_task_with_data(path, cache_dir=cache_dir, limits=limits)[0]
 
 
-def load_task_with_data(path: Path | str, *, cache_dir: Path | None = None) -> tuple[TaskFile, DatasetBundle]:
+def load_task_with_data(path: Path | str, *, cache_dir: Path | None = None,
+                        limits: Limits = LIMITS) -> tuple[TaskFile, DatasetBundle]:
     """``load_task_file`` plus the dataset it loaded on the way (for ``to_task``)."""
     path = Path(path)
-    taskfile = read_task_file(path)
-    bundle = load_dataset(taskfile, cache_dir=cache_dir, origin=path)
-    check_model_fits(taskfile, bundle, origin=path)
+    taskfile = read_task_file(path, limits=limits)
+    bundle = load_dataset(taskfile, cache_dir=cache_dir, origin=path, limits=limits)
+    check_model_fits(taskfile, bundle, origin=path, limits=limits)
     return taskfile, bundle
 
 
-def read_task_file(path: Path | str) -> TaskFile:
+def read_task_file(path: Path | str, *, limits: Limits = LIMITS) -> TaskFile:
     """Syntax and schema only (no data, no torch); file datasets resolved against the file's folder."""
     path = Path(path)
-    taskfile = _validate(path, _read_mapping(path))
+    taskfile = _validate(path, _read_mapping(path, limits))
     if taskfile.dataset not in BUILTIN_DATASETS and not taskfile.is_file_dataset:
-        raise _fail(path, "dataset", f"unknown built-in dataset '{taskfile.dataset}'; built-ins are "
-                    f"{', '.join(BUILTIN_DATASETS)} (or give a .npz/.csv path)")
+        raise _fail(path, "dataset", f"unknown built-in dataset {_short(taskfile.dataset)}; built-ins are "
+                    f"{', '.join(BUILTIN_DATASETS)} (or give a .npz/.csv path)", reason="unknown_dataset")
     if taskfile.is_file_dataset:
-        resolved = (path.parent / Path(taskfile.dataset).expanduser()).resolve()
-        taskfile = taskfile.model_copy(update={"dataset": str(resolved)})
+        taskfile = taskfile.model_copy(update={"dataset": str(_resolve_dataset(path, taskfile.dataset))})
     return taskfile
 
 
-def load_dataset(taskfile: TaskFile, *, cache_dir: Path | None = None, origin: Path | str = "task") -> DatasetBundle:
+def _resolve_dataset(path: Path, dataset: str) -> Path:
+    """``dataset`` against the task file's folder; ``~`` is the user's own home, never another user's."""
+    if dataset.startswith("~") and not (dataset == "~" or dataset.startswith(("~/", "~\\"))):
+        raise _fail(path, "dataset", "'~user' paths are not supported; give a path relative to the task file",
+                    reason="bad_path")
+    try:
+        return (path.parent / Path(dataset).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise _fail(path, "dataset", f"cannot resolve the path ({type(e).__name__})", reason="bad_path") from None
+
+
+def load_dataset(taskfile: TaskFile, *, cache_dir: Path | None = None, origin: Path | str = "task",
+                 limits: Limits = LIMITS) -> DatasetBundle:
     """The task's data: a built-in, or the user's file (its errors keep their own file name)."""
     try:
         if taskfile.is_file_dataset:
-            return load_file(Path(taskfile.dataset))
+            return load_file(Path(taskfile.dataset), limits=limits)
         return load_builtin(taskfile.dataset, cache_dir=cache_dir)
     except InvalidTask as e:
         raise _fail(origin, "dataset", str(e), reason=e.reason) from None
 
 
-def check_model_fits(taskfile: TaskFile, bundle: DatasetBundle, *, origin: Path | str = "task") -> None:
-    """Build the net for the data's shape once: unknown nets, bad params and shapes fail here."""
+def check_model_fits(taskfile: TaskFile, bundle: DatasetBundle, *, origin: Path | str = "task",
+                     limits: Limits = LIMITS) -> None:
+    """Build the net for the data's shape once: unknown nets, bad params, shapes and sizes fail here.
+
+    ``build_net`` checks the net's size against ``limits`` before torch allocates anything.
+    """
     from dlbc_ray.models.nets import build_net, net_info
 
     try:
@@ -150,29 +176,31 @@ def check_model_fits(taskfile: TaskFile, bundle: DatasetBundle, *, origin: Path 
     except InvalidTask as e:
         raise _fail(origin, "model.name", str(e), reason=e.reason) from None
     try:
-        build_net(taskfile.model.name, taskfile.model.params, bundle.input_shape, bundle.n_classes)
+        build_net(taskfile.model.name, taskfile.model.params, bundle.input_shape, bundle.n_classes, limits=limits)
     except InvalidTask as e:
         field = "model" if e.reason == "bad_input_shape" else "model.params"
         detail = f"{e} (dataset '{bundle.name}')" if e.reason == "bad_input_shape" else str(e)
         raise _fail(origin, field, detail, reason=e.reason) from None
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InvalidTask(f"{path}: no such task file", reason="missing_file")
-    if path.suffix.lower() not in TASK_FILE_SUFFIXES:
-        raise InvalidTask(f"{path}: unknown task file extension '{path.suffix}'; use .yaml, .yml or .json",
-                          reason="bad_extension")
+def _read_mapping(path: Path, limits: Limits) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidTask(f"{path}: cannot read ({e})", reason="unreadable") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-        raise InvalidTask(f"{path}: not valid {kind} ({_one_line(e)})", reason="syntax") from None
+        is_file = path.is_file()
+    except (OSError, ValueError) as e:
+        raise _fail(path, None, f"cannot read ({type(e).__name__})", reason="unreadable") from None
+    if not is_file:
+        raise _fail(path, None, "no such task file", reason="missing_file")
+    if path.suffix.lower() not in TASK_FILE_SUFFIXES:
+        raise _fail(path, None, f"unknown task file extension {_short(path.suffix, 20)}; use .yaml, .yml or .json",
+                    reason="bad_extension")
+    try:
+        data = read_document(path, limits=limits)
+    except OSError as e:
+        raise _fail(path, None, f"cannot read ({e.strerror or type(e).__name__})", reason="unreadable") from None
+    except UntrustedInput as e:
+        raise _fail(path, e.where or None, e.message, reason=e.reason) from None
     if not isinstance(data, dict):
-        raise InvalidTask(f"{path}: must hold a mapping of fields, found {type(data).__name__}", reason="syntax")
+        raise _fail(path, None, f"must hold a mapping of fields, found {type(data).__name__}", reason="syntax")
     return data
 
 
@@ -189,7 +217,7 @@ def _validate(path: Path, data: dict[str, Any]) -> TaskFile:
         elif first["type"] == "missing":
             message = "missing (required)"
         elif len(loc) < len(first["loc"]):  # pydantic named a union member, not a field
-            message = f"unsupported value {first['input']!r}"
+            message = f"unsupported value {_short(first['input'])}"
         if not field and ": " in message:  # model-level checks name their own field
             field, message = message.split(": ", 1)
         raise _fail(path, field or "task", message, reason=first["type"]) from None
@@ -209,12 +237,23 @@ def _present(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(kept)
 
 
-def _fail(origin: Path | str, field: str, message: str, *, reason: str = "task_file") -> InvalidTask:
-    return InvalidTask(f"{origin}: {field}: {message}", reason=reason)
+def _fail(origin: Path | str, field: str | None, message: str, *, reason: str = "task_file") -> InvalidTask:
+    """One line: file, field, problem, each clipped so the whole stays under MAX_MESSAGE_CHARS."""
+    where = f"{_clip(str(origin), 100)}: " + (f"{_clip(field, 40)}: " if field else "")
+    return InvalidTask(where + _clip(" ".join(message.split()), MAX_MESSAGE_CHARS - len(where)), reason=reason)
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+def _clip(text: str, n: int) -> str:
+    """``text`` cut in the middle to at most ``n`` characters (both ends of a path say the most)."""
+    if len(text) <= n:
+        return text
+    head = (n - 3) // 2
+    return text[:head] + "..." + text[len(text) - (n - 3 - head):]
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 # ------------------------------------------------------------------------- tasks
@@ -232,17 +271,25 @@ def to_task(taskfile: TaskFile, requester_public_key: str, *, nonce: int, now_ms
     """The unsigned Task for this file; dataset hashes and sizes come from ``bundle``."""
     expected = Path(taskfile.dataset).stem if taskfile.is_file_dataset else taskfile.dataset
     if bundle.name != expected:
-        raise InvalidTask(f"dataset: the task names '{expected}' but the data given is '{bundle.name}'",
+        raise InvalidTask(f"dataset: the task names {_short(expected)} but the data given is {_short(bundle.name)}",
                           reason="dataset_mismatch")
     deadline = deadline_ms(taskfile, now_ms)
     if deadline <= now_ms:
         raise InvalidTask(f"deadline: {taskfile.deadline} is already past", reason="deadline_past")
-    dataset = DatasetSpec(
-        name=bundle.name, uri=taskfile.dataset if taskfile.is_file_dataset else None,
-        train_hash=split_hash(bundle.train), test_hash=split_hash(bundle.test),
-        n_train=len(bundle.train), n_test=len(bundle.test), input_shape=bundle.input_shape,
-        n_classes=bundle.n_classes, partition=taskfile.partition, dirichlet_alpha=taskfile.dirichlet_alpha)
-    return Task(requester=requester_public_key, nonce=nonce,
-                model=ModelSpec(name=taskfile.model.name, params=dict(taskfile.model.params)), dataset=dataset,
-                metric=taskfile.metric, target=round(taskfile.target * SCORE_SCALE), reward=taskfile.reward,
-                deadline_ms=deadline, max_epochs=taskfile.max_epochs, fusion=taskfile.fusion, created_ms=now_ms)
+    if deadline - now_ms > MAX_DEADLINE_S * 1000:
+        raise InvalidTask(f"deadline: {taskfile.deadline} is more than {MAX_DEADLINE_S // 86_400} days away",
+                          reason="deadline_far")
+    try:
+        dataset = DatasetSpec(
+            name=bundle.name, uri=Path(taskfile.dataset).name if taskfile.is_file_dataset else None,
+            train_hash=split_hash(bundle.train), test_hash=split_hash(bundle.test),
+            n_train=len(bundle.train), n_test=len(bundle.test), input_shape=bundle.input_shape,
+            n_classes=bundle.n_classes, partition=taskfile.partition, dirichlet_alpha=taskfile.dirichlet_alpha)
+        return Task(requester=requester_public_key, nonce=nonce,
+                    model=ModelSpec(name=taskfile.model.name, params=dict(taskfile.model.params)), dataset=dataset,
+                    metric=taskfile.metric, target=round(taskfile.target * SCORE_SCALE), reward=taskfile.reward,
+                    deadline_ms=deadline, max_epochs=taskfile.max_epochs, fusion=taskfile.fusion, created_ms=now_ms)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "task"
+        raise _fail("task", field, first["msg"].removeprefix("Value error, "), reason="invalid_task") from None

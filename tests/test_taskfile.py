@@ -19,6 +19,8 @@ from dlbc_ray.taskfile import TaskFile, load_task_file, load_task_with_data, rea
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
 NOW_MS = 1_800_000_000_000
+REQUESTER = Identity.from_seed("requester", b"r")
+CHAIN_ID = "c" * 64
 GOOD = """\
 model: {name: mlp, params: {hidden: [16]}}
 dataset: iris
@@ -191,13 +193,13 @@ def test_file_datasets_resolve_against_the_task_files_folder(tmp_path: Path) -> 
 @pytest.mark.parametrize("deadline", ["2030-01-01T00:00:00Z", "'2030-01-01T01:00:00+01:00'"])
 def test_iso_deadlines_from_yaml_timestamps_and_strings(tmp_path: Path, deadline: str) -> None:
     taskfile, bundle = load_task_with_data(write(tmp_path, with_line(f"deadline: {deadline}")))
-    task = to_task(taskfile, "ab" * 32, nonce=1, now_ms=NOW_MS, bundle=bundle)
+    task = to_task(taskfile, REQUESTER.public_key, nonce=1, now_ms=NOW_MS, bundle=bundle)
     assert task.deadline_ms == int(dt.datetime(2030, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def test_to_task_fills_the_dataset_spec_from_the_bundle_and_can_be_signed(tmp_path: Path) -> None:
     taskfile, bundle = load_task_with_data(EXAMPLES / "digits-fedavg-noniid.yaml")
-    requester = Identity.from_seed("requester", b"r")
+    requester = REQUESTER
     task = to_task(taskfile, requester.public_key, nonce=7, now_ms=NOW_MS, bundle=bundle)
     assert task.dataset.train_hash == split_hash(bundle.train) and task.dataset.test_hash == split_hash(bundle.test)
     assert (task.dataset.n_train, task.dataset.n_test) == (len(bundle.train), len(bundle.test))
@@ -205,26 +207,28 @@ def test_to_task_fills_the_dataset_spec_from_the_bundle_and_can_be_signed(tmp_pa
     assert (task.dataset.partition, task.dataset.dirichlet_alpha, task.fusion) == ("non-iid", 0.5, "fedavg")
     assert task.target == round(0.8 * SCORE_SCALE) and task.reward == 1500 and task.max_epochs == 5
     assert task.deadline_ms == NOW_MS + 1_200_000 and task.created_ms == NOW_MS and task.nonce == 7
-    assert crypto.verify(crypto.sign(requester, task), expected_signer=requester.public_key) == task
+    signed = crypto.sign(requester, task, CHAIN_ID)
+    assert crypto.verify(signed, chain_id=CHAIN_ID, expected_signer=requester.public_key) == task
 
 
-def test_to_task_keeps_the_file_path_as_uri(tmp_path: Path) -> None:
-    write_npz(tmp_path / "d.npz")
-    taskfile, bundle = load_task_with_data(write(tmp_path, with_line("dataset: d.npz")))
-    task = to_task(taskfile, "ab" * 32, nonce=0, now_ms=NOW_MS, bundle=bundle)
-    assert task.dataset.name == "d" and task.dataset.uri == str((tmp_path / "d.npz").resolve())
+def test_to_task_keeps_the_local_path_off_chain(tmp_path: Path) -> None:
+    write_npz(tmp_path / "data" / "d.npz")
+    taskfile, bundle = load_task_with_data(write(tmp_path, with_line("dataset: data/d.npz")))
+    task = to_task(taskfile, REQUESTER.public_key, nonce=0, now_ms=NOW_MS, bundle=bundle)
+    assert task.dataset.name == "d" and task.dataset.uri == "d.npz"
+    assert str(tmp_path) not in crypto.canonical_bytes(task).decode()
 
 
 def test_to_task_refuses_data_of_another_dataset(tmp_path: Path) -> None:
     taskfile = load_task_file(write(tmp_path, GOOD))
     with pytest.raises(InvalidTask, match="dataset: the task names 'iris' but the data given is 'wine'"):
-        to_task(taskfile, "ab" * 32, nonce=0, now_ms=NOW_MS, bundle=load_builtin("wine"))
+        to_task(taskfile, REQUESTER.public_key, nonce=0, now_ms=NOW_MS, bundle=load_builtin("wine"))
 
 
 def test_to_task_refuses_a_deadline_already_past(tmp_path: Path) -> None:
     taskfile, bundle = load_task_with_data(write(tmp_path, with_line("deadline: 2020-01-01T00:00:00Z")))
     with pytest.raises(InvalidTask, match="deadline: 2020-01-01 00:00:00\\+00:00 is already past"):
-        to_task(taskfile, "ab" * 32, nonce=0, now_ms=NOW_MS, bundle=bundle)
+        to_task(taskfile, REQUESTER.public_key, nonce=0, now_ms=NOW_MS, bundle=bundle)
 
 
 def test_taskfile_is_frozen() -> None:
@@ -232,3 +236,198 @@ def test_taskfile_is_frozen() -> None:
                                         "deadline": 10, "max_epochs": 1})
     with pytest.raises(Exception, match="frozen"):
         taskfile.reward = 2  # type: ignore[misc]
+
+
+# ------------------------------------------- hostile files (issue 10, finding 9)
+
+# The 480-byte shape that once gave a one-line error of 52 million characters (pydantic quoted its input).
+ALIAS_BOMB = with_line("model: {name: mlp, params: {hidden: [&a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
+    f"&{k} [{', '.join([f'*{p}'] * 9)}]" for p, k in zip("abcde", "bcdef")) + "]}}")
+
+
+def one_line(path: Path, caught: pytest.ExceptionInfo[InvalidTask], *words: str) -> None:
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and len(message) <= 300, message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    (with_line("deadline: 1.0e+306"), ["deadline: ", "more than 3650 days away"]),
+    (with_line("deadline: 315360001"), ["deadline: ", "more than 3650 days away"]),
+    (with_line("reward: " + "9" * 5000), ["reward: a value of 5,000 characters"]),
+    (with_line("reward: " + "9" * 400), ["reward: an integer out of range"]),
+    (with_line("reward: 9007199254740992"), ["reward: must be less than or equal to 9007199254740991"]),
+    (with_line("max_epochs: " + "1" * 40), ["max_epochs: an integer out of range"]),
+    (with_line("target: .nan"), ["target: NaN and infinities are not allowed"]),
+    (with_line("target: .inf"), ["target: NaN and infinities are not allowed"]),
+    (with_line("deadline: .inf"), ["deadline: NaN and infinities are not allowed"]),
+    ("partition: non-iid\ndirichlet_alpha: -.inf\n" + GOOD, ["dirichlet_alpha: NaN and infinities"]),
+    (with_line("model: {name: mlp, params: {dropout: .nan}}"), ["model.params.dropout: NaN and infinities"]),
+    (with_line('dataset: "\\uD800.npz"'), ["dataset: text with a control character (e.g. NUL) or a lone surrogate"]),
+    (with_line('model: {name: "ml\\uDC80p"}'), ["model.name: text with a control character"]),
+    (with_line('dataset: "a\\0b.npz"'), ["dataset: text with a control character (e.g. NUL)"]),
+    (with_line("dataset: ~otheruser/d.npz"), ["dataset: '~user' paths are not supported"]),
+    (with_line("dataset: " + "d/" * 300 + "x.npz"), ["dataset: String should have at most 512 characters"]),
+    (with_line("dataset: " + "x" * 2000 + ".npz"), ["dataset: a value of 2,004 characters; the limit is 1,024"]),
+    (with_line("model: " + "[" * 300 + "]" * 300), ["model.0.0.0.0.0.0.0: nested deeper than 8 levels"]),
+    (with_line("model: {name: mlp, params: {hidden: [1000000, 1000000]}}"),
+     ["model.params: net 'mlp' would have 1e+12 parameters; the limit is 50,000,000"]),
+    (with_line("model: {name: cnn, params: {channels: [4096, 4096], hidden: 4096}}").replace("iris", "digits"),
+     ["model.params: net 'cnn' would have"]),
+    (with_line("deadline: 0000-01-01T00:00:00Z"), ["not valid YAML (year 0 is out of range)"]),
+    (with_line("target: !!float .5"), ["target: explicit YAML tags (!!float) are not allowed"]),
+    (ALIAS_BOMB, ["model.params.hidden.2.7: more than 16 YAML aliases"]),
+])
+def test_hostile_yaml_gets_one_short_line_naming_the_field(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = write(tmp_path, text, "bad.yaml")
+    with pytest.raises(InvalidTask) as caught:
+        load_task_with_data(path)
+    one_line(path, caught, *words)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"deadline": 1e306}, ["deadline: ", "more than 3650 days away"]),
+    ({"target": float("nan")}, ["target: NaN and infinities are not allowed"]),
+    ({"reward": float("inf")}, ["reward: NaN and infinities are not allowed"]),
+    ({"dataset": "\ud800.npz"}, ["dataset: text with a control character"]),
+    ({"model": {"name": "mlp", "params": {"hidden": [10**4000]}}}, ["model.params.hidden.0: a number of 4,001"]),
+    ({"model": {"name": "mlp", "params": {"hidden": [2**62]}}}, ["model.params.hidden: unsupported value"]),
+    ({"target": 1e400}, ["target: NaN and infinities are not allowed"]),
+])
+def test_hostile_json_gets_one_short_line_naming_the_field(tmp_path: Path, change: dict[str, object],
+                                                           words: list[str]) -> None:
+    import yaml
+
+    path = write(tmp_path, json.dumps({**yaml.safe_load(GOOD), **change}).replace("1e+400", "1e400"), "bad.json")
+    with pytest.raises(InvalidTask) as caught:
+        load_task_with_data(path)
+    one_line(path, caught, *words)
+
+
+def test_json_nested_hundreds_deep_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"model": ' + "[" * 5000 + "]" * 5000 + "}", "deep.json")
+    with pytest.raises(InvalidTask) as caught:
+        load_task_file(path)
+    one_line(path, caught, "nested deeper than 8 levels")
+
+
+def test_an_alias_bomb_costs_one_short_line(tmp_path: Path) -> None:
+    from dlbc_ray.config import Limits
+
+    assert len(ALIAS_BOMB.encode()) < 600
+    path = write(tmp_path, ALIAS_BOMB, "bomb.yaml")
+    with pytest.raises(InvalidTask) as caught:
+        load_task_file(path)
+    one_line(path, caught, "more than 16 YAML aliases")
+    with pytest.raises(InvalidTask) as caught:  # with aliases allowed, the expanded values still are bounded
+        load_task_file(path, limits=Limits(max_aliases=100, max_depth=20))
+    one_line(path, caught, "more than 2,000 values (each use of a YAML alias counts)")
+
+
+def test_aliases_under_the_cap_still_count_every_use(tmp_path: Path) -> None:
+    from dlbc_ray.config import Limits
+
+    path = write(tmp_path, "x: &x [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\ny: [*x, *x, *x, *x, *x]\n" + GOOD)
+    with pytest.raises(InvalidTask, match="x: unknown field"):  # five aliases pass the alias cap...
+        load_task_file(path, limits=Limits(max_aliases=5))
+    with pytest.raises(InvalidTask) as caught:
+        load_task_file(path, limits=Limits(max_aliases=5, max_nodes=50))
+    one_line(path, caught, "more than 50 values")
+
+
+def test_a_5mb_file_is_refused_before_it_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    path = write(tmp_path, GOOD + "# " + "x" * 5_000_000 + "\n", "big.yaml")
+    monkeypatch.setattr(yaml, "parse", lambda *a, **k: pytest.fail("a 5 MB file was parsed"))
+    monkeypatch.setattr(yaml, "load", lambda *a, **k: pytest.fail("a 5 MB file was parsed"))
+    with pytest.raises(InvalidTask) as caught:
+        load_task_file(path)
+    one_line(path, caught, "5,000,", "over the 65,536-byte limit")
+    assert caught.value.reason == "too_large"
+
+
+def test_labels_that_wrap_in_the_cast_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.normal(size=(30, 4)), y_train=np.array([0, 1, 2**64 - 1] * 10, np.uint64),
+             x_test=rng.normal(size=(9, 4)), y_test=np.arange(9) % 3)
+    path = write(tmp_path, with_line("dataset: d.npz"))
+    with pytest.raises(InvalidTask) as caught:
+        load_task_with_data(path)
+    one_line(path, caught, "dataset: ", "y_train labels must be integers in 0..999")
+
+
+def test_features_that_overflow_float32_are_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x_train=np.full((30, 4), 1e39), y_train=np.arange(30) % 3,
+             x_test=np.zeros((9, 4)), y_test=np.arange(9) % 3)
+    path = write(tmp_path, with_line("dataset: d.npz"))
+    with pytest.raises(InvalidTask) as caught:
+        load_task_with_data(path)
+    one_line(path, caught, "dataset: ", "x_train holds NaN or inf values (as float32)")
+
+
+def test_a_corrupt_compressed_npz_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez_compressed(tmp_path / "d.npz", x_train=rng.normal(size=(300, 4)), y_train=np.arange(300) % 3,
+                        x_test=rng.normal(size=(30, 4)), y_test=np.arange(30) % 3)
+    data = bytearray((tmp_path / "d.npz").read_bytes())
+    for i in range(200, 600, 7):
+        data[i] ^= 0xFF
+    (tmp_path / "d.npz").write_bytes(bytes(data))
+    path = write(tmp_path, with_line("dataset: d.npz"))
+    with pytest.raises(InvalidTask) as caught:
+        load_task_with_data(path)
+    one_line(path, caught, "dataset: ", "d.npz: not a readable .npz file")
+
+
+def test_long_paths_are_clipped_to_one_short_line(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["folder-with-a-long-name"] * 12)
+    deep.mkdir(parents=True)
+    path = write(deep, with_line("reward: -1"))
+    with pytest.raises(InvalidTask) as caught:
+        load_task_file(path)
+    message = str(caught.value)
+    assert len(message) <= 300 and "reward: must be greater than 0" in message and message.endswith("than 0")
+
+
+def test_a_deadline_further_than_ten_years_is_refused_by_to_task(tmp_path: Path) -> None:
+    taskfile, bundle = load_task_with_data(write(tmp_path, with_line("deadline: 9999-12-31T00:00:00Z")))
+    with pytest.raises(InvalidTask, match="deadline: 9999-12-31 00:00:00\\+00:00 is more than 3650 days away"):
+        to_task(taskfile, REQUESTER.public_key, nonce=0, now_ms=NOW_MS, bundle=bundle)
+
+
+def test_to_task_turns_wire_refusals_into_named_errors(tmp_path: Path) -> None:
+    taskfile, bundle = load_task_with_data(write(tmp_path, GOOD))
+    with pytest.raises(InvalidTask, match="^task: requester: "):
+        to_task(taskfile, "ab" * 32, nonce=0, now_ms=NOW_MS, bundle=bundle)  # not a point on the curve
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("bomb.yaml", ALIAS_BOMB),
+    ("big.yaml", GOOD + "#" * 70_000),
+    ("deep.json", '{"model": ' + "[" * 3000 + "]" * 3000 + "}"),
+    ("huge.yaml", with_line("model: {name: mlp, params: {hidden: [1000000, 1000000]}}")),
+    ("far.json", json.dumps({"model": {"name": "mlp"}, "dataset": "iris", "target": 0.5, "reward": 1,
+                             "deadline": 1e306, "max_epochs": 1})),
+])
+def test_submit_of_a_bad_file_prints_one_line_exits_non_zero_and_writes_nothing(tmp_path: Path, name: str,
+                                                                                  text: str) -> None:
+    from typer.testing import CliRunner
+
+    from dlbc_ray.cli.app import app
+    from dlbc_ray.home import open_home
+
+    home = tmp_path / "home"
+    open_home(home, create=True)
+    before = {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
+    path = write(tmp_path, text, name)
+    result = CliRunner().invoke(app, ["submit", str(path), "--home", str(home)], catch_exceptions=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == InvalidTask.exit_code, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], result.stderr
+    assert "Traceback" not in result.output and len(lines[0]) <= 310
+    assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
