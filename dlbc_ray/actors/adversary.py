@@ -99,11 +99,9 @@ class AdversaryMiner(Miner):
         self._loot: _Loot | None = None
 
     def arm(self, attack: MinerAttack | None) -> None:
-        """Attack from the next round on (None: honest again); a thief armed with the task steals now."""
+        """Attack from the next round on (None: honest again)."""
         self.attack = attack
         self._loot = None
-        if attack is not None and attack.task is not None and attack.train is not None:
-            self._loot = self._steal(attack, attack.task, attack.train)
 
     def last_record(self) -> AttackRecord | None:
         return self.records[-1] if self.records else None
@@ -129,13 +127,13 @@ class AdversaryMiner(Miner):
     # ------------------------------------------------------------- plays
 
     def _thief(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        loot = self._loot_for(a, task, data)
+        loot = self._loot_for(a, task, data, ctx)
         note = f"exact copy of {loot.victim} ({loot.submission.model_hash[:12]}), under its own mapping seed"
         own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)  # the victim's stays sealed while the window is open
         return self._submit(task, ctx, loot.weights, own, template=loot.submission), loot.weights, note
 
     def _copy_noise(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        loot = self._loot_for(a, task, data)
+        loot = self._loot_for(a, task, data, ctx)
         rng = np.random.default_rng(int(ctx.round_id[:8], 16))
         noisy = {k: (v + rng.standard_normal(v.shape).astype(v.dtype) * a.noise * float(v.std()))
                  if np.issubdtype(v.dtype, np.floating) else v for k, v in loot.weights.items()}
@@ -203,7 +201,7 @@ class AdversaryMiner(Miner):
         self._leaks = tuple(leaks)
         if seeds:  # it worked: the rival's model behind the rival's own mapping layer, now "ours"
             name, seed = next(iter(seeds.items()))
-            loot = self._loot_for(MinerAttack("thief", victim=name), task, data)
+            loot = self._loot_for(MinerAttack("thief", victim=name), task, data, ctx)
             mined = self._submit(task, ctx, loot.weights, seed, template=loot.submission)
             return mined, loot.weights, f"{tried} probes, {len(leaks)} answered; {name}'s model under its seed"
         mined, weights, _ = self._random(MinerAttack("random-weights"), task, data, ctx)
@@ -218,27 +216,25 @@ class AdversaryMiner(Miner):
 
     # ------------------------------------------------------------- parts
 
-    def _loot_for(self, a: MinerAttack, task: Signed[Task], data: Split) -> _Loot:
-        loot = self._loot
-        if loot is not None and loot.submission.task_id == crypto.message_hash(task.message):
-            return loot
-        return self._steal(a, task, data)  # not armed with this task: re-derive now, racing the victim
+    def _loot_for(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Loot:
+        loot, key = self._loot, (crypto.message_hash(task.message), ctx.round_id)
+        if loot is None or loot.round != key:
+            loot = self._loot = self._steal(a, task, data, ctx)
+        return loot
 
-    def _steal(self, a: MinerAttack, task: Signed[Task], data: Split) -> _Loot:
-        """The model a victim trains for ``task``, re-derived in this process (plain ``Miner``s).
+    def _steal(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Loot:
+        """The model a victim trains in this round, re-derived in this process (plain ``Miner``s), racing it.
 
-        With no victim named, the thief takes the model with the best claimed score: the likely winner.
+        Mapping seeds are per round, so the copy can only be made once the round is open. With no
+        victim named, the thief takes the model with the best claimed score: the likely winner.
         """
         names = [a.victim] if a.victim else sorted(self.victims)
-        task_id = crypto.message_hash(task.message)
-        ctx = RoundContext(chain_id=task.chain_id, round_id="0" * 64, task_id=task_id, base_height=0,
-                           base_hash="0" * 64, eval_seed=0, submit_deadline_ms=0)
         loot = []
         for name in names:
             victim = Miner(self.cfg, identity=self.victims[name or ""], protection=self.protection,
                            proposer=self.proposer)
             mined, weights = victim.mine(task, data, ctx)
-            loot.append(_Loot(name or "", mined.signed.message, weights))
+            loot.append(_Loot(name or "", mined.signed.message, weights, (ctx.task_id, ctx.round_id)))
         return max(loot, key=lambda x: x.submission.claimed_score)
 
     def _own_mark(self, spec: Task, weights: Weights, max_steps: int) -> Weights:
@@ -291,6 +287,7 @@ class _Loot:
     victim: str
     submission: Submission
     weights: Weights
+    round: tuple[str, str]  # (task id, round id) it was made for
 
 
 def probe_rivals(rivals: Mapping[str, Any], closes: Sequence[Signed[WindowClose]],
