@@ -35,6 +35,8 @@ class MinerConfig(_Config):
     target_margin: float = Field(default=0.03, ge=0, lt=1, description="PoLe: stop once the own validation "
                                  "accuracy clears the standing target by this much (test accuracy may be lower)")
     max_restarts: int = Field(default=3, ge=-1)
+    data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
+                                 "a task names a file by name only, never by a path on the requester's machine")
 
 
 class ValidatorConfig(_Config):
@@ -44,6 +46,8 @@ class ValidatorConfig(_Config):
     resources: dict[str, float] = Field(default_factory=lambda: {"dlbc_validator": 1.0})
     eval_batch_size: int = Field(default=1024, ge=1)
     max_restarts: int = Field(default=3, ge=-1)
+    data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
+                                 "a task names a file by name only, never by a path on the requester's machine")
 
 
 class ProtectionConfig(_Config):

@@ -174,3 +174,16 @@ def test_merkle_root_is_order_sensitive_and_handles_odd_counts() -> None:
     assert crypto.merkle_root(leaves) != crypto.merkle_root(leaves[:2])
     assert crypto.merkle_root([]) == crypto.sha256_hex(b"")
     assert crypto.merkle_root([b"a"]) != crypto.merkle_root([b"a", b"a"])
+
+
+def test_a_message_that_arrives_unvalidated_is_reparsed_before_any_rule() -> None:
+    """Ray unpickles models without validators: a NaN smuggled past them is caught by ``revalidated``."""
+    from dlbc_ray.errors import InvalidMessage
+    from dlbc_ray.schema.base import revalidated
+
+    stats = MinerStats(train_s=1.0, epochs=1, hash_ms=0, sign_ms=0, put_ms=0, device="cpu")
+    smuggled = pickle.loads(pickle.dumps(stats.model_copy(update={"train_s": float("nan")})))
+    with pytest.raises(InvalidMessage) as refused:
+        revalidated(smuggled)
+    assert refused.value.reason == "malformed" and "train_s" in str(refused.value)
+    assert revalidated(stats) == stats

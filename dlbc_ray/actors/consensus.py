@@ -44,6 +44,7 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ActorUnavailable, ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
 from dlbc_ray.schema import Block, DatasetSpec, ModelSpec, PostTaskTx, Signed, Task, Transfer, TransferTx
+from dlbc_ray.schema.base import revalidated
 from dlbc_ray.schema.rounds import (
     ProgressEvent,
     RoundReport,
@@ -130,7 +131,11 @@ class Consensus:
         return self.chain_id
 
     def snapshot(self) -> ChainState:
-        return get_retrying(self.ledger.snapshot.remote, timeout=self.cfg.commit_timeout_s, what="ledger snapshot")
+        return self._ask(self.ledger.snapshot.remote, "ledger snapshot")
+
+    def _ask(self, call: Callable[[], Any], what: str) -> Any:
+        """A ledger call that is safe to repeat, asked again for up to the commit timeout while unanswered."""
+        return get_retrying(call, timeout=self.cfg.commit_timeout_s, what=what, patience_s=self.cfg.commit_timeout_s)
 
     def _commit_block(self, build: Callable[[ChainState], Block]) -> BlockImportResult:
         """Propose on the current head and import, one block at a time.
@@ -142,8 +147,7 @@ class Consensus:
             return self._import(build(self.snapshot()))
 
     def _import(self, block: Block) -> BlockImportResult:
-        return get_retrying(lambda: self.ledger.import_block.remote(block), timeout=self.cfg.commit_timeout_s,
-                            what="ledger")
+        return self._ask(lambda: self.ledger.import_block.remote(block), "ledger")
 
     # ------------------------------------------------------------ transactions
 
@@ -153,6 +157,7 @@ class Consensus:
         Idempotent: the same signed task again (a retry after a lost reply) is queued if it
         is open on chain, and is never escrowed twice.
         """
+        task = revalidated(task)  # Ray unpickles without validating: re-parse what a client sent
         spec = crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
         task_pool.check_data(spec.dataset, train, test)
@@ -178,6 +183,7 @@ class Consensus:
 
     def submit_transfer(self, transfer: Signed[Transfer]) -> dict[str, Any]:
         """A signed transfer, included in the next block (made at once)."""
+        transfer = revalidated(transfer)
         crypto.verify(transfer, chain_id=self.chain_id, expected_signer=transfer.message.sender)
         result = self._commit_block(lambda st: propose_tx_block(st, [TransferTx(transfer=transfer)], self.identity,
                                                                 now_ms()))
@@ -291,8 +297,8 @@ class Consensus:
         metadata = {"task_id": winner.task_id, "miner": winner.miner}
         if arrival.reveal is not None:
             metadata["sml_seed"] = arrival.reveal.message.sml_seed
-        get_retrying(lambda: self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
-                     timeout=self.cfg.commit_timeout_s, what="artifact store")
+        self._ask(lambda: self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
+                  "artifact store")
 
     def _store_fused(self, task: Task, block: Block, result: RoundResult) -> None:
         """BaaS: fuse the contributors here too (the same bytes validators fused) and keep the result."""
@@ -310,8 +316,8 @@ class Consensus:
         fused = baas.fuse(task, parts)
         metadata = {"task_id": block.header.task_id or "", "fusion": task.fusion, "members": str(len(parts)),
                     "contributors": ",".join(by_commit[c].signed.message.miner for c in contributors)}
-        get_retrying(lambda: self.ledger.store_artifact.remote(fused, block.header.model_hash, metadata),
-                     timeout=self.cfg.commit_timeout_s, what="artifact store")
+        self._ask(lambda: self.ledger.store_artifact.remote(fused, block.header.model_hash, metadata),
+                  "artifact store")
 
     # ---------------------------------------------------------------- scheduler
 
@@ -433,8 +439,7 @@ class Consensus:
         if entry is not None:
             return entry.task
         height = state.tasks[task_id].posted_height
-        blocks = get_retrying(lambda: self.ledger.blocks.remote(height, height + 1),
-                              timeout=self.cfg.commit_timeout_s, what="ledger blocks")
+        blocks = self._ask(lambda: self.ledger.blocks.remote(height, height + 1), "ledger blocks")
         found = escrow.find_posting(blocks[0], task_id) if blocks else None
         if found is None:
             raise ConsensusError(f"task {task_id[:12]}: block {height} holds no posting of it", reason="no_posting")

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from dlbc_ray.consensus import ChainState, compute_block_hash
-from dlbc_ray.errors import ConfigError
+from dlbc_ray.errors import ConfigError, InvalidBlock, InvalidMessage
 from dlbc_ray.ledger import ArtifactStore, BlockImportResult, Chain
 from dlbc_ray.schema import Block, ChainParams
+from dlbc_ray.schema.base import revalidated
 
 
 class Ledger:
@@ -41,6 +42,11 @@ class Ledger:
 
     def import_block(self, block: Block) -> BlockImportResult:
         """Idempotent: re-importing the head (a retried call) returns its result again."""
+        try:
+            block = revalidated(block)
+        except InvalidMessage as e:
+            raise InvalidBlock(f"block {block.header.height}: {e}", reason="malformed",
+                               height=block.header.height) from None
         if block.height == self.chain.height and compute_block_hash(block.header) == self.head()["hash"]:
             return BlockImportResult(block.height, self.head()["hash"], block.header.prev_hash,
                                      block.header.winner, 0.0, 0.0)

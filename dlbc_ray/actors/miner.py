@@ -119,7 +119,7 @@ class Miner:
         submission and its weights."""
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
-        data = private_shard(self.identity, spec, task_id, ctx) if ctx.shards else data
+        data = private_shard(self.identity, spec, task_id, ctx, self.cfg.data_dir) if ctx.shards else data
         check_inputs(spec, task_id, data, ctx)
         self._rounds[task_id] = ctx
         seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
@@ -189,12 +189,15 @@ def check_inputs(spec: Task, task_id: str, data: Split | None, ctx: RoundContext
         raise InvalidTask("training data does not match the task's train_hash", reason="data_hash")
 
 
-def private_shard(identity: Identity, spec: Task, task_id: str, ctx: RoundContext) -> Split:
-    """BaaS: this miner's own shard, loaded here; the rest of the data is dropped at once."""
+def private_shard(identity: Identity, spec: Task, task_id: str, ctx: RoundContext, data_dir: str | None) -> Split:
+    """BaaS: this miner's own shard, loaded here from its own data folder; the rest is dropped at once."""
     from dlbc_ray.models.data import load_builtin, load_file, shard
 
     ds = spec.dataset
-    bundle = load_file(Path(ds.uri)) if ds.uri else load_builtin(ds.name)
+    if ds.uri and data_dir is None:
+        raise InvalidTask(f"task data '{ds.uri}' is a file and this miner has no data_dir to find it in",
+                          reason="data_dir")
+    bundle = load_file(Path(data_dir or ".") / Path(ds.uri).name) if ds.uri else load_builtin(ds.name)
     if split_hash(bundle.train) != ds.train_hash:
         raise InvalidTask("the dataset this miner holds does not match the task's train_hash", reason="data_hash")
     if identity.public_key not in ctx.shards:

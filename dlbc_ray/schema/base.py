@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.errors import InvalidMessage
 
+
+M = TypeVar("M", bound=BaseModel)
 
 # Every wire type refuses NaN and infinities: they break canonical JSON and every comparison.
 WIRE_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -25,6 +28,20 @@ def _on_curve(value: str) -> str:
     if not is_public_key(value):
         raise ValueError("not a point on Ed25519's curve: nobody could ever sign for it")
     return value
+
+
+def revalidated(message: M) -> M:
+    """``message`` as the wire types would parse it, or InvalidMessage naming the first bad field.
+
+    Ray unpickles pydantic models without running their validators, so whatever arrives
+    from another actor or a client is re-parsed before a rule looks at it.
+    """
+    try:
+        return type(message).model_validate(message.model_dump())
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise InvalidMessage(f"{type(message).__name__}: {where}: {first['msg']}"[:300], reason="malformed") from None
 
 
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
