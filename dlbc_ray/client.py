@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import TRANSIENT, get
+from dlbc_ray.actors._ray import get, get_retrying
 from dlbc_ray.actors.rounds import now_ms
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
@@ -23,6 +23,8 @@ from dlbc_ray.keystore import key_path, list_keys, load_key
 from dlbc_ray.ledger import ArtifactStore, Chain, save_safetensors
 from dlbc_ray.schema import Signed, Task, Transfer
 from dlbc_ray.service import attach
+
+SUBMIT_PATIENCE_S = 300.0  # how long a submit keeps asking a network that does not answer
 
 
 def account(home: Home, who: str) -> str:
@@ -63,21 +65,18 @@ def prepare_task(home: Home, path: Path, requester: str) -> tuple[Task, Identity
 def submit(home: Home, path: Path, *, requester: str, address: str | None) -> str:
     task, identity, train, test = prepare_task(home, path, requester)
     consensus = attach(home, address)
-    signed = crypto.sign(identity, task, get(consensus.chain.remote(), timeout=60, what="chain id"))
-    return submit_signed(consensus, signed, train, test)
+    chain_id = get_retrying(consensus.chain.remote, timeout=60, what="chain id", patience_s=SUBMIT_PATIENCE_S)
+    return submit_signed(consensus, crypto.sign(identity, task, chain_id), train, test)
 
 
-def submit_signed(consensus: Any, signed: Signed[Task], train: Any, test: Any, *, timeout_s: float = 300) -> str:
-    """Send one signed task, again while no answer comes: the same nonce, so a retry is never a second escrow."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return str(get(consensus.submit_task.remote(signed, train, test),
-                           timeout=max(deadline - time.monotonic(), 1.0), what="task submission"))
-        except ActorUnavailable as e:  # a lost reply or a consensus restart: the call may have taken effect
-            if e.reason not in TRANSIENT or time.monotonic() + 1.0 > deadline:
-                raise
-            time.sleep(1.0)
+def submit_signed(consensus: Any, signed: Signed[Task], train: Any, test: Any) -> str:
+    """Send one signed task, again while no answer comes (a lost reply, a consensus restart).
+
+    Always the same signed task, so the same nonce and task id: the consensus actor queues
+    a task already open on chain and never escrows it twice.
+    """
+    return str(get_retrying(lambda: consensus.submit_task.remote(signed, train, test), timeout=300,
+                            what="task submission", patience_s=SUBMIT_PATIENCE_S))
 
 
 def wait_for(home: Home, task_id: str, *, address: str | None, timeout_s: float,

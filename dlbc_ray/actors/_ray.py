@@ -52,16 +52,20 @@ def get(ref: Any, *, timeout: float, what: str) -> Any:
     return value
 
 
-def get_retrying(call: Callable[[], Any], *, timeout: float, what: str, attempts: int = 4) -> Any:
-    """``get(call())``, asked again while the callee is unreachable; only for calls safe to repeat."""
-    for attempt in range(attempts):
+def get_retrying(call: Callable[[], Any], *, timeout: float, what: str, patience_s: float = 15.0) -> Any:
+    """``get(call())``, asked again while the callee is unreachable (for up to ``patience_s``).
+
+    Only for calls that are safe to repeat: reads, and writes the callee makes idempotent.
+    """
+    deadline, delay = time.monotonic() + patience_s, 0.1
+    while True:
         try:
             return get(call(), timeout=timeout, what=what)
         except ActorUnavailable as e:
-            if e.reason not in TRANSIENT or attempt == attempts - 1:
+            if e.reason not in TRANSIENT or time.monotonic() + delay > deadline:
                 raise
-            time.sleep(min(2.0, 0.25 * 2**attempt))
-    raise AssertionError("unreachable")
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
 
 
 def wait_each(refs: Sequence[Any], *, timeout: float) -> tuple[list[tuple[Any, int]], list[Any]]:
@@ -123,10 +127,11 @@ def parse_faults(spec: str) -> FaultPlan:
     return FaultPlan(drop, seed, fields.get("log"))
 
 
-def inject_faults(spec: str | None) -> None:
-    """Turn faults on (a spec) or off (None) here and in every actor spawned from here afterwards."""
+def inject_faults(spec: str | None, *, here: bool = True) -> None:
+    """Turn faults on (a spec) or off (None) in every actor spawned from here afterwards, and in this
+    process unless ``here`` is False (a driver that must first bring its network up)."""
     global _plan
-    _plan = parse_faults(spec) if spec else None
+    _plan = parse_faults(spec) if spec and here else None
     if spec:
         os.environ[FAULTS_ENV] = spec
     else:

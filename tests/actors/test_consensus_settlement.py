@@ -115,7 +115,8 @@ class Rig:
     def consensus(self) -> Consensus:
         validators = [Member(v.name, v.public_key, object()) for v in self.world.validators]
         miners = [Member(m.name, m.public_key, object()) for m in self.world.miners]
-        c = Consensus(MINIMAL.consensus, identity=self.world.proposer, ledger=self.ledger, miners=miners,
+        cfg = MINIMAL.consensus.model_copy(update={"commit_timeout_s": 1.0})  # patience with a silent ledger
+        c = Consensus(cfg, identity=self.world.proposer, ledger=self.ledger, miners=miners,
                       validators=validators, home=str(self.home))
         c._workers = Recorder()  # type: ignore[assignment]
         return c
@@ -235,9 +236,10 @@ def test_a_retried_submit_is_queued_not_escrowed_twice(rig: Rig) -> None:
     c = rig.consensus()
     task = rig.task(reward=250)
     before = rig.state.balance(rig.world.requester.public_key)
-    rig.ledger.lose = {"import_block": 4}  # every reply to the posting is lost: the submitter sees a failure
+    rig.ledger.lose = {"import_block": 100}  # every reply to the posting is lost: the submitter sees a failure
     with pytest.raises(ActorUnavailable):
         rig.submit(c, task)
+    rig.ledger.lose = {}
     task_id = crypto.message_hash(task.message)
     assert rig.state.tasks[task_id].status == "open"  # ... although the posting was committed
     assert rig.submit(c, task) == task_id  # the client's retry: the same signed task
@@ -273,9 +275,10 @@ def test_task_data_is_saved_before_its_posting_is_committed(rig: Rig) -> None:
     folder = rig.home / "tasks"
     rig.ledger.before_import = lambda block: saved.append(
         (folder / f"{task_id}.npz").is_file() and (folder / f"{task_id}.json").is_file())
-    rig.ledger.lose = {"import_block": 4}  # the actor 'dies' after the commit: nobody hears of it
+    rig.ledger.lose = {"import_block": 100}  # the actor 'dies' after the commit: nobody hears of it
     with pytest.raises(ActorUnavailable):
         rig.submit(c, task)
+    rig.ledger.lose = {}
     assert saved and all(saved)
     rig.ledger.before_import = lambda block: None
     restarted = rig.consensus()  # a new actor on the same home adopts the open task from its saved data
@@ -308,7 +311,7 @@ def test_an_open_task_unknown_to_the_pool_is_refunded_past_its_deadline(rig: Rig
 
 
 def test_a_constructor_that_cannot_reach_the_ledger_still_comes_up(rig: Rig) -> None:
-    rig.ledger.lose = {"snapshot": 10}
+    rig.ledger.lose = {"snapshot": 100}
     c = rig.consensus()  # a raising constructor is never restarted by Ray
     rig.ledger.lose = {}
     assert c.tick() == 0
