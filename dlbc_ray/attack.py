@@ -16,6 +16,12 @@ the end, as a capable adversary would; random weights and replays also carry the
 The secret prober holds the honest miners' actor handles and, while the window is open,
 calls every method they expose with every argument it can make (its own window closes,
 one claiming the proposer's key, real closes of earlier rounds).
+The cross-chain replayer holds keys that also sign on another chain (the same identities
+under another genesis): the requester's transfer and task signed there are sent to the
+consensus actor here, and ``miner-2`` signs its honestly trained submission for that chain.
+The dropping proposer is the suite itself, holding the consensus key: it runs an honest
+round with the real miners and validators, signs the block without the best submission
+(``drop_best``) and hands it to the ledger before the honest block.
 
 Definitions, per trial (a kind's row sums them over its trials):
 
@@ -51,6 +57,11 @@ Definitions, per trial (a kind's row sums them over its trials):
 
     secret-probe: no rival answered any probe with a secret (a reveal of its seed for this
         task, raw bytes, a key or a mapping matrix), and the adversary does not win.
+    cross-chain-replay: the replayed transfer and task are refused ``wrong_chain``, the
+        replayed submission is dropped on arrival ``wrong_chain`` and not in the block, and
+        the chain moved by the round's block alone.
+    proposer-drop: the block without the best submission is refused ``ballot_set``, and the
+        honest block of the same round commits after it (the chain moved by one block).
 
     false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
         a perfect score. Detected when it does not win and a block is still committed: the
@@ -71,12 +82,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dlbc_ray.config import MINIMAL, NetworkConfig, network_config
-from dlbc_ray.consensus.decision import compute_winner
+from dlbc_ray.consensus.baas import compute_delivered
+from dlbc_ray.consensus.decision import compute_winner, decide
+from dlbc_ray.consensus.proposal import seal
 from dlbc_ray.consensus.quorum import compute_tally
+from dlbc_ray.consensus.settlement import compute_settlement
+from dlbc_ray.consensus.state import ChainState
+from dlbc_ray.consensus.validation import get_block_task
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.home import Home
-from dlbc_ray.schema import Block, Signed, Task, Verdict
+from dlbc_ray.crypto import Identity
+from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Verdict
 from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
 
 if TYPE_CHECKING:  # torch and Ray load only when a network is assembled
@@ -87,7 +104,8 @@ ADVERSARY = "miner-2"
 LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); both in too-many-liars
 LIE_CYCLE = ("random", "approve", "reject")
 KINDS = ("thief", "copy-noise", "random-weights", "replay", "forged-signature", "hash-mismatch", "wrong-task",
-         "late", "lying-validators", "equivocating-validator", "too-many-liars", "false-claim", "secret-probe")
+         "late", "lying-validators", "equivocating-validator", "too-many-liars", "false-claim", "secret-probe",
+         "cross-chain-replay", "proposer-drop")
 KNOWN_GAPS = ("disguised-replay",)
 
 
@@ -124,6 +142,7 @@ class Trial:
     keys: dict[str, str]  # actor name -> public key
     liars: tuple[str, ...]
     target: int
+    refusals: dict[str, str] = field(default_factory=dict)  # what was replayed or forged -> the reason refused
 
     def key(self, name: str) -> str:
         return self.keys[name]
@@ -305,6 +324,27 @@ def _nothing_leaked(trial: Trial) -> tuple[bool, str]:
     return not leaks and not won, how + (f"; leaked: {', '.join(leaks)}" if leaks else "")
 
 
+def _replays_refused(trial: Trial) -> tuple[bool, str]:
+    """Nothing signed for another chain moves this one: not a transfer, not a task, not a submission."""
+    outcome = dropped(trial, ADVERSARY)
+    in_block = trial.block is not None and trial.record is not None and \
+        trial.record.commit in {s.message.commit for s in trial.block.submissions}
+    moved = trial.height_after - trial.height_before - int(trial.report.committed)
+    refused = [trial.refusals.get(what) for what in ("transfer", "task")]
+    how = f"transfer {refused[0]}, task {refused[1]}, submission {_verdict(outcome)}"
+    return (refused == ["wrong_chain"] * 2 and _verdict(outcome) == Verdict.WRONG_CHAIN.value and not in_block
+            and moved == 0), how + (f", {moved} extra block(s)" if moved else "")
+
+
+def _drop_refused(trial: Trial) -> tuple[bool, str]:
+    """The censoring block is refused for its ballots, and the honest block of the round still commits."""
+    refused = trial.refusals.get("block without the best submission", "not tried")
+    moved = trial.height_after - trial.height_before
+    how = f"forged block {refused}, honest block " + (f"{trial.report.height}" if trial.report.committed else
+                                                       f"lost ({trial.report.failure[:60]})")
+    return refused == "ballot_set" and trial.report.committed and moved == 1, how
+
+
 DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "thief": _adversary_rejected(Verdict.STOLEN.value, Verdict.DUPLICATE.value),
     "copy-noise": _adversary_rejected(Verdict.STOLEN.value, Verdict.COPY.value),
@@ -320,7 +360,37 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "too-many-liars": _failed_safely,
     "false-claim": _claim_ignored,
     "secret-probe": _nothing_leaked,
+    "cross-chain-replay": _replays_refused,
+    "proposer-drop": _drop_refused,
 }
+
+
+def drop_best(block: Block, state: ChainState, proposer: Identity) -> Block:
+    """What a proposer that censors the winner signs: ``block`` without its best submission and every vote and
+    piece of evidence on it, re-decided and re-settled over the rest, so that only the ballots give it away
+    (pure; ``state`` is the chain after the block's parent)."""
+    task, post_index = get_block_task(block, state)
+    culprits = {e.first.message.validator for e in block.evidence}
+    subs, votes = [s.message for s in block.submissions], [v.message for v in block.votes]
+    honest = decide(subs, votes, state.params.validators, task.target, excluded=culprits, won=state.won_models)
+    ranked = sorted((t for t in honest.tallies if t.accepted), key=lambda t: t.score or 0, reverse=True)
+    best = honest.winner.commit if honest.winner else ranked[0].commit if ranked else None
+    if best is None:
+        raise ValueError(f"block {block.header.height} accepted no submission to drop")
+    kept = tuple(s for s in block.submissions if s.message.commit != best)
+    kept_votes = tuple(v for v in block.votes if v.message.commit != best)
+    evidence = tuple(e for e in block.evidence if e.first.message.commit != best)
+    decision = decide([s.message for s in kept], [v.message for v in kept_votes], state.params.validators,
+                      task.target, excluded={e.first.message.validator for e in evidence}, won=state.won_models)
+    balances = dict(state.balances)
+    if post_index >= 0:
+        balances[task.requester] = max(0, balances.get(task.requester, 0) - task.reward)
+    task_id = block.header.task_id or ""
+    posting = tuple(tx for tx in block.txs if isinstance(tx, PostTaskTx))
+    txs = posting + compute_settlement(task_id, task, [s.message for s in kept], decision, state.params, balances)
+    header = block.header.model_copy(update=compute_delivered(decision, None))
+    body = block.model_copy(update={"submissions": kept, "votes": kept_votes, "evidence": evidence, "txs": txs})
+    return seal(header, body, proposer)
 
 
 # ------------------------------------------------------------------ network
@@ -333,6 +403,7 @@ class AttackNetwork:
         self.home, self.cfg = home, cfg or attack_config()
         self.net: Any = None
         self.last: Trial | None = None  # the latest trial, for tests and post-mortems
+        self._other_chain: str | None = None
 
     def __enter__(self) -> AttackNetwork:
         import ray
@@ -372,25 +443,33 @@ class AttackNetwork:
         task = self._task()
         attack, lies = self.plan(kind, index, task)
         self._arm(attack, lies)
+        refusals: dict[str, str] = {}
         try:
             before = self._height()
-            report = self._round(None if kind == "false-claim" else task)
-            record = self._get(self.handles[ADVERSARY].last_record.remote(), "adversary record")
+            if kind == "cross-chain-replay":
+                refusals = self.replay_from_another_chain()
+            if kind == "proposer-drop":
+                report, refusals = self.drop_best_as_proposer(task)
+            else:
+                report = self._round(None if kind == "false-claim" else task)
+            record = None if attack is None else self._get(self.handles[ADVERSARY].last_record.remote(),
+                                                           "adversary record")
         finally:
             self._arm(None, {})
         block = self._get(self.net.ledger.blocks.remote(report.height, report.height + 1), "ledger")[0] \
             if report.committed and report.height is not None else None
         target = block.header.difficulty if block and block.header.difficulty is not None else \
             round(self.cfg.task.target * SCORE_SCALE)
-        self.last = Trial(kind, index, report, block, before, self._height(), record, self.keys, tuple(lies), target)
+        self.last = Trial(kind, index, report, block, before, self._height(), record, self.keys, tuple(lies), target,
+                          refusals)
         return judge(self.last, time.perf_counter() - t0)
 
-    def plan(self, kind: str, index: int, task: Signed[Task]) -> tuple[MinerAttack, dict[str, ValidatorLie]]:
+    def plan(self, kind: str, index: int, task: Signed[Task]) -> tuple[MinerAttack | None, dict[str, ValidatorLie]]:
         """The adversaries' parts in trial ``index`` of ``kind`` on ``task``.
 
         Thieves get the task when armed, so they hold the likely winner's model when the round
         opens and always submit first (the strongest thief); a forger impersonates each honest
-        miner in turn.
+        miner in turn. The dropping proposer is the suite itself: no miner is armed.
         """
         from dlbc_ray.actors.adversary import MinerAttack, ValidatorLie
 
@@ -403,6 +482,10 @@ class AttackNetwork:
             return MinerAttack(kind, weights=weights, sml_seed=seed), {}  # type: ignore[arg-type]
         if kind == "secret-probe":
             return MinerAttack(kind, rivals={n: self.handles[n] for n in HONEST_MINERS}), {}
+        if kind == "cross-chain-replay":
+            return MinerAttack(kind, chain_id=self.other_chain_id()), {}
+        if kind == "proposer-drop":
+            return None, {}
         if kind in ("random-weights", "hash-mismatch", "wrong-task", "late", "false-claim"):
             return MinerAttack(kind), {}  # type: ignore[arg-type]
         bait = MinerAttack("bait")
@@ -413,6 +496,78 @@ class AttackNetwork:
         if kind == "too-many-liars":
             return bait, {name: ValidatorLie("reject-best") for name in LIARS}
         raise ConfigError(f"unknown attack kind {kind!r}", reason="kind")
+
+    def other_chain_id(self) -> str:
+        """The chain id of a second genesis with this network's identities, made a moment later."""
+        from dlbc_ray.actors.rounds import now_ms
+        from dlbc_ray.consensus import make_genesis
+        from dlbc_ray.network import genesis_params
+
+        if self._other_chain is None:
+            ids, when = self.net.identities, now_ms()
+            self._other_chain = make_genesis(genesis_params(ids, self.cfg, when), ids.consensus, when).header.chain_id
+        if self._other_chain == self.net.chain_id:
+            raise ConfigError("the second genesis has this chain's id", reason="chain_id")
+        return self._other_chain
+
+    def replay_from_another_chain(self) -> dict[str, str]:
+        """The requester's transfer to the adversary and a task, both signed for the other chain, sent to the
+        consensus actor here; returns what became of each ('accepted' or the reason refused)."""
+        from dlbc_ray import crypto
+        from dlbc_ray.actors.rounds import now_ms
+        from dlbc_ray.network import make_task
+        from dlbc_ray.schema import Transfer
+
+        requester, other = self.net.identities.requester, self.other_chain_id()
+        nonce = self._get(self.net.ledger.snapshot.remote(), "ledger").nonces.get(requester.public_key, 0)
+        transfer = crypto.sign(requester, Transfer(sender=requester.public_key, recipient=self.key(ADVERSARY),
+                                                   amount=1, nonce=nonce), other)
+        task = make_task(requester, self.cfg.task, self.bundle, nonce=time.time_ns(), created_ms=now_ms(),
+                         chain_id=other)
+        consensus = self.net.consensus
+        return {"transfer": self._refusal(consensus.submit_transfer.remote(transfer), "transfer"),
+                "task": self._refusal(consensus.submit_task.remote(task, self.data.train, self.data.test), "task")}
+
+    def drop_best_as_proposer(self, task: Signed[Task]) -> tuple[RoundReport, dict[str, str]]:
+        """Play the proposer with its own key: an honest round of the honest miners, then the block without
+        its best submission (``drop_best``) to the ledger, then the honest block of the same round."""
+        import threading
+
+        from dlbc_ray import crypto
+        from dlbc_ray.actors.rounds import RoundRunner, RoundState, now_ms
+        from dlbc_ray.consensus import propose_task_block
+        from dlbc_ray.consensus.ballot import compute_round_id
+        from dlbc_ray.errors import InvalidBlock
+
+        proposer, ledger = self.net.identities.consensus, self.net.ledger
+        base = self._get(ledger.snapshot.remote(), "ledger")
+        task_id = crypto.message_hash(task.message)
+        state = RoundState(task_id, compute_round_id(task_id, base.head_hash, time.time_ns()))
+        miners = [m for m in self.net.miners if m.name in HONEST_MINERS]
+        result = RoundRunner(self.cfg.consensus, task=task, data=self.data, miners=miners,
+                             validators=self.net.validators, base=base, state=state, lock=threading.Lock(),
+                             proposer=proposer).run()
+        honest, decision = propose_task_block(base, task, [a.signed for a in result.arrivals], result.votes, proposer,
+                                              now_ms(), state.round_id)
+        refused = {"block without the best submission": self._refusal(
+            ledger.import_block.remote(drop_best(honest, base, proposer)), "forged block")}
+        try:
+            imported = self._get(ledger.import_block.remote(honest), "ledger")
+        except InvalidBlock as e:
+            return RoundReport(height=None, block_hash=None, task_id=task_id, winner=None, score=None,
+                               committed=False, failure=str(e), outcomes=tuple(result.outcomes)), refused
+        winner = decision.winner
+        if winner is not None:  # kept like the consensus actor keeps it: ``replay`` replays the latest winner
+            arrival = next(a for a in result.arrivals if a.signed.message.commit == winner.commit)
+            seed = {"sml_seed": arrival.reveal.message.sml_seed} if arrival.reveal else {}
+            self._get(ledger.store_artifact.remote(result.weight_refs[winner.commit], winner.model_hash,
+                                                   {"task_id": task_id, "miner": winner.miner, **seed}), "artifacts")
+        outcomes = tuple(SubmissionOutcome(miner=a.signed.message.miner, commit=a.signed.message.commit,
+                                           verdict=t.verdict.value if t.verdict else "undecided", score=t.score)
+                         for a, t in zip(result.arrivals, decision.tallies))
+        return RoundReport(height=imported.height, block_hash=imported.hash, prev_hash=imported.prev_hash,
+                           task_id=task_id, winner=imported.winner, score=decision.score, committed=True,
+                           outcomes=tuple(result.outcomes) + outcomes, timings=result.timings), refused
 
     def earlier_winner(self) -> tuple[dict[str, Any], str]:
         """The latest winning weights in the artifact store and their mapping seed (mines one block if none)."""
@@ -446,6 +601,19 @@ class AttackNetwork:
         calls = [self.handles[ADVERSARY].arm.remote(attack)]
         calls += [self.handles[name].arm.remote(lies.get(name)) for name in LIARS]
         self._get(calls, "arming adversaries")  # a thief steals while being armed: a few seconds
+
+    def key(self, name: str) -> str:
+        return self.keys[name]
+
+    def _refusal(self, ref: Any, what: str) -> str:
+        """'accepted' when the call went through, else the reason it was refused."""
+        from dlbc_ray.errors import DLBCError
+
+        try:
+            self._get(ref, what)
+        except DLBCError as e:
+            return e.reason or type(e).__name__
+        return "accepted"
 
     def _height(self) -> int:
         return int(self._get(self.net.ledger.head.remote(), "ledger")["height"])

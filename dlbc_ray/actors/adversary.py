@@ -11,7 +11,8 @@ given identity and task), standing in for intercepting it; it takes the weights 
 signed submission and nothing else (no mark secret, no mapping seed), and signs only with
 its own key. A secret prober gets its rivals' actor handles and asks them for their
 secrets during the window. A lying validator judges honestly first and then lies about
-what it found.
+what it found. A cross-chain replayer holds its key on another chain too and signs its
+submission there (``chain_id``), as a miner mining both chains would.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival, WindowClose
 
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "forged-signature",
-                    "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe"]
+                    "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
+                    "cross-chain-replay"]
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
 
@@ -59,6 +61,7 @@ class MinerAttack:
     noise: float = 0.01  # copy-noise: Gaussian noise, relative to each tensor's standard deviation
     late_by_s: float = 1.0  # late: how long after the deadline the submission arrives
     rivals: Mapping[str, Any] | None = None  # secret-probe: the honest miners' actor handles, by name
+    chain_id: str | None = None  # cross-chain-replay: the other chain its submission is signed for
     settle_steps: int = 5_000  # an adversary settles its own mark to the end, not to an honest step cap
 
 
@@ -207,6 +210,14 @@ class AdversaryMiner(Miner):
         mined, weights, _ = self._random(MinerAttack("random-weights"), task, data, ctx)
         return mined, weights, f"{tried} probes of {len(rivals)} rivals, {len(leaks)} answered"
 
+    def _cross_chain(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """An honestly trained model, its submission signed for the other chain and replayed into this round."""
+        if a.chain_id is None:
+            raise ValueError("a cross-chain replay needs the other chain's id")
+        mined, weights = super().mine(task, data, ctx)
+        replayed = crypto.sign(self.identity, mined.signed.message, a.chain_id)
+        return MinedSubmission(signed=replayed, stats=mined.stats), weights, f"signed for chain {a.chain_id[:12]}"
+
     def _forged_closes(self, ctx: RoundContext) -> list[Signed[WindowClose]]:
         """Every close a miner can lay hands on during the window: its own, one claiming the proposer's key,
         and the real ones it was shown in earlier rounds."""
@@ -346,6 +357,7 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "late": AdversaryMiner._late,
     "false-claim": AdversaryMiner._random,
     "secret-probe": AdversaryMiner._probe,
+    "cross-chain-replay": AdversaryMiner._cross_chain,
 }
 
 

@@ -89,6 +89,31 @@ def test_the_adversary_never_signs_as_anyone_else_in_a_block(network: AttackNetw
     assert any(o.detail.startswith(f"{ADVERSARY}:") and o.verdict == "bad_signature" for o in trial.report.outcomes)
 
 
+@pytest.mark.ray
+def test_messages_signed_for_another_chain_move_nothing_here(network: AttackNetwork) -> None:
+    result = network.trial("cross-chain-replay", 0)
+    trial = network.last
+    assert trial is not None and trial.block is not None and trial.record is not None
+    assert trial.refusals == {"transfer": "wrong_chain", "task": "wrong_chain"}
+    assert trial.height_after == trial.height_before + 1 and trial.keys[ADVERSARY] not in {
+        s.message.miner for s in trial.block.submissions}
+    assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
+
+
+@pytest.mark.ray
+def test_a_proposer_that_drops_the_best_submission_is_refused_and_the_honest_block_commits(
+        network: AttackNetwork) -> None:
+    from dlbc_ray.ledger import verify_chain
+
+    result = network.trial("proposer-drop", 0)
+    trial = network.last
+    assert trial is not None and trial.block is not None
+    assert trial.refusals == {"block without the best submission": "ballot_set"}
+    assert trial.block.header.winner == trial.report.winner and len(trial.block.submissions) == len(HONEST_MINERS)
+    assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
+    assert verify_chain(network.home.ledger).height == trial.height_after
+
+
 # ------------------------------------------------------------------------ CLI (no Ray)
 
 runner = CliRunner()

@@ -1,0 +1,88 @@
+"""The attack suite's pure parts (no Ray): the censoring proposer's block and how the new kinds are judged."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from dlbc_ray import crypto
+from dlbc_ray.attack import ADVERSARY, DETECTORS, Trial, drop_best
+from dlbc_ray.consensus import validate_block
+from dlbc_ray.consensus.ballot import compute_submissions_root
+from dlbc_ray.consensus.proposal import seal
+from dlbc_ray.errors import InvalidBlock
+from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
+from tests.builders import World, fake_hash
+
+SCORES = {0: [9000] * 4, 1: [8000] * 4, 2: [7000] * 4}
+DROP = "block without the best submission"
+
+
+def test_drop_best_removes_the_winner_and_its_votes_and_re_decides_the_rest() -> None:
+    world = World()
+    honest, _ = world.round(SCORES)
+    forged = drop_best(honest, world.state, world.proposer)
+    best = honest.submissions[0].message.commit
+    assert honest.header.winner == world.miners[0].public_key
+    assert [s.message.commit for s in forged.submissions] == [s.message.commit for s in honest.submissions[1:]]
+    assert best not in {v.message.commit for v in forged.votes} and len(forged.votes) == 8
+    assert forged.header.winner == world.miners[1].public_key and forged.header.proposer == world.proposer.public_key
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(forged, world.state)
+    assert info.value.reason == "ballot_set"
+
+
+def test_only_the_ballots_give_the_dropped_block_away() -> None:
+    """Were the validators to re-sign their votes over the smaller set, every other rule would accept it."""
+    world = World()
+    honest, _ = world.round(SCORES)
+    forged = drop_best(honest, world.state, world.proposer)
+    root = compute_submissions_root([s.message.commit for s in forged.submissions])
+    keys = {v.public_key: v for v in world.validators}
+    rebound = tuple(world.sign(keys[v.message.validator], v.message.model_copy(update={"submissions_root": root}))
+                    for v in forged.votes)
+    world.apply(seal(forged.header, forged.model_copy(update={"votes": rebound}), world.proposer))
+    assert world.state.height == 1
+
+
+def test_drop_best_needs_an_accepted_submission() -> None:
+    world = World()
+    empty, _ = world.round({})
+    with pytest.raises(ValueError, match="no submission"):
+        drop_best(empty, world.state, world.proposer)
+
+
+def trial(kind: str, refusals: dict[str, str], *, after: int = 6, committed: bool = True,
+          verdict: str = "wrong_chain") -> Trial:
+    outcome = SubmissionOutcome(miner=crypto.Identity.from_seed("m", b"m").public_key, commit=None, verdict=verdict,
+                                score=None, detail=f"{ADVERSARY}: signed for another chain")
+    report = RoundReport(height=6 if committed else None, block_hash=None, task_id=fake_hash("task"), winner=None,
+                         score=None, committed=committed, outcomes=(outcome,))
+    record = SimpleNamespace(commit=fake_hash("adversary"))
+    return Trial(kind, 0, report, None, 5, after, record, {}, (), 5000, refusals)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("refusals", "after", "verdict", "detected"), [
+    ({"transfer": "wrong_chain", "task": "wrong_chain"}, 6, "wrong_chain", True),
+    ({"transfer": "accepted", "task": "wrong_chain"}, 7, "wrong_chain", False),
+    ({"transfer": "wrong_chain", "task": "wrong_chain"}, 6, "bad_signature", False),
+    ({"transfer": "wrong_chain", "task": "wrong_chain"}, 7, "wrong_chain", False),
+])
+def test_a_cross_chain_replay_is_caught_only_when_nothing_of_it_moves_the_chain(
+        refusals: dict[str, str], after: int, verdict: str, detected: bool) -> None:
+    caught, how = DETECTORS["cross-chain-replay"](trial("cross-chain-replay", refusals, after=after, verdict=verdict))
+    assert caught is detected and "transfer" in how
+
+
+@pytest.mark.parametrize(("refused", "after", "committed", "detected"), [
+    ("ballot_set", 6, True, True),
+    ("accepted", 6, True, False),
+    ("prev_hash", 6, True, False),
+    ("ballot_set", 5, False, False),
+])
+def test_a_dropping_proposer_is_caught_by_its_ballots_and_the_honest_block_commits(
+        refused: str, after: int, committed: bool, detected: bool) -> None:
+    t = trial("proposer-drop", {DROP: refused}, after=after, committed=committed)
+    caught, how = DETECTORS["proposer-drop"](t)
+    assert caught is detected and refused in how
