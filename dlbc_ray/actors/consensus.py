@@ -401,11 +401,12 @@ class Consensus:
         for task_id in diff.missing:
             self._guarded(task_id, lambda t=task_id: self.pool.adopt(t))
         for task_id in escrow.compute_refunds(state, now, busy=self.pool.busy()):
-            if time.monotonic() >= self._retry_at.get(task_id, 0.0):
-                self._guarded(task_id, lambda t=task_id: self._refund(t, state))
+            self._guarded(task_id, lambda t=task_id: self._refund(t, state))
 
     def _guarded(self, task_id: str, action: Callable[[], object]) -> None:
         """Run one task's settlement step; a failure is that task's named outcome, never the tick's."""
+        if time.monotonic() < self._retry_at.get(task_id, 0.0):
+            return
         try:
             action()
         except Exception as e:
