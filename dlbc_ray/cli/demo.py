@@ -87,18 +87,26 @@ def demo(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
     new_chain: Annotated[bool, typer.Option("--new-chain", help="Start a new chain in a home that holds a chain's "
                                                                 "keys but lost its ledger.")] = False,
+    explorer: Annotated[bool, typer.Option("--explorer", help="Serve the web explorer (127.0.0.1) while the demo "
+                                                              "mines, and after it until Ctrl-C.")] = False,
+    explorer_port: Annotated[int, typer.Option(help="The explorer's TCP port.")] = 8080,
 ) -> None:
     """Start a local Ray network and mine blocks on the built-in task (MLP on sklearn digits)."""
     cfg = _config(preset, miners=miners, validators=validators, blocks=blocks, epochs=epochs,
                   mode=mode, target_interval=target_interval)
     h = resolve_home(home)
     view = LiveView(blocks)
+    web = _start_explorer(h, explorer_port) if explorer else None
+    on_status, on_round = view.update, view.done
+    if web is not None:
+        on_status = lambda s: (view.update(s), web.feed.status(s))  # noqa: E731
+        on_round = lambda r: (view.done(r), web.feed.round_done(r))  # noqa: E731
     with view.live:
         view.stage("loading Ray and PyTorch")
         from dlbc_ray.network import run_demo  # torch and Ray load only for commands that run a network
 
-        result = run_demo(cfg, h, blocks=blocks, mode=mode, new_chain=new_chain, on_status=view.update,
-                          on_round=view.done, on_stage=view.stage)
+        result = run_demo(cfg, h, blocks=blocks, mode=mode, new_chain=new_chain, on_status=on_status,
+                          on_round=on_round, on_stage=view.stage)
     committed = [r for r in result.reports if r.committed]
     if json:
         print_json(as_json(result))
@@ -112,10 +120,41 @@ def demo(
         if committed and mode == "pole":
             out.print(f"plot: {_pole_plot(h, cfg.pole.target_interval_s)}")
         out.print("chain valid" if result.chain_valid else f"[red]chain INVALID: {result.chain_error}[/]")
+    if web is not None:
+        _keep_serving(web)
     if not result.chain_valid:
         raise ConsensusError(result.chain_error, reason="demo")
     if len(committed) < blocks:
         raise ConsensusError(f"only {len(committed)} of the {blocks} blocks asked for were committed", reason="demo")
+
+
+def _start_explorer(home: Any, port: int) -> Any:
+    from dlbc_ray.cli.explorer import open_browser
+    from dlbc_ray.explorer.server import DemoExplorer
+
+    web = DemoExplorer(home, "127.0.0.1", port)
+    address = web.start()
+    err.print(f"explorer: {address} (read-only)", highlight=False)
+    open_browser(address)
+    return web
+
+
+def _keep_serving(web: Any) -> None:
+    """The explorer stays up after the demo, so its blocks can be browsed, until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    err.print(f"explorer still at {web.url}; Ctrl-C to stop", highlight=False)
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        web.stop()
 
 
 def _pole_plot(home: Any, target_interval_s: float) -> Path:

@@ -82,14 +82,14 @@ class LedgerStore:
     arrives; that block creates the file whole.
     """
 
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True, read_only: bool = False) -> None:
         self.path = str(path)
         self._conn: sqlite3.Connection | None = None
         if self.path != ":memory:" and not Path(self.path).exists():
-            if not create:
+            if not create or read_only:
                 raise ConfigError(f"no ledger at {self.path}", reason="missing_ledger")
             return
-        self._conn = self._connect(self.path)
+        self._conn = self._connect_read_only(self.path) if read_only else self._connect(self.path)
 
     @staticmethod
     def _connect(path: str) -> sqlite3.Connection:
@@ -100,6 +100,21 @@ class LedgerStore:
             _check_version(conn, path)
         except sqlite3.DatabaseError as e:
             raise CorruptLedger(f"{path} is not a dlbc-ray ledger ({e})", reason="not_a_ledger") from None
+        return conn
+
+    @staticmethod
+    def _connect_read_only(path: str) -> sqlite3.Connection:
+        """SQLite's ``mode=ro``: no pragma, no table is created, and every write is refused."""
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise CorruptLedger(f"{path} is not a dlbc-ray ledger ({e})", reason="not_a_ledger") from None
+        if row is None or row[0] != SCHEMA_VERSION:
+            conn.close()
+            raise CorruptLedger(f"{path} has ledger schema {row[0] if row else 'none'}, expected {SCHEMA_VERSION}",
+                                reason="schema_version")
         return conn
 
     def _create(self, genesis: StoredBlock, checkpoint: Checkpoint | None) -> None:
