@@ -59,9 +59,7 @@ def write_ledger(path: Path, world: World, blocks: list[Block], checkpoints: dic
 
 def cold() -> None:
     """Forget signatures this process already verified (a ledger actor has not seen the consensus actor's)."""
-    cache_clear = getattr(getattr(crypto, "_verifies", None), "cache_clear", None)
-    if cache_clear:
-        cache_clear()
+    crypto.clear_signature_cache()
 
 
 def timed(fn: Callable[[], object], runs: int = 3) -> list[float]:

@@ -1,0 +1,137 @@
+"""Signatures checked ahead over the cores give the serial verdicts, and never skip a rule's own checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from dlbc_ray import crypto
+from dlbc_ray.consensus import compute_block_hash, validate_block
+from dlbc_ray.consensus.validation import compute_roots
+from dlbc_ray.errors import InvalidBlock
+from dlbc_ray.ledger import Chain
+from dlbc_ray.ledger.chain import block_signatures, prefetched
+from dlbc_ray.schema import Block
+from dlbc_ray.schema.task import ModelSpec
+from tests.builders import World, fake_hash, resign
+
+SCORES = {0: [9000, 9100, 8900, 9050], 1: [8000] * 4, 2: [7000] * 4}
+
+
+def reference_bytes(message: BaseModel) -> bytes:
+    """The canonical encoding as specified, with no shortcut."""
+    return json.dumps(message.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def blocks_of(world: World, n: int) -> list[Block]:
+    out = []
+    for _ in range(n):
+        block, _ = world.round(SCORES, task=world.task(reward=5))
+        world.apply(block)
+        out.append(block)
+    return out
+
+
+def with_vote(world: World, block: Block, index: int, vote: Any) -> Block:
+    votes = list(block.votes)
+    votes[index] = vote
+    return resign(block.model_copy(update={"votes": tuple(votes)}), world.proposer, roots=True)
+
+
+@pytest.fixture(autouse=True)
+def cold() -> None:
+    crypto.clear_signature_cache()
+
+
+def test_prefetched_verdicts_equal_serial_ones_and_a_forgery_is_refused_by_name(tmp_path: Path) -> None:
+    world = World()
+    chain = Chain.open(tmp_path / "l.sqlite")
+    chain.import_block(world.genesis)
+    before = world.state
+    good = blocks_of(world, 3)
+    vote = good[1].votes[5]
+    forged_vote = vote.model_copy(update={"signature": good[1].votes[6].signature})
+    batch = [good[0], with_vote(world, good[1], 5, forged_vote), good[2]]
+    signeds = [s for b in batch for s in block_signatures(b)]
+    assert len(signeds) == 3 * 17
+
+    crypto.prefetch_signatures(signeds)
+    assert not crypto._ROOTS and not crypto._CANONICAL  # encodings are remembered within ``prefetched`` only
+    root = crypto.signing_root(forged_vote.message, forged_vote.chain_id)
+    assert crypto._VERDICTS.get((forged_vote.signer, forged_vote.signature, root)) in (False, None)
+    for s in signeds:
+        serial = crypto._verifies(s.signer, s.signature, crypto.signing_root(s.message, s.chain_id))
+        assert crypto.is_valid_signature(s) is serial
+    assert [crypto.is_valid_signature(s) for s in signeds].count(False) == 1
+
+    with pytest.raises(InvalidBlock) as refused:
+        chain.import_blocks(batch)
+    assert (refused.value.reason, refused.value.height) == ("vote_signature", 2)
+    assert chain.height == 0  # all or nothing
+    with pytest.raises(InvalidBlock) as again:
+        validate_block(batch[1], process_after(before, batch[0]))
+    assert again.value.reason == "vote_signature"
+
+
+def process_after(state: Any, block: Block) -> Any:
+    from dlbc_ray.consensus import process_block
+    return process_block(state, block, compute_block_hash(block.header))
+
+
+@pytest.mark.parametrize("reason", ["vote_chain", "vote_signer"])
+def test_a_cached_true_verdict_never_skips_the_chain_or_signer_rule(tmp_path: Path, reason: str) -> None:
+    """A signature that verifies, but for another chain or by someone else, is refused by its rule's name."""
+    world = World()
+    chain = Chain.open(tmp_path / "l.sqlite")
+    chain.import_block(world.genesis)
+    (block,) = blocks_of(world, 1)
+    vote = block.votes[0]
+    if reason == "vote_chain":
+        wrong = crypto.sign(world.validators[0], vote.message, fake_hash("another chain"))
+    else:
+        stranger = next(v for v in world.validators if v.public_key != vote.message.validator)
+        wrong = crypto.sign(stranger, vote.message, world.chain_id)
+    assert crypto.is_valid_signature(wrong)
+    with pytest.raises(InvalidBlock) as refused:
+        chain.import_blocks([with_vote(world, block, 0, wrong)])
+    assert refused.value.reason == reason and chain.height == 0
+
+
+def test_prefetched_encodings_are_the_canonical_bytes_and_change_no_hash() -> None:
+    world = World()
+    blocks = blocks_of(world, 2)
+    outside = [(compute_roots(b), compute_block_hash(b.header)) for b in blocks]
+    with prefetched(blocks):
+        inside = [(compute_roots(b), compute_block_hash(b.header)) for b in blocks]
+        for b in blocks:
+            for s in block_signatures(b):
+                assert crypto.canonical_bytes(s.message) == reference_bytes(s.message)
+                if type(s).model_fields["message"].annotation is type(s.message):
+                    assert crypto.canonical_bytes(s) == reference_bytes(s)
+            for leaf in (*b.submissions, *b.votes, *b.txs):
+                assert crypto.canonical_bytes(leaf) == reference_bytes(leaf)
+    assert inside == outside
+
+
+def test_an_envelope_with_text_beyond_ascii_encodes_as_specified() -> None:
+    world = World()
+    signed = world.task()
+    task = signed.message.model_copy(update={"model": ModelSpec(name="mlp", params={"note": "naïve — ünïcode ✓"})})
+    envelope = world.sign(world.requester, task)
+    assert "ünïcode".encode() in crypto.canonical_bytes(envelope) == reference_bytes(envelope)
+
+
+def test_a_message_changed_after_its_block_is_encoded_afresh() -> None:
+    """Encodings are remembered by object for one block only; a frozen model's dict can still change in place."""
+    world = World()
+    (block,) = blocks_of(world, 1)
+    task = block.txs[0].task.message
+    with prefetched([block]):
+        assert crypto.canonical_bytes(task) == reference_bytes(task)
+    task.model.params["changed"] = 1
+    assert crypto.canonical_bytes(task) == reference_bytes(task)
