@@ -131,6 +131,20 @@ def test_chain_lists_the_blocks_and_a_block_shows_its_votes(browser: Any, site: 
     page.close()
 
 
+def test_accounts_network_and_charts_pages_render_without_errors(browser: Any, site: Site) -> None:
+    page = new_page(browser, site)
+    page.goto(site.url + "charts")
+    expect(page.locator("#chart-accuracy circle.pt")).to_have_count(2)
+    expect(page.locator("#chart-times rect.pt")).to_have_count(6)  # training, evaluation, other per block
+    page.goto(site.url + "accounts")
+    page.click("#accounts a >> nth=0")
+    page.wait_for_url("**/accounts/*")
+    page.goto(site.url + "network")
+    assert "demo" in page.inner_text("#live-source")
+    assert site.errors == []
+    page.close()
+
+
 def test_a_wrong_url_gives_a_404_page(browser: Any, site: Site) -> None:
     page = browser.new_page()
     response = page.goto(site.url + "no/such/page")
