@@ -125,7 +125,7 @@ def canonical_bytes(message: BaseModel | Mapping[str, Any] | Sequence[Any]) -> b
         hit = _CANONICAL.get(id(message))
         if hit is not None and hit[0] is message:
             return hit[1]
-        if isinstance(message, Signed) and _is_plain_envelope(type(message)):
+        if isinstance(message, Signed):
             composed = _envelope_bytes(message)
             if composed is not None:
                 return composed
@@ -134,26 +134,22 @@ def canonical_bytes(message: BaseModel | Mapping[str, Any] | Sequence[Any]) -> b
 
 
 @cache
-def _is_plain_envelope(cls: type[BaseModel]) -> bool:
-    """An envelope class whose JSON is three strings around its message's JSON (no other field)."""
-    return tuple(sorted(cls.model_fields)) == _ENVELOPE_FIELDS
+def _plain_message_type(cls: type[BaseModel]) -> type | None:
+    """The message type of an envelope class whose JSON is three strings around its message's JSON, else None."""
+    return cls.model_fields["message"].annotation if tuple(sorted(cls.model_fields)) == _ENVELOPE_FIELDS else None
 
 
 def _envelope_bytes(signed: Signed[Any]) -> bytes | None:
     """The bytes of encoding the whole envelope, reusing the message's encoding; None when that shortcut may differ."""
-    fields = (signed.chain_id, signed.signature, signed.signer)
-    if type(signed.message) is not type(signed).model_fields["message"].annotation or \
-            any(type(f) is not str for f in fields):
+    chain_id, signature, signer = signed.chain_id, signed.signature, signed.signer
+    if type(signed.message) is not _plain_message_type(type(signed)) or type(chain_id) is not str \
+            or type(signature) is not str or type(signer) is not str:
         return None
-    chain_id, signature, signer = (_json_string(f) for f in fields)
-    return b"".join((b'{"chain_id":', chain_id, b',"message":', canonical_bytes(signed.message),
-                     b',"signature":', signature, b',"signer":', signer, b"}"))
-
-
-def _json_string(value: str) -> bytes:
-    if value.isascii() and value.isalnum():  # hex: nothing to escape
-        return b'"' + value.encode() + b'"'
-    return _CANONICAL_JSON.encode(value).encode()
+    strings = chain_id + signature + signer
+    if not (strings.isascii() and strings.isalnum()):  # hex, as the wire types insist: nothing to escape
+        return None
+    return b"".join((b'{"chain_id":"', chain_id.encode(), b'","message":', canonical_bytes(signed.message),
+                     b',"signature":"', signature.encode(), b'","signer":"', signer.encode(), b'"}'))
 
 
 def sha256_hex(*parts: bytes) -> str:

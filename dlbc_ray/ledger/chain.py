@@ -45,19 +45,34 @@ def encode_block(block: Block) -> bytes:
 
 def decode_block(row: StoredBlock) -> Block:
     """Parse a stored row and check it is what its row says it is."""
+    return check_row(row, parse_row(row))
+
+
+def parse_row(row: StoredBlock) -> Block:
     try:
-        block = Block.model_validate_json(row.body)
-        actual = compute_block_hash(block.header)
+        return Block.model_validate_json(row.body)
     except ValidationError as e:
         raise CorruptLedger(f"block {row.height}: stored bytes do not parse ({e.errors()[0]['msg']})"[:300],
                             reason="unreadable", height=row.height) from None
     except (*_RAW_ERRORS, DLBCError) as e:
-        raise CorruptLedger(f"block {row.height}: stored bytes hold an invalid value ({e})"[:300],
-                            reason="unreadable", height=row.height) from None
+        raise _unreadable(row, e) from None
+
+
+def check_row(row: StoredBlock, block: Block) -> Block:
+    """The parsed block is the one its row records: height, hash and parent."""
+    try:
+        actual = compute_block_hash(block.header)
+    except (*_RAW_ERRORS, DLBCError) as e:
+        raise _unreadable(row, e) from None
     if block.header.height != row.height or actual != row.hash or block.header.prev_hash != row.prev_hash:
         raise CorruptLedger(f"block {row.height}: stored bytes do not hash to the recorded {row.hash[:12]}",
                             reason="block_hash", height=row.height)
     return block
+
+
+def _unreadable(row: StoredBlock, e: Exception) -> CorruptLedger:
+    return CorruptLedger(f"block {row.height}: stored bytes hold an invalid value ({e})"[:300],
+                         reason="unreadable", height=row.height)
 
 
 def block_signatures(block: Block) -> list[Signed]:  # type: ignore[type-arg]
@@ -118,16 +133,16 @@ def replay(store: LedgerStore, state: ChainState | None, start: int, stop: int |
 
 def _apply_rows(state: ChainState | None, head: BlockHeader | None, rows: Sequence[StoredBlock], *,
                 verify: bool) -> tuple[ChainState | None, BlockHeader | None]:
-    decoded, broken = [], None
+    parsed, broken = [], None
     for row in rows:
         try:
-            decoded.append((row, decode_block(row)))
+            parsed.append((row, parse_row(row)))
         except CorruptLedger as e:
             broken = e
             break
-    with prefetched([block for _, block in decoded]) if verify else nullcontext():
-        for row, block in decoded:
-            state, head = apply_stored(state, block, row.hash, verify=verify), block.header
+    with prefetched([block for _, block in parsed]) if verify else nullcontext():  # hashes reuse its encodings
+        for row, block in parsed:
+            state, head = apply_stored(state, check_row(row, block), row.hash, verify=verify), block.header
     if broken is not None:
         raise broken
     return state, head

@@ -15,7 +15,7 @@ from dlbc_ray.consensus.validation import compute_roots
 from dlbc_ray.errors import InvalidBlock
 from dlbc_ray.ledger import Chain
 from dlbc_ray.ledger.chain import block_signatures, prefetched
-from dlbc_ray.schema import Block
+from dlbc_ray.schema import Block, Signed, Task
 from dlbc_ray.schema.task import ModelSpec
 from tests.builders import World, fake_hash, resign
 
@@ -124,6 +124,18 @@ def test_an_envelope_with_text_beyond_ascii_encodes_as_specified() -> None:
     task = signed.message.model_copy(update={"model": ModelSpec(name="mlp", params={"note": "naïve — ünïcode ✓"})})
     envelope = world.sign(world.requester, task)
     assert "ünïcode".encode() in crypto.canonical_bytes(envelope) == reference_bytes(envelope)
+
+
+def test_an_envelope_that_is_not_plain_hex_is_encoded_in_full() -> None:
+    """The shortcut applies to hex strings around a message of the declared type only; anything else takes the long way."""
+    world = World()
+    signed = world.task()
+    odd = Signed[Task].model_construct(message=signed.message, chain_id="ünï\"code", signer=signed.signer,
+                                       signature=signed.signature)
+    untyped = Signed.model_construct(message=signed.message, chain_id=signed.chain_id, signer=signed.signer,
+                                     signature=signed.signature)
+    for envelope in (odd, untyped):
+        assert crypto.canonical_bytes(envelope) == reference_bytes(envelope)
 
 
 def test_a_message_changed_after_its_block_is_encoded_afresh() -> None:
