@@ -93,6 +93,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def measure(n: int, import_n: int, folder: Path) -> dict[str, object]:
+    folder = folder / f"chain-{n}"  # each size imports into fresh files
+    folder.mkdir()
     t0 = time.perf_counter()
     world, blocks, checkpoints = build_blocks(n)
     built = time.perf_counter() - t0
