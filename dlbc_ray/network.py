@@ -58,6 +58,7 @@ class Network:
     miners: list[Member]
     validators: list[Member]
     identities: Identities
+    chain_id: str
     owns_ray: bool = False
 
     def actors(self) -> list[Any]:
@@ -238,15 +239,25 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     has_chain = ledger_status(home.ledger) == "chain"
     genesis = None if has_chain else make_genesis(genesis_params(ids, cfg, when), ids.consensus, when)
     ledger = spawn_ledger(str(home.ledger), genesis)
-    miners = [spawn_miner(cfg.miner, i, cfg.protection, **options(i.name)) for i in ids.miners]
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, **options(i.name)) for i in ids.validators]
-    get(ledger.head.remote(), timeout=120, what="ledger start")
-    secrets_ = get([m.handle.watermark_secret.remote() for m in miners], timeout=300, what="miner start")
-    get([v.handle.register_miner.remote(m.public_key, s) for v in validators for m, s in zip(miners, secrets_)],
-        timeout=300, what="validator start")
+    proposer, marks = ids.consensus.public_key, miner_marks(ids)
+    miners = [spawn_miner(cfg.miner, i, cfg.protection, proposer=proposer, **options(i.name)) for i in ids.miners]
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, **options(i.name))
+                  for i in ids.validators]
+    chain_id = get(ledger.head.remote(), timeout=120, what="ledger start")["chain_id"]
+    get([m.handle.info.remote() for m in miners] + [v.handle.info.remote() for v in validators], timeout=300,
+        what="miner and validator start")
     consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators, treasury=ids.treasury,
                                 groups=miner_groups([m.name for m in miners], cfg.miners_per_task))
-    return Network(ledger=ledger, consensus=consensus, miners=miners, validators=validators, identities=ids)
+    return Network(ledger=ledger, consensus=consensus, miners=miners, validators=validators, identities=ids,
+                   chain_id=chain_id)
+
+
+def miner_marks(ids: Identities) -> dict[str, bytes]:
+    """Every miner's watermark secret, derived here from the identities this process holds; validators get
+    it at construction, so no miner ever answers for it."""
+    from dlbc_ray.models.protect import mark_secret
+
+    return {m.public_key: mark_secret(m) for m in ids.miners}
 
 
 def teardown(net: Network) -> None:
@@ -271,14 +282,15 @@ def dataset_spec(bundle: Any) -> DatasetSpec:
                        n_classes=bundle.n_classes)
 
 
-def make_task(requester: Identity, defaults: TaskDefaults, bundle: Any, *, nonce: int, created_ms: int) -> Signed[Task]:
-    """The built-in task: a registry model on a bundled dataset, signed by the requester."""
+def make_task(requester: Identity, defaults: TaskDefaults, bundle: Any, *, nonce: int, created_ms: int,
+              chain_id: str) -> Signed[Task]:
+    """The built-in task: a registry model on a bundled dataset, signed by the requester for ``chain_id``."""
     task = Task(requester=requester.public_key, nonce=nonce, model=ModelSpec(name=defaults.model,
                 params=dict(defaults.model_params)), dataset=dataset_spec(bundle),
                 target=round(defaults.target * SCORE_SCALE), reward=defaults.reward,
                 deadline_ms=created_ms + int(defaults.deadline_s * 1e3), max_epochs=defaults.epochs,
                 created_ms=created_ms)
-    return crypto.sign(requester, task)
+    return crypto.sign(requester, task, chain_id)
 
 
 def standing_template(cfg: NetworkConfig, bundle: Any) -> StandingTemplate:
@@ -328,7 +340,7 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
         attempts = 3 * blocks if standing else blocks  # a standing round may end without a block; PoLe retries
         while len(reports) < attempts and sum(r.committed for r in reports) < blocks:
             task = None if standing else make_task(ids.requester, cfg.task, bundle, nonce=time.time_ns(),
-                                                   created_ms=now_ms())
+                                                   created_ms=now_ms(), chain_id=net.chain_id)
             reports.append(run_round(net, task, data, timeout_s=timeout, on_status=on_status, standing=standing))
             if on_round:
                 on_round(reports[-1])

@@ -8,7 +8,6 @@ validators -> ledger through the object store; the coordinator never holds them.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from dlbc_ray.config import ConsensusConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
 from dlbc_ray.consensus.baas import compute_contributors
+from dlbc_ray.consensus.ballot import compute_round_id, compute_submissions_root
 from dlbc_ray.consensus.proposal import find_equivocations, select_votes
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
@@ -86,10 +86,6 @@ class RoundResult:
     fusion_votes: list[Signed[FusionVote]] = field(default_factory=list)
 
 
-def compute_round_id(task_id: str, base_hash: str, nonce: int) -> str:
-    return hashlib.sha256(f"dlbc/round/v1|{task_id}|{base_hash}|{nonce}".encode()).hexdigest()
-
-
 class RoundRunner:
     """Runs COLLECTING -> REVEALING -> VALIDATING for one task on one miner group."""
 
@@ -101,7 +97,7 @@ class RoundRunner:
         self.miners, self.validators = list(miners), list(validators)
         self.miners_by_name = {m.name: m for m in self.miners}
         self.state, self.lock = state, lock
-        self.ctx = RoundContext(round_id=state.round_id, task_id=state.task_id, base_height=base.height,
+        self.ctx = RoundContext(chain_id=base.chain_id, round_id=state.round_id, task_id=state.task_id, base_height=base.height,
                                 base_hash=base.head_hash, eval_seed=int(base.head_hash[:8], 16),
                                 submit_deadline_ms=min(task.message.deadline_ms,
                                                        now_ms() + int(cfg.collect_timeout_s * 1e3)),
@@ -169,7 +165,7 @@ class RoundRunner:
                 continue
             t = time.perf_counter()
             arrival = SubmissionArrival(signed=mined.signed, arrived_ms=arrived)
-            judgement = check_envelope(mined.signed, self.ctx.task_id) or check_timing(arrival,
+            judgement = check_envelope(mined.signed, self.ctx.task_id, self.ctx.chain_id) or check_timing(arrival,
                                                                                     self.ctx.submit_deadline_ms)
             verify_ms += (time.perf_counter() - t) * 1e3
             if judgement:  # would break a ledger rule: recorded here, never put in a block
@@ -205,7 +201,8 @@ class RoundRunner:
         culprits = {e.first.message.validator for e in find_equivocations(votes)}
         try:
             decision = decide(subs, [v.message for v in select_votes(votes, [s.commit for s in subs], culprits)],
-                              self.base.params.validators, self.task.message.target, excluded=culprits)
+                              self.base.params.validators, self.task.message.target, excluded=culprits,
+                              won=self.base.won_models)
         except DLBCError:  # no quorum or a split: the block cannot be decided by waiting longer
             return False
         if decision.winner is None:
@@ -254,7 +251,6 @@ class RoundRunner:
         close = self.window_close()
         asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(close, a.signed.message.commit)
                 for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
-
         revealed = []
         for a in arrivals:
             ref = asks.get(a.signed.message.commit)
@@ -301,7 +297,8 @@ class RoundRunner:
         culprits = {e.first.message.validator for e in evidence}
         subs = [a.signed.message for a in arrivals]
         chosen = select_votes(votes, [s.commit for s in subs], culprits)
-        decision = decide(subs, [v.message for v in chosen], self.base.params.validators, task.target)
+        decision = decide(subs, [v.message for v in chosen], self.base.params.validators, task.target,
+                          won=self.base.won_models)
         commits = {s.commit for s in compute_contributors(subs, decision)}
         if len(commits) < 2:
             return []
@@ -313,13 +310,13 @@ class RoundRunner:
         found = [(_try_get(ref, self.cfg.commit_timeout_s), calls[ref].public_key) for ref, _ in done]
         self.timings["fuse_s"] = time.perf_counter() - t0
         return [v for v, key in found if v is not None and v.signer == v.message.validator == key
-                and crypto.is_valid_signature(v)]
+                and v.chain_id == self.ctx.chain_id and crypto.is_valid_signature(v)]
 
     def _verified(self, ballot: Ballot, validator: str) -> list[Signed[Vote]]:
         """Votes are verified on receipt: by the validator that was asked, signed by it."""
         t = time.perf_counter()
-        good = [v for v in ballot.votes
-                if v.signer == v.message.validator == validator and crypto.is_valid_signature(v)]
+        good = [v for v in ballot.votes if v.signer == v.message.validator == validator
+                and v.chain_id == self.ctx.chain_id and crypto.is_valid_signature(v)]
         self.timings["consensus_verify_ms"] = self.timings.get("consensus_verify_ms", 0.0) + (
             time.perf_counter() - t) * 1e3
         return good
