@@ -94,7 +94,7 @@ def test_key_with_wrong_content_is_refused(tmp_path: Path) -> None:
     home = open_home(tmp_path / "home")
     create_key(home, "consensus")
     key_path(home, "consensus").write_text('{"secret_key": "abcd"}')
-    one_line_error(run("demo", "--home", str(home.root)), 3, "2-byte secret")
+    one_line_error(run("demo", "--home", str(home.root), "--new-chain"), 3, "2-byte secret")
 
 
 def write_chain(home_dir: Path, blocks: int = 2) -> World:
