@@ -16,9 +16,11 @@ pytestmark = pytest.mark.ray
 
 def fusion_task(live, rule: str):
     base = make_task(live.net.identities.requester, live.cfg.task.model_copy(update={"epochs": 3, "target": 0.3}),
-                     live.bundle, nonce=time.time_ns(), created_ms=time.time_ns() // 10**6).message
+                     live.bundle, nonce=time.time_ns(), created_ms=time.time_ns() // 10**6,
+                     chain_id=live.net.chain_id).message
     dataset = base.dataset.model_copy(update={"partition": "non-iid", "dirichlet_alpha": 0.5})
-    return crypto.sign(live.net.identities.requester, base.model_copy(update={"dataset": dataset, "fusion": rule}))
+    return crypto.sign(live.net.identities.requester, base.model_copy(update={"dataset": dataset, "fusion": rule}),
+                       live.net.chain_id)
 
 
 def test_an_ensemble_of_private_shards_is_delivered_and_its_contributors_paid(live, tmp_path) -> None:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ray
 def mine(live, **task_changes):
     task_cfg = live.cfg.task.model_copy(update=task_changes)
     task = make_task(live.net.identities.requester, task_cfg, live.bundle, nonce=time.time_ns(),
-                     created_ms=time.time_ns() // 10**6)
+                     created_ms=time.time_ns() // 10**6, chain_id=live.net.chain_id)
     seen: list[RoundStatus] = []
     report = run_round(live.net, task, live.data, timeout_s=600, on_status=seen.append)
     return task, report, seen
