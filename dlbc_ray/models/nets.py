@@ -1,4 +1,6 @@
-"""The nets registry: plain ``nn.Module``s that a task names with their hyperparameters.
+"""The built-in nets and ``build_net``: plain ``nn.Module``s that a task names with their hyperparameters.
+
+The registry itself (users' nets, entry points, ``module:factory``) is ``dlbc_ray.models.plugins``.
 
 Layer names never depend on hyperparameters (layers live in ``conv``/``fc`` lists and
 parameter-free pieces are applied in ``forward``), so ``watermark_layer`` and
@@ -9,9 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
-from numbers import Integral, Real
+from numbers import Integral
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +21,13 @@ from torch import nn
 
 from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models.plugins import (
+    ENTRY_POINT_GROUP, NETS, Footprint, NetInfo, available, checked_params, is_width, net_factory, net_info, probe,
+    register_net,
+)
+
+__all__ = ["ENTRY_POINT_GROUP", "NETS", "Footprint", "NetInfo", "available", "build_net", "count_parameters",
+           "estimate_flops", "net_factory", "net_footprint", "net_info", "register_net"]
 
 
 class MLP(nn.Module):
@@ -65,18 +73,6 @@ class ConvNet(nn.Module):
         return self.fc[1](torch.relu(self.fc[0](x.flatten(1))))
 
 
-@dataclass(frozen=True)
-class Footprint:
-    """A net's size, computed from its spec alone: scalar parameters and activations of one sample."""
-
-    params: int
-    activations: int
-
-    def memory_bytes(self, batch: int) -> int:
-        """float32 weights, gradients and two Adam moments, plus one batch's activations kept for backward."""
-        return 4 * (4 * self.params + 2 * batch * self.activations)
-
-
 def mlp_footprint(input_shape: tuple[int, ...], n_classes: int, *, hidden: tuple[int, ...], dropout: float) -> Footprint:
     widths = [math.prod(input_shape), *hidden, n_classes]
     return Footprint(sum(a * b + b for a, b in zip(widths, widths[1:])), sum(widths))
@@ -96,41 +92,23 @@ def conv_footprint(input_shape: tuple[int, ...], n_classes: int, *, channels: tu
                      activations + flat + hidden + n_classes)
 
 
-@dataclass(frozen=True)
-class NetInfo:
-    """A registered net: how to build it and which tensors the watermark and mapping layer use."""
-
-    name: str
-    description: str
-    builder: Callable[..., nn.Module]
-    watermark_layer: str  # state_dict key of the conv/linear weight that hosts the DNN watermark
-    first_layer: str  # state_dict key of the first layer's weight (the Secure Mapping Layer folds into it)
-    input_ranks: tuple[int, ...]  # the len(input_shape) values it accepts
-    footprint: Callable[..., Footprint]  # same arguments as builder, no allocation
-    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+def _factory(builder: Callable[..., nn.Module]) -> Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]:
+    """A keyword-argument builder as a registry factory ``(params, input_shape, n_classes)``."""
+    return lambda params, input_shape, n_classes: builder(input_shape, n_classes, **params)
 
 
-NETS: dict[str, NetInfo] = {
-    "mlp": NetInfo(
-        "mlp", "fully connected ReLU net over the flattened input", MLP, "fc.1.weight", "fc.0.weight",
-        (1, 2, 3, 4), mlp_footprint, MappingProxyType({"hidden": (128, 64), "dropout": 0.0}),
-    ),
-    "cnn": NetInfo(
-        "cnn", "2-D conv net for (C, H, W) images", partial(ConvNet, dims=2), "conv.1.weight", "conv.0.weight",
-        (3,), partial(conv_footprint, dims=2), MappingProxyType({"channels": (16, 32), "hidden": 64}),
-    ),
-    "cnn1d": NetInfo(
-        "cnn1d", "1-D conv net for (C, L) signals such as mnist1d", partial(ConvNet, dims=1), "conv.1.weight",
-        "conv.0.weight", (2,), partial(conv_footprint, dims=1), MappingProxyType({"channels": (16, 32), "hidden": 64}),
-    ),
-}
-
-
-def net_info(name: str) -> NetInfo:
-    """The registry entry for ``name``, or ``InvalidTask`` listing the known nets."""
-    if name not in NETS:
-        raise InvalidTask(f"unknown net '{name}'; known nets are {', '.join(NETS)}", reason="unknown_net")
-    return NETS[name]
+register_net(NetInfo(
+    "mlp", "fully connected ReLU net over the flattened input", _factory(MLP),
+    MappingProxyType({"hidden": (128, 64), "dropout": 0.0}), "fc.1.weight", "fc.0.weight", (1, 2, 3, 4),
+    mlp_footprint))
+register_net(NetInfo(
+    "cnn", "2-D conv net for (C, H, W) images", _factory(partial(ConvNet, dims=2)),
+    MappingProxyType({"channels": (16, 32), "hidden": 64}), "conv.1.weight", "conv.0.weight", (3,),
+    partial(conv_footprint, dims=2)))
+register_net(NetInfo(
+    "cnn1d", "1-D conv net for (C, L) signals such as mnist1d", _factory(partial(ConvNet, dims=1)),
+    MappingProxyType({"channels": (16, 32), "hidden": 64}), "conv.1.weight", "conv.0.weight", (2,),
+    partial(conv_footprint, dims=1)))
 
 
 def build_net(
@@ -139,36 +117,50 @@ def build_net(
 ) -> nn.Module:
     """A fresh net; the same arguments always give the same architecture and initial weights.
 
-    Its size is checked against ``limits`` from the spec alone, before torch allocates anything.
+    Its size is checked against ``limits`` from the spec alone (the built-ins' formulas, or a
+    pass on the meta device for users' nets), and its special layers found, before torch
+    allocates anything.
     """
     info = net_info(name)
     kwargs = checked_kwargs(name, params, input_shape, n_classes, limits=limits)
     # A private RNG stream: building a net neither depends on nor disturbs global torch state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return info.builder(tuple(int(d) for d in input_shape), int(n_classes), **kwargs)
+        net = info.factory(MappingProxyType(kwargs), tuple(int(d) for d in input_shape), int(n_classes))
+    if not isinstance(net, nn.Module):
+        raise InvalidTask(f"net '{name}': its factory returned a {type(net).__name__}", reason="bad_net")
+    return net
 
 
 def net_footprint(name: str, params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Footprint:
     """Parameters and per-sample activations of the net these arguments would build (nothing allocated)."""
     kwargs = checked_kwargs(name, params, input_shape, n_classes, limits=None)
-    return net_info(name).footprint(tuple(int(d) for d in input_shape), int(n_classes), **kwargs)
+    return _footprint(net_info(name), kwargs, tuple(int(d) for d in input_shape), int(n_classes))
+
+
+def _footprint(info: NetInfo, kwargs: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Footprint:
+    if info.footprint is not None:
+        return info.footprint(input_shape, n_classes, **kwargs)
+    return probe(info, kwargs, input_shape, n_classes).footprint
 
 
 def checked_kwargs(name: str, params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int, *,
                    limits: Limits | None) -> dict[str, Any]:
-    """The builder's keyword arguments, every one checked, and the net's size within ``limits``."""
+    """The factory's parameters, every one checked; the net probed on the meta device (it must be able to
+    carry the watermark and mapping layer) and its size within ``limits``."""
     info = net_info(name)
-    if not isinstance(params, Mapping):
-        raise InvalidTask(f"net '{name}' parameters must be a mapping, got {type(params).__name__}", reason="bad_param")
-    checked = {key: _checked_param(info, key, value) for key, value in params.items()}
-    if len(input_shape) not in info.input_ranks or not all(_is_width(d) for d in input_shape):
+    kwargs = checked_params(info, params)
+    if len(input_shape) not in info.input_ranks or not all(is_width(d) for d in input_shape):
         raise InvalidTask(f"net '{name}' cannot take inputs of shape {_short(tuple(input_shape))}", reason="bad_input_shape")
     if not isinstance(n_classes, Integral) or isinstance(n_classes, bool) or n_classes < 2:
         raise InvalidTask(f"net '{name}' needs at least 2 classes, got {_short(n_classes)}", reason="bad_param")
-    kwargs = {**info.defaults, **checked}
+    shape = tuple(int(d) for d in input_shape)
     if limits is not None:
-        _check_size(name, info.footprint(tuple(int(d) for d in input_shape), int(n_classes), **kwargs), limits)
+        if info.footprint is not None:  # the formula first: a huge built-in is refused before even a meta build
+            _check_size(name, info.footprint(shape, int(n_classes), **kwargs), limits)
+        found = probe(info, kwargs, shape, int(n_classes))
+        if info.footprint is None:
+            _check_size(name, found.footprint, limits)
     return kwargs
 
 
@@ -185,26 +177,6 @@ def _check_size(name: str, size: Footprint, limits: Limits) -> None:
 def _short(value: Any, n: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _checked_param(info: NetInfo, key: str, value: Any) -> Any:
-    """``value`` converted to the type of the parameter's default, or ``InvalidTask``."""
-    if key not in info.defaults:
-        raise InvalidTask(f"net '{info.name}' has no parameter {_short(key, 40)}; it takes {', '.join(info.defaults)}",
-                          reason="unknown_param")
-    default = info.defaults[key]
-    if isinstance(default, tuple) and isinstance(value, list | tuple) and all(_is_width(v) for v in value):
-        return tuple(int(v) for v in value)
-    if isinstance(default, int) and _is_width(value):
-        return int(value)
-    if isinstance(default, float) and isinstance(value, Real) and not isinstance(value, bool):
-        return float(value)
-    kind = "a list of positive ints" if isinstance(default, tuple) else "a positive int" if isinstance(default, int) else "a number"
-    raise InvalidTask(f"net '{info.name}' parameter '{key}' must be {kind}, got {_short(value)}", reason="bad_param")
-
-
-def _is_width(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool) and value > 0
 
 
 def count_parameters(net: nn.Module, *, trainable_only: bool = False) -> int:

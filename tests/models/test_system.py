@@ -42,7 +42,7 @@ def test_training_loss_is_cross_entropy_plus_every_regularizer() -> None:
 
 def test_hyperparameters_are_saved_without_the_net_or_regularizers() -> None:
     system = _system(lr=0.5, optimizer="sgd", regularizers=[L2(1.0)])
-    assert dict(system.hparams) == {"lr": 0.5, "weight_decay": 0.0, "optimizer": "sgd"}
+    assert dict(system.hparams) == {"lr": 0.5, "weight_decay": 0.0, "optimizer": "sgd", "objective": "accuracy"}
 
 
 def test_sgd_is_nesterov_with_momentum_and_adam_is_the_default() -> None:
