@@ -123,8 +123,9 @@ class World:
         subs = [self.submission(self.miners[i], task) for i in scores]
         commits = [s.message.commit for s in subs]
         when = at_ms if at_ms is not None else T0 + 1000 * (self.state.height + 1)
+        close = min(when - 1, task.message.deadline_ms)  # a window closes by the task's deadline
         votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID), commits=commits,
-                           close_ms=when - 1)
+                           close_ms=close)
                  for sub, (i, row) in zip(subs, scores.items()) for j, s in enumerate(row)]
         task_id = crypto.message_hash(task.message)
         block, _ = propose_task_block(self.state, task, subs, votes, self.proposer, when, self.round_id(task_id))

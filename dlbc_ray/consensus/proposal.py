@@ -5,6 +5,7 @@ Each function returns a block that ``validate_block`` accepts against the same s
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from dlbc_ray import crypto
@@ -65,16 +66,21 @@ def next_timestamp(state: ChainState, now_ms: int) -> int:
     return max(now_ms, state.timestamp_ms + 1)
 
 
-def find_equivocations(votes: Sequence[Signed[Vote]]) -> tuple[EquivocationEvidence, ...]:
-    """First conflicting pair per validator and submission."""
+def find_equivocations(votes: Sequence[Signed[Vote]],
+                       commits: Sequence[str] = ()) -> tuple[EquivocationEvidence, ...]:
+    """One conflicting pair per equivocating validator (on its earliest submission), in the one
+    order the ledger accepts: by validator; within a pair, by message hash."""
+    order = {c: i for i, c in enumerate(commits)}
     seen: dict[tuple[str, str], Signed[Vote]] = {}
-    evidence: dict[tuple[str, str], EquivocationEvidence] = {}
+    found: dict[str, tuple[int, EquivocationEvidence]] = {}
     for signed in votes:
-        key = (signed.message.validator, signed.message.commit)
-        first = seen.setdefault(key, signed)
-        if key not in evidence and is_conflicting(first.message, signed.message):
-            evidence[key] = EquivocationEvidence(first=first, second=signed)
-    return tuple(evidence.values())
+        validator, commit = signed.message.validator, signed.message.commit
+        first = seen.setdefault((validator, commit), signed)
+        rank = order.get(commit, -1)
+        if is_conflicting(first.message, signed.message) and (validator not in found or rank < found[validator][0]):
+            a, b = sorted((first, signed), key=lambda s: crypto.message_hash(s.message))
+            found[validator] = (rank, EquivocationEvidence(first=a, second=b))
+    return tuple(found[v][1] for v in sorted(found))
 
 
 def select_bound(votes: Sequence[Signed[Vote]], round_id: str, commits: Sequence[str]) -> list[Signed[Vote]]:
@@ -84,14 +90,16 @@ def select_bound(votes: Sequence[Signed[Vote]], round_id: str, commits: Sequence
 
 
 def select_votes(votes: Sequence[Signed[Vote]], commits: Sequence[str], excluded: set[str]) -> tuple[Signed[Vote], ...]:
-    """One vote per (validator, submission) from honest-looking validators, in a canonical order."""
+    """One vote per (validator, submission) from honest-looking validators with whole ballots, in a canonical order."""
     order = {c: i for i, c in enumerate(commits)}
     chosen: dict[tuple[str, str], Signed[Vote]] = {}
     for signed in votes:
         v = signed.message
         if v.commit in order and v.validator not in excluded:
             chosen.setdefault((v.validator, v.commit), signed)
-    return tuple(sorted(chosen.values(), key=lambda s: (order[s.message.commit], s.message.validator)))
+    judged = Counter(validator for validator, _ in chosen)
+    whole = [s for s in chosen.values() if judged[s.message.validator] == len(order)]
+    return tuple(sorted(whole, key=lambda s: (order[s.message.commit], s.message.validator)))
 
 
 def propose_task_block(
@@ -108,7 +116,7 @@ def propose_task_block(
     task_id = crypto.message_hash(task.message)
     commits = [s.message.commit for s in submissions]
     votes = select_bound(votes, round_id, commits)
-    evidence = find_equivocations(votes)
+    evidence = find_equivocations(votes, commits)
     culprits = {e.first.message.validator for e in evidence}
     chosen = select_votes(votes, commits, culprits)
     messages = [s.message for s in submissions]
@@ -130,7 +138,7 @@ def propose_task_block(
     header = BlockHeader(
         chain_id=state.chain_id, height=state.height + 1, prev_hash=state.head_hash,
         timestamp_ms=next_timestamp(state, now_ms), proposer=proposer.public_key, task_id=task_id,
-        round_id=round_id, difficulty=task.message.target, **compute_delivered(decision, fusion), **_EMPTY_ROOTS,
+        round_id=round_id if submissions else None, difficulty=task.message.target, **compute_delivered(decision, fusion), **_EMPTY_ROOTS,
     )
     body = Block(header=header, signature="0" * 128, submissions=tuple(submissions), votes=chosen,
                  fusion_votes=fused_votes, txs=txs, evidence=evidence)

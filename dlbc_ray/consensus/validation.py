@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from dlbc_ray import crypto
 from dlbc_ray.constants import ZERO_HASH
-from dlbc_ray.consensus.ballot import compute_submissions_root, is_bound_to, is_fresh_round
+from dlbc_ray.consensus.ballot import compute_submissions_root, find_ballot_fault, is_bound_to, is_fresh_round
 from dlbc_ray.consensus.baas import (
     FusionOutcome,
     best_single_score,
@@ -317,6 +317,8 @@ def validate_task_block(block: Block, state: ChainState) -> None:
     votes = validate_votes(block, params, commits)
     validate_ballots(block, [v.message for v in block.votes] + [e.message for e in _evidence_votes(block)], state)
     culprits = validate_evidence(block, params, commits)
+    if (fault := find_ballot_fault(block, task.deadline_ms)) is not None:
+        raise _fail(header, *fault)
     decision = validate_decision(block, task, submissions, votes, state, culprits)
     fusion = validate_fusion(block, task, submissions, decision, params, culprits)
     validate_outcome(header, decision, fusion)

@@ -151,3 +151,97 @@ def test_random_transfers_and_tasks_conserve_supply_and_strand_no_escrow(steps: 
         world.apply(block)
     assert world.state.total_supply == supply
     assert not world.state.escrow and not world.state.open_tasks()
+
+
+# ------------------------------------------------ what the proposer itself may sign
+# The proposer signs any header it likes, so a leaf change above mostly meets the
+# signature. Here the proposer re-seals (roots and signature made anew) after changing one
+# header field or re-ordering, dropping or repeating one body item: every such block must
+# be refused by a rule. What stays the proposer's choice: the timestamp, and which whole
+# ballots beyond a quorum to carry (so dropping an equivocator's evidence, whose votes
+# are out already, is not tried here).
+
+
+def _honest_blocks() -> list[tuple[str, World, Block]]:
+    from dlbc_ray.consensus import propose_tx_block
+    from dlbc_ray.schema import Verdict
+    from tests.builders import T0
+
+    out = [("winner", WORLD, GOOD)]
+    refund = World()
+    task = refund.task(deadline_ms=T0 + 5_000)
+    refund.apply(propose_tx_block(refund.state, [PostTaskTx(task=task)], refund.proposer, T0 + 1_000))
+    out.append(("refund", refund, refund.round({}, task=task, at_ms=T0 + 6_000)[0]))
+    rejected = World(theft_penalty=100)
+    verdicts = {(0, j): Verdict.STOLEN for j in range(4)}
+    out.append(("penalty", rejected, rejected.round(SCORES, verdicts=verdicts)[0]))
+    from tests.consensus.test_validation_rules import _equivocating_block
+
+    liar = World()
+    out.append(("evidence", liar, _equivocating_block(liar)))
+    return out
+
+
+HONEST = _honest_blocks()
+HEADER_FIELDS = ["height", "prev_hash", "task_id", "round_id", "winner", "model_hash", "score", "difficulty", "fused",
+                 "chain_id", "proposer"]
+BODY_FIELDS = ["submissions", "votes", "txs", "evidence"]
+
+
+def _header_values(world: World, honest: Block) -> st.SearchStrategy[Any]:
+    """Values of the right shapes, including every key, hash and number the block itself holds."""
+    keys = [world.proposer.public_key, *(m.public_key for m in world.miners), world.requester.public_key]
+    hashes = [v for v in honest.header.model_dump().values() if isinstance(v, str)]
+    hashes += [s.message.model_hash for s in honest.submissions]
+    numbers = [v for v in honest.header.model_dump().values() if isinstance(v, int)]
+    return st.one_of(st.none(), st.booleans(), st.integers(0, 10_001), st.sampled_from(keys + hashes + numbers),
+                     st.text(max_size=4).map(lambda s: crypto.sha256_hex(s.encode())))
+
+
+def _body_edit(items: tuple[Any, ...]) -> st.SearchStrategy[tuple[Any, ...]]:
+    n = len(items)
+    if not n:
+        return st.nothing()
+    return st.one_of(
+        st.integers(0, n - 1).map(lambda i: items[:i] + items[i + 1:]),  # drop one
+        st.integers(0, n - 1).map(lambda i: items[:i] + (items[i],) + items[i:]),  # repeat one
+        st.permutations(items).map(tuple),  # re-order
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_block_the_proposer_re_seals_with_one_change_is_refused(data: st.DataObject) -> None:
+    from dlbc_ray.consensus.proposal import seal
+
+    _, world, honest = data.draw(st.sampled_from(HONEST), label="block")
+    if data.draw(st.booleans(), label="header?"):
+        field = data.draw(st.sampled_from(HEADER_FIELDS), label="field")
+        value = data.draw(_header_values(world, honest), label="value")
+        try:
+            header = type(honest.header).model_validate({**honest.header.model_dump(), field: value})
+        except ValidationError:
+            return
+        body = honest
+    else:
+        field = data.draw(st.sampled_from([f for f in BODY_FIELDS if getattr(honest, f)]), label="field")
+        items = data.draw(_body_edit(getattr(honest, field)), label="items")
+        if field == "evidence" and len(items) < len(honest.evidence):
+            return
+        body = honest.model_copy(update={field: items})
+        header = honest.header
+    signer = world.proposer
+    block = seal(header, body, signer)
+    if crypto.canonical_bytes(block) == crypto.canonical_bytes(honest):
+        return
+    with pytest.raises(InvalidBlock) as refused:
+        validate_block(block, world.state)
+        process_block(world.state, block, compute_block_hash(block.header))
+    assert refused.value.reason
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in HONEST])
+def test_each_honest_block_is_valid(name: str) -> None:
+    _, world, block = next(h for h in HONEST if h[0] == name)
+    validate_block(block, world.state)
+    process_block(world.state, block, compute_block_hash(block.header))

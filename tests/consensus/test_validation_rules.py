@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 from dlbc_ray import crypto
-from dlbc_ray.consensus import propose_task_block, propose_tx_block, validate_block
+from dlbc_ray.consensus import decide, propose_task_block, propose_tx_block, validate_block
 from dlbc_ray.consensus.proposal import make_genesis, seal
+from dlbc_ray.consensus.settlement import compute_settlement
 from dlbc_ray.errors import InvalidBlock
 from dlbc_ray.schema import Allocation, Block, PostTaskTx, Verdict
 from dlbc_ray.schema.base import MAX_AMOUNT
@@ -189,3 +190,131 @@ def test_genesis_cannot_mint_past_the_supply_cap(world: World) -> None:
     with pytest.raises(InvalidBlock) as info:
         validate_block(bad, None)
     assert info.value.reason == "supply"
+
+
+# ------------------------------------------------- one honest encoding per block
+# A proposer signs whatever it likes: each rule below is broken by a block the proposer
+# re-seals itself, so only the rule (never the signature) can refuse it.
+
+
+def _equivocating_block(world: World) -> Block:
+    task = world.task()
+    subs = [world.submission(m, task) for m in world.miners[:2]]
+    commits = [s.message.commit for s in subs]
+    votes = [world.vote(v, s, 9000 - 1000 * k, commits=commits) for v in world.validators for k, s in enumerate(subs)]
+    for sub in subs:  # validator 3 signs a second, conflicting vote on each submission
+        votes.append(world.vote(world.validators[3], sub, 10_000, commits=commits))
+    block, _ = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5_000,
+                                  world.round_id(crypto.message_hash(task.message)))
+    validate_block(block, world.state)
+    assert len(block.evidence) == 1  # one pair per equivocating validator is proof enough
+    return block
+
+
+def test_a_partial_ballot_is_refused(world: World) -> None:
+    """Dropping one vote of a ballot (quorum still holds) would cost that validator its fee, unseen."""
+    task = world.task()
+    subs = [world.submission(m, task) for m in world.miners]
+    commits = [s.message.commit for s in subs]
+    votes = [world.vote(v, s, 9000, commits=commits) for v in world.validators for s in subs]
+    honest, _ = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5_000,
+                                   world.round_id(crypto.message_hash(task.message)))
+    dropped = tuple(v for v in honest.votes if not (v.message.validator == world.validators[3].public_key
+                                                    and v.message.commit == commits[2]))
+    decision = decide([s.message for s in subs], [v.message for v in dropped], world.params.validators, 5_000)
+    assert world.validators[3].public_key not in decision.voters  # the decision stands without that vote
+    balances = {**world.state.balances, world.requester.public_key: world.state.balance(world.requester.public_key)
+                - task.message.reward}
+    paid = compute_settlement(honest.header.task_id or "", task.message, [s.message for s in subs], decision,
+                              world.params, balances)
+    cheat = with_body(world, honest, votes=dropped, txs=(honest.txs[0], *paid))
+    assert reason(cheat, world) == "partial_ballot"
+
+
+def test_the_proposer_keeps_only_whole_ballots(world: World) -> None:
+    from dlbc_ray.consensus.proposal import select_votes
+
+    task = world.task()
+    subs = [world.submission(m, task) for m in world.miners]
+    commits = [s.message.commit for s in subs]
+    votes = [world.vote(v, s, 9000, commits=commits) for v in world.validators for s in subs]
+    chosen = select_votes(votes[:-1], commits, set())
+    assert {v.message.validator for v in chosen} == {v.public_key for v in world.validators[:3]}
+
+
+def test_votes_out_of_their_canonical_order_are_refused(world: World) -> None:
+    good, _ = world.round(SCORES)
+    swapped = (good.votes[1], good.votes[0], *good.votes[2:])
+    assert reason(with_body(world, good, votes=swapped), world) == "vote_order"
+
+
+def test_fusion_votes_out_of_order_are_refused() -> None:
+    from dlbc_ray.consensus.ballot import find_ballot_fault
+    from dlbc_ray.schema import FusionVote
+
+    world = World()
+    good, _ = world.round(SCORES)
+    commits = [s.message.commit for s in good.submissions[:2]]
+    fused = [world.sign(v, FusionVote(task_id=good.header.task_id, round_id=good.header.round_id,
+                                      validator=v.public_key, rule="fedavg", contributors=tuple(commits),
+                                      fused_hash=fake_hash("fused"), score=9500, without=(9000, 8000)))
+             for v in world.validators]
+    ordered = tuple(sorted(fused, key=lambda s: s.message.validator))
+    assert find_ballot_fault(good.model_copy(update={"fusion_votes": ordered})) is None
+    fault = find_ballot_fault(good.model_copy(update={"fusion_votes": ordered[::-1]}))
+    assert fault is not None and fault[0] == "vote_order"
+
+
+def test_evidence_is_one_pair_per_validator(world: World) -> None:
+    block = _equivocating_block(world)
+    ev = block.evidence[0]
+    liar = world.validators[3]
+    other = next(s for s in block.submissions if s.message.commit != ev.first.message.commit)
+    commits = [s.message.commit for s in block.submissions]
+    pair = sorted((world.vote(liar, other, 8000, commits=commits), world.vote(liar, other, 10_000, commits=commits)),
+                  key=lambda s: crypto.message_hash(s.message))
+    second = ev.model_copy(update={"first": pair[0], "second": pair[1]})
+    assert reason(with_body(world, block, evidence=(ev, second)), world) == "evidence_order"
+    assert reason(with_body(world, block, evidence=(ev, ev)), world) == "evidence_order"
+
+
+def test_an_equivocating_pair_has_one_order(world: World) -> None:
+    block = _equivocating_block(world)
+    ev = block.evidence[0]
+    flipped = ev.model_copy(update={"first": ev.second, "second": ev.first})
+    assert reason(with_body(world, block, evidence=(flipped, *block.evidence[1:])), world) == "evidence_order"
+
+
+def test_an_equivocators_votes_stay_out_of_the_certificate(world: World) -> None:
+    block = _equivocating_block(world)
+    liar = block.evidence[0].first.message.validator
+    commits = [s.message.commit for s in block.submissions]
+    theirs = tuple(world.vote(world.validators[3], s, 9000 - 1000 * k, commits=commits)  # its whole first ballot
+                   for k, s in enumerate(block.submissions))
+    votes = tuple(sorted((*block.votes, *theirs), key=lambda s: (
+        [x.message.commit for x in block.submissions].index(s.message.commit), s.message.validator)))
+    assert any(v.message.validator == liar for v in votes)
+    assert reason(with_body(world, block, votes=votes), world) == "evidence"
+
+
+def test_a_block_without_submissions_names_no_round(world: World) -> None:
+    task = posted(world, deadline_ms=T0 + 5_000)
+    refund, _ = world.round({}, task=task, at_ms=T0 + 6_000)  # type: ignore[arg-type]
+    assert refund.header.round_id is None
+    validate_block(refund, world.state)
+    assert reason(resign(refund, world.proposer, round_id=fake_hash("any round")), world) == "round_id"
+
+
+def test_a_round_whose_window_outlives_the_task_deadline_is_refused(world: World) -> None:
+    task = posted(world, deadline_ms=T0 + 5_000)
+    subs = [world.submission(m, task) for m in world.miners]  # type: ignore[arg-type]
+    commits = [s.message.commit for s in subs]
+    votes = [world.vote(v, s, 9000, commits=commits, close_ms=T0 + 5_001) for v in world.validators for s in subs]
+    task_id = crypto.message_hash(task.message)  # type: ignore[attr-defined]
+    block, _ = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 6_000,  # type: ignore
+                                  world.round_id(task_id))
+    assert reason(block, world) == "late_round"
+    on_time = [world.vote(v, s, 9000, commits=commits, close_ms=T0 + 5_000) for v in world.validators for s in subs]
+    block, _ = propose_task_block(world.state, task, subs, on_time, world.proposer, T0 + 6_000,  # type: ignore
+                                  world.round_id(task_id))
+    validate_block(block, world.state)
