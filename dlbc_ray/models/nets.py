@@ -22,7 +22,7 @@ from torch import nn
 from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.plugins import (
-    ENTRY_POINT_GROUP, NETS, Footprint, NetInfo, available, checked_params, is_width, net_factory, net_info, probe,
+    ENTRY_POINT_GROUP, NETS, Footprint, NetInfo, available, checked_params, entry, is_width, net_factory, net_info, probe,
     register_net,
 )
 
@@ -135,7 +135,7 @@ def build_net(
 def net_footprint(name: str, params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Footprint:
     """Parameters and per-sample activations of the net these arguments would build (nothing allocated)."""
     kwargs = checked_kwargs(name, params, input_shape, n_classes, limits=None)
-    return _footprint(net_info(name), kwargs, tuple(int(d) for d in input_shape), int(n_classes))
+    return _footprint(entry(name), kwargs, tuple(int(d) for d in input_shape), int(n_classes))
 
 
 def _footprint(info: NetInfo, kwargs: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Footprint:
@@ -148,7 +148,7 @@ def checked_kwargs(name: str, params: Mapping[str, Any], input_shape: tuple[int,
                    limits: Limits | None) -> dict[str, Any]:
     """The factory's parameters, every one checked; the net probed on the meta device (it must be able to
     carry the watermark and mapping layer) and its size within ``limits``."""
-    info = net_info(name)
+    info = entry(name)
     kwargs = checked_params(info, params)
     if len(input_shape) not in info.input_ranks or not all(is_width(d) for d in input_shape):
         raise InvalidTask(f"net '{name}' cannot take inputs of shape {_short(tuple(input_shape))}", reason="bad_input_shape")

@@ -112,11 +112,16 @@ def net_info(name: str) -> NetInfo:
 
     Layer names found by probing are filled in once this process has built the net for a task.
     """
-    info = NETS.get(name) or _FOUND.get(name) or _resolve(name)
+    info = entry(name)
     if name in _LAYERS and not (info.first_layer and info.watermark_layer):
         first, host = _LAYERS[name]
         info = replace(info, first_layer=info.first_layer or first, watermark_layer=info.watermark_layer or host)
     return info
+
+
+def entry(name: str) -> NetInfo:
+    """The entry for ``name`` as registered (layer names only where declared)."""
+    return NETS.get(name) or _FOUND.get(name) or _resolve(name)
 
 
 def _resolve(name: str) -> NetInfo:

@@ -1,0 +1,210 @@
+"""Users' nets: registered, from entry points or as module:factory, sized on the meta device, and refused
+up front when they cannot carry the Secure Mapping Layer or the watermark."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from importlib.metadata import EntryPoint
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dlbc_ray.config import Limits, ProtectionConfig
+from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models import plugins, sml
+from dlbc_ray.models.data import load_builtin
+from dlbc_ray.models.evaluate import evaluate
+from dlbc_ray.models.nets import NetInfo, build_net, count_parameters, net_factory, net_footprint, net_info, register_net
+from dlbc_ray.models.protect import mapping_layer, read_mark, watermark_key
+from dlbc_ray.models.training import TrainSettings, train
+from dlbc_ray.models.watermark import WatermarkRegularizer, settle
+from dlbc_ray.models.weights import load_into, to_numpy
+
+HERE = __name__
+
+
+class TinyRes(nn.Module):
+    """A residual conv net over (C, H, W): stem, one residual block, pooled head."""
+
+    def __init__(self, channels: int, width: int, n_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.block = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.relu(h + self.block(h))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+@net_factory(description="tiny residual CNN", defaults={"width": 8})
+def tiny_res(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    return TinyRes(input_shape[0], params["width"], n_classes)
+
+
+def plain_factory(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """An undecorated factory: no parameters, layers found by probing."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 6), nn.ReLU(), nn.Linear(6, n_classes))
+
+
+class GRUFirst(nn.Module):
+    def __init__(self, length: int, n_classes: int) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(1, 4, batch_first=True)
+        self.head = nn.Linear(4, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x.transpose(1, 2))
+        return self.head(out[:, -1])
+
+
+def gru_first(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    return GRUFirst(input_shape[1], n_classes)
+
+
+def one_layer(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), n_classes))
+
+
+def huge(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """4e10 parameters: 160 GB if it were ever allocated."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 200_000), nn.Linear(200_000, 200_000),
+                         nn.Linear(200_000, n_classes))
+
+
+def not_a_module(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Any:
+    return "a string"
+
+
+def moving_layers(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    pad = [nn.Identity()] * params["pad"]
+    return nn.Sequential(nn.Flatten(), *pad, nn.Linear(int(np.prod(input_shape)), 4), nn.Linear(4, n_classes))
+
+
+moving_layers.__dlbc_net__ = {"defaults": {"pad": 1}}  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    names = set(plugins.NETS)
+    yield
+    for name in set(plugins.NETS) - names:
+        del plugins.NETS[name]
+    for cache in (plugins._FOUND, plugins._LAYERS, plugins._PROBES):
+        cache.clear()
+
+
+def test_a_registered_net_is_built_sized_and_its_layers_found_like_a_builtin() -> None:
+    register_net(plugins.info_from("tinyres", tiny_res, "test"))
+    net = build_net("tinyres", {"width": 6}, (1, 8, 8), 10)
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert net_footprint("tinyres", {"width": 6}, (1, 8, 8), 10).params == count_parameters(net)
+    info = net_info("tinyres")
+    assert (info.first_layer, info.watermark_layer) == ("stem.weight", "block.weight")
+    with pytest.raises(InvalidTask, match="has no parameter 'depth'; it takes width"):
+        build_net("tinyres", {"depth": 2}, (1, 8, 8), 10)
+    with pytest.raises(InvalidTask, match="'width' must be a positive int"):
+        build_net("tinyres", {"width": 0}, (1, 8, 8), 10)
+
+
+def test_a_name_is_registered_once_and_builtins_cannot_be_replaced() -> None:
+    with pytest.raises(InvalidTask, match="taken"):
+        register_net(NetInfo("mlp", "", plain_factory))
+    with pytest.raises(InvalidTask, match="':'"):
+        register_net(NetInfo("a:b", "", plain_factory))
+
+
+def test_module_factory_names_resolve_and_the_standard_library_is_refused() -> None:
+    name = f"{HERE}:plain_factory"
+    net = build_net(name, {}, (4,), 3)
+    assert net_info(name).first_layer == "1.weight" and net_info(name).watermark_layer == "3.weight"
+    assert net(torch.zeros(1, 4)).shape == (1, 3)
+    for bad, why in [("os:system", "standard library"), ("no_such_pkg_xyz:f", "no module"),
+                     (f"{HERE}:missing", "no module"), ("../x:f", "not a name")]:
+        with pytest.raises(InvalidTask, match=why):
+            build_net(bad, {}, (4,), 3)
+
+
+def test_entry_points_register_nets_and_a_broken_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    eps = [EntryPoint("tinyres", f"{HERE}:tiny_res", plugins.ENTRY_POINT_GROUP),
+           EntryPoint("broken", "no_such_pkg_xyz.nets:f", plugins.ENTRY_POINT_GROUP),
+           EntryPoint("mlp", f"{HERE}:plain_factory", plugins.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
+    assert build_net("tinyres", {}, (3, 6, 6), 4)(torch.zeros(1, 3, 6, 6)).shape == (1, 4)
+    assert net_info("tinyres").source == f"entry point {HERE}:tiny_res"
+    with pytest.raises(InvalidTask, match="'broken'.*does not load.*ModuleNotFoundError"):
+        net_info("broken")
+    rows = {name: (info, problem) for info, name, problem in plugins.available()}
+    assert rows["tinyres"][0] is not None and rows["tinyres"][0].defaults == {"width": 8}
+    assert rows["broken"][0] is None and "does not load" in rows["broken"][1]
+    assert "shadowed" in rows["mlp"][1] and net_info("mlp").source == "built-in"
+    with pytest.raises(InvalidTask, match="unknown net 'nope'; known nets are .*tinyres"):
+        net_info("nope")
+
+
+@pytest.mark.parametrize(("factory", "why"), [
+    ("gru_first", "first layer with weights is 'rnn' \\(GRU\\), not a Linear or Conv"),
+    ("one_layer", "no Linear or Conv layer after the first to host the mark"),
+])
+def test_a_net_that_cannot_carry_the_mark_or_the_map_is_refused_with_the_reason(factory: str, why: str) -> None:
+    with pytest.raises(InvalidTask, match=why) as info:
+        build_net(f"{HERE}:{factory}", {}, (1, 40), 10)
+    assert info.value.reason == "unhostable_net"
+
+
+def test_declared_layers_are_checked_against_the_net() -> None:
+    register_net(NetInfo("liar", "", plain_factory, first_layer="3.weight"))
+    with pytest.raises(InvalidTask, match="declared first layer '3.weight' is not 1.weight"):
+        build_net("liar", {}, (4,), 3)
+
+
+def test_layer_names_that_move_with_parameters_are_refused() -> None:
+    name = f"{HERE}:moving_layers"
+    build_net(name, {"pad": 1}, (4,), 3)
+    with pytest.raises(InvalidTask, match="moves its first or watermark layer"):
+        build_net(name, {"pad": 2}, (4,), 3)
+
+
+def test_an_oversized_user_net_is_refused_before_anything_is_allocated() -> None:
+    started = time.perf_counter()
+    with pytest.raises(InvalidTask, match="parameters; the limit is") as info:
+        build_net(f"{HERE}:huge", {}, (4,), 3)
+    assert info.value.reason == "too_many_params" and time.perf_counter() - started < 5
+    with pytest.raises(InvalidTask, match="GiB to train") as info:
+        build_net(f"{HERE}:plain_factory", {}, (4,), 3, limits=Limits(max_memory_bytes=100))
+    assert info.value.reason == "too_much_memory"
+
+
+@pytest.mark.parametrize(("factory", "why"), [("not_a_module", "returned a str"),
+                                              ("tiny_res", "cannot be built or run on inputs \\(5,\\)")])
+def test_a_failing_factory_is_one_line(factory: str, why: str) -> None:
+    with pytest.raises(InvalidTask, match=why) as info:
+        build_net(f"{HERE}:{factory}", {}, (5,), 3)
+    assert "\n" not in str(info.value)
+
+
+def test_a_user_net_trains_behind_the_mapping_layer_and_delivers_a_readable_mark() -> None:
+    """The miner's and the client's path, end to end, for a net the registry has never seen before."""
+    register_net(plugins.info_from("tinyres", tiny_res, "test"))
+    bundle = load_builtin("digits")
+    net = build_net("tinyres", {"width": 8}, bundle.input_shape, bundle.n_classes, seed=1)
+    protection = ProtectionConfig()
+    key = watermark_key(b"s" * 32, "owner-key", net, "tinyres", protection.watermark_bits)
+    q, kind = mapping_layer(b"q" * 32, net, "tinyres", bundle.input_shape)
+    mapped = sml.MappedNet(net, sml.SecureMappingLayer(q, kind))
+    mapped_train = type(bundle.train)(sml.map_inputs(bundle.train.x, q, kind), bundle.train.y)
+    train(mapped, mapped_train, TrainSettings(epochs=3, batch_size=64, lr=1e-2),
+          regularizers=[WatermarkRegularizer(key, protection.watermark_lambda)])
+    settle(net, key, margin=protection.mark_margin)
+    delivered = sml.fold_into_first_layer(to_numpy(net), net_info("tinyres").first_layer, q, kind)
+    assert read_mark(delivered, key, protection).owned
+    fresh = build_net("tinyres", {"width": 8}, bundle.input_shape, bundle.n_classes)
+    mapped_test = type(bundle.test)(sml.map_inputs(bundle.test.x, q, kind), bundle.test.y)
+    as_trained = evaluate(net, to_numpy(net), mapped_test)
+    assert as_trained > 0.15  # above chance (0.1) after 3 epochs of a tiny net
+    assert abs(evaluate(load_into(fresh, delivered), delivered, bundle.test) - as_trained) < 0.01
