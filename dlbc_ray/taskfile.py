@@ -7,8 +7,8 @@ One schema (``version: 1``), the same in both syntaxes::
       name: mlp                 # a net from the registry (dlbc_ray.models.nets.NETS)
       params: {hidden: [128, 64]}
     dataset: digits             # a built-in name, or a .npz/.csv path relative to this file
-    metric: accuracy            # the only metric so far
-    target: 0.85                # accuracy a winning model must reach, in [0, 1]
+    metric: accuracy            # optional: an objective from dlbc_ray.models.objectives (accuracy, macro_f1)
+    target: 0.85                # score a winning model must reach, in [0, 1] (every score: higher is better)
     reward: 1000                # paid to the winner, > 0
     deadline: 900               # seconds after submission, or an ISO 8601 time with a zone
     max_epochs: 5
@@ -86,7 +86,8 @@ class TaskFile(_Strict):
     model: ModelEntry
     dataset: str = Field(min_length=1, max_length=MAX_DATASET_CHARS,
                          description="built-in name, or a .npz/.csv path relative to the file")
-    metric: Literal["accuracy"] = "accuracy"
+    metric: str = Field(default="accuracy", max_length=MAX_NAME_CHARS,
+                        description="accuracy, macro_f1, ... (dlbc_ray.models.objectives)")
     target: float = Field(ge=0, le=1, allow_inf_nan=False)
     reward: int = Field(gt=0, le=MAX_REWARD)
     deadline: Deadline
@@ -94,6 +95,19 @@ class TaskFile(_Strict):
     fusion: FusionMode = "winner"
     partition: Partition = "none"
     dirichlet_alpha: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> TaskFile:
+        from dlbc_ray.models.objectives import get_objective
+
+        try:
+            objective = get_objective(self.metric)
+        except InvalidTask as e:
+            raise ValueError(f"metric: {e}") from None
+        if objective.kind != "classification":
+            raise ValueError(f"metric: {self.metric!r} is a regression objective; task datasets carry class labels "
+                             "only so far")
+        return self
 
     @model_validator(mode="after")
     def _alpha_needs_non_iid(self) -> TaskFile:

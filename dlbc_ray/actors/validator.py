@@ -194,8 +194,8 @@ class Validator:
             q, kind = mapping_layer(bytes.fromhex(arrival.reveal.message.sml_seed), net, spec.model.name,
                                     spec.dataset.input_shape)
             x = sml.map_inputs(test.x, q, kind)
-        accuracy = evaluate(net, weights, Split(x=x, y=test.y), batch_size=self.cfg.eval_batch_size)
-        return round(accuracy * SCORE_SCALE)
+        value = evaluate(net, weights, Split(x=x, y=test.y), metric=spec.metric, batch_size=self.cfg.eval_batch_size)
+        return round(value * SCORE_SCALE)
 
     def _resolve_copies(self, spec: Task, judged: Sequence[_Judged]) -> None:
         """Two valid models within ``copy_distance`` of each other are one model twice; one is a copy.

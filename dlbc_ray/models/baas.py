@@ -63,7 +63,7 @@ def score(task: Task, weights: Weights, members: int, test: Split, rule: str) ->
         return build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes)
 
     net = fusion.fused_net(rule, builder, members) if rule == "ensemble" and members > 1 else builder()
-    return round(evaluate(net, weights, test) * SCORE_SCALE)
+    return round(evaluate(net, weights, test, metric=task.metric) * SCORE_SCALE)
 
 
 def fuse_and_score(task: Task, contributions: Sequence[fusion.Contribution], test: Split) -> FusionScores:

@@ -130,7 +130,7 @@ def _resolve(name: str) -> NetInfo:
     else:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
         if not found:
-            known = sorted({*NETS, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+            known = dict.fromkeys([*NETS, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))])
             raise InvalidTask(f"unknown net '{name[:64]}'; known nets are {', '.join(known)} "
                               "(or name one as module:factory)", reason="unknown_net")
         info = _load_entry_point(found[0])

@@ -58,7 +58,8 @@ class Task(FrozenModel):
     nonce: int = Field(ge=0, le=2**63 - 1, description="unique per requester")
     model: ModelSpec
     dataset: DatasetSpec
-    metric: Literal["accuracy"] = "accuracy"
+    metric: Name = Field(default="accuracy", description="an objective from the registry "
+                         "(dlbc_ray.models.objectives): every score is in [0, 1], higher is better")
     target: Score = Field(description="minimum score a winning model must reach")
     reward: Amount = Field(gt=0)
     deadline_ms: Millis
