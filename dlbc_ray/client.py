@@ -17,7 +17,7 @@ from dlbc_ray.actors._ray import get, get_retrying
 from dlbc_ray.actors.rounds import now_ms
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ActorUnavailable, ConfigError, InvalidTask
+from dlbc_ray.errors import ActorUnavailable, ConfigError, DLBCError, InvalidTask
 from dlbc_ray.home import Home
 from dlbc_ray.keystore import key_path, list_keys, load_key
 from dlbc_ray.ledger import ArtifactStore, Chain, save_safetensors
@@ -37,9 +37,10 @@ def account(home: Home, who: str) -> str:
 
 
 def names(home: Home) -> dict[str, str]:
+    """Public key -> key name, for listings; a home whose keys cannot be read shows bare keys."""
     try:
         return {k.public_key: k.name for k in list_keys(home)}
-    except Exception:  # a bad key file only loses its name in listings
+    except DLBCError:  # a bad key file (named by `dlbc-ray keys list`) only loses its name here
         return {}
 
 
@@ -186,7 +187,7 @@ def status(home: Home, *, address: str | None) -> dict[str, Any]:
                         *((n, validator_name(n)) for n in members["validators"])]:
         try:
             health[name] = get(ray.get_actor(actor, namespace=NAMESPACE).info.remote(), timeout=5, what=name)
-        except Exception as e:  # unreachable or busy past the timeout: reported, not fatal
+        except (DLBCError, ValueError) as e:  # gone (ValueError: no such actor), unreachable or busy: reported
             health[name] = {"name": name, "error": str(e)}
     known = names(home)
     return {"height": state.height, "head": state.head_hash, "queue": get(consensus.queue.remote(), timeout=30,

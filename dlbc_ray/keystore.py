@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,20 @@ def key_path(home: Home, name: str) -> Path:
     return home.keys / f"{name}.key"
 
 
+def _check_private(path: Path, st: os.stat_result, *, what: str, kind: str, is_kind: Callable[[int], bool],
+                   kind_reason: str, mode: int) -> None:
+    """One rule for the folder and each file: the right kind of entry, ours, closed to group and others."""
+    if not is_kind(st.st_mode):
+        raise KeyFileError(f"{what} {path} is not {kind}", reason=kind_reason)
+    if st.st_uid != os.getuid():
+        raise KeyFileError(f"{what} {path} is owned by uid {st.st_uid}, not by this user ({os.getuid()})",
+                           reason="owner")
+    have = stat.S_IMODE(st.st_mode)
+    if have & 0o077:
+        raise KeyFileError(f"{what} {path} has mode {have:04o}; it must be {mode:04o} (chmod {mode:o} {path})",
+                           reason="mode")
+
+
 def check_keys_folder(folder: Path) -> None:
     """Refuse a keys folder that is a symlink, not a directory, not ours, or open to others."""
     try:
@@ -46,15 +61,8 @@ def check_keys_folder(folder: Path) -> None:
         raise KeyFileError(f"no keys folder {folder}", reason="missing") from None
     if stat.S_ISLNK(st.st_mode):
         raise KeyFileError(f"keys folder {folder} is a symlink; keys must live in a real folder", reason="symlink")
-    if not stat.S_ISDIR(st.st_mode):
-        raise KeyFileError(f"keys folder {folder} is not a directory", reason="keys_folder")
-    if st.st_uid != os.getuid():
-        raise KeyFileError(f"keys folder {folder} is owned by uid {st.st_uid}, not by this user ({os.getuid()})",
-                           reason="owner")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise KeyFileError(f"keys folder {folder} has mode {mode:04o}; it must be 0700 (chmod 700 {folder})",
-                           reason="mode")
+    _check_private(folder, st, what="keys folder", kind="a directory", is_kind=stat.S_ISDIR,
+                   kind_reason="keys_folder", mode=0o700)
 
 
 def _keys_folder(home: Home, *, create: bool) -> Path:
@@ -110,9 +118,17 @@ def _read_record(path: Path) -> dict[str, object]:
         if path.is_symlink():
             raise KeyFileError(f"key file {path} is a symlink; a key must be a regular file", reason="symlink") from None
         raise KeyFileError(f"cannot read key file {path}", reason="unreadable") from None
+    try:  # checked on the open descriptor (no race with a swap), before fdopen refuses a directory
+        _check_private(path, os.fstat(fd), what="key file", kind="a regular file", is_kind=stat.S_ISREG,
+                       kind_reason="content", mode=0o600)
+    except KeyFileError:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as f:
-        _check_key_file(path, os.fstat(f.fileno()))
-        raw = f.read(_MAX_KEY_FILE_BYTES + 1)
+        try:
+            raw = f.read(_MAX_KEY_FILE_BYTES + 1)
+        except OSError as e:
+            raise KeyFileError(f"cannot read key file {path} ({e.strerror})", reason="unreadable") from None
     try:
         record = json.loads(raw) if len(raw) <= _MAX_KEY_FILE_BYTES else None
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -120,17 +136,6 @@ def _read_record(path: Path) -> dict[str, object]:
     if not isinstance(record, dict):
         raise KeyFileError(f"key file {path} is not a dlbc-ray key", reason="content")
     return record
-
-
-def _check_key_file(path: Path, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(f"key file {path} is not a regular file", reason="content")
-    if st.st_uid != os.getuid():
-        raise KeyFileError(f"key file {path} is owned by uid {st.st_uid}, not by this user ({os.getuid()})",
-                           reason="owner")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise KeyFileError(f"key file {path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})", reason="mode")
 
 
 def load_key(home: Home, name: str) -> Identity:

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import Member, get
+from dlbc_ray.actors._ray import Member, get, is_ready
 from dlbc_ray.actors.consensus import StandingTemplate
 from dlbc_ray.actors.rounds import TaskData, now_ms
 from dlbc_ray.actors.spawn import NAMESPACE, spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
@@ -306,7 +306,7 @@ def run_round(net: Network, task: Signed[Task] | None, data: TaskData, *, timeou
     ref = net.consensus.mine_standing.remote(standing, data) if standing else net.consensus.mine.remote(task, data)
     deadline = time.monotonic() + timeout_s
     while on_status is not None and time.monotonic() < deadline:
-        ready, _ = ray.wait([ref], timeout=poll_s)
+        ready = is_ready(ref, timeout=poll_s)
         on_status(get(net.consensus.status.remote(), timeout=30, what="consensus status"))
         if ready:
             break

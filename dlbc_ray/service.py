@@ -126,18 +126,20 @@ def up(cfg: NetworkConfig, home: Home, *, address: str, new_chain: bool = False,
     head = start_head(home, cfg) if address == "local" else None
     if head:
         on_stage(f"started a local Ray head on {head.address}")
+    came_up = False
     try:
         connect(home, head.address if head else address)
         if consensus_handle() is not None:
+            came_up = True
             return NetworkRecord(address=address, miners=[], validators=[], groups=[], started_ms=0), False
         ids = load_identities(home, cfg)
         on_stage(f"starting {cfg.miners} miners and {cfg.validators} validators")
         groups = _spawn(cfg, home, ids)
-    except BaseException:
-        if head:  # a head we started for a network that never came up must not outlive the command
+        came_up = True
+    finally:
+        if head and not came_up:  # a head we started for a network that never came up must not outlive us
             ray.shutdown()
             localhead.stop(head)
-        raise
     record = NetworkRecord(address=head.address if head else address, head_pid=head.pid if head else None,
                            head_temp_dir=str(head.temp_dir) if head else None,
                            dashboard=head.dashboard if head else None, miners=[i.name for i in ids.miners],

@@ -68,6 +68,21 @@ def get_retrying(call: Callable[[], Any], *, timeout: float, what: str, patience
             delay = min(1.0, delay * 2)
 
 
+def wait_one(refs: Sequence[Any], *, timeout: float) -> tuple[list[tuple[Any, int]], list[Any], list[Any]]:
+    """Wait up to ``timeout`` for one of ``refs``: ([(ref, wall-clock ms when seen)] or [], still pending,
+    [ref] when its reply was lost (an injected fault: it never counts as finished))."""
+    ready, pending = ray.wait(list(refs), num_returns=1, timeout=max(0.0, timeout))
+    lost = [r for r in ready if _plan is not None and _plan.lose("wait")]
+    seen = time.time_ns() // 1_000_000
+    return [(r, seen) for r in ready if r not in lost], pending, lost
+
+
+def is_ready(ref: Any, *, timeout: float) -> bool:
+    """Whether ``ref`` has finished within ``timeout`` (a poll: its value is read with ``get``)."""
+    done, _, _ = wait_one([ref], timeout=timeout)
+    return bool(done)
+
+
 def wait_each(refs: Sequence[Any], *, timeout: float) -> tuple[list[tuple[Any, int]], list[Any]]:
     """(ref, wall-clock ms when seen) in the order they finished, and refs still pending at the deadline."""
     deadline = time.monotonic() + timeout
@@ -76,11 +91,9 @@ def wait_each(refs: Sequence[Any], *, timeout: float) -> tuple[list[tuple[Any, i
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        ready, pending = ray.wait(pending, num_returns=1, timeout=left)
-        if _plan is not None:
-            lost += [r for r in ready if _plan.lose("wait")]
-            ready = [r for r in ready if r not in lost]
-        done.extend((ref, time.time_ns() // 1_000_000) for ref in ready)
+        ready, pending, dropped = wait_one(pending, timeout=left)
+        done += ready
+        lost += dropped
     return done, pending + lost
 
 

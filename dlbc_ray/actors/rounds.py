@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import Member, get, wait_each
+from dlbc_ray.actors._ray import Member, get, wait_each, wait_one
 from dlbc_ray.config import ConsensusConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
@@ -214,19 +213,20 @@ class RoundRunner:
         deadline = time.monotonic() + timeout_s
         close_at: float | None = None
         done: list[tuple[Any, int]] = []
-        pending = list(refs)
+        pending, lost = list(refs), []
         while pending:
             left = (close_at or deadline) - time.monotonic()
             if left <= 0:
                 break
-            ready, pending = ray.wait(pending, num_returns=1, timeout=left)
-            for ref in ready:
-                done.append((ref, now_ms()))
+            ready, pending, dropped = wait_one(pending, timeout=left)
+            lost += dropped
+            for ref, seen in ready:
+                done.append((ref, seen))
                 mined = _try_get(ref, self.cfg.commit_timeout_s)
                 if close_at is None and isinstance(mined, MinedSubmission) and (
                         mined.signed.message.claimed_score >= self.task.message.target):
                     close_at = min(deadline, time.monotonic() + self.cfg.grace_s)
-        return done, pending
+        return done, pending + lost
 
     def _receive(self, ref: Any, name: str) -> MinedSubmission | None:
         try:
