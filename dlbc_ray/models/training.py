@@ -17,7 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.models.data import Split, holdout
@@ -78,14 +78,20 @@ class TrainResult:
     history: tuple[EpochStat, ...]
 
 
-class SplitDataModule(pl.LightningDataModule):
-    """In-memory fit/validation splits; shuffling comes from a generator seeded by ``seed``."""
+Order = Callable[[int, int], Sampler[int]]  # (fit examples, seed) -> the sampler of the fit split
 
-    def __init__(self, fit: Split, val: Split, *, batch_size: int, seed: int) -> None:
+
+class SplitDataModule(pl.LightningDataModule):
+    """In-memory fit/validation splits; shuffling comes from a generator seeded by ``seed``, or from ``order``."""
+
+    def __init__(self, fit: Split, val: Split, *, batch_size: int, seed: int, order: Order | None = None) -> None:
         super().__init__()
-        self.fit, self.val, self.batch_size, self.seed = fit, val, batch_size, seed
+        self.fit, self.val, self.batch_size, self.seed, self.order = fit, val, batch_size, seed, order
 
     def train_dataloader(self) -> DataLoader:
+        if self.order is not None:  # a transcript's derived order (models.transcript.DerivedOrder)
+            sampler = self.order(len(self.fit), self.seed)
+            return DataLoader(_dataset(self.fit), batch_size=self.batch_size, sampler=sampler, num_workers=0)
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(_dataset(self.fit), batch_size=self.batch_size, shuffle=True, generator=generator, num_workers=0)
 
@@ -132,10 +138,13 @@ def train(
     regularizers: Sequence[Regularizer] = (),
     on_epoch: Callable[[EpochStat], None] | None = None,
     stop_when: Callable[[EpochStat], bool] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    order: Order | None = None,
 ) -> TrainResult:
     """Train ``net`` in place on ``data`` minus a validation holdout; same inputs, same weights (CPU).
 
     ``stop_when`` ends training after the first epoch it approves (PoLe: a target reached).
+    ``callbacks`` and ``order`` (the fit split's sampler) let a transcript record the run.
     """
     _prepare_process(settings)
     fit, val = holdout(data, settings.val_fraction, settings.seed)
@@ -145,8 +154,9 @@ def train(
     recorder = _EpochRecorder(on_epoch, stop_when)
     started = time.perf_counter()
     with quiet_lightning():
-        trainer = _trainer(settings, recorder, validate=len(val) > 0)
-        trainer.fit(system, datamodule=SplitDataModule(fit, val, batch_size=settings.batch_size, seed=settings.seed))
+        trainer = _trainer(settings, [recorder, *callbacks], validate=len(val) > 0)
+        datamodule = SplitDataModule(fit, val, batch_size=settings.batch_size, seed=settings.seed, order=order)
+        trainer.fit(system, datamodule=datamodule)
     history = tuple(recorder.history)
     return TrainResult(
         weights=to_numpy(net),
@@ -167,12 +177,12 @@ def _prepare_process(settings: TrainSettings) -> None:
     torch.manual_seed(settings.seed)
 
 
-def _trainer(settings: TrainSettings, recorder: pl.Callback, *, validate: bool) -> pl.Trainer:
+def _trainer(settings: TrainSettings, callbacks: list[pl.Callback], *, validate: bool) -> pl.Trainer:
     return pl.Trainer(
         max_epochs=settings.epochs,
         accelerator=settings.accelerator,
         devices=settings.devices,
-        callbacks=[recorder],
+        callbacks=callbacks,
         limit_val_batches=None if validate else 0,
         enable_progress_bar=False,
         logger=False,

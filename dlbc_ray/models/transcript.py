@@ -31,6 +31,7 @@ from dlbc_ray.consensus.transcript import (
     AuditFailure,
     AuditOutcome,
     AuditParams,
+    HYPERPARAMETERS,
     AuditReport,
     CheckpointLeaf,
     Expected,
@@ -42,9 +43,12 @@ from dlbc_ray.consensus.transcript import (
     compute_audit_segments,
     compute_checkpoints_root,
     compute_header_hash,
+    compute_interval,
     compute_merkle_proof,
     compute_state_hash,
     compute_step_seed,
+    compute_steps_per_epoch,
+    compute_training_seed,
     compute_transcript_root,
     is_valid_proof,
     judge_audit,
@@ -153,8 +157,11 @@ class TranscriptRecorder(pl.Callback):
         self.seed, self.interval = seed, interval
         self.store = store if store is not None else CheckpointStore()
         self.leaves: list[CheckpointLeaf] = []
+        self._deterministic = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
         self._record(0, pl_module, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
@@ -168,6 +175,7 @@ class TranscriptRecorder(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer.global_step, pl_module, trainer.optimizers[0])
+        torch.use_deterministic_algorithms(self._deterministic)
 
     def _record(self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if self.leaves and self.leaves[-1].step == step:
@@ -204,10 +212,34 @@ class Transcript:
         return self.leaves[index], compute_merkle_proof(self.leaves, index), checkpoint
 
 
-def check_steps(header: TranscriptHeader, leaves: list[CheckpointLeaf]) -> None:
-    """The recorder kept exactly the checkpoints the header's interval and step count call for."""
-    if tuple(leaf.step for leaf in leaves) != checkpoint_steps(header.steps, header.interval):
+def plan(task_id: str, miner: str, round_id: str, *, examples: int, max_epochs: int, hyper: Mapping[str, object],
+         threads: int, device: str, params: AuditParams) -> TranscriptHeader:
+    """The header a run will have, fixed before it starts; ``steps`` is the budget until ``finish``."""
+    per_epoch = compute_steps_per_epoch(examples, int(hyper["batch_size"]))  # type: ignore[call-overload]
+    return TranscriptHeader.model_validate({
+        "task_id": task_id, "miner": miner, "round_id": round_id, "seed": compute_training_seed(task_id, miner, round_id),
+        "interval": compute_interval(per_epoch * max_epochs, params.max_checkpoints), "steps": per_epoch * max_epochs,
+        "steps_per_epoch": per_epoch, "examples": examples, "threads": threads, "device": device,
+        **{k: hyper[k] for k in HYPERPARAMETERS}})
+
+
+def recorder_for(header: TranscriptHeader, store: CheckpointStore | None = None) -> TranscriptRecorder:
+    return TranscriptRecorder(header.seed, header.interval, store)
+
+
+def finish(header: TranscriptHeader, recorder: TranscriptRecorder) -> Transcript:
+    """The run's transcript: its header with the steps taken, checked against what was recorded."""
+    if not recorder.leaves:
+        raise InvalidModelFile("training recorded no checkpoint", reason="transcript")
+    header = header.model_copy(update={"steps": recorder.leaves[-1].step})
+    if tuple(leaf.step for leaf in recorder.leaves) != checkpoint_steps(header.steps, header.interval):
         raise InvalidModelFile("recorded checkpoints do not match the header's interval", reason="transcript")
+    return Transcript(header, list(recorder.leaves), recorder.store)
+
+
+def committed(transcript: Transcript) -> Committed:
+    """An honest miner's commitment and openings (tests and benchmarks; the miner serves these over Ray)."""
+    return Committed(transcript.root, transcript.header, transcript.checkpoints_root, transcript.opening)
 
 
 # ------------------------------------------------------------------ replay
@@ -245,8 +277,11 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
             index = torch.from_numpy(order[batch * header.batch_size:(batch + 1) * header.batch_size])
             torch.manual_seed(compute_step_seed(header.seed, step))
             optimizer.zero_grad(set_to_none=True)
-            system.training_step((x[index], y[index]), batch).backward()
-            optimizer.step()
+            try:
+                system.training_step((x[index], y[index]), batch).backward()
+                optimizer.step()
+            except RuntimeError as e:  # an optimizer state of the wrong shape: committed, but unreplayable
+                raise InvalidModelFile(f"segment cannot be replayed: {str(e)[:120]}", reason="malformed_checkpoint") from None
             if on_step is not None:
                 on_step(step + 1, system)
     return Checkpoint(step=end_step, weights=to_numpy(system.net), optimizer=flatten_optimizer(optimizer))
@@ -343,6 +378,8 @@ def _open(committed: Committed, index: int, steps: tuple[int, ...]) -> tuple[Che
         return None, (AuditFailure.MISSING_CHECKPOINT, f"the miner did not serve it ({e.reason})")
     if opening is None:
         return None, (AuditFailure.MISSING_CHECKPOINT, "the miner did not serve it")
+    if not (isinstance(opening, tuple) and len(opening) == 3):
+        return None, (AuditFailure.MALFORMED_CHECKPOINT, "the miner served something that is not an opening")
     leaf, proof, checkpoint = opening
     if not (isinstance(leaf, CheckpointLeaf) and isinstance(proof, MerkleProof)) or proof.index != index \
             or proof.size != len(steps) or not is_valid_proof(leaf, proof, committed.checkpoints_root or ""):
