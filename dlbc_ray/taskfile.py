@@ -41,7 +41,7 @@ from dlbc_ray.schema.task import MAX_NAME_CHARS, MAX_PARAMS, FusionMode, ParamVa
 from dlbc_ray.untrusted import UntrustedInput, read_document
 
 TASK_FILE_SUFFIXES = (".yaml", ".yml", ".json")
-DATASET_FILE_SUFFIXES = (".npz", ".csv")
+DATASET_FILE_SUFFIXES = (".npz", ".csv", ".parquet")  # or an image folder (a path to a directory)
 MAX_DEADLINE_S = 3650 * 86_400  # ten years: every deadline stays a valid Millis
 MAX_REWARD = 2**53 - 1  # exact in JSON
 MAX_DATASET_CHARS = 512

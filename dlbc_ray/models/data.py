@@ -21,6 +21,7 @@ import numpy as np
 from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.crypto import hash_weights
 from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models import readers
 from dlbc_ray.schema.task import MAX_INPUT_RANK
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "iris", "wine", "breast_cancer")
@@ -133,23 +134,26 @@ def _generate_mnist1d() -> tuple[np.ndarray, ...]:
 
 
 def load_file(path: Path, *, limits: Limits = LIMITS) -> DatasetBundle:
-    """A user dataset: ``.npz`` (x_train, y_train, x_test, y_test) or ``.csv`` (label, split, features).
+    """A user dataset: ``.npz`` (x_train, y_train, x_test, y_test), ``.csv`` or ``.parquet`` (label, split,
+    features), or an image folder (``train/<class>/``, ``test/<class>/``; see ``readers``).
 
     Sizes are checked before any array is read; labels must be 0..K-1 and features finite as float32.
     """
     path = Path(path)
     try:
+        is_dir = path.is_dir()
         size = path.stat().st_size if path.is_file() else None
     except (OSError, ValueError) as e:
         raise InvalidTask(f"{_clip(str(path))}: cannot read ({type(e).__name__})", reason="unreadable") from None
-    if size is None:
-        raise InvalidTask(f"{path}: no such dataset file", reason="missing_file")
-    readers = {".npz": _read_npz, ".csv": _read_csv}
-    if path.suffix.lower() not in readers:
-        raise InvalidTask(f"{path}: unknown dataset extension '{path.suffix}'; use .npz or .csv", reason="bad_extension")
-    if path.suffix.lower() == ".csv" and size > limits.max_dataset_bytes:
+    if size is None and not is_dir:
+        raise InvalidTask(f"{path}: no such dataset file or image folder", reason="missing_file")
+    if not is_dir and path.suffix.lower() not in FILE_READERS:
+        raise InvalidTask(f"{path}: unknown dataset extension '{path.suffix}'; use .npz, .csv, .parquet or an image "
+                          "folder", reason="bad_extension")
+    if path.suffix.lower() in (".csv", ".parquet") and size is not None and size > limits.max_dataset_bytes:
         raise InvalidTask(f"{path}: {size:,} bytes is over the {limits.max_dataset_bytes:,}-byte limit", reason="too_large")
-    x_train, y_train, x_test, y_test = readers[path.suffix.lower()](path, limits)
+    reader = readers.read_image_folder if is_dir else FILE_READERS[path.suffix.lower()]
+    x_train, y_train, x_test, y_test = reader(path, limits)
     train = _checked_split(path, "train", x_train, y_train, limits)
     test = _checked_split(path, "test", x_test, y_test, limits)
     if train.x.shape[1:] != test.x.shape[1:]:
@@ -199,6 +203,9 @@ def _read_csv(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
     x = np.stack([_numbers(path, h, columns[h]) for h in features], axis=1)
     y = _numbers(path, "label", columns["label"])
     return x[is_train], y[is_train], x[~is_train], y[~is_train]
+
+
+FILE_READERS = {".npz": _read_npz, ".csv": _read_csv, ".parquet": readers.read_parquet}
 
 
 def _numbers(path: Path, column: str, values: np.ndarray) -> np.ndarray:
