@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,7 +156,7 @@ class WatermarkRegularizer:
         return weight
 
 
-def _projection(weights: Mapping[str, np.ndarray], key: WatermarkKey) -> np.ndarray:
+def _projection(weights: Mapping[str, np.ndarray], key: WatermarkKey | KeyRing) -> np.ndarray:
     """(w X) for the host tensor in ``weights``; rejects a missing, misshapen or non-finite host."""
     if key.layer not in weights:
         raise InvalidModelFile(f"model has no tensor '{key.layer}' to host the watermark", reason="wrong_architecture")
@@ -168,6 +168,43 @@ def _projection(weights: Mapping[str, np.ndarray], key: WatermarkKey) -> np.ndar
     if not np.all(np.isfinite(w)):
         raise InvalidModelFile(f"tensor '{key.layer}' holds non-finite values", reason="non_finite")
     return w @ key.x
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Many owners' keys over one host, side by side: one product ``w [X_1 .. X_N]`` reads every mark.
+
+    A validator checks each submission against several owners; N separate ``w X_k`` each stream
+    their own M x T matrix, the ring does it in one BLAS call with one filter mean. Key k owns
+    columns ``bounds[k]:bounds[k + 1]``.
+    """
+
+    layer: str
+    x: np.ndarray  # (M, sum of T) float32
+    bits: np.ndarray  # (sum of T,) uint8
+    bounds: np.ndarray  # (N + 1,) int64 column offsets
+
+
+def key_ring(keys: Sequence[WatermarkKey]) -> KeyRing:
+    """Stack keys of one host tensor (same layer, same M) into a ring; their T may differ."""
+    if not keys:
+        raise ConfigError("a key ring needs at least one watermark key")
+    layers, sizes = {k.layer for k in keys}, {k.x.shape[0] for k in keys}
+    if len(layers) != 1 or len(sizes) != 1:
+        raise ConfigError(f"a key ring holds keys of one host; got layers {sorted(layers)} and M {sorted(sizes)}")
+    x = np.ascontiguousarray(np.concatenate([k.x for k in keys], axis=1))
+    bits = np.concatenate([k.bits for k in keys])
+    bounds = np.concatenate([[0], np.cumsum([k.bits.shape[0] for k in keys])]).astype(np.int64)
+    for a in (x, bits, bounds):
+        a.flags.writeable = False
+    return KeyRing(layer=keys[0].layer, x=x, bits=bits, bounds=bounds)
+
+
+def bit_errors(weights: Mapping[str, np.ndarray], ring: KeyRing) -> np.ndarray:
+    """Per key of the ring, how many of its bits the model gets wrong (the same counts as
+    ``bit_error_rate(weights, key) * T`` key by key), from one projection."""
+    wrong = (_projection(weights, ring) > 0).astype(np.uint8) != ring.bits
+    return np.add.reduceat(wrong.astype(np.int64), ring.bounds[:-1])
 
 
 def extract_bits(weights: Mapping[str, np.ndarray], key: WatermarkKey) -> np.ndarray:
