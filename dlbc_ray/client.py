@@ -167,7 +167,9 @@ def transfer(home: Home, recipient: str, amount: int, *, sender: str, address: s
     message = Transfer(sender=identity.public_key, recipient=to, amount=amount,
                        nonce=state.nonces.get(identity.public_key, 0))
     signed = crypto.sign(identity, message, state.chain_id)
-    return dict(get(consensus.submit_transfer.remote(signed), timeout=120, what="transfer"))
+    # The same signed transfer while no answer comes: the consensus answers a repeat with its block.
+    return dict(get_retrying(lambda: consensus.submit_transfer.remote(signed), timeout=120, what="transfer",
+                             patience_s=SUBMIT_PATIENCE_S))
 
 
 # -------------------------------------------------------------------- status

@@ -176,3 +176,25 @@ class Member:
     name: str
     public_key: str
     handle: Any
+
+
+def named_actor(name: str, namespace: str) -> Any:
+    """A named actor's handle; ActorUnavailable (reason ``missing``) when there is none."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise ActorUnavailable(f"no actor named {name} in {namespace}", reason="missing") from None
+
+
+def resolve(member: Member, actor_name: str, namespace: str) -> Member:
+    """``member`` with a handle: its own, else the named actor's (a restart passes names, not handles)."""
+    return member if member.handle is not None else Member(member.name, member.public_key,
+                                                           named_actor(actor_name, namespace))
+
+
+def current_actor() -> Any:
+    """This actor's own handle, or None outside an actor (unit tests: no live progress)."""
+    try:
+        return ray.get_runtime_context().current_actor
+    except RuntimeError:
+        return None

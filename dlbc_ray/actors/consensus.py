@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from dlbc_ray import crypto
+from dlbc_ray.actors import delivery
 from dlbc_ray.actors import pool as task_pool
-from dlbc_ray.actors._ray import Member, get, get_retrying
+from dlbc_ray.actors._ray import Member, current_actor, get, get_retrying, named_actor, resolve
+from dlbc_ray.actors.delivery import Artifact
 from dlbc_ray.actors.names import LEDGER_NAME, NAMESPACE, miner_name, validator_name
 from dlbc_ray.actors.rounds import (
     RoundResult,
@@ -35,37 +35,22 @@ from dlbc_ray.actors.rounds import (
     now_ms,
     progress_update,
 )
+from dlbc_ray.actors.settle import Settler
+from dlbc_ray.actors.standing import StandingTemplate, load_standing_data, make_standing_task
 from dlbc_ray.config import ConsensusConfig
-from dlbc_ray.consensus import ChainState, Event, propose_task_block, propose_tx_block
+from dlbc_ray.consensus import ChainState, Event, compute_block_hash, propose_task_block, propose_tx_block
 from dlbc_ray.consensus import escrow
 from dlbc_ray.consensus.decision import Decision
-from dlbc_ray.consensus.validation import expected_standing_target
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ActorUnavailable, ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
+from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
-from dlbc_ray.schema import Block, DatasetSpec, ModelSpec, PostTaskTx, Signed, Task, Transfer, TransferTx
+from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.base import revalidated
-from dlbc_ray.schema.rounds import (
-    ProgressEvent,
-    RoundReport,
-    RoundStatus,
-    SubmissionArrival,
-    SubmissionOutcome,
-)
+from dlbc_ray.schema.rounds import ProgressEvent, RoundReport, RoundStatus
 
 __all__ = ["Consensus", "StandingTemplate", "TaskData", "now_ms"]
 
 log = logging.getLogger(__name__)
-REFUSED_RETRY_S = 30.0  # a settlement the ledger refused is asked again this much later
-
-
-@dataclass(frozen=True)
-class StandingTemplate:
-    """What PoLe's standing task trains: a registry model on a built-in dataset."""
-
-    model: ModelSpec
-    dataset: DatasetSpec
-    max_epochs: int
 
 
 @dataclass
@@ -95,9 +80,9 @@ class Consensus:
         self._standing_data: TaskData | None = None
         # A long-lived network passes names, not handles: a restart must not depend on
         # constructor arguments held in the object store by a driver that has exited.
-        self.ledger = ledger if ledger is not None else ray.get_actor(LEDGER_NAME, namespace=NAMESPACE)
-        self.miners = {m.name: _resolve(m, miner_name) for m in miners}
-        self.validators = [_resolve(v, validator_name) for v in validators]
+        self.ledger = ledger if ledger is not None else named_actor(LEDGER_NAME, NAMESPACE)
+        self.miners = {m.name: resolve(m, miner_name(m.name), NAMESPACE) for m in miners}
+        self.validators = [resolve(v, validator_name(v.name), NAMESPACE) for v in validators]
         names = groups or [list(self.miners)]
         self.groups = [_Group([self.miners[n] for n in g]) for g in names]
         self.live = _Live()
@@ -107,8 +92,8 @@ class Consensus:
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
         self._workers = ThreadPoolExecutor(max_workers=max(1, len(self.groups)), thread_name_prefix="dlbc-round")
-        self.settlements: dict[str, str] = {}  # task id -> the reason its settlement last failed
-        self._retry_at: dict[str, float] = {}  # task id -> when a refused settlement may be tried again
+        self.settler = Settler(self.pool, identity=identity, snapshot=self.snapshot, commit_lock=self._commit,
+                               import_block=self._import, blocks=self._blocks)
         if home:
             try:
                 self.pool.recover(self.snapshot())
@@ -149,6 +134,9 @@ class Consensus:
     def _import(self, block: Block) -> BlockImportResult:
         return self._ask(lambda: self.ledger.import_block.remote(block), "ledger")
 
+    def _blocks(self, start: int, stop: int) -> list[Block]:
+        return self._ask(lambda: self.ledger.blocks.remote(start, stop), "ledger blocks")
+
     # ------------------------------------------------------------ transactions
 
     def submit_task(self, task: Signed[Task], train: Any, test: Any) -> str:
@@ -182,11 +170,20 @@ class Consensus:
             return "open"
 
     def submit_transfer(self, transfer: Signed[Transfer]) -> dict[str, Any]:
-        """A signed transfer, included in the next block (made at once)."""
+        """A signed transfer, included in the next block (made at once).
+
+        Idempotent: the same signed transfer again (a retry after a lost reply) is answered
+        with the block that already holds it, and never sent twice.
+        """
         transfer = revalidated(transfer)
         crypto.verify(transfer, chain_id=self.chain_id, expected_signer=transfer.message.sender)
-        result = self._commit_block(lambda st: propose_tx_block(st, [TransferTx(transfer=transfer)], self.identity,
-                                                                now_ms()))
+        with self._commit:
+            state = self.snapshot()
+            if transfer.message.nonce < state.nonces.get(transfer.message.sender, 0):
+                recent = self._blocks(max(1, state.height - escrow.TRANSFER_LOOKBACK), state.height + 1)
+                if (held := escrow.find_transfer(recent, transfer)) is not None:
+                    return {"height": held.header.height, "hash": compute_block_hash(held.header)}
+            result = self._import(propose_tx_block(state, [TransferTx(transfer=transfer)], self.identity, now_ms()))
         return {"height": result.height, "hash": result.hash}
 
     # ----------------------------------------------------------------- rounds
@@ -201,26 +198,13 @@ class Consensus:
         template = template or self.standing
         if template is None or self.treasury is None:
             raise ConsensusError("this network has no standing task (start it with PoLe)", reason="standing_task")
-        return self._round(self._standing_task(template), data or self._load_standing(template),
-                           self.groups[group].members)
-
-    def _standing_task(self, template: StandingTemplate) -> Signed[Task]:
-        assert self.treasury is not None
-        snapshot, now = self.snapshot(), now_ms()
-        task = Task(requester=self.treasury.public_key, nonce=time.time_ns(), model=template.model,
-                    dataset=template.dataset, target=expected_standing_target(snapshot),
-                    reward=snapshot.params.block_reward, deadline_ms=now + int(self.cfg.collect_timeout_s * 1e3),
-                    max_epochs=template.max_epochs, kind="standing", created_ms=now)
-        return crypto.sign(self.treasury, task, snapshot.chain_id)
+        task = make_standing_task(self.treasury, template, self.snapshot(), now_ms(),
+                                  int(self.cfg.collect_timeout_s * 1e3))
+        return self._round(task, data or self._load_standing(template), self.groups[group].members)
 
     def _load_standing(self, template: StandingTemplate) -> TaskData:
-        """The standing task's data, loaded once by this actor from the built-in set it names."""
-        if self._standing_data is None:
-            from dlbc_ray.models.data import load_builtin
-
-            bundle = load_builtin(template.dataset.name)
-            task_pool.check_data(template.dataset, bundle.train, bundle.test)
-            self._standing_data = TaskData(ray.put(bundle.train), ray.put(bundle.test))
+        if self._standing_data is None:  # loaded once by this actor
+            self._standing_data = load_standing_data(template)
         return self._standing_data
 
     def _round(self, task: Signed[Task], data: TaskData, miners: Sequence[Member]) -> RoundReport:
@@ -233,7 +217,7 @@ class Consensus:
             for m in [*miners, *self.validators]:
                 state.set(m.name)
         runner = RoundRunner(self.cfg, task=task, data=data, miners=miners, validators=self.validators, base=base,
-                             state=state, lock=self.live.lock, proposer=self.identity, sink=_self_handle())
+                             state=state, lock=self.live.lock, proposer=self.identity, sink=current_actor())
         try:
             result = runner.run()
             report = self._commit_round(task, result, state, started)
@@ -272,9 +256,10 @@ class Consensus:
                 raise ConsensusError(f"no valid model reached the difficulty {task.message.target}: no block",
                                      reason="no_winner")
             if block.header.fused:
-                self._store_fused(task.message, block, result)
-            elif decision.winner is not None:
-                self._store_winner(decision, result.arrivals, result.weight_refs)
+                self._keep(delivery.fused_artifact(task.message, block, result, lambda ref: get(
+                    ref, timeout=self.cfg.commit_timeout_s, what="contributor weights")))
+            else:
+                self._keep(delivery.winner_artifact(decision, result.arrivals, result.weight_refs))
             return block
 
         imported = self._commit_block(build)
@@ -285,39 +270,13 @@ class Consensus:
                    "ledger_validate_ms": imported.validate_ms, "ledger_persist_ms": imported.persist_ms}
         return RoundReport(height=imported.height, block_hash=imported.hash, prev_hash=imported.prev_hash,
                            task_id=state.task_id, winner=imported.winner, score=decision.score, committed=True,
-                           outcomes=tuple(result.outcomes) + _outcomes(decision, result.arrivals), timings=timings,
+                           outcomes=tuple(result.outcomes) + delivery.outcomes(decision, result.arrivals), timings=timings,
                            round_seconds=time.perf_counter() - started)
 
-    def _store_winner(self, decision: Decision, arrivals: Sequence[SubmissionArrival], refs: dict[str, Any]) -> None:
-        """The winner's weights go straight from the object store into the ledger's artifact folder."""
-        winner = decision.winner
-        if winner is None:
-            return
-        arrival = next(a for a in arrivals if a.signed.message.commit == winner.commit)
-        metadata = {"task_id": winner.task_id, "miner": winner.miner}
-        if arrival.reveal is not None:
-            metadata["sml_seed"] = arrival.reveal.message.sml_seed
-        self._ask(lambda: self.ledger.store_artifact.remote(refs[winner.commit], winner.model_hash, metadata),
-                  "artifact store")
-
-    def _store_fused(self, task: Task, block: Block, result: RoundResult) -> None:
-        """BaaS: fuse the contributors here too (the same bytes validators fused) and keep the result."""
-        from dlbc_ray.models import baas
-
-        contributors = block.fusion_votes[0].message.contributors
-        by_commit = {a.signed.message.commit: a for a in result.arrivals}
-        parts = []
-        for commit in contributors:
-            arrival = by_commit[commit]
-            weights = get(result.weight_refs[commit], timeout=self.cfg.commit_timeout_s, what="contributor weights")
-            seed = arrival.reveal.message.sml_seed if arrival.reveal else None
-            size = result.ctx.shards.get(arrival.signed.message.miner, (0, arrival.signed.message.examples))[1]
-            parts.append(baas.contribution(task, weights, seed, size))
-        fused = baas.fuse(task, parts)
-        metadata = {"task_id": block.header.task_id or "", "fusion": task.fusion, "members": str(len(parts)),
-                    "contributors": ",".join(by_commit[c].signed.message.miner for c in contributors)}
-        self._ask(lambda: self.ledger.store_artifact.remote(fused, block.header.model_hash, metadata),
-                  "artifact store")
+    def _keep(self, artifact: Artifact | None) -> None:
+        """The delivered model, into the ledger's artifact folder (a repeated store is a no-op)."""
+        if artifact is not None:
+            self._ask(lambda: self.ledger.store_artifact.remote(*artifact), "artifact store")
 
     # ---------------------------------------------------------------- scheduler
 
@@ -348,9 +307,9 @@ class Consensus:
         """Settle what the chain says is owed, then start the best-ranked tasks on free groups.
 
         Returns the rounds started. Each task is settled on its own: one that fails is noted
-        in ``settlements`` and tried again later, and never keeps another task from its round.
+        in ``settler.failures`` and tried again later, and never keeps another task from its round.
         """
-        self._settle(now_ms())
+        self.settler.settle(now_ms())
         started = 0
         free = self._free_groups()
         for group, entry in zip(free, self.pool.next(now_ms(), self.cfg.ranking)):
@@ -380,71 +339,11 @@ class Consensus:
         try:
             report = self._round(entry.task, entry.data, group.members)
         except Exception as e:  # the round could not begin (ledger unreachable): a failed attempt
-            self._note(entry.task_id, getattr(e, "reason", type(e).__name__), str(e))
+            self.settler.note(entry.task_id, getattr(e, "reason", type(e).__name__), str(e))
         finally:
             self.pool.finish(entry.task_id, report, retry=report is None or not report.committed,
                              max_attempts=self.cfg.max_attempts)
             group.busy = False
-
-    # --------------------------------------------------------------- settlement
-
-    def _settle(self, now: int) -> None:
-        """Reconcile the pool with the chain; refund every open task past its deadline, pooled or not."""
-        pooled = self.pool.ids()  # listed before the snapshot: whatever is pooled by then is on chain
-        state = self.snapshot()
-        diff = escrow.reconcile(pooled, state)
-        for task_id, status in diff.closed.items():
-            self.pool.settle(task_id, "done" if status == "done" else "expired")
-        for task_id in diff.unknown:
-            self._note(task_id, "not_on_chain", "pooled but unknown to the chain: dropped")
-            self.pool.drop(task_id)
-        for task_id in diff.missing:
-            self._guarded(task_id, lambda t=task_id: self.pool.adopt(t))
-        for task_id in escrow.compute_refunds(state, now, busy=self.pool.busy()):
-            self._guarded(task_id, lambda t=task_id: self._refund(t, state))
-
-    def _guarded(self, task_id: str, action: Callable[[], object]) -> None:
-        """Run one task's settlement step; a failure is that task's named outcome, never the tick's."""
-        if time.monotonic() < self._retry_at.get(task_id, 0.0):
-            return
-        try:
-            action()
-        except Exception as e:
-            reason = getattr(e, "reason", type(e).__name__)
-            self._note(task_id, reason, str(e))
-            if not isinstance(e, ActorUnavailable):  # refused: ask again later, not every tick
-                self._retry_at[task_id] = time.monotonic() + REFUSED_RETRY_S
-        else:
-            self.settlements.pop(task_id, None)
-            self._retry_at.pop(task_id, None)
-
-    def _note(self, task_id: str, reason: str, message: str) -> None:
-        """Record why a task's settlement failed; logged the first time for each reason."""
-        if self.settlements.get(task_id) != reason:
-            log.warning("task %s: %s (%s)", task_id[:12], message, reason)
-        self.settlements[task_id] = reason
-
-    def _refund(self, task_id: str, state: ChainState) -> None:
-        """An open task past its deadline with no block: a block with no winner returns the escrow."""
-        task = self._posted_task(task_id, state)
-        round_id = compute_round_id(task_id, "expired", 0)
-        with self._commit:
-            head = self.snapshot()
-            if escrow.get_posting(head, task_id) == "open":  # else a round settled it meanwhile
-                self._import(propose_task_block(head, task, [], [], self.identity, now_ms(), round_id)[0])
-        self.pool.settle(task_id, "expired")
-
-    def _posted_task(self, task_id: str, state: ChainState) -> Signed[Task]:
-        """The requester's signed task: the pool's copy, else the one in the block that posted it."""
-        entry = self.pool.entry(task_id)
-        if entry is not None:
-            return entry.task
-        height = state.tasks[task_id].posted_height
-        blocks = self._ask(lambda: self.ledger.blocks.remote(height, height + 1), "ledger blocks")
-        found = escrow.find_posting(blocks[0], task_id) if blocks else None
-        if found is None:
-            raise ConsensusError(f"task {task_id[:12]}: block {height} holds no posting of it", reason="no_posting")
-        return found
 
     # ------------------------------------------------------------------ status
 
@@ -471,8 +370,8 @@ class Consensus:
             state = self.live.rounds.get(task_id)
             report = self.live.reports.get(task_id)
         view = self.pool.view(task_id)
-        if task_id in self.settlements:
-            view["settlement"] = self.settlements[task_id]
+        if task_id in self.settler.failures:
+            view["settlement"] = self.settler.failures[task_id]
         if state is not None:
             view["round"] = state.status().model_dump()
         if report is not None:
@@ -488,23 +387,3 @@ class Consensus:
                 "busy": [g.busy for g in self.groups], "scheduler": bool(self._scheduler and
                                                                          self._scheduler.is_alive())}
 
-
-def _outcomes(decision: Decision, arrivals: Sequence[SubmissionArrival]) -> tuple[SubmissionOutcome, ...]:
-    return tuple(
-        SubmissionOutcome(miner=a.signed.message.miner, commit=a.signed.message.commit,
-                          verdict=t.verdict.value if t.verdict else "undecided", score=t.score)
-        for a, t in zip(arrivals, decision.tallies)
-    )
-
-
-def _resolve(member: Member, name_of: Callable[[str], str]) -> Member:
-    if member.handle is not None:
-        return member
-    return Member(member.name, member.public_key, ray.get_actor(name_of(member.name), namespace=NAMESPACE))
-
-
-def _self_handle() -> Any:
-    try:
-        return ray.get_runtime_context().current_actor
-    except RuntimeError:  # called outside an actor (unit tests): no live progress
-        return None

@@ -21,7 +21,7 @@ from dlbc_ray.config import ConsensusConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
 from dlbc_ray.consensus.baas import compute_contributors
-from dlbc_ray.consensus.ballot import compute_round_id, compute_submissions_root
+from dlbc_ray.consensus.ballot import compute_round_id
 from dlbc_ray.consensus.proposal import find_equivocations, select_votes
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError

@@ -14,7 +14,7 @@ from typing import Literal
 from dlbc_ray import crypto
 from dlbc_ray.consensus.state import ChainState, TaskRecord
 from dlbc_ray.consensus.validation import compute_block_hash
-from dlbc_ray.schema import Block, PostTaskTx, Signed, Task
+from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 
 Posting = Literal["new", "open", "done", "refunded"]
 
@@ -66,6 +66,17 @@ def find_posting(block: Block, task_id: str) -> Signed[Task] | None:
     for tx in block.txs:
         if isinstance(tx, PostTaskTx) and crypto.message_hash(tx.task.message) == task_id:
             return tx.task
+    return None
+
+
+TRANSFER_LOOKBACK = 64  # blocks a retried transfer is looked for in (a retry comes within seconds)
+
+
+def find_transfer(blocks: Iterable[Block], signed: Signed[Transfer]) -> Block | None:
+    """The block among ``blocks`` that holds exactly this signed transfer, or None."""
+    for block in blocks:
+        if any(isinstance(tx, TransferTx) and tx.transfer == signed for tx in block.txs):
+            return block
     return None
 
 

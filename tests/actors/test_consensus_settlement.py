@@ -192,7 +192,7 @@ def test_a_refused_refund_is_noted_once_and_other_tasks_still_start(rig: Rig,
         for group in c.groups:
             group.busy = False
         rig.submit(c, second)
-        c._retry_at.clear()  # even asked again at once, the refusal stays one log line
+        c.settler.retry_at.clear()  # even asked again at once, the refusal stays one log line
         assert c.tick() == 1
     assert len(c._workers.started) == 2  # type: ignore[attr-defined]
     assert c.task_view(doomed_id)["settlement"] == "refused"
@@ -211,7 +211,7 @@ def test_a_refused_refund_is_asked_again_later_not_every_tick(rig: Rig) -> None:
     c.tick()
     assert rig.ledger.calls.count("import_block") == imports
     rig.ledger.refuse = lambda block: False
-    c._retry_at[doomed_id] = 0.0  # the back-off is over
+    c.settler.retry_at[doomed_id] = 0.0  # the back-off is over
     c.tick()
     assert rig.state.tasks[doomed_id].status == "refunded" and "settlement" not in c.task_view(doomed_id)
 
