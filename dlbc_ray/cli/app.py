@@ -11,6 +11,7 @@ from dlbc_ray.cli._app import guard, new_app, require_token_auth, set_debug
 from dlbc_ray.cli.attack import attack
 from dlbc_ray.cli.demo import demo
 from dlbc_ray.cli.explorer import explorer
+from dlbc_ray.cli.nets import nets
 
 app = new_app("dlbc-ray: a blockchain whose consensus is useful deep-learning work, run on Ray.")
 
@@ -30,6 +31,7 @@ def root(
 app.command("demo")(demo)
 app.command("attack")(attack)
 app.command("explorer")(explorer)
+app.command("nets")(nets)
 for command in (network.up, network.down, network.status, network.submit, network.result, network.balance,
                 network.transfer):
     app.command(command.__name__)(command)

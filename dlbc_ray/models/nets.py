@@ -121,7 +121,7 @@ def build_net(
     pass on the meta device for users' nets), and its special layers found, before torch
     allocates anything.
     """
-    info = net_info(name)
+    info = entry(name)
     kwargs = checked_kwargs(name, params, input_shape, n_classes, limits=limits)
     # A private RNG stream: building a net neither depends on nor disturbs global torch state.
     with torch.random.fork_rng(devices=[]):

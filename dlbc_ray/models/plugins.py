@@ -108,15 +108,16 @@ def info_from(name: str, obj: Any, source: str) -> NetInfo:
 
 
 def net_info(name: str) -> NetInfo:
-    """The entry for ``name`` (registered, an installed entry point, or ``module:factory``), or ``InvalidTask``.
-
-    Layer names found by probing are filled in once this process has built the net for a task.
-    """
+    """The entry for ``name`` (registered, an installed entry point, or ``module:factory``) with both special
+    layers named, or ``InvalidTask``. Undeclared layers are known once this process has built the net."""
     info = entry(name)
-    if name in _LAYERS and not (info.first_layer and info.watermark_layer):
-        first, host = _LAYERS[name]
-        info = replace(info, first_layer=info.first_layer or first, watermark_layer=info.watermark_layer or host)
-    return info
+    if info.first_layer and info.watermark_layer:
+        return info
+    if name not in _LAYERS:
+        raise InvalidTask(f"net '{name}' declares no first and watermark layers and has not been built here yet; "
+                          "declare them (net_factory(first_layer=..., watermark_layer=...))", reason="unhostable_net")
+    first, host = _LAYERS[name]
+    return replace(info, first_layer=info.first_layer or first, watermark_layer=info.watermark_layer or host)
 
 
 def entry(name: str) -> NetInfo:
@@ -295,7 +296,7 @@ def _special_layers(info: NetInfo, net: nn.Module, calls: list[tuple[str, nn.Mod
         raise InvalidTask(f"{why} {e}", reason="unhostable_net") from None
     hosts = [f"{name}.weight" for name, m, _ in calls[1:] if isinstance(m, LAYERS) and f"{name}.weight" != first]
     weights = dict(net.named_parameters())
-    if not hosts or watermark.host_size(tuple(weights[hosts[0]].shape)) < 2:
+    if not hosts or watermark.host_size(tuple(weights[hosts[0]].shape)) < 1:
         raise InvalidTask(f"{why} no Linear or Conv layer after the first to host the mark", reason="unhostable_net")
     for declared, found, what in ((info.first_layer, first, "first"), (info.watermark_layer, None, "watermark")):
         if declared and (declared not in weights or weights[declared].dim() < 2 or found not in (None, declared)):

@@ -123,6 +123,9 @@ def test_module_factory_names_resolve_and_the_standard_library_is_refused() -> N
     name = f"{HERE}:plain_factory"
     net = build_net(name, {}, (4,), 3)
     assert net_info(name).first_layer == "1.weight" and net_info(name).watermark_layer == "3.weight"
+    plugins._LAYERS.clear()  # a fresh process: undeclared layers are not known before a build
+    with pytest.raises(InvalidTask, match="declares no first and watermark layers"):
+        net_info(name)
     assert net(torch.zeros(1, 4)).shape == (1, 3)
     for bad, why in [("os:system", "standard library"), ("no_such_pkg_xyz:f", "no module"),
                      (f"{HERE}:missing", "no module"), ("../x:f", "not a name")]:
