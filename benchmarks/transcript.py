@@ -46,19 +46,15 @@ from dlbc_ray.models.data import Split, holdout, load_builtin
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.system import ClassifierSystem
 from dlbc_ray.models.training import TrainSettings, train
+from dlbc_ray.models.replay import Derived, audit, committed, relative_distance, replay
 from dlbc_ray.models.transcript import (
     Checkpoint,
     CheckpointStore,
-    Derived,
     DerivedOrder,
     Transcript,
-    audit,
-    committed,
     finish,
     plan,
     recorder_for,
-    relative_distance,
-    replay,
 )
 from dlbc_ray.models.weights import to_numpy
 

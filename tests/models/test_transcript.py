@@ -27,15 +27,12 @@ from dlbc_ray.models.data import Split, holdout, load_builtin
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.system import ClassifierSystem
 from dlbc_ray.models.training import TrainSettings, train
+from dlbc_ray.models.replay import Committed, Derived, audit, committed
 from dlbc_ray.models.transcript import (
     Checkpoint,
     CheckpointStore,
-    Committed,
     DerivedOrder,
-    Derived,
     Transcript,
-    audit,
-    committed,
     epoch_order,
     finish,
     plan,
