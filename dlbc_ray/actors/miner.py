@@ -98,7 +98,10 @@ class Miner:
         ctx = self._rounds.get(close.message.task_id)
         if ctx is None:
             raise RevealRefused(f"not mining task {close.message.task_id[:12]}", reason="not_mining")
-        self._cancelled.add(check_close(close, ctx, self.proposer).task_id)
+        message = check_close(close, ctx, self.proposer)
+        if not message.final:  # a standing window that closed for one wave reopens: keep training
+            raise RevealRefused("window close is not final: the window may reopen", reason="not_final")
+        self._cancelled.add(message.task_id)
 
     def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
         """The seed behind ``commit``'s mapping layer, only against the proposer's signed close of its round."""
@@ -106,7 +109,8 @@ class Miner:
         if sealed is None:
             raise RevealRefused(f"this miner made no submission {commit[:12]}", reason="not_submitted")
         ctx = sealed.ctx
-        check_close(close, ctx, self.proposer)
+        if commit not in check_close(close, ctx, self.proposer).opens:  # a close of an earlier wave of the round
+            raise RevealRefused(f"window close does not open submission {commit[:12]}", reason="not_opened")
         if sealed.seed is None:
             raise RevealRefused(f"submission {commit[:12]} has no mapping layer to reveal", reason="no_mapping")
         message = Reveal(task_id=ctx.task_id, commit=commit, sml_seed=sealed.seed.hex())

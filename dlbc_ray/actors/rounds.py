@@ -183,7 +183,7 @@ class RoundRunner:
 
     def _close(self, calls: dict[str, tuple[Any, Any]], pending: list[Any]) -> None:
         """The window is closed for good: the miners still training stop at their next epoch."""
-        close = self.window_close() if pending else None
+        close = self.window_close(final=True) if pending else None
         for ref in pending:
             name = self._names[ref]
             self.miners_by_name[name].handle.cancel.remote(close)
@@ -239,16 +239,18 @@ class RoundRunner:
 
     # ---------------------------------------------------------------- reveal
 
-    def window_close(self) -> Signed[WindowClose]:
-        """The proposer's signed word that this round's window is closed: the only key to a reveal."""
-        close = WindowClose(task_id=self.ctx.task_id, round_id=self.ctx.round_id, closed_ms=now_ms())
+    def window_close(self, opens: Sequence[str] = (), *, final: bool = False) -> Signed[WindowClose]:
+        """The proposer's signed word that this round's window is closed: the only key to a reveal of the
+        commits it ``opens``; only a ``final`` close stops miners still training (a standing window reopens)."""
+        close = WindowClose(task_id=self.ctx.task_id, round_id=self.ctx.round_id, closed_ms=now_ms(),
+                            opens=tuple(opens), final=final)
         return crypto.sign(self.proposer, close, self.ctx.chain_id)
 
     def reveal(self, arrivals: list[SubmissionArrival]) -> list[SubmissionArrival]:
         """After the window closes, each miner reveals, against the signed close, the seed it committed to."""
         t0 = time.perf_counter()
         by_key = {m.public_key: m.handle for m in self.miners}
-        close = self.window_close()
+        close = self.window_close([a.signed.message.commit for a in arrivals])  # this wave's, no later one's
         asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(close, a.signed.message.commit)
                 for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
         revealed = []

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dlbc_ray.constants import WINDOW_CLOSE_DOMAIN
+from dlbc_ray.constants import MAX_SUBMISSIONS, WINDOW_CLOSE_DOMAIN
 from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey
 from dlbc_ray.schema.signed import Signed
 from dlbc_ray.schema.submission import Reveal, Submission, Verdict, Vote
@@ -31,13 +31,21 @@ class RoundContext(FrozenModel):
 
 
 class WindowClose(FrozenModel):
-    """The proposer's word that a round's submission window is closed: a miner reveals its seed against it only."""
+    """The proposer's word that a round's submission window is closed: a miner reveals its seed against it only.
+
+    A standing round reopens its window after a refuted claim, so one close does not open
+    the whole round: it names the commits whose seeds it opens (that wave's), and only the
+    ``final`` close, after which the window never reopens, stops miners still training.
+    """
 
     DOMAIN: ClassVar[bytes] = WINDOW_CLOSE_DOMAIN
 
     task_id: Hash
     round_id: Hash
     closed_ms: Millis
+    opens: tuple[Hash, ...] = Field(default=(), max_length=MAX_SUBMISSIONS,
+                                    description="the commits whose mapping seeds this close lets their miners reveal")
+    final: bool = Field(default=False, description="the window is closed for good: miners still training stop")
 
 
 class MinerStats(FrozenModel):

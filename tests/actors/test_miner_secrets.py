@@ -63,8 +63,11 @@ def new_miner() -> Miner:
     return Miner(MINIMAL.miner, identity=MINER, protection=MINIMAL.protection, proposer=PROPOSER.public_key)
 
 
-def close(ctx: RoundContext, signer: Identity = PROPOSER, chain: str = CHAIN, **changes: Any) -> Signed[WindowClose]:
-    message = WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE).model_copy(update=changes)
+def close(ctx: RoundContext, signer: Identity = PROPOSER, chain: str = CHAIN, *, opens: tuple[str, ...] = (),
+          **changes: Any) -> Signed[WindowClose]:
+    """The round's final close, opening the seeds of ``opens``."""
+    message = WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE, opens=opens,
+                          final=True).model_copy(update=changes)
     return crypto.sign(signer, message, chain)
 
 
@@ -108,12 +111,12 @@ def test_a_reveal_without_the_proposers_close_of_its_round_is_refused(done: Mine
 
 def test_a_miner_that_has_not_submitted_reveals_nothing_even_to_the_proposer(done: Mined) -> None:
     with pytest.raises(RevealRefused) as caught:
-        new_miner().reveal(close(done.ctx), done.commit)
+        new_miner().reveal(close(done.ctx, opens=(done.commit,)), done.commit)
     assert caught.value.reason == "not_submitted"
 
 
 def test_the_proposers_close_opens_the_seed_the_submission_committed_to(done: Mined) -> None:
-    reveal = done.miner.reveal(close(done.ctx), done.commit)
+    reveal = done.miner.reveal(close(done.ctx, opens=(done.commit,)), done.commit)
     assert crypto.verify(reveal, chain_id=CHAIN, expected_signer=MINER.public_key).sml_seed == \
         mapping_seed(MINER, done.ctx.task_id, done.ctx.round_id).hex()
 

@@ -68,14 +68,15 @@ def honest_miner(identity: Identity) -> Miner:
     return Miner(MINIMAL.miner, identity=identity, protection=PROTECTION, proposer=PROPOSER.public_key)
 
 
-def closed(ctx: RoundContext) -> Signed[WindowClose]:
-    """The proposer's signed close of ``ctx``'s round: what opens a miner's reveal."""
-    return crypto.sign(PROPOSER, WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE), CHAIN)
+def closed(ctx: RoundContext, commit: str) -> Signed[WindowClose]:
+    """The proposer's signed close of ``ctx``'s round: what opens a miner's reveal of ``commit``."""
+    return crypto.sign(PROPOSER, WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE,
+                                             opens=(commit,)), CHAIN)
 
 
 def mined_by(miner: Miner, task: Signed[Task], bundle: DatasetBundle, ctx: RoundContext) -> Sent:
     mined, weights = miner.mine(task, bundle.train, ctx)
-    reveal = miner.reveal(closed(ctx), mined.signed.message.commit)
+    reveal = miner.reveal(closed(ctx, mined.signed.message.commit), mined.signed.message.commit)
     return Sent(mined.signed, weights, reveal)
 
 
