@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -212,6 +212,18 @@ def escape_probability(skipped: int, n_segments: int, q: int) -> float:
     C(n - s, q) / C(n, q). ``compute_audit_segments`` samples from all segments but the last."""
     q = min(q, n_segments)
     return math.comb(n_segments - skipped, q) / math.comb(n_segments, q) if n_segments else 1.0
+
+
+# ------------------------------------------------------------------ disputes (Verde's refereed bisection)
+
+
+def find_divergence(lo: int, hi: int, agree_at: Callable[[int], bool]) -> int:
+    """The first step in ``(lo, hi]`` at which two parties' state hashes differ, given that they agree at
+    ``lo`` and differ at ``hi``: log2(hi - lo) comparisons, after which a referee recomputes one step."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if agree_at(mid) else (lo, mid)
+    return hi
 
 
 # ------------------------------------------------------------------ judging

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dlbc_ray import crypto
+from dlbc_ray.config import ProtectionConfig
 from dlbc_ray.consensus.transcript import (
     AuditFailure,
     AuditOutcome,
@@ -34,14 +35,21 @@ from dlbc_ray.consensus.transcript import (
     compute_audit_segments,
     compute_state_hash,
     compute_step_seed,
+    compute_training_seed,
     is_valid_proof,
     judge_audit,
 )
 from dlbc_ray.errors import DLBCError, InvalidModelFile
-from dlbc_ray.models.data import Split
+from dlbc_ray.models import fusion, sml, watermark
+from dlbc_ray.models.baas import common_seed
+from dlbc_ray.models.data import Split, holdout
+from dlbc_ray.models.nets import build_net, net_info
+from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.system import ClassifierSystem
 from dlbc_ray.models.transcript import Checkpoint, Transcript, epoch_order, flatten_optimizer, load_optimizer
 from dlbc_ray.models.weights import load_into, to_numpy
+from dlbc_ray.schema import Submission, Task
+from dlbc_ray.schema.base import revalidated
 
 
 # ------------------------------------------------------------------ replay
@@ -61,7 +69,7 @@ def deterministic_cpu(threads: int) -> Iterator[None]:
 
 
 def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: TranscriptHeader, start: Checkpoint,
-           end_step: int, *, on_step: Callable[[int, ClassifierSystem], None] | None = None) -> Checkpoint:
+           end_step: int, *, on_step: Callable[[int, ClassifierSystem, torch.optim.Optimizer], None] | None = None) -> Checkpoint:
     """Train from ``start`` to ``end_step`` with the derived order and seeds, as the miner's trainer did."""
     system = make_system()
     load_into(system.net, start.weights)
@@ -85,8 +93,20 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
             except RuntimeError as e:  # an optimizer state of the wrong shape: committed, but unreplayable
                 raise InvalidModelFile(f"segment cannot be replayed: {str(e)[:120]}", reason="malformed_checkpoint") from None
             if on_step is not None:
-                on_step(step + 1, system)
+                on_step(step + 1, system, optimizer)
     return Checkpoint(step=end_step, weights=to_numpy(system.net), optimizer=flatten_optimizer(optimizer))
+
+
+def step_hashes(make_system: Callable[[], ClassifierSystem], fit: Split, header: TranscriptHeader,
+                start: Checkpoint, end_step: int) -> dict[int, str]:
+    """The state hash after every step of a segment: what each side of a dispute commits to before bisecting."""
+    hashes: dict[int, str] = {}
+
+    def keep(step: int, system: ClassifierSystem, optimizer: torch.optim.Optimizer) -> None:
+        hashes[step] = compute_state_hash(Checkpoint(step, to_numpy(system.net), flatten_optimizer(optimizer)).leaf(0))
+
+    replay(make_system, fit, header, start, end_step, on_step=keep)
+    return hashes
 
 
 def relative_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
@@ -143,8 +163,10 @@ class AuditCost:
 def audit(committed: Committed, derived: Derived, params: AuditParams, seed: bytes) -> tuple[AuditOutcome, AuditCost]:
     """Replay the segments ``seed`` picks and judge what was seen with ``judge_audit``; never raises on bad input."""
     started = time.perf_counter()
-    header = committed.header
-    report = AuditReport(committed.root, header, committed.checkpoints_root,
+    header, croot = _parsed(committed.header), committed.checkpoints_root
+    croot = croot if isinstance(croot, str) and len(croot) == 64 and set(croot) <= set("0123456789abcdef") else None
+    committed = replace(committed, checkpoints_root=croot)
+    report = AuditReport(committed.root, header, croot,
                          check_header(header, derived.expected, params) if header else None,
                          exact=header is None or header.device == derived.device)
     early = judge_audit(report, params)
@@ -177,6 +199,13 @@ def audit(committed: Committed, derived: Derived, params: AuditParams, seed: byt
     return judge_audit(report, params), AuditCost(segments, replayed, fetched, time.perf_counter() - started)
 
 
+def _parsed(header: object) -> TranscriptHeader | None:
+    try:
+        return revalidated(header) if isinstance(header, TranscriptHeader) else None  # type: ignore[arg-type]
+    except DLBCError:
+        return None
+
+
 def _open(committed: Committed, index: int, steps: tuple[int, ...]) -> tuple[Checkpoint | None, tuple[AuditFailure, str] | None]:
     """Checkpoint ``index`` proven against the committed checkpoints root, or the named reason it is not."""
     try:
@@ -188,6 +217,10 @@ def _open(committed: Committed, index: int, steps: tuple[int, ...]) -> tuple[Che
     if not (isinstance(opening, tuple) and len(opening) == 3):
         return None, (AuditFailure.MALFORMED_CHECKPOINT, "the miner served something that is not an opening")
     leaf, proof, checkpoint = opening
+    try:  # Ray unpickles pydantic models without running their validators
+        leaf, proof = revalidated(leaf), revalidated(proof)
+    except (DLBCError, AttributeError, TypeError):
+        leaf = proof = None
     if not (isinstance(leaf, CheckpointLeaf) and isinstance(proof, MerkleProof)) or proof.index != index \
             or proof.size != len(steps) or not is_valid_proof(leaf, proof, committed.checkpoints_root or ""):
         return None, (AuditFailure.BAD_PROOF, "its leaf does not prove against the committed root")
@@ -226,3 +259,64 @@ def _finished_hash(derived: Derived, last: Checkpoint) -> str:
 
 def _nbytes(checkpoint: Checkpoint) -> int:
     return sum(int(a.nbytes) for a in (*checkpoint.weights.values(), *checkpoint.optimizer.values()))
+
+
+# ------------------------------------------------------------------ the validator's side of a submission
+
+
+def policy(batch_size: int, lr: float, optimizer: str, val_fraction: float) -> dict[str, object]:
+    """The network's training hyperparameters (``MinerConfig``) as a header must carry them."""
+    return {"batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": 0.0, "val_fraction": val_fraction}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the validator holds for one submission once its round closed: the revealed mapping seed
+    and the miner's watermark secret (from the network's assembler), with the settings they need."""
+
+    sml_seed: bytes | None
+    mark: bytes | None
+    protection: ProtectionConfig
+
+
+def derive_for(spec: Task, task_id: str, round_id: str, train: Split, submission: Submission, secrets: Secrets,
+               hyper: Mapping[str, object]) -> Derived:
+    """Everything a validator needs to replay ``submission``'s transcript, derived as the miner trained it:
+    the task's init (shared for fusion), the miner's mapping layer and mark, the derived holdout, and the
+    watermark settle that turns the last checkpoint into the signed model."""
+    seed = compute_training_seed(task_id, submission.miner, round_id)
+    fit, _ = holdout(train, float(hyper["val_fraction"]), seed)  # type: ignore[arg-type]
+    init_seed = common_seed(task_id) if spec.fusion != "winner" else 0
+
+    def fresh() -> torch.nn.Module:
+        return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes,
+                         seed=init_seed)
+
+    def trainable() -> torch.nn.Module:
+        net = fresh()
+        if secrets.sml_seed is None:
+            return net
+        q, kind = mapping_layer(secrets.sml_seed, net, spec.model.name, spec.dataset.input_shape)
+        if spec.fusion != "winner":
+            load_into(net, fusion.common_start(to_numpy(net), net_info(spec.model.name).first_layer, q, kind))
+        return sml.MappedNet(net, sml.SecureMappingLayer(q, kind))
+
+    key = (watermark_key(secrets.mark, submission.miner, fresh(), spec.model.name, secrets.protection.watermark_bits)
+           if secrets.mark is not None and secrets.protection.watermark else None)
+    marks = [watermark.WatermarkRegularizer(key, secrets.protection.watermark_lambda)] if key is not None else []
+
+    def make_system() -> ClassifierSystem:
+        return ClassifierSystem(trainable(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]),  # type: ignore[arg-type]
+                                optimizer=str(hyper["optimizer"]), regularizers=marks)
+
+    def finish(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if key is None:
+            return weights
+        net = load_into(fresh(), weights)
+        steps = watermark.settle(net, key, margin=secrets.protection.mark_margin)
+        return to_numpy(net) if steps else weights
+
+    expected = Expected(task_id=task_id, miner=submission.miner, round_id=round_id, examples=len(fit),
+                        max_epochs=spec.max_epochs, epochs=submission.epochs, hyperparameters=hyper)
+    return Derived(make_system=make_system, fit=fit, initial=to_numpy(trainable()), finish=finish,
+                   model_hash=submission.model_hash, expected=expected)

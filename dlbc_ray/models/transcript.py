@@ -39,6 +39,7 @@ from dlbc_ray.consensus.transcript import (
     compute_transcript_root,
 )
 from dlbc_ray.errors import InvalidModelFile
+from dlbc_ray.models.data import Split, holdout
 from dlbc_ray.models.weights import to_numpy
 
 
@@ -204,6 +205,37 @@ def plan(task_id: str, miner: str, round_id: str, *, examples: int, max_epochs: 
         "interval": compute_interval(per_epoch * max_epochs, params.max_checkpoints), "steps": per_epoch * max_epochs,
         "steps_per_epoch": per_epoch, "examples": examples, "threads": threads, "device": device,
         **{k: hyper[k] for k in HYPERPARAMETERS}})
+
+
+def start(task_id: str, miner: str, round_id: str, data: Split, *, max_epochs: int, hyper: Mapping[str, object],
+          threads: int, device: str, params: AuditParams,
+          store: CheckpointStore | None = None) -> tuple[TranscriptHeader, TranscriptRecorder]:
+    """A miner's header (its fit split derived from ``data`` as ``train`` will hold it out) and recorder."""
+    seed = compute_training_seed(task_id, miner, round_id)
+    fit, _ = holdout(data, float(hyper["val_fraction"]), seed)  # type: ignore[arg-type]
+    header = plan(task_id, miner, round_id, examples=len(fit), max_epochs=max_epochs, hyper=hyper, threads=threads,
+                  device=device, params=params)
+    return header, recorder_for(header, store)
+
+
+class Kept:
+    """A miner's transcripts of its last ``size`` submissions, by commit, in memory; the oldest is dropped.
+
+    Each holds at most ``AuditParams.max_checkpoints`` checkpoints, so a miner keeps at most
+    ``size x max_checkpoints`` copies of weights and optimizer state.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._by_commit: dict[str, Transcript] = {}
+
+    def put(self, commit: str, transcript: Transcript) -> None:
+        self._by_commit[commit] = transcript
+        while len(self._by_commit) > self.size:
+            del self._by_commit[next(iter(self._by_commit))]
+
+    def get(self, commit: str) -> Transcript | None:
+        return self._by_commit.get(commit)
 
 
 def recorder_for(header: TranscriptHeader, store: CheckpointStore | None = None) -> TranscriptRecorder:

@@ -31,6 +31,7 @@ from dlbc_ray.consensus.transcript import (
     compute_training_seed,
     compute_transcript_root,
     escape_probability,
+    find_divergence,
     is_segment_match,
     is_valid_proof,
     judge_audit,
@@ -229,3 +230,21 @@ def test_tolerance_applies_only_across_device_classes() -> None:
     tolerant = AuditParams(tolerance=1e-6)
     assert judge_audit(_report(segments=(near,), exact=False), tolerant).passed
     assert not judge_audit(_report(segments=(near,), exact=True), tolerant).passed
+
+
+# ------------------------------------------------------------------ disputes
+
+
+@given(st.integers(0, 1_000), st.integers(1, 5_000), st.data())
+def test_bisection_finds_the_first_divergent_step_in_log_comparisons(lo: int, width: int, data: st.DataObject) -> None:
+    hi = lo + width
+    first = data.draw(st.integers(lo + 1, hi))
+    asked: list[int] = []
+
+    def agree_at(step: int) -> bool:
+        asked.append(step)
+        assert lo < step < hi  # never asks what both already committed to
+        return step < first
+
+    assert find_divergence(lo, hi, agree_at) == first
+    assert len(asked) <= math.ceil(math.log2(width)) if width > 1 else not asked

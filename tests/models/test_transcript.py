@@ -18,8 +18,12 @@ from dlbc_ray.consensus.transcript import (
     AuditFailure,
     AuditParams,
     Expected,
+    MerkleProof,
+    TranscriptHeader,
     compute_audit_segments,
+    compute_state_hash,
     compute_training_seed,
+    find_divergence,
 )
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ActorUnavailable
@@ -27,7 +31,7 @@ from dlbc_ray.models.data import Split, holdout, load_builtin
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.system import ClassifierSystem
 from dlbc_ray.models.training import TrainSettings, train
-from dlbc_ray.models.replay import Committed, Derived, audit, committed
+from dlbc_ray.models.replay import Committed, Derived, audit, committed, replay, step_hashes
 from dlbc_ray.models.transcript import (
     Checkpoint,
     CheckpointStore,
@@ -281,3 +285,33 @@ def test_no_transcript_and_a_root_that_does_not_match(honest, data: Split) -> No
     transcript, weights = honest
     assert _audit(replace(committed(transcript), root=None), weights, data)[0].reason is AuditFailure.NO_TRANSCRIPT
     assert _audit(replace(committed(transcript), root="0" * 64), weights, data)[0].reason is AuditFailure.ROOT_MISMATCH
+
+
+def test_unvalidated_messages_from_the_wire_are_named_not_raised(honest, data: Split) -> None:
+    """Ray unpickles pydantic models without their validators: a path of non-hex must not crash the proof check."""
+    transcript, weights = honest
+    def fetch(i: int):
+        leaf, proof, ckpt = transcript.opening(i)
+        return leaf, MerkleProof.model_construct(index=i, size=proof.size, path=("zz",) * len(proof.path)), ckpt
+    assert _audit(replace(committed(transcript), fetch=fetch), weights, data)[0].reason is AuditFailure.BAD_PROOF
+    bad_header = TranscriptHeader.model_construct(**{**transcript.header.model_dump(), "seed": -1})
+    assert _audit(replace(committed(transcript), header=bad_header), weights, data)[0].reason is AuditFailure.NO_TRANSCRIPT
+    assert _audit(replace(committed(transcript), checkpoints_root=b"x"), weights, data)[0].reason is AuditFailure.NO_TRANSCRIPT
+
+
+def test_a_dispute_bisects_to_the_one_step_a_referee_recomputes(honest, data: Split) -> None:
+    """Verde: a validator whose replay goes wrong from some step on (a lazy or faulty one) and an honest one
+    agree at the segment's start and differ at its end; bisection over their per-step hashes names the
+    first wrong step, and one step replayed from the agreed state settles who is right."""
+    transcript, weights = honest
+    d = _derived(data, crypto.hash_weights(weights))
+    j = 1
+    start, end = transcript.store.get(j), transcript.leaves[j + 1].step
+    truth = step_hashes(d.make_system, d.fit, transcript.header, start, end)
+    wrong_from = start.step + 2
+    claim = {s: (h if s < wrong_from else "0" * 64) for s, h in truth.items()}
+    first = find_divergence(start.step, end, lambda s: truth[s] == claim[s])
+    assert first == wrong_from
+    agreed = replay(d.make_system, d.fit, transcript.header, start, first - 1)
+    one = replay(d.make_system, d.fit, transcript.header, agreed, first)
+    assert compute_state_hash(one.leaf(0)) == truth[first] != claim[first]
