@@ -17,19 +17,21 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from dlbc_ray.consensus import ChainState
-from dlbc_ray.errors import CorruptLedger, InvalidBlock
+from dlbc_ray.errors import CorruptLedger, DLBCError, InvalidBlock
 from dlbc_ray.ledger.chain import half_made, replay
 from dlbc_ray.ledger.snapshot import load_checkpoint, make_checkpoint
 from dlbc_ray.ledger.store import LedgerStore
 
 
 def compute_stretches(checkpoints: list[int], head: int, workers: int) -> list[tuple[int, int]]:
-    """(start, end) height pairs, cut at checkpoints into at most ``workers`` stretches of similar length."""
-    cuts = [h for h in checkpoints if 0 < h < head]
-    bounds, per = [0], (head + 1) / max(1, workers)
-    for h in cuts:
-        if h - bounds[-1] >= per and len(bounds) < workers:
-            bounds.append(h)
+    """(start, end) height pairs: at most ``workers`` stretches, each cut at the checkpoint nearest an even share."""
+    cuts = sorted(h for h in checkpoints if 0 < h < head)
+    bounds = [0]
+    for i in range(1, max(1, workers)):
+        later = [h for h in cuts if h > bounds[-1]]
+        if not later:
+            break
+        bounds.append(min(later, key=lambda h: abs(h - i * head / workers)))
     return [(a, b) for a, b in zip(bounds, [*bounds[1:], head])]
 
 
@@ -59,9 +61,8 @@ def verify_stretch(path: str, start: int, end: int) -> ChainState:
         store.close()
 
 
-def _verify_stretch(path: str, start: int, end: int, keep: bool) -> ChainState | None:
-    state = verify_stretch(path, start, end)
-    return state if keep else None  # only the head's state is worth pickling back
+def _verify_stretch(path: str, start: int, end: int) -> None:
+    verify_stretch(path, start, end)  # a worker's state stays there: only the head's is returned
 
 
 def check_checkpoint(store: LedgerStore, state: ChainState | None, height: int) -> None:
@@ -89,13 +90,16 @@ def verify_chain(path: Path | str, *, workers: int | None = None) -> ChainState:
     if len(stretches) == 1:
         return verify_stretch(str(path), *stretches[0])
     ctx = multiprocessing.get_context("spawn")  # no fork: callers may hold Ray's or SQLite's threads
-    with ProcessPoolExecutor(len(stretches), mp_context=ctx) as pool:
-        futures = [pool.submit(_verify_stretch, str(path), a, b, i == len(stretches) - 1)
-                   for i, (a, b) in enumerate(stretches)]
+    with ProcessPoolExecutor(len(stretches) - 1, mp_context=ctx) as pool:
+        futures = [pool.submit(_verify_stretch, str(path), a, b) for a, b in stretches[:-1]]
+        state, mine = None, None
+        try:  # the head's stretch runs here, beside the workers: one process fewer to start, no state to send back
+            state = verify_stretch(str(path), *stretches[-1])
+        except DLBCError as e:
+            mine = e
         errors = [f.exception() for f in futures]
-    failures = [e for e in errors if e is not None]
+    failures = [e for e in [*errors, mine] if e is not None]
     if failures:
         raise min(failures, key=lambda e: e.height if isinstance(e, InvalidBlock) and e.height is not None else -1)
-    state = futures[-1].result()
     assert state is not None
     return state

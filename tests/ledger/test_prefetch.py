@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,81 @@ def test_a_message_changed_after_its_block_is_encoded_afresh() -> None:
         assert crypto.canonical_bytes(task) == reference_bytes(task)
     task.model.params["changed"] = 1
     assert crypto.canonical_bytes(task) == reference_bytes(task)
+
+
+# ------------------------------------------------------------ background verification
+
+
+@pytest.fixture
+def blocked_pool() -> Any:
+    """Every pool thread held busy: background chunks queue up and nobody starts them until released."""
+    pool = crypto._hash_pool()
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(30)
+
+    holds = [pool.submit(hold) for _ in range(pool._max_workers)]
+    for _ in holds:
+        assert started.acquire(timeout=30)
+    yield release
+    release.set()
+    for h in holds:
+        h.result(timeout=30)
+
+
+def test_a_rule_verifies_itself_a_chunk_no_pool_thread_has_started(tmp_path: Path, blocked_pool: Any) -> None:
+    """Work stealing: with every pool thread busy, the rules still get every verdict (and the forgery's False)."""
+    world = World()
+    chain = Chain.open(tmp_path / "l.sqlite")
+    chain.import_block(world.genesis)
+    good = blocks_of(world, 2)
+    forged = good[1].votes[3].model_copy(update={"signature": good[1].votes[4].signature})
+    with pytest.raises(InvalidBlock) as refused:
+        chain.import_blocks([good[0], with_vote(world, good[1], 3, forged)])
+    assert (refused.value.reason, refused.value.height) == ("vote_signature", 2)
+    assert not crypto._PENDING  # nothing left waiting for a pool thread once the scope ended
+    chain.import_blocks(good)
+    assert chain.height == 2
+
+
+def test_each_signature_is_verified_once_however_many_threads_ask(monkeypatch: pytest.MonkeyPatch,
+                                                                   blocked_pool: Any) -> None:
+    world = World()
+    signeds = [s for b in blocks_of(world, 2) for s in block_signatures(b)]
+    crypto.clear_signature_cache()  # building the blocks checked their tasks' signatures
+    calls: list[tuple[str, str, bytes]] = []
+    real = crypto._verifies
+
+    def counted(signer: str, signature: str, root: bytes) -> bool:
+        calls.append((signer, signature, root))
+        return real(signer, signature, root)
+
+    monkeypatch.setattr(crypto, "_verifies", counted)
+    with crypto.prefetched(signeds):
+        assert len(crypto._PENDING) == len(signeds) and not calls  # queued, none started
+        answers: list[list[bool]] = []
+        askers = [threading.Thread(target=lambda: answers.append([crypto.is_valid_signature(s) for s in signeds]))
+                  for _ in range(4)]
+        for t in askers:
+            t.start()
+        blocked_pool.set()  # the pool joins in while the askers run
+        for t in askers:
+            t.join(30)
+    assert answers == [[True] * len(signeds)] * 4
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == len(signeds)
+
+
+def test_chunks_nobody_needed_are_dropped_and_verdicts_stay_right(blocked_pool: Any) -> None:
+    world = World()
+    (block,) = blocks_of(world, 1)
+    signeds = block_signatures(block)
+    with crypto.prefetched(signeds):
+        pass  # a block refused before any signature rule ran
+    assert not crypto._PENDING
+    blocked_pool.set()
+    crypto._hash_pool().submit(lambda: None).result(timeout=30)  # the pool has passed the dropped chunks
+    forged = signeds[5].model_copy(update={"signature": signeds[6].signature})
+    assert [crypto.is_valid_signature(s) for s in signeds] == [True] * len(signeds)
+    assert not crypto.is_valid_signature(forged)
