@@ -131,6 +131,7 @@ def run_chaos(home: Any, cfg: Any, plan: Plan, *, requester: str = "requester") 
     """Submit ``plan.tasks`` tasks to the network up in ``home`` under kills; settle, then audit."""
     from dlbc_ray import client
     from dlbc_ray.actors.names import CONSENSUS_NAME, NAMESPACE
+    from dlbc_ray.errors import InvalidTask
 
     rng = random.Random(plan.seed)
     chaos = Chaos()
@@ -139,12 +140,18 @@ def run_chaos(home: Any, cfg: Any, plan: Plan, *, requester: str = "requester") 
     kills.start()
     watch.start()
     submitted: list[str] = []
+    late: list[str] = []  # submissions refused because their retries outlived the task's deadline
     t0 = time.monotonic()
     try:
         for i in range(plan.tasks):
             path = home.root / f"chaos-task-{i}.yaml"
             path.write_text(TASK.format(reward=10 + i, deadline=plan.deadline_s))
-            submitted.append(client.submit(home, path, requester=requester, address=None))
+            try:
+                submitted.append(client.submit(home, path, requester=requester, address=None))
+            except InvalidTask as e:  # retried past its deadline through kills: refused whole, nothing escrowed
+                if getattr(e, "reason", None) != "deadline":
+                    raise
+                late.append(str(e))
             time.sleep(plan.submit_every_s)
         kills.join(timeout=plan.settle_timeout_s)  # the kills go on into mining until all are done
     finally:
@@ -155,7 +162,7 @@ def run_chaos(home: Any, cfg: Any, plan: Plan, *, requester: str = "requester") 
     record_heads(chaos, home.ledger)
     alive = answers(CONSENSUS_NAME, NAMESPACE)
     return {**audit(home, submitted, client.account(home, requester), chaos.seen), "kills": len(chaos.kills),
-            "killed": sorted({n for _, n in chaos.kills}), "settled": settled, "alive": alive,
+            "killed": sorted({n for _, n in chaos.kills}), "settled": settled, "alive": alive, "refused_late": len(late),
             "seconds": time.monotonic() - t0}
 
 
@@ -249,7 +256,8 @@ def report(runs: list[dict[str, Any]], plan: Plan) -> str:
              f"  kills survived     {med('kills'):<28} target: every one (consensus answers after: "
              f"{all(r['alive'] for r in runs)})",
              f"  replies dropped    {med('dropped'):<28} target: > 0 (faults really injected)",
-             f"  blocks             {med('blocks'):<28} (tasks mined {med('mined')}, refunded {med('refunded')})",
+             f"  blocks             {med('blocks'):<28} (tasks mined {med('mined')}, refunded {med('refunded')}, "
+             f"refused as late {med('refused_late')})",
              f"  stuck escrows      {med('stuck'):<28} target: 0",
              f"  double escrows     {med('double_escrow'):<28} target: 0",
              f"  lost blocks        {med('lost_blocks'):<28} target: 0",

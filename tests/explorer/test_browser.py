@@ -80,7 +80,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         finished = "explorer still at" in log.read_text(errors="replace")
         proc.send_signal(signal.SIGTERM if finished else signal.SIGINT)  # mid-demo, Ctrl-C tears the network down
         try:
-            assert proc.wait(timeout=60) == 0 or not finished, "the demo did not stop cleanly after SIGTERM"
+            assert proc.wait(timeout=150) == 0 or not finished, "the demo did not stop cleanly after SIGTERM"
         except subprocess.TimeoutExpired:
             proc.kill()
             raise

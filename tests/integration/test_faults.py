@@ -50,5 +50,7 @@ def test_lost_replies_and_killed_actors_lose_nothing(chaos_net: tuple[Home, Any]
     assert fig["stuck"] == 0 and fig["unposted"] == 0, fig
     assert fig["double_escrow"] == 0, fig
     assert fig["lost_blocks"] == 0, fig
-    assert fig["mined"] + fig["refunded"] == PLAN.tasks and fig["mined"] > 0, fig
+    # A submission whose retries outlive its deadline is refused whole (nothing escrowed): rare, load-bound
+    assert fig["mined"] + fig["refunded"] + fig["refused_late"] == PLAN.tasks and fig["mined"] > 0, fig
+    assert fig["refused_late"] <= PLAN.tasks // 2, fig
     assert fig["ok"], fig
