@@ -102,6 +102,11 @@ def compute_step_seed(seed: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(_STEP_DOMAIN + f"|{seed}|{step}".encode()).digest()[:8], "big") >> 1
 
 
+def compute_hyperparameters(batch_size: int, lr: float, optimizer: str, val_fraction: float) -> dict[str, object]:
+    """The network's training hyperparameters (``MinerConfig``) as a header must carry them."""
+    return {"batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": 0.0, "val_fraction": val_fraction}
+
+
 def compute_steps_per_epoch(examples: int, batch_size: int) -> int:
     return max(1, math.ceil(examples / batch_size))
 

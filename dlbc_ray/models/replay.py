@@ -264,11 +264,6 @@ def _nbytes(checkpoint: Checkpoint) -> int:
 # ------------------------------------------------------------------ the validator's side of a submission
 
 
-def policy(batch_size: int, lr: float, optimizer: str, val_fraction: float) -> dict[str, object]:
-    """The network's training hyperparameters (``MinerConfig``) as a header must carry them."""
-    return {"batch_size": batch_size, "lr": lr, "optimizer": optimizer, "weight_decay": 0.0, "val_fraction": val_fraction}
-
-
 @dataclass(frozen=True)
 class Secrets:
     """What the validator holds for one submission once its round closed: the revealed mapping seed
