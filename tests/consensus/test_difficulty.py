@@ -72,24 +72,26 @@ def test_fast_blocks_raise_the_target_and_slow_blocks_lower_it() -> None:
     assert compute_next_difficulty(5_000, [TARGET_MS] * 5, PARAMS) == 5_000
 
 
-def test_step_is_proportional_to_the_error_rate() -> None:
-    # r = +1/2, gain 1/4: the error rate shrinks by 1/8 (rounded toward zero).
+def test_one_interval_of_lateness_scales_the_error_rate_by_two_to_the_gain() -> None:
+    # gain 1/4: half a target interval early -> e * 2^(-1/8); one late -> e * 2^(1/4); rounded down.
     params = PARAMS.model_copy(update={"max_step": 10_000, "ceiling": 10_000})
-    assert compute_next_difficulty(10_000 - 800, [5_000], params) == 10_000 - 700
-    assert compute_next_difficulty(10_000 - 8, [5_000], params) == 10_000 - 7
-    assert compute_next_difficulty(10_000 - 800, [20_000], params) == 10_000 - 1_000  # r = -1
+    assert compute_next_difficulty(10_000 - 800, [5_000], params) == 10_000 - math.floor(800 * 2 ** -0.125)
+    assert compute_next_difficulty(10_000 - 800, [20_000], params) == 10_000 - math.floor(800 * 2 ** 0.25)
+    assert compute_next_difficulty(10_000 - 800, [10_000, 20_000], params) == 10_000 - math.floor(800 * 2 ** 0.125)
 
 
 def test_a_target_at_the_ceiling_can_still_fall_and_one_at_the_floor_rise() -> None:
-    assert compute_next_difficulty(9_700, [50_000], PARAMS) == 9_700 - 300 // 4
+    assert compute_next_difficulty(9_700, [50_000], PARAMS) == 9_700 - 200  # 300 * (2^0.75 - 1) = 204 > max_step
     assert compute_next_difficulty(1_000, [1], PARAMS) > 1_000
     perfect = PARAMS.model_copy(update={"ceiling": 10_000})
     assert compute_next_difficulty(10_000, [50_000], perfect) == 9_999  # no error left: the one-unit minimum
 
 
-def test_extreme_intervals_are_clamped_to_one_full_factor() -> None:
-    slow = compute_next_difficulty(5_000, [10**12], PARAMS.model_copy(update={"max_step": 10_000}))
-    assert slow == 5_000 - 5_000 // 4  # r clamped to -1
+def test_extreme_intervals_count_as_interval_cap_targets() -> None:
+    wide = PARAMS.model_copy(update={"max_step": 10_000})
+    slow = compute_next_difficulty(5_000, [10**12], wide)
+    assert slow == compute_next_difficulty(5_000, [4 * TARGET_MS], wide)
+    assert 10_000 - slow == pytest.approx(5_000 * 2 ** 0.75, abs=1)  # e * 2^(gain * (cap - 1))
 
 
 @given(current=st.integers(0, 10_000), intervals=st.lists(st.integers(1, 10**8), min_size=1, max_size=20),
