@@ -14,9 +14,6 @@ from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import load_file, split_hash
 from dlbc_ray.taskfile import load_task_with_data, to_task
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-Image = pytest.importorskip("PIL.Image")
 
 REQUESTER = Identity.from_seed("requester", b"requester")
 
@@ -29,6 +26,7 @@ def _table(n: int = 30, **override: object) -> dict[str, object]:
 
 
 def _parquet(path: Path, columns: dict[str, object]) -> Path:
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     pq.write_table(pa.table(columns), path)
     return path
 
@@ -71,6 +69,7 @@ def test_damaged_or_oversized_parquet_is_refused_before_reading(tmp_path: Path) 
 
 
 def _images(root: Path, layout: dict[str, dict[str, int]], size: tuple[int, int] = (6, 5), mode: str = "L") -> Path:
+    Image = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(1)
     for part, classes in layout.items():
         for name, count in classes.items():
@@ -125,3 +124,17 @@ def test_a_task_file_names_the_new_formats_and_only_their_name_goes_on_chain(tmp
     task = to_task(taskfile, REQUESTER.public_key, nonce=0, now_ms=1_000, bundle=bundle)
     assert task.dataset.uri == data.name and "private" not in task.model_dump_json()
     assert task.metric == "macro_f1" and task.dataset.test_hash == split_hash(bundle.test)
+
+
+def test_a_new_file_format_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlbc_ray.models import data
+
+    def read_tsv(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
+        rows = np.loadtxt(path, delimiter="\t")
+        return rows[:4, 1:], rows[:4, 0], rows[4:, 1:], rows[4:, 0]
+
+    monkeypatch.setitem(data.FILE_READERS, ".tsv", read_tsv)
+    path = tmp_path / "t.tsv"
+    path.write_text("\n".join(f"{i % 2}\t{i}\t{i * 2}" for i in range(6)) + "\n")
+    bundle = load_file(path)
+    assert (len(bundle.train), len(bundle.test), bundle.input_shape, bundle.n_classes) == (4, 2, (2,), 2)

@@ -4,6 +4,7 @@ up front when they cannot carry the Secure Mapping Layer or the watermark."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 from importlib.metadata import EntryPoint
 from typing import Any
@@ -211,3 +212,19 @@ def test_a_user_net_trains_behind_the_mapping_layer_and_delivers_a_readable_mark
     as_trained = evaluate(net, to_numpy(net), mapped_test)
     assert as_trained > 0.15  # above chance (0.1) after 3 epochs of a tiny net
     assert abs(evaluate(load_into(fresh, delivered), delivered, bundle.test) - as_trained) < 0.01
+
+
+def test_the_custom_model_example_declares_layers_the_probe_agrees_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/custom_model stays valid without installing it (the integration test installs it)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "examples" / "custom_model"))
+    from dlbc_resnet.nets import resnet_small
+
+    register_net(plugins.info_from("resnet_small", resnet_small, "example"))
+    for shape in [(1, 8, 8), (1, 40)]:
+        for params in [{}, {"width": 4, "blocks": 3}]:
+            net = build_net("resnet_small", params, shape, 10)
+            assert net_footprint("resnet_small", params, shape, 10).params == count_parameters(net)
+    assert (net_info("resnet_small").first_layer, net_info("resnet_small").watermark_layer) == (
+        "stem.weight", "blocks.0.conv1.weight")
+    with pytest.raises(InvalidTask, match="resnet_small takes \\(C, L\\) or \\(C, H, W\\) inputs"):
+        build_net("resnet_small", {}, (64,), 10)
