@@ -18,7 +18,7 @@ from typing import Literal
 
 from dlbc_ray.errors import ConfigError, CorruptLedger
 
-SCHEMA_VERSION = "2"  # 2: PoLe difficulty and BaaS fusion in headers (0.x: no migration from 1)
+SCHEMA_VERSION = "3"  # 3: ASERT difficulty law, submissions with transcript roots; 2: PoLe and BaaS headers (0.x: no migration)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (

@@ -18,6 +18,7 @@ from dlbc_ray.errors import ConfigError, CorruptLedger
 from dlbc_ray.home import check_chain_choice, open_home
 from dlbc_ray.keystore import create_key
 from dlbc_ray.ledger import Chain, ledger_status, verify_chain
+from dlbc_ray.ledger.store import SCHEMA_VERSION
 from dlbc_ray.schema import RetargetParams
 from tests.builders import World
 
@@ -25,7 +26,7 @@ runner = CliRunner()
 OLD_SCHEMA = ["CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
               "CREATE TABLE blocks (height INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, "
               "prev_hash TEXT NOT NULL, body BLOB NOT NULL)",
-              "INSERT INTO meta VALUES ('schema_version', '2')"]
+              f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')"]
 
 
 def half_made(path: Path, statements: int) -> Path:
