@@ -28,24 +28,28 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors.miner import Miner, Sealed, own_marks
+from dlbc_ray.actors.miner import Miner, Sealed, own_marks, settled, training_seed
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MinerConfig, ProtectionConfig, ValidatorConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
-from dlbc_ray.models.nets import build_net, count_parameters, net_info
+from dlbc_ray.models.disguise import embed_mark, host_prefix, permute_and_rescale, remap, reset_layer
+from dlbc_ray.models.nets import build_net, count_parameters
 from dlbc_ray.models.protect import mapping_layer, mapping_seed
+from dlbc_ray.models.training import TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival, WindowClose
 
-MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "forged-signature",
+MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
+                    "forged-signature",
                     "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
                     "cross-chain-replay"]
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
+THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class MinerAttack:
     victim: str | None = None  # thief, copy-noise, forged-signature: the honest miner's name (None: the best)
     task: Signed[Task] | None = None  # thief, copy-noise: the round's task, known when armed ...
     train: Split | None = None  # ... and its training data, so the loot is ready when the round opens
-    weights: Weights | None = None  # replay, disguised-replay: an earlier winner's weights ...
+    weights: Weights | None = None  # replay, disguised-replay, partial-reuse: an earlier winner's weights ...
     sml_seed: str | None = None  # ... and the mapping seed they were trained behind (hex)
     noise: float = 0.01  # copy-noise: Gaussian noise, relative to each tensor's standard deviation
     late_by_s: float = 1.0  # late: how long after the deadline the submission arrives
@@ -259,13 +263,40 @@ class AdversaryMiner(Miner):
         return to_numpy(net)
 
     def _disguise(self, spec: Task, weights: Weights, seed: bytes, round_id: str) -> tuple[Weights, bytes]:
-        """Function-preserving reparametrization: the original mark goes, ours comes, our own map."""
-        key = own_marks(self.identity, self.protection, build_net(spec.model.name, spec.model.params,
-                        spec.dataset.input_shape, spec.dataset.n_classes), spec)[0].key
-        rng = np.random.default_rng(int.from_bytes(self.identity.derive("disguise")[:4], "big"))
-        disguised = reparametrize_mlp(weights, key, rng)
+        """Every hidden unit permuted and rescaled (the function kept, the owner's mark scrambled), moved
+        behind our own mapping layer, and our own mark written with the least change (just past 0: validators
+        ask for the bits, not a margin)."""
         own = mapping_seed(self.identity, crypto.message_hash(spec), round_id)
-        return remap(disguised, spec, seed, own), own
+        rng = np.random.default_rng(int.from_bytes(self.identity.derive(f"disguise|{round_id}")[:4], "big"))
+        moved = remap(permute_and_rescale(weights, rng), spec.model.name, spec.dataset.input_shape, seed, own)
+        marks = own_marks(self.identity, self.protection, self._net(spec), spec)
+        return (embed_mark(moved, marks[0].key, THIEF_MARGIN) if marks else moved), own
+
+    def _partial_reuse(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """An earlier winner behind our own map, the layer that hosts its owner's mark re-initialised, then
+        the task's epochs of training with our own mark, as an honest miner trains."""
+        if a.weights is None or a.sml_seed is None:
+            raise ValueError("a partial reuse needs the earlier winner's weights and mapping seed")
+        spec = task.message
+        own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)
+        moved = remap(a.weights, spec.model.name, spec.dataset.input_shape, bytes.fromhex(a.sml_seed), own)
+        start = reset_layer(moved, spec.model.name, spec.model.params, spec.dataset.input_shape,
+                            spec.dataset.n_classes, host_prefix(spec.model.name),
+                            seed=int.from_bytes(self.identity.derive("reset")[:4], "big"))
+        net = load_into(self._net(spec), start)
+        q, kind = mapping_layer(own, net, spec.model.name, spec.dataset.input_shape)
+        marks = own_marks(self.identity, self.protection, net, spec)
+        settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
+                                 optimizer=self.cfg.optimizer, seed=training_seed(self.identity, ctx.task_id),
+                                 val_fraction=self.cfg.val_fraction, num_threads=self.threads)
+        result = train(sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), data, settings, regularizers=marks)
+        weights = settled(net, marks, result.weights, self.protection.mark_margin)
+        note = f"earlier winner {crypto.hash_weights(a.weights)[:12]}, {host_prefix(spec.model.name)} reset"
+        return self._submit(task, ctx, weights, own), weights, note
+
+    @staticmethod
+    def _net(spec: Task) -> Any:
+        return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
 
     def _submit(self, task: Signed[Task], ctx: RoundContext, weights: Weights, seed: bytes | None, *,
                 template: Submission | None = None, claimed: int | None = None) -> MinedSubmission:
@@ -351,6 +382,7 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "bait": AdversaryMiner._random,
     "replay": AdversaryMiner._replay,
     "disguised-replay": AdversaryMiner._replay,
+    "partial-reuse": AdversaryMiner._partial_reuse,
     "forged-signature": AdversaryMiner._forged,
     "hash-mismatch": AdversaryMiner._hash_mismatch,
     "wrong-task": AdversaryMiner._wrong_task,
@@ -359,38 +391,6 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "secret-probe": AdversaryMiner._probe,
     "cross-chain-replay": AdversaryMiner._cross_chain,
 }
-
-
-def reparametrize_mlp(weights: Weights, key: watermark.WatermarkKey, rng: np.random.Generator) -> Weights:
-    """Permute and positively rescale the first hidden layer's units so ``key``'s bits read back.
-
-    ReLU is positively homogeneous, so unit i of ``fc.0`` scaled by 1/c_i and column i of
-    ``fc.1`` by c_i compute the same function; the permutation scrambles the old owner's
-    mark (Uchida reads the column means of ``fc.1``), the scales embed the new one (a linear
-    feasibility problem in c). The model's predictions do not change.
-    """
-    from scipy.optimize import linprog
-
-    order = rng.permutation(weights["fc.0.weight"].shape[0])
-    w0, b0, w1 = weights["fc.0.weight"][order], weights["fc.0.bias"][order], weights["fc.1.weight"][:, order]
-    mean = w1.astype(np.float64).mean(0)
-    signs = np.where(key.bits == 1, 1.0, -1.0)
-    a = (key.x.astype(np.float64) * mean[:, None] * signs[None, :]).T  # row j: the margin of bit j is a_j . c
-    n = mean.shape[0]
-    # maximise t subject to a c >= t, 0.2 <= c <= 5
-    res = linprog(np.r_[np.zeros(n), -1.0], A_ub=np.c_[-a, np.ones(len(a))], b_ub=np.zeros(len(a)),
-                  bounds=[(0.2, 5.0)] * n + [(None, 1.0)], method="highs")
-    c = (res.x[:n] if res.success else np.ones(n)).astype(np.float32)
-    return {**weights, "fc.0.weight": w0 / c[:, None], "fc.0.bias": b0 / c, "fc.1.weight": w1 * c[None, :]}
-
-
-def remap(weights: Weights, spec: Task, old_seed: bytes, new_seed: bytes) -> Weights:
-    """Weights trained behind ``old_seed``'s mapping layer, re-expressed behind ``new_seed``'s (W Q_old Q_new^T)."""
-    first = net_info(spec.model.name).first_layer
-    q_old, kind = mapping_layer(old_seed, weights, spec.model.name, spec.dataset.input_shape)
-    q_new, _ = mapping_layer(new_seed, weights, spec.model.name, spec.dataset.input_shape)
-    raw = sml.fold_into_first_layer(weights, first, q_old, kind)
-    return sml.fold_into_first_layer(raw, first, np.ascontiguousarray(q_new.T), kind)
 
 
 # -------------------------------------------------------------- validators

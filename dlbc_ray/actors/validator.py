@@ -4,11 +4,15 @@ Checks run cheapest first and the first failure is the verdict: envelope, timing
 weight hash, architecture, mapping-seed reveal, watermark ownership, reuse of weights
 already accepted or already rewarded, then the score on the test split through the
 miner's own mapping layer. Last, over the whole round, near copies: of two valid models
-within ``copy_distance``, the one carrying the other's watermark (or else the later) loses.
+within ``copy_distance``, the one carrying the other's watermark (or else the later) loses;
+and provenance: a valid model that computes what an earlier valid model computes (one this
+validator judged in an earlier round, or an earlier arrival of this round by another miner)
+is ``derived``, whatever its weights look like (``models.fingerprint``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +25,16 @@ import torch
 from dlbc_ray import crypto
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
-from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, check_reveal, check_timing
+from dlbc_ray.consensus.verdicts import (Judgement, check_envelope, check_provenance, check_reuse, check_reveal,
+                                         check_timing)
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError, InvalidModelFile
 from dlbc_ray.models import baas, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.evaluate import evaluate
+from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, compare, fingerprint, null_fingerprints,
+                                         probe_inputs)
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import layer_distance, mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
@@ -56,6 +63,7 @@ class _Judged:
     verdict: Verdict
     score: int
     detail: str
+    seed: bytes | None = None  # the revealed mapping seed the model was scored behind
 
     @property
     def valid(self) -> bool:
@@ -72,6 +80,9 @@ class Validator:
         # sets it (anyone could re-register a rival) and none hands it out
         self._marks: dict[str, bytes] = dict(marks)
         self._keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
+        # earlier valid models' fingerprints and each task family's probes: never handed out by any method
+        self._refs = ReferenceSet()
+        self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...]]] = {}
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
 
     def info(self) -> dict[str, Any]:
@@ -90,6 +101,7 @@ class Validator:
             judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock))
         t = time.perf_counter()
         self._resolve_copies(spec, judged)
+        self._resolve_derived(spec, test, judged, ctx, won_models)
         t = clock.add("checks_ms", t)
         root = compute_submissions_root([a.signed.message.commit for a in arrivals])
         votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, submissions_root=root,
@@ -147,7 +159,8 @@ class Validator:
             return _Judged(sub, weights, rejection[0], 0, rejection[1])
         score = self._score(spec, net, test, sub, weights, arrival)
         clock.add("eval_ms", t)
-        return _Judged(sub, weights, Verdict.VALID, score, "")
+        seed = bytes.fromhex(arrival.reveal.message.sml_seed) if sub.sml_commitment and arrival.reveal else None
+        return _Judged(sub, weights, Verdict.VALID, score, "", seed)
 
     @staticmethod
     def _fetch(ref: Any) -> dict[str, np.ndarray] | None:
@@ -224,6 +237,58 @@ class Validator:
                     later.verdict, later.detail = Verdict.COPY, (
                         f"within {distance:.4f} of {earlier.sub.commit[:12]} without beating it")
 
+    def _resolve_derived(self, spec: Task, test: Split, judged: Sequence[_Judged], ctx: RoundContext,
+                         won: frozenset[str]) -> None:
+        """A valid model that computes what an earlier one by another miner computes is ``derived``.
+
+        Earlier: a valid model of an earlier round on the same data and architecture (at most
+        ``ReferenceSet.per_key`` of them), or an earlier arrival of this round. Only valid models
+        are fingerprinted (one forward pass on the probes each) and compared, all references of a
+        layer in one matrix product. Fusion tasks start every miner from one shared init: skipped.
+        """
+        valid = [j for j in judged if j.valid]
+        if spec.fusion != "winner" or not valid:
+            return
+        key = provenance_key(spec)
+        probes, nulls = self._probe_set(spec, test, key)
+        earlier = self._refs.earlier(key, round_id=ctx.round_id)
+        here: list[Reference] = []
+        for j in valid:
+            fp = self._fingerprint(spec, j, probes)
+            refs = [r for r in earlier + here if r.miner != j.sub.miner]
+            sims = compare(fp, [r.fingerprint for r in refs], nulls)
+            judgement = check_provenance([(r.name, s.units, s.agreement) for r, s in zip(refs, sims)])
+            if judgement is not None:
+                j.verdict, j.detail = judgement
+                continue
+            here.append(Reference(j.sub.commit[:12], j.sub.miner, ctx.round_id, j.sub.model_hash, fp))
+        for ref in here:
+            self._refs.remember(key, ref, won)
+
+    def _probe_set(self, spec: Task, test: Split, key: str) -> tuple[np.ndarray, tuple[Fingerprint, ...]]:
+        """The probes of this data and architecture (drawn from the test split by its public hash) and the
+        random nets that set each layer's chance level, made once."""
+        if key not in self._probes:
+            probes = probe_inputs(test, spec.dataset.test_hash)
+
+            def build(seed: int) -> torch.nn.Module:
+                return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
+                                 spec.dataset.n_classes, seed=seed)
+
+            self._probes[key] = probes, null_fingerprints(build, probes)
+        return self._probes[key]
+
+    @staticmethod
+    def _fingerprint(spec: Task, j: _Judged, probes: np.ndarray) -> Fingerprint:
+        """What ``j``'s model computes on the raw probes, through its submitter's own mapping layer."""
+        assert j.weights is not None
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        x = probes
+        if j.seed is not None:
+            q, kind = mapping_layer(j.seed, net, spec.model.name, spec.dataset.input_shape)
+            x = sml.map_inputs(probes, q, kind)
+        return fingerprint(net, j.weights, x)
+
     def _copied_by_marks(self, spec: Task, a: _Judged, b: _Judged) -> tuple[_Judged, _Judged, float] | None:
         """(copy, original, chance) when exactly one of the pair carries the other's mark beyond ``copy_owner_p``."""
         if not self.protection.watermark or a.sub.miner not in self._marks or b.sub.miner not in self._marks:
@@ -239,6 +304,12 @@ class Validator:
         if a_has_b < p <= b_has_a:
             return a, b, a_has_b
         return None
+
+
+def provenance_key(spec: Task) -> str:
+    """Models are compared only within one (training data, test data, architecture)."""
+    ds = spec.dataset
+    return "|".join((ds.train_hash, ds.test_hash, spec.model.name, json.dumps(dict(spec.model.params), sort_keys=True)))
 
 
 def mark_key(cache: dict[tuple[str, str, Any], watermark.WatermarkKey], marks: Mapping[str, bytes],

@@ -1,4 +1,4 @@
-"""Verdict rules that need no model: envelope, timing, duplicates and replays.
+"""Verdict rules that need no model: envelope, timing, duplicates, replays, and provenance figures.
 
 Validators apply them before touching weights; the consensus actor applies the
 envelope rules on arrival, so nothing that would break a ledger rule enters a block.
@@ -6,9 +6,10 @@ envelope rules on arrival, so nothing that would break a ledger rule enters a bl
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 
 from dlbc_ray import crypto
+from dlbc_ray.consensus.provenance import compute_derived_reason
 from dlbc_ray.schema import Signed, Submission, Verdict
 from dlbc_ray.schema.rounds import SubmissionArrival
 from dlbc_ray.schema.submission import Reveal
@@ -57,4 +58,17 @@ def check_reveal(submission: Submission, reveal: Signed[Reveal] | None, commitme
         return Verdict.BAD_REVEAL, "reveal not signed by the miner"
     if (r.task_id, r.commit) != (submission.task_id, submission.commit) or commitment != submission.sml_commitment:
         return Verdict.BAD_REVEAL, "revealed seed does not match the commitment"
+    return None
+
+
+def check_provenance(matches: Sequence[tuple[str, Sequence[float], float]]) -> Judgement | None:
+    """``derived`` when the submission computes what one of the named models computes.
+
+    ``matches``: per earlier model (a name for the detail line), the unit match above chance per hidden
+    layer and the label agreement on the probes (``models.fingerprint``); the rule is ``consensus.provenance``.
+    """
+    for name, units, agreement in matches:
+        reason = compute_derived_reason(units, agreement)
+        if reason is not None:
+            return Verdict.DERIVED, f"derived from {name}: {reason}"
     return None

@@ -53,6 +53,7 @@ class Verdict(str, Enum):
     COPY = "copy"
     REPLAY = "replay"
     STOLEN = "stolen"
+    DERIVED = "derived"  # computes what an earlier or a rival model computes (a disguised replay or copy)
     BAD_REVEAL = "bad_reveal"
 
     def is_valid(self) -> bool:

@@ -289,16 +289,63 @@ def test_a_noisy_copy_with_the_thiefs_mark_settled_is_rejected_even_alone(setup:
     assert vote.verdict is Verdict.STOLEN and "carries the watermark" in vote.detail
 
 
-# --------------------------------------------------------------- known gaps
+# -------------------------------------------------------------- provenance
 
 
-@pytest.mark.xfail(strict=True, reason="Uchida marks are not invariant to function-preserving reparametrization: "
-                   "permuting and positively rescaling the hidden units removes the winner's mark and embeds the "
-                   "replayer's; the seed is public after the reveal, so the model re-maps to the replayer's own "
-                   "layer. The replay check compares exact hashes only: judged valid, same accuracy")
+def next_round(setup: Setup) -> Setup:
+    """The same task's next round (a retry): another round id, the same validators."""
+    return Setup(setup.bundle, setup.task, setup.ctx.model_copy(update={"round_id": fake_hash("next round")}),
+                 setup.victim)
+
+
 def test_a_disguised_replay_of_an_earlier_winner_is_rejected(setup: Setup) -> None:
+    """Units permuted and rescaled, re-mapped to the replayer's own layer, its own mark written: every weight
+    differs and the mark reads as the replayer's, but the validator that judged the winner knows its function."""
+    won, judge_ = setup.victim, validator()
+    assert judge(setup, won, by=judge_)[0].verdict is Verdict.VALID  # the winner's round, on this validator
+    attack = MinerAttack("disguised-replay", weights=won.weights, sml_seed=won.reveal.message.sml_seed)  # type: ignore[union-attr]
+    later = next_round(setup)
+    replay = adversary(later, attack)
+    assert replay.signed.message.model_hash != won.signed.message.model_hash
+    (vote,) = judge(later, replay, by=judge_, won=frozenset({won.signed.message.model_hash}))
+    assert vote.verdict is Verdict.DERIVED and won.signed.message.commit[:12] in vote.detail, vote.detail
+
+
+def test_a_disguised_replay_passes_every_other_check(setup: Setup) -> None:
+    """Without the earlier round on record the same submission is valid: provenance is what catches it."""
     won = setup.victim
     attack = MinerAttack("disguised-replay", weights=won.weights, sml_seed=won.reveal.message.sml_seed)  # type: ignore[union-attr]
-    replay = adversary(setup, attack)
-    (vote,) = judge(setup, replay, won=frozenset({won.signed.message.model_hash}))
-    assert vote.verdict is not Verdict.VALID
+    later = next_round(setup)
+    (vote,) = judge(later, adversary(later, attack), won=frozenset({won.signed.message.model_hash}))
+    assert vote.verdict is Verdict.VALID and vote.score > setup.task.message.target
+
+
+def test_partial_reuse_of_an_earlier_winner_is_rejected(setup: Setup) -> None:
+    """The winner's mark host reset and the task's epochs trained with the thief's own mark."""
+    won, judge_ = setup.victim, validator()
+    judge(setup, won, by=judge_)
+    attack = MinerAttack("partial-reuse", weights=won.weights, sml_seed=won.reveal.message.sml_seed)  # type: ignore[union-attr]
+    later = next_round(setup)
+    (vote,) = judge(later, adversary(later, attack), by=judge_)
+    assert vote.verdict is Verdict.DERIVED, vote.detail
+
+
+def test_honest_models_of_later_rounds_are_not_derived(setup: Setup) -> None:
+    """Another miner's honest model for the retry, and the victim's own again, beside the remembered winner."""
+    judge_ = validator()
+    judge(setup, setup.victim, by=judge_)
+    later = next_round(setup)
+    other = mined_by(honest_miner(THIEF), later.task, later.bundle, later.ctx)
+    again = mined_by(honest_miner(VICTIM), later.task, later.bundle, later.ctx)
+    votes = judge(later, other, again, by=judge_)
+    assert [v.verdict for v in votes] == [Verdict.VALID, Verdict.VALID], [v.detail for v in votes]
+
+
+def test_a_disguised_copy_later_in_the_same_round_is_derived(setup: Setup) -> None:
+    """Within a round: the later of two models that compute the same thing, by different miners, is derived."""
+    from dlbc_ray.models.disguise import permute_and_rescale
+
+    copy = as_miner(_signed_for(setup.victim, permute_and_rescale(setup.victim.weights, np.random.default_rng(1))),
+                    THIEF)
+    first, second = judge(setup, setup.victim, copy, by=validator(UNMARKED))
+    assert first.verdict is Verdict.VALID and second.verdict is Verdict.DERIVED, second.detail

@@ -1,0 +1,190 @@
+"""Function-level provenance: honest independent models against disguised copies, per built-in net.
+
+    python benchmarks/provenance.py [--quick] [--json]
+
+For each net (mlp and cnn on digits, cnn1d on mnist1d) it trains honest miners the way a
+miner does (the task's shared init, each behind its own Secure Mapping Layer, its own
+watermark, the task's epochs, the mark settled) and, from one of them, the disguises a
+thief can make after the reveal (``dlbc_ray.models.disguise``): hidden units permuted and
+rescaled, re-mapped to the thief's own layer and its own mark settled; the same plus 1%
+noise; plus 100 fine-tuning steps; and partial reuse (the mark's host layer reset, then the
+task's epochs of training with the thief's mark). Every model is fingerprinted on the raw
+probes through its own mapping layer, as a validator does, and every honest pair and every
+(victim, disguise) pair is compared. Printed: the figures the rule reads (best per-layer unit
+match, label agreement) for the most alike honest pair and the least alike disguise, with
+the thresholds of ``consensus.provenance`` beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import MINER, PROTECTION, command_line, emit, identity, parse_flags, section, settings, table
+from dlbc_ray.consensus.provenance import AGREEMENT_THRESHOLD, UNIT_THRESHOLD, compute_derived_reason
+from dlbc_ray.crypto import Identity
+from dlbc_ray.models import sml, watermark
+from dlbc_ray.models.data import DatasetBundle, load_builtin
+from dlbc_ray.models.disguise import add_noise, embed_mark, host_prefix, layer_chain, permute_and_rescale, remap, reset_layer
+from dlbc_ray.models.evaluate import evaluate
+from dlbc_ray.models.fingerprint import Fingerprint, Similarity, compare, fingerprint, null_fingerprints, probe_inputs
+from dlbc_ray.models.nets import build_net
+from dlbc_ray.models.protect import mapping_layer, mark_secret, watermark_key
+from dlbc_ray.models.training import train
+from dlbc_ray.models.weights import load_into, to_numpy
+
+Weights = dict[str, np.ndarray]
+NETS = {"mlp": "digits", "cnn": "digits", "cnn1d": "mnist1d"}
+DISGUISES = ("permuted", "permuted+noise", "permuted+fine-tune", "partial-reuse", "reset-first")
+THIEF_MARGIN = 0.05  # validators ask for the bits, not a margin: a thief settles just past 0, changing little
+EPOCHS = 2  # MINIMAL's task epochs: the least-trained honest models are the most alike (shared init)
+
+
+@dataclass(frozen=True)
+class Specimen:
+    """A model as validators see it: weights trained behind ``seed``'s mapping layer, by ``who``."""
+
+    name: str
+    weights: Weights = field(repr=False)
+    seed: bytes
+    who: Identity
+
+
+class Lab:
+    """Honest miners and thieves for one net on one dataset (deterministic: same run, same models)."""
+
+    def __init__(self, model: str, bundle: DatasetBundle, *, epochs: int = EPOCHS) -> None:
+        self.model, self.bundle, self.epochs = model, bundle, epochs
+        self.probes = probe_inputs(bundle.test, f"bench/{bundle.name}")
+        self.nulls = null_fingerprints(self.net, self.probes)
+
+    def net(self, seed: int = 0):  # type: ignore[no-untyped-def]
+        return build_net(self.model, {}, self.bundle.input_shape, self.bundle.n_classes, seed=seed)
+
+    def seed_of(self, who: Identity) -> bytes:
+        return hashlib.sha256(b"bench-sml|" + who.derive("sml") + self.model.encode()).digest()
+
+    def mapped(self, net, seed: bytes):  # type: ignore[no-untyped-def]
+        q, kind = mapping_layer(seed, net, self.model, self.bundle.input_shape)
+        return sml.MappedNet(net, sml.SecureMappingLayer(q, kind))
+
+    def key(self, who: Identity, net) -> watermark.WatermarkKey:  # type: ignore[no-untyped-def]
+        return watermark_key(mark_secret(who), who.public_key, net, self.model, PROTECTION.watermark_bits)
+
+    def trained(self, who: Identity, weights: Weights, seed: bytes, epochs: int, name: str,
+                margin: float = PROTECTION.mark_margin) -> Specimen:
+        """``weights`` trained ``epochs`` behind ``seed``'s layer with ``who``'s mark, settled like a miner
+        (no epochs: the thief's mark written with the least change, ``embed_mark``)."""
+        net = load_into(self.net(), weights)
+        key = self.key(who, net)
+        if epochs:
+            train_seed = int.from_bytes(hashlib.sha256(who.derive("train") + name.encode()).digest()[:4], "big")
+            train(self.mapped(net, seed), self.bundle.train, settings(train_seed, epochs),
+                  regularizers=[watermark.WatermarkRegularizer(key, PROTECTION.watermark_lambda)])
+        watermark.settle(net, key, margin=margin, max_steps=5_000)
+        return Specimen(name, to_numpy(net), seed, who)
+
+    def honest(self, index: int) -> Specimen:
+        who = identity("miner", index)
+        return self.trained(who, to_numpy(self.net()), self.seed_of(who), self.epochs, f"honest-{index}")
+
+    def disguise(self, kind: str, victim: Specimen, thief: Identity) -> Specimen:
+        rng = np.random.default_rng(int.from_bytes(thief.derive(kind)[:4], "big"))
+        own, shape = self.seed_of(thief), self.bundle.input_shape
+        weights = permute_and_rescale(victim.weights, rng)
+        if kind == "permuted+noise":
+            weights = add_noise(weights, rng, 0.01)
+        weights = remap(weights, self.model, shape, victim.seed, own)
+        key = self.key(thief, self.net())
+        if kind in ("partial-reuse", "reset-first"):  # one layer re-initialised, then the task's epochs of training
+            layer = host_prefix(self.model) if kind == "partial-reuse" else layer_chain(weights)[0]
+            start = reset_layer(weights, self.model, {}, shape, self.bundle.n_classes, layer, seed=7)
+            return self.trained(thief, start, own, self.epochs, kind, THIEF_MARGIN)
+        weights = embed_mark(weights, key, THIEF_MARGIN)  # the thief's mark, written with the least change
+        return self.trained(thief, weights, own, int(kind == "permuted+fine-tune"), kind, THIEF_MARGIN / 2)
+
+    def fingerprint(self, s: Specimen) -> Fingerprint:  # as a validator: raw probes through the submitter's map
+        q, kind = mapping_layer(s.seed, s.weights, self.model, self.bundle.input_shape)
+        return fingerprint(self.net(), s.weights, sml.map_inputs(self.probes, q, kind))
+
+    def accuracy(self, s: Specimen) -> float:
+        q, kind = mapping_layer(s.seed, s.weights, self.model, self.bundle.input_shape)
+        test = self.bundle.test
+        return evaluate(self.net(), s.weights, type(test)(x=sml.map_inputs(test.x, q, kind), y=test.y))
+
+
+@dataclass(frozen=True)
+class Row:
+    net: str
+    pair: str
+    units: tuple[float, ...]
+    agreement: float
+    accuracy: float
+    derived: bool
+
+
+def measure(model: str, honest: int, epochs: int = EPOCHS) -> tuple[list[Row], float]:
+    lab = Lab(model, load_builtin(NETS[model]), epochs=epochs)
+    models = [lab.honest(i) for i in range(honest)]
+    thief = identity("thief", 0)
+    t0 = time.perf_counter()
+    fps = [lab.fingerprint(m) for m in models]
+    fp_ms = (time.perf_counter() - t0) * 1e3 / len(models)
+    rows = [_row(model, f"honest {i}~{j}", compare(fps[j], [fps[i]], lab.nulls)[0], lab.accuracy(models[j]))
+            for i, j in itertools.combinations(range(honest), 2)]
+    for kind in DISGUISES:
+        fake = lab.disguise(kind, models[0], thief)
+        rows.append(_row(model, kind, compare(lab.fingerprint(fake), [fps[0]], lab.nulls)[0], lab.accuracy(fake)))
+    return rows, fp_ms
+
+
+def _row(model: str, pair: str, sim: Similarity, accuracy: float) -> Row:
+    return Row(model, pair, sim.units, sim.agreement, accuracy, compute_derived_reason(sim.units, sim.agreement) is not None)
+
+
+def report(rows: list[Row], fp_ms: dict[str, float]) -> str:
+    body = table(["net", "pair", "unit match per layer", "best", "agreement", "acc", "derived"],
+                 [[r.net, r.pair, " ".join(f"{u:.3f}" for u in r.units), f"{max(r.units):.3f}", f"{r.agreement:.3f}",
+                   f"{r.accuracy:.3f}", "yes" if r.derived else "no"] for r in rows])
+    margins = []
+    for net in dict.fromkeys(r.net for r in rows):
+        honest = [r for r in rows if r.net == net and r.pair.startswith("honest")]
+        fakes = [r for r in rows if r.net == net and not r.pair.startswith("honest")]
+        margins.append([net, f"{max(max(r.units) for r in honest):.3f}", f"{min(max(r.units) for r in fakes):.3f}",
+                        f"{UNIT_THRESHOLD:.2f}", f"{max(r.agreement for r in honest):.3f}",
+                        f"{min(r.agreement for r in fakes):.3f}", f"{AGREEMENT_THRESHOLD:.2f}",
+                        f"{fp_ms[net]:.1f}"])
+    summary = table(["net", "honest max unit", "disguise min unit", "threshold", "honest max agree",
+                     "disguise min agree", "threshold", "fingerprint ms"], margins)
+    ok = all(r.derived != r.pair.startswith("honest") for r in rows)
+    return "\n".join([f"$ {command_line()}", section("Pairs", body), section("Margins", summary),
+                      f"\nevery honest pair below, every disguise above: {'yes' if ok else 'NO'}"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_flags(__doc__.splitlines()[0], argv, lambda p: (
+        p.add_argument("--epochs", type=int, default=EPOCHS, help="task epochs of honest miners and partial reuse"),
+        p.add_argument("--nets", default=",".join(NETS), help="comma-separated nets")))
+    nets, honest = tuple(args.nets.split(",")), 4 if args.quick else 6
+    rows: list[Row] = []
+    fp_ms: dict[str, float] = {}
+    for net in nets:
+        got, fp_ms[net] = measure(net, honest, args.epochs)
+        rows += got
+    figures = {"rows": [r.__dict__ for r in rows], "fingerprint_ms": fp_ms,
+               "thresholds": {"unit": UNIT_THRESHOLD, "agreement": AGREEMENT_THRESHOLD}}
+    emit(args.json, figures, lambda: report(rows, fp_ms))
+    return 0 if all(r.derived != r.pair.startswith("honest") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

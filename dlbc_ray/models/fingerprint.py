@@ -1,0 +1,180 @@
+"""Function-level provenance: does a submission compute what an earlier model computes?
+
+Weight bytes say nothing once a thief permutes and rescales hidden units (``disguise``);
+what the network computes does. A validator runs each model, on raw inputs through its
+submitter's own revealed mapping layer, over a fixed probe set and keeps, per hidden
+layer, every unit's activation pattern, plus the predicted labels. Two measures follow:
+
+- **unit match** (Li et al., "Convergent learning", ICLR 2016): per layer, the mean over
+  one model's units of the best Pearson correlation with any unit of the other. Invariant
+  to permuting units and to scaling each by c > 0, and layer by layer, so a model of which
+  only some layers were reset and retrained ("partial reuse") still shows the layers it kept.
+- **agreement**: the share of probes on which the two predict the same label, with half the
+  probes mixes of two test inputs of different classes, near decision boundaries where
+  independently trained models part ways (the idea of IPGuard, Cao et al., AsiaCCS 2021,
+  and ModelDiff, Li et al., ISSTA 2021, without their adversarial search).
+
+The probes are the validator's held-out test inputs, chosen and mixed by a public key (the
+dataset's test hash): every validator draws the same ones, and no miner holds them. The
+decision rule on these figures is ``consensus.provenance``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlbc_ray.models.data import Split
+from dlbc_ray.models.disguise import layer_chain
+from dlbc_ray.models.weights import load_into, to_numpy
+
+PROBES = 384  # a third natural test inputs, a third mixes, a third noise; the benchmark measures margins at this size
+NULL_SEEDS = (1_000, 1_001)  # the public random nets that set each layer's chance level
+PROBE_DOMAIN = b"dlbc/provenance-probes/v1|"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What one model computes on the probes: per hidden layer (P, U) centred, unit-norm unit columns
+    (dead units dropped), and the predicted label of each probe."""
+
+    units: tuple[np.ndarray, ...]
+    labels: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(u.nbytes for u in self.units) + self.labels.nbytes
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """How alike two fingerprints are: per hidden layer the unit match above chance (1: the same units,
+    0: no more alike than a random net of that architecture), and the label agreement (0..1)."""
+
+    units: tuple[float, ...]
+    agreement: float
+
+
+def probe_inputs(test: Split, key: str, n: int = PROBES) -> np.ndarray:
+    """``n`` probes from the held-out ``test`` split, drawn by ``key``: a third inputs as they are, a third
+    mixes ``a x_i + (1 - a) x_j`` of two inputs of different classes (a in [0.35, 0.65]), and a third
+    Gaussian noise with the split's mean and spread (where unrelated units decorrelate best)."""
+    digest = hashlib.sha256(PROBE_DOMAIN + key.encode()).digest()
+    rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "big")))
+    x, y = np.asarray(test.x, np.float32), np.asarray(test.y)
+    k = n // 3
+    natural = x[rng.choice(len(x), size=k, replace=len(x) < k)]
+    i, j = rng.integers(len(x), size=(2, 8 * k + 8))
+    pairs = np.flatnonzero(y[i] != y[j])[:k]
+    pairs = pairs if len(pairs) == k else np.arange(k)  # a one-class split: plain mixes
+    a = rng.uniform(0.35, 0.65, size=k).astype(np.float32).reshape(-1, *([1] * (x.ndim - 1)))
+    mixed = a * x[i[pairs]] + (1 - a) * x[j[pairs]]
+    noise = x.mean(0) + x.std() * rng.standard_normal((n - 2 * k, *x.shape[1:]))
+    return np.ascontiguousarray(np.concatenate([natural, mixed, noise]), dtype=np.float32)
+
+
+def fingerprint(net: nn.Module, weights: Mapping[str, np.ndarray], probes: np.ndarray) -> Fingerprint:
+    """Run ``net`` carrying ``weights`` on ``probes`` (already through the submitter's mapping layer)."""
+    chain = layer_chain(weights)
+    modules = dict(net.named_modules())
+    seen: list[torch.Tensor] = []
+    hooks = [modules[name].register_forward_hook(lambda m, i, o: seen.append(o)) for name in chain[:-1]]
+    try:
+        load_into(net, weights).eval()
+        with torch.inference_mode():
+            logits = net(torch.from_numpy(probes))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    units = tuple(_columns(o.flatten(2).mean(2) if o.ndim > 2 else o) for o in seen)
+    return Fingerprint(units=units, labels=logits.argmax(1).numpy().astype(np.int16))
+
+
+def null_fingerprints(build: Callable[[int], nn.Module], probes: np.ndarray) -> tuple[Fingerprint, ...]:
+    """Fingerprints of the public random nets (``build(seed)``) on raw probes: each layer's chance level."""
+    return tuple(fingerprint(build(seed), to_numpy(build(seed)), probes) for seed in NULL_SEEDS)
+
+
+def _columns(acts: torch.Tensor) -> np.ndarray:
+    """(P, U) activations centred per unit and scaled to unit norm; units that never vary are dropped."""
+    a = acts.double().numpy()
+    a = a - a.mean(0)
+    norms = np.linalg.norm(a, axis=0)
+    live = norms > 1e-6 * max(float(norms.max(initial=0.0)), 1e-30)
+    return np.ascontiguousarray(a[:, live] / norms[live], dtype=np.float32)
+
+
+def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Fingerprint]) -> list[Similarity]:
+    """``fp`` against each reference, one matrix product per layer for all of them together.
+
+    Each layer's match is rescaled by its chance level, ``fp``'s match with ``nulls`` (random nets
+    of the same architecture): a layer of few weights per unit (a 3-tap first conv) matches
+    anything well, and says nothing.
+    """
+    if not refs:
+        return []
+    excess = []
+    for k, a in enumerate(fp.units):
+        raw = _unit_match(a, [r.units[k] if k < len(r.units) else None for r in refs])
+        chance = float(np.mean(_unit_match(a, [n.units[k] if k < len(n.units) else None for n in nulls]) or [0.0]))
+        excess.append([(m - chance) / (1.0 - chance) if chance < 1.0 - 1e-6 else 0.0 for m in raw])
+    return [Similarity(units=tuple(layer[r] for layer in excess),
+                       agreement=float(np.mean(fp.labels == ref.labels)) if ref.labels.shape == fp.labels.shape
+                       else 0.0) for r, ref in enumerate(refs)]
+
+
+def _unit_match(a: np.ndarray, refs: Sequence[np.ndarray | None]) -> list[float]:
+    """Per reference, the mean over ``a``'s units of their best correlation with one of its units."""
+    usable = [(r, b) for r, b in enumerate(refs) if b is not None and b.shape[0] == a.shape[0] and b.shape[1]]
+    out = [0.0] * len(refs)
+    if not usable or not a.shape[1]:
+        return out
+    corr = a.T @ np.concatenate([b for _, b in usable], axis=1)  # (U_a, sum U_b)
+    start = 0
+    for r, b in usable:
+        out[r] = float(corr[:, start:start + b.shape[1]].max(1).mean())
+        start += b.shape[1]
+    return out
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An earlier valid model a validator judged: who sent it, in which round, and what it computes."""
+
+    name: str  # how a verdict's detail names it
+    miner: str
+    round_id: str
+    model_hash: str
+    fingerprint: Fingerprint
+
+
+class ReferenceSet:
+    """The earlier valid models worth comparing against, at most ``per_key`` per (dataset, architecture).
+
+    Bounded, so a validator's cost per submission does not grow with the chain: when full,
+    the oldest model that never won goes first (winners are what replays copy), then the oldest.
+    """
+
+    def __init__(self, per_key: int = 16) -> None:
+        self.per_key = per_key
+        self._refs: dict[str, dict[str, Reference]] = {}  # key -> model hash -> reference, oldest first
+
+    def earlier(self, key: str, *, round_id: str) -> list[Reference]:
+        """The references from rounds other than ``round_id``."""
+        return [r for r in self._refs.get(key, {}).values() if r.round_id != round_id]
+
+    def remember(self, key: str, ref: Reference, won: Container[str]) -> None:
+        refs = self._refs.setdefault(key, {})
+        refs.pop(ref.model_hash, None)
+        refs[ref.model_hash] = ref
+        while len(refs) > self.per_key:
+            gone = next((h for h in refs if h not in won), next(iter(refs)))
+            del refs[gone]
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._refs.values())
