@@ -108,14 +108,21 @@ def domain_of(message: BaseModel) -> bytes:
     return domain
 
 
+@lru_cache(maxsize=256)
 def _prefixed(dom: bytes) -> bytes:
     return len(dom).to_bytes(1, "big") + dom
+
+
+@lru_cache(maxsize=256)
+def _chain_bytes(chain_id: str) -> bytes:
+    """A chain id's raw bytes (ValueError for a string that is not hex; errors are not cached)."""
+    return bytes.fromhex(chain_id)
 
 
 def signing_root(message: BaseModel, chain_id: str, domain: bytes | None = None) -> bytes:
     """What a signature covers: the message's domain, the chain it is meant for, the message."""
     dom = domain if domain is not None else domain_of(message)
-    return hashlib.sha256(_prefixed(dom) + bytes.fromhex(chain_id) + canonical_bytes(message)).digest()
+    return hashlib.sha256(_prefixed(dom) + _chain_bytes(chain_id) + canonical_bytes(message)).digest()
 
 
 def message_hash(message: BaseModel) -> str:
@@ -256,7 +263,7 @@ def _verify_ahead(signeds: Iterable[Signed[Any]], *, remember: bool) -> list[_Ch
         message = signed.message
         try:
             encoded = canonical_bytes(message)
-            root = hashlib.sha256(_prefixed(domain_of(message)) + bytes.fromhex(signed.chain_id) + encoded).digest()
+            root = hashlib.sha256(_prefixed(domain_of(message)) + _chain_bytes(signed.chain_id) + encoded).digest()
         except (TypeError, ValueError, OverflowError, RecursionError):
             continue
         if remember and message.model_config.get("frozen"):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from dlbc_ray import crypto
 from dlbc_ray.consensus import ChainState, compute_block_hash, process_block, validate_block
+from dlbc_ray.consensus.validation import SignedHeader
 from dlbc_ray.errors import CorruptLedger, DLBCError, InvalidBlock
 from dlbc_ray.ledger.snapshot import is_checkpoint_height, load_checkpoint, make_checkpoint
 from dlbc_ray.ledger.store import LedgerStore, StoredBlock
@@ -78,7 +79,7 @@ def _unreadable(row: StoredBlock, e: Exception) -> CorruptLedger:
 def block_signatures(block: Block) -> list[Signed]:  # type: ignore[type-arg]
     """Every signed envelope the rules check in a block: header, submissions, votes, fusion votes, txs, evidence."""
     header = block.header
-    signeds: list[Signed] = [Signed[BlockHeader].model_construct(  # type: ignore[type-arg]
+    signeds: list[Signed] = [SignedHeader.model_construct(  # type: ignore[type-arg]
         message=header, chain_id=header.chain_id, signer=header.proposer, signature=block.signature)]
     signeds += block.submissions
     signeds += block.votes
