@@ -46,7 +46,7 @@ from dlbc_ray.models.data import Split, holdout
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.system import ClassifierSystem
-from dlbc_ray.models.transcript import Checkpoint, Transcript, epoch_order, flatten_optimizer, load_optimizer
+from dlbc_ray.models.transcript import Checkpoint, Opening, Transcript, epoch_order, flatten_optimizer, load_optimizer
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Submission, Task
 from dlbc_ray.schema.base import revalidated
@@ -119,9 +119,6 @@ def relative_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) 
 
 
 # ------------------------------------------------------------------ audit
-
-Opening = tuple[CheckpointLeaf, MerkleProof, Checkpoint]
-
 
 @dataclass(frozen=True)
 class Committed:
@@ -315,3 +312,36 @@ def derive_for(spec: Task, task_id: str, round_id: str, train: Split, submission
                         max_epochs=spec.max_epochs, epochs=submission.epochs, hyperparameters=hyper)
     return Derived(make_system=make_system, fit=fit, initial=to_numpy(trainable()), finish=finish,
                    model_hash=submission.model_hash, expected=expected)
+
+
+Served = tuple[TranscriptHeader, str, Opening | None]  # what ``Miner.transcript_opening`` answers
+
+
+def audit_submission(submission: Submission, derived: Derived, params: AuditParams, seed: bytes,
+                     ask: Callable[[int], Served]) -> tuple[AuditOutcome, AuditCost]:
+    """A validator's audit of one submission, reaching the miner only through ``ask(index)``; a miner that
+    does not answer (any DLBCError: refused, timed out, dead) is a named failure, never an exception."""
+    if submission.transcript_root is None:
+        return AuditOutcome(False, AuditFailure.NO_TRANSCRIPT, "the submission commits to no transcript"), AuditCost()
+    try:
+        served = ask(0)
+        header, checkpoints_root = served[0], served[1]
+    except DLBCError as e:
+        return AuditOutcome(False, AuditFailure.MISSING_CHECKPOINT, f"the miner did not serve its transcript "
+                            f"({e.reason})"), AuditCost()
+    except (TypeError, IndexError, KeyError):
+        header = checkpoints_root = None
+
+    def fetch(index: int) -> Opening | None:
+        answer = ask(index)
+        return answer[2] if isinstance(answer, tuple) and len(answer) == 3 else None
+
+    return audit(Committed(submission.transcript_root, header, checkpoints_root, fetch), derived, params, seed)
+
+
+def describe(outcome: AuditOutcome) -> str:
+    """One line for a vote's detail: the reason, what was seen, and the evidence hashes (short)."""
+    if outcome.passed or outcome.reason is None:
+        return ""
+    evidence = "" if outcome.expected is None else f" (expected {outcome.expected[:16]}, replayed {(outcome.replayed or '')[:16]})"
+    return f"{outcome.reason.value}: {outcome.detail}{evidence}"[:200]

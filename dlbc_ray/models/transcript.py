@@ -80,6 +80,9 @@ class Checkpoint:
                               optimizer_hash=crypto.hash_weights(self.optimizer))
 
 
+Opening = tuple[CheckpointLeaf, MerkleProof, Checkpoint]  # what a miner serves an auditor for one checkpoint
+
+
 def flatten_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     """``state.<param index>.<name>`` -> exact numpy copy; the hyperparameters are the header's, not stored."""
     flat = {}
@@ -188,7 +191,7 @@ class Transcript:
     def root(self) -> str:
         return compute_transcript_root(compute_header_hash(self.header), self.checkpoints_root)
 
-    def opening(self, index: int) -> tuple[CheckpointLeaf, MerkleProof, Checkpoint] | None:
+    def opening(self, index: int) -> Opening | None:
         """Checkpoint ``index`` with its leaf and proof; None when there is no such checkpoint."""
         checkpoint = self.store.get(index) if 0 <= index < len(self.leaves) else None
         if checkpoint is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +33,16 @@ from dlbc_ray.models.data import Split, holdout, load_builtin
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.system import ClassifierSystem
 from dlbc_ray.models.training import TrainSettings, train
-from dlbc_ray.models.replay import Committed, Derived, audit, committed, replay, step_hashes
+from dlbc_ray.models.replay import (
+    Committed,
+    Derived,
+    audit,
+    audit_submission,
+    committed,
+    describe,
+    replay,
+    step_hashes,
+)
 from dlbc_ray.models.transcript import (
     Checkpoint,
     CheckpointStore,
@@ -43,6 +54,7 @@ from dlbc_ray.models.transcript import (
     recorder_for,
 )
 from dlbc_ray.models.weights import to_numpy
+from dlbc_ray.schema import Submission
 
 TASK, ROUND = "a" * 64, "b" * 64
 MINER = Identity.from_seed("miner", bytes(32)).public_key
@@ -315,3 +327,39 @@ def test_a_dispute_bisects_to_the_one_step_a_referee_recomputes(honest, data: Sp
     agreed = replay(d.make_system, d.fit, transcript.header, start, first - 1)
     one = replay(d.make_system, d.fit, transcript.header, agreed, first)
     assert compute_state_hash(one.leaf(0)) == truth[first] != claim[first]
+
+
+def test_a_validator_reaches_the_miner_only_through_ask_and_names_silence(honest, data: Split) -> None:
+    transcript, weights = honest
+    sub = _submission(transcript, weights)
+    derived = _derived(data, crypto.hash_weights(weights))
+    served = lambda i: (transcript.header, transcript.checkpoints_root, transcript.opening(i))  # noqa: E731
+    assert audit_submission(sub, derived, PARAMS, b"s" * 32, served)[0].passed
+
+    def silent(i: int):
+        raise ActorUnavailable("miner did not answer within 30 s", reason="timeout")
+    outcome, _ = audit_submission(sub, derived, PARAMS, b"s" * 32, silent)
+    assert outcome.reason is AuditFailure.MISSING_CHECKPOINT and "timeout" in describe(outcome)
+    outcome, _ = audit_submission(_submission(transcript, weights, root=None), derived, PARAMS, b"s" * 32, served)
+    assert outcome.reason is AuditFailure.NO_TRANSCRIPT
+    outcome, _ = audit_submission(sub, derived, PARAMS, b"s" * 32, lambda i: "garbage")
+    assert not outcome.passed
+
+
+def test_a_failed_audit_reads_as_one_short_line_with_its_evidence(honest, data: Split) -> None:
+    transcript, weights = honest
+    outcome, _ = _audit(transcript, {k: v + 1 for k, v in weights.items()}, data)
+    line = describe(outcome)
+    assert line.startswith("final_mismatch: ") and "expected" in line and len(line) <= 200 and "\n" not in line
+    assert describe(_audit(transcript, weights, data)[0]) == ""
+
+
+def _submission(transcript: Transcript, weights: dict[str, np.ndarray], root: str | None = "") -> Any:
+    """A submission as it would be signed; only the fields the audit reads are meaningful."""
+    model_hash = crypto.hash_weights(weights)
+    fields = dict(task_id=TASK, miner=MINER, model_hash=model_hash, commit=crypto.compute_commit(model_hash, MINER, TASK),
+                  num_params=1, claimed_score=0, epochs=EPOCHS, train_ms=1, examples=1,
+                  transcript_root=transcript.root if root == "" else root)
+    if "transcript_root" in Submission.model_fields:
+        return Submission(**fields)
+    return SimpleNamespace(**fields)  # before the schema carries the field
