@@ -226,3 +226,15 @@ def test_chunks_nobody_needed_are_dropped_and_verdicts_stay_right(blocked_pool: 
     forged = signeds[5].model_copy(update={"signature": signeds[6].signature})
     assert [crypto.is_valid_signature(s) for s in signeds] == [True] * len(signeds)
     assert not crypto.is_valid_signature(forged)
+
+
+@pytest.mark.parametrize("signature", ["zz" * 64, "00" * 10, "", "é" * 128])
+def test_a_malformed_block_signature_is_refused_by_name(tmp_path: Path, signature: str) -> None:
+    """An unparsed block (Ray hands models over without validation) with a signature that is not hex never verifies."""
+    world = World()
+    chain = Chain.open(tmp_path / "l.sqlite")
+    chain.import_block(world.genesis)
+    (block,) = blocks_of(world, 1)
+    with pytest.raises(InvalidBlock) as refused:
+        chain.import_blocks([block.model_copy(update={"signature": signature})])
+    assert (refused.value.reason, refused.value.height, chain.height) == ("block_signature", 1, 0)
