@@ -14,10 +14,16 @@ from dlbc_ray.consensus.ranking import RankingWeights
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.schema.block import RetargetParams
 from dlbc_ray.errors import ConfigError
+from dlbc_ray.schema.base import MAX_AMOUNT
+
+MAX_DEVICES = 1_024  # CPUs or GPUs one actor may ask Ray for
+MAX_EPOCHS = 10_000  # a task's max_epochs on the wire
+MAX_DEADLINE_S = 3650 * 86_400  # ten years: every deadline stays a valid Millis
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or inf anywhere: a config value reaches wire types, timeouts and Ray's resources.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class MinerConfig(_Config):
@@ -25,7 +31,8 @@ class MinerConfig(_Config):
 
     num_cpus: float | None = Field(default=None, gt=0, description="CPUs Ray reserves and torch threads; "
                                    "None = an equal share of the node")
-    num_gpus: float = Field(default=0.0, ge=0, description="GPUs Ray allots (fractional allowed); 0 trains on CPU")
+    num_gpus: float = Field(default=0.0, ge=0, le=MAX_DEVICES,
+                            description="GPUs Ray allots (fractional allowed); 0 trains on CPU")
     resources: dict[str, float] = Field(default_factory=lambda: {"dlbc_miner": 1.0},
                                         description="custom Ray resources: cluster node types decide where miners run")
     batch_size: int = Field(default=64, ge=1)
@@ -41,8 +48,8 @@ class MinerConfig(_Config):
 
 class ValidatorConfig(_Config):
     # Validators evaluate while miners are idle, so by default they reserve no CPU.
-    num_cpus: float = Field(default=0.0, ge=0)
-    num_gpus: float = Field(default=0.0, ge=0)
+    num_cpus: float = Field(default=0.0, ge=0, le=MAX_DEVICES)
+    num_gpus: float = Field(default=0.0, ge=0, le=MAX_DEVICES)
     resources: dict[str, float] = Field(default_factory=lambda: {"dlbc_validator": 1.0})
     eval_batch_size: int = Field(default=1024, ge=1)
     max_restarts: int = Field(default=3, ge=-1)
@@ -90,15 +97,17 @@ class PoleConfig(_Config):
     """PoLe: standing tasks whose accuracy target retunes so blocks come at a steady rate."""
 
     enabled: bool = Field(default=False, description="a long-lived network mines standing tasks when idle")
-    target_interval_s: float = Field(default=5.0, gt=0, description="wanted mean time between blocks")
+    target_interval_s: float = Field(default=5.0, gt=0, le=86_400, description="wanted mean time between blocks")
     window: int = Field(default=5, ge=1, description="retarget every this many standing blocks")
     initial: float = Field(default=0.85, ge=0, le=1, description="accuracy target of the first window")
     floor: float = Field(default=0.5, ge=0, le=1)
     ceiling: float = Field(default=0.97, ge=0, le=1, description="below what the standing model can reach")
     max_step: float = Field(default=0.02, gt=0, le=1, description="largest change of the target per retarget")
-    block_reward: int = Field(default=100, ge=0)
-    treasury: int = Field(default=1_000_000, ge=0, description="genesis funds of the treasury that pays blocks")
-    max_epochs: int = Field(default=60, ge=1, description="a standing round's cap; miners stop at the target")
+    block_reward: int = Field(default=100, ge=0, le=MAX_AMOUNT)
+    treasury: int = Field(default=1_000_000, ge=0, le=MAX_AMOUNT,
+                          description="genesis funds of the treasury that pays blocks")
+    max_epochs: int = Field(default=60, ge=1, le=MAX_EPOCHS,
+                            description="a standing round's cap; miners stop at the target")
 
     def retarget(self) -> RetargetParams:
         scale = lambda x: round(x * SCORE_SCALE)  # noqa: E731
@@ -114,9 +123,9 @@ class TaskDefaults(_Config):
     model: str = "mlp"
     model_params: dict[str, int | float | str | bool | list[int]] = Field(default_factory=dict)
     target: float = Field(default=0.85, ge=0, le=1)
-    reward: int = Field(default=1_000, gt=0)
-    epochs: int = Field(default=5, ge=1)
-    deadline_s: float = Field(default=900.0, gt=0)
+    reward: int = Field(default=1_000, gt=0, le=MAX_AMOUNT)
+    epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
+    deadline_s: float = Field(default=900.0, gt=0, le=MAX_DEADLINE_S)
 
 
 class Limits(_Config):
@@ -146,7 +155,7 @@ class NetworkConfig(_Config):
     """A whole network: how many of each actor, and each concern's config."""
 
     miners: int = Field(default=3, ge=1, le=64)
-    miners_per_task: int = Field(default=0, ge=0, description="miners per group; several groups mine several "
+    miners_per_task: int = Field(default=0, ge=0, le=64, description="miners per group; several groups mine several "
                                  "tasks at once. 0 = all miners mine every task together")
     validators: int = Field(default=4, ge=1, le=64)
     miner: MinerConfig = MinerConfig()
@@ -155,8 +164,10 @@ class NetworkConfig(_Config):
     protection: ProtectionConfig = ProtectionConfig()
     pole: PoleConfig = PoleConfig()
     task: TaskDefaults = TaskDefaults()
-    genesis_balance: int = Field(default=1_000_000, ge=0, description="given to the demo requester at genesis")
-    miner_stake: int = Field(default=1_000, ge=0, description="given to each miner at genesis; thefts cost from it")
+    genesis_balance: int = Field(default=1_000_000, ge=0, le=MAX_AMOUNT,
+                                 description="given to the demo requester at genesis")
+    miner_stake: int = Field(default=1_000, ge=0, le=MAX_AMOUNT,
+                             description="given to each miner at genesis; thefts cost from it")
     ray_num_cpus: int | None = Field(default=None, ge=1, description="logical CPUs of a local Ray; None = all")
 
     @model_validator(mode="after")

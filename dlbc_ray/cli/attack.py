@@ -19,6 +19,8 @@ from dlbc_ray.home import open_home
 if TYPE_CHECKING:
     from dlbc_ray.attack import KindResult, TrialResult
 
+MAX_TRIALS = 1_000  # rounds per kind: each is a real round on a live network
+
 
 def attack(
     kind: Annotated[str, typer.Option(help=f"'all' ({', '.join(KINDS)}), 'gaps' (known gaps: "
@@ -30,8 +32,8 @@ def attack(
 ) -> None:
     """Attack a local network (2 honest miners, 1 adversary, 4 validators) and count what the defenses caught."""
     kinds = check_kinds(kind)
-    if trials < 1:
-        raise ConfigError(f"--trials must be at least 1 (got {trials})", reason="trials")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise ConfigError(f"--trials must be 1..{MAX_TRIALS} (got {str(trials)[:20]})", reason="trials")
     where = open_home(resolve_home(home).root / "attacks" / time.strftime("%Y%m%d-%H%M%S"))
     with err.status("loading Ray and PyTorch...") as spinner:
         from dlbc_ray.attack import run_attacks  # torch and Ray load only for commands that run a network

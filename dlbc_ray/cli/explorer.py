@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import sys
 import webbrowser
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Annotated
 import typer
 
 from dlbc_ray.cli._app import err, out, resolve_home
+from dlbc_ray.errors import ConfigError
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; loopback unless you say otherwise.")]
 PortOpt = Annotated[int, typer.Option("--port", help="TCP port.")]
@@ -27,6 +30,7 @@ def explorer(
     from dlbc_ray.explorer import ClusterPoller, LiveState, create_app
     from dlbc_ray.explorer.server import allowed_hosts, is_loopback, serve, url
 
+    check_listen(host, port)
     h = resolve_home(home, create=False)
     live = LiveState(source="cluster")
     poller = ClusterPoller(h, live, address=address)
@@ -37,6 +41,22 @@ def explorer(
         serve(create_app(h, live, allowed_hosts=allowed_hosts(host)), host, port)
     finally:
         poller.stop()
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def check_listen(host: str, port: int) -> None:
+    """An IP address or a host name, and a TCP port, or one ConfigError naming the option."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            shown = host[:40].encode("unicode_escape").decode() or "''"
+            raise ConfigError(f"--host {shown} is neither an IP address nor a host name (all interfaces: 0.0.0.0)",
+                              reason="host") from None
+    if not 1 <= port <= 65_535:
+        raise ConfigError(f"--port {port} is not a TCP port (1..65535)", reason="port")
 
 
 def warn_if_exposed(host: str, loopback: bool) -> None:
