@@ -253,10 +253,14 @@ class RoundRunner:
         close = self.window_close([a.signed.message.commit for a in arrivals])  # this wave's, no later one's
         asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(close, a.signed.message.commit)
                 for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
-        revealed = []
+        revealed, deadline = [], time.monotonic() + self.cfg.reveal_timeout_s
         for a in arrivals:
-            ref = asks.get(a.signed.message.commit)
-            reveal = _try_get(ref, self.cfg.reveal_timeout_s) if ref is not None else None
+            commit = a.signed.message.commit
+            ref = asks.get(commit)
+            reveal = _try_get(ref, max(0.0, deadline - time.monotonic())) if ref is not None else None
+            if ref is not None and reveal is None:  # a lost reply: revealing is idempotent, so ask once more
+                again = by_key[a.signed.message.miner].reveal.remote(close, commit)
+                reveal = _try_get(again, max(1.0, deadline - time.monotonic()))
             revealed.append(a.model_copy(update={"reveal": reveal}))
         self.timings["reveal_s"] = time.perf_counter() - t0
         return revealed
