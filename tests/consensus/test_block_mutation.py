@@ -159,7 +159,7 @@ def test_random_transfers_and_tasks_conserve_supply_and_strand_no_escrow(steps: 
 # header field or re-ordering, dropping or repeating one body item: every such block must
 # be refused by a rule. What stays the proposer's choice: the timestamp, and which whole
 # ballots beyond a quorum to carry (so dropping an equivocator's evidence, whose votes
-# are out already, is not tried here).
+# are out already, or one fusion vote of a quorum, is not tried here).
 
 
 def _honest_blocks() -> list[tuple[str, World, Block]]:
@@ -179,13 +179,17 @@ def _honest_blocks() -> list[tuple[str, World, Block]]:
 
     liar = World()
     out.append(("evidence", liar, _equivocating_block(liar)))
+    from tests.consensus.test_baas import fusion_round
+
+    fused = World()
+    out.append(("fusion", fused, fusion_round(fused, fused_score=9_000, without=(8_000, 8_600, 9_000))[0]))
     return out
 
 
 HONEST = _honest_blocks()
 HEADER_FIELDS = ["height", "prev_hash", "task_id", "round_id", "winner", "model_hash", "score", "difficulty", "fused",
                  "chain_id", "proposer"]
-BODY_FIELDS = ["submissions", "votes", "txs", "evidence"]
+BODY_FIELDS = ["submissions", "votes", "txs", "evidence", "fusion_votes"]
 
 
 def _header_values(world: World, honest: Block) -> st.SearchStrategy[Any]:
@@ -226,8 +230,8 @@ def test_a_block_the_proposer_re_seals_with_one_change_is_refused(data: st.DataO
     else:
         field = data.draw(st.sampled_from([f for f in BODY_FIELDS if getattr(honest, f)]), label="field")
         items = data.draw(_body_edit(getattr(honest, field)), label="items")
-        if field == "evidence" and len(items) < len(honest.evidence):
-            return
+        if field in ("evidence", "fusion_votes") and len(items) < len(getattr(honest, field)):
+            return  # which ballots beyond a quorum to carry is the proposer's choice
         body = honest.model_copy(update={field: items})
         header = honest.header
     signer = world.proposer
