@@ -150,7 +150,7 @@ def _load_entry_point(ep: Any) -> NetInfo:
 
 
 def _from_module(name: str) -> NetInfo:
-    """``package.module:factory``; the standard library is never a source of nets."""
+    """``package.module:factory``, marked with ``net_factory`` (or a NetInfo); never the standard library."""
     if not _MODULE_NAME.match(name):
         raise InvalidTask(f"net {name[:64]!r} is not a name nor module:factory", reason="unknown_net")
     module, attr = name.split(":")
@@ -164,6 +164,10 @@ def _from_module(name: str) -> NetInfo:
     except Exception as e:  # the module's own code failed as it was imported
         raise InvalidTask(f"net '{name}': importing '{module}' failed ({type(e).__name__}: {_short(e)})",
                           reason="bad_net") from None
+    if not isinstance(obj, NetInfo) and not hasattr(obj, "__dlbc_net__"):
+        # A task must not make every node call any installed function it can name.
+        raise InvalidTask(f"net '{name}': '{attr}' is not marked as a net factory (decorate it with "
+                          "dlbc_ray.models.nets.net_factory)", reason="unknown_net")
     return info_from(name, obj, f"module {module}")
 
 

@@ -48,9 +48,15 @@ def tiny_res(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes:
     return TinyRes(input_shape[0], params["width"], n_classes)
 
 
+@net_factory()
 def plain_factory(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """An undecorated factory: no parameters, layers found by probing."""
+    """A factory with no parameters and no declared layers: probing finds them."""
     return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 6), nn.ReLU(), nn.Linear(6, n_classes))
+
+
+def unmarked(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Builds a fine net, but nothing says it is one: a task cannot make nodes call it."""
+    return plain_factory(params, input_shape, n_classes)
 
 
 class GRUFirst(nn.Module):
@@ -64,20 +70,24 @@ class GRUFirst(nn.Module):
         return self.head(out[:, -1])
 
 
+@net_factory()
 def gru_first(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     return GRUFirst(input_shape[1], n_classes)
 
 
+@net_factory()
 def one_layer(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), n_classes))
 
 
+@net_factory()
 def huge(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """4e10 parameters: 160 GB if it were ever allocated."""
     return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 200_000), nn.Linear(200_000, 200_000),
                          nn.Linear(200_000, n_classes))
 
 
+@net_factory()
 def not_a_module(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Any:
     return "a string"
 
@@ -129,7 +139,9 @@ def test_module_factory_names_resolve_and_the_standard_library_is_refused() -> N
         net_info(name)
     assert net(torch.zeros(1, 4)).shape == (1, 3)
     for bad, why in [("os:system", "standard library"), ("no_such_pkg_xyz:f", "no module"),
-                     (f"{HERE}:missing", "no module"), ("../x:f", "not a name")]:
+                     (f"{HERE}:missing", "no module"), ("../x:f", "not a name"),
+                     (f"{HERE}:unmarked", "'unmarked' is not marked as a net factory"),
+                     ("numpy:save", "not marked as a net factory")]:
         with pytest.raises(InvalidTask, match=why):
             build_net(bad, {}, (4,), 3)
 
@@ -192,6 +204,7 @@ def test_a_failing_factory_is_one_line(factory: str, why: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_user_net_trains_behind_the_mapping_layer_and_delivers_a_readable_mark() -> None:
     """The miner's and the client's path, end to end, for a net the registry has never seen before."""
     register_net(plugins.info_from("tinyres", tiny_res, "test"))
