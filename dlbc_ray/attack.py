@@ -44,6 +44,13 @@ Definitions, per trial (a kind's row sums them over its trials):
         task's target or below the best honest median.
     replay: the latest winning weights in the home's artifact store, decided ``replay`` or
         ``stolen``, and not the winner.
+    disguised-replay: the same earlier winner with its hidden units permuted and rescaled (the
+        same function, the old owner's mark scrambled), re-mapped to the replayer's own Secure
+        Mapping Layer and the replayer's own mark written; decided ``derived`` (or ``stolen``)
+        and not the winner.
+    partial-reuse: the same earlier winner, the layer hosting its owner's mark re-initialised,
+        then the task's epochs of training with the thief's own mark; decided ``derived`` (or
+        ``stolen``) and not the winner.
     forged-signature / wrong-task / late: the round's outcomes record the adversary's
         sending with ``bad_signature`` / ``wrong_task`` / ``late``, and its commit is not
         in the block. hash-mismatch: in the block, decided ``hash_mismatch``, not the winner.
@@ -68,10 +75,7 @@ Definitions, per trial (a kind's row sums them over its trials):
         validators refute the claim and the window reopens for the honest miners still
         training. The honest winner is kept when any honest miner wins (PoLe is a race).
 
-Known gaps, run by name or with ``gaps`` (not in ``all``):
-    disguised-replay: an earlier winner with its hidden units permuted and rescaled (the same
-        function, the old owner's mark gone, the replayer's own embedded), re-mapped to the
-        replayer's own Secure Mapping Layer; detected as for replay (any rejection).
+Known gaps, run by name or with ``gaps`` (not in ``all``): none at present.
 """
 
 from __future__ import annotations
@@ -103,10 +107,11 @@ HONEST_MINERS = ("miner-0", "miner-1")
 ADVERSARY = "miner-2"
 LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); both in too-many-liars
 LIE_CYCLE = ("random", "approve", "reject")
-KINDS = ("thief", "copy-noise", "random-weights", "replay", "forged-signature", "hash-mismatch", "wrong-task",
-         "late", "lying-validators", "equivocating-validator", "too-many-liars", "false-claim", "secret-probe",
+KINDS = ("thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse", "forged-signature",
+         "hash-mismatch", "wrong-task", "late", "lying-validators", "equivocating-validator", "too-many-liars",
+         "false-claim", "secret-probe",
          "cross-chain-replay", "proposer-drop")
-KNOWN_GAPS = ("disguised-replay",)
+KNOWN_GAPS: tuple[str, ...] = ()
 
 
 def attack_config(window_s: float = 20.0) -> NetworkConfig:
@@ -350,7 +355,8 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "copy-noise": _adversary_rejected(Verdict.STOLEN.value, Verdict.COPY.value),
     "random-weights": _never_wins,
     "replay": _adversary_rejected(Verdict.REPLAY.value, Verdict.STOLEN.value),
-    "disguised-replay": _adversary_rejected(*(v.value for v in Verdict if v is not Verdict.VALID)),
+    "disguised-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
+    "partial-reuse": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
     "forged-signature": _adversary_dropped(Verdict.BAD_SIGNATURE.value),
     "wrong-task": _adversary_dropped(Verdict.WRONG_TASK.value),
     "late": _adversary_dropped(Verdict.LATE.value),
@@ -477,7 +483,7 @@ class AttackNetwork:
             return MinerAttack(kind, task=task, train=self.bundle.train), {}  # type: ignore[arg-type]
         if kind == "forged-signature":
             return MinerAttack(kind, victim=HONEST_MINERS[index % len(HONEST_MINERS)]), {}
-        if kind in ("replay", "disguised-replay"):
+        if kind in ("replay", "disguised-replay", "partial-reuse"):
             weights, seed = self.earlier_winner()
             return MinerAttack(kind, weights=weights, sml_seed=seed), {}  # type: ignore[arg-type]
         if kind == "secret-probe":

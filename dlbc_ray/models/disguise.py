@@ -107,7 +107,7 @@ def embed_mark(weights: Mapping[str, np.ndarray], key: watermark.WatermarkKey, m
     proj = w @ key.x
     target = signs * np.maximum(signs * proj, margin)
     x = key.x.astype(np.float64)
-    delta = np.linalg.lstsq(x.T, target - proj, rcond=None)[0]  # least-norm solution of delta X = target - w X
+    delta = x @ np.linalg.solve(x.T @ x, target - proj)  # least-norm delta with delta X = target - w X (T <= M/2)
     return {**weights, key.layer: (host + _spread(delta, host.shape)).astype(np.float32)}
 
 
