@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from dlbc_ray.consensus.transcript import (
     TranscriptHeader,
     check_header,
     checkpoint_steps,
+    compute_audit_seed,
     compute_audit_segments,
     compute_state_hash,
     compute_step_seed,
@@ -39,7 +40,7 @@ from dlbc_ray.consensus.transcript import (
     is_valid_proof,
     judge_audit,
 )
-from dlbc_ray.errors import DLBCError, InvalidModelFile
+from dlbc_ray.errors import ActorUnavailable, DLBCError, InvalidModelFile
 from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.baas import common_seed
 from dlbc_ray.models.data import Split, holdout
@@ -50,6 +51,7 @@ from dlbc_ray.models.transcript import Checkpoint, Opening, Transcript, epoch_or
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Submission, Task
 from dlbc_ray.schema.base import revalidated
+from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival
 
 
 # ------------------------------------------------------------------ replay
@@ -345,3 +347,35 @@ def describe(outcome: AuditOutcome) -> str:
         return ""
     evidence = "" if outcome.expected is None else f" (expected {outcome.expected[:16]}, replayed {(outcome.replayed or '')[:16]})"
     return f"{outcome.reason.value}: {outcome.detail}{evidence}"[:200]
+
+
+@dataclass(frozen=True)
+class TranscriptAudits:
+    """What a round hands its validators so they audit transcripts: the training split, the network's
+    hyperparameter policy and, per commit, the close signature that opened it and how to ask its miner.
+    Absent (None) when nobody can replay, as for private BaaS shards."""
+
+    train: Split
+    policy: Mapping[str, object]
+    openers: Mapping[str, tuple[str, Callable[[int], Served]]] = field(default_factory=dict)
+
+
+def audit_arrival(spec: Task, ctx: RoundContext, submissions_root: str, arrival: SubmissionArrival,
+                  audits: TranscriptAudits, *, mark: bytes | None, protection: ProtectionConfig,
+                  validator: str) -> tuple[AuditOutcome, AuditCost]:
+    """One validator's audit of one arrival: its own segments (seeded by its key), the revealed seed, the
+    miner's mark; every failure is an outcome with a reason."""
+    sub = arrival.signed.message
+    close_signature, ask = audits.openers.get(sub.commit, ("", _nobody))
+    sml_seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
+    try:
+        derived = derive_for(spec, ctx.task_id, ctx.round_id, audits.train, sub, Secrets(sml_seed, mark, protection),
+                             audits.policy)
+    except DLBCError as e:
+        return AuditOutcome(False, AuditFailure.WRONG_INIT, f"cannot derive the run: {e}"[:150]), AuditCost()
+    seed = compute_audit_seed(ctx.base_hash, submissions_root, close_signature, sub.commit, validator)
+    return audit_submission(sub, derived, protection.transcript, seed, ask)
+
+
+def _nobody(index: int) -> Served:
+    raise ActorUnavailable("the round named no miner to ask for this transcript", reason="no_miner")
