@@ -8,10 +8,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dlbc_ray.cli._app import guard, out, print_json
+from dlbc_ray.cli._app import out, print_json
 
 
-@guard
 def nets(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List every net: registered built-ins, and packages' nets from the 'dlbc_ray.nets' entry points."""
     from dlbc_ray.models.nets import available
@@ -26,7 +25,8 @@ def nets(json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fal
         what = f"[red]{escape(row['problem'])}[/]" if row["problem"] else escape(row["description"])
         table.add_row(escape(row["name"]), escape(params), escape(row["source"]), what)
     out.print(table)
-    out.print("A task may also name an installed factory as [bold]package.module:factory[/].", highlight=False)
+    out.print("A task may also name an installed factory marked with @net_factory as "
+              "[bold]package.module:factory[/].", highlight=False)
 
 
 def _row(info: Any, name: str, problem: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ without them is refused with the reason.
 from __future__ import annotations
 
 import importlib
-import math
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -23,28 +22,17 @@ from numbers import Integral, Real
 from types import MappingProxyType
 from typing import Any
 
-import torch
 from torch import nn
 
-from dlbc_ray.errors import DLBCError, InvalidTask
+from dlbc_ray.errors import InvalidTask
+from dlbc_ray.models.probe import Footprint, Probe, found_layers, probe
+
+__all__ = ["ENTRY_POINT_GROUP", "NETS", "Footprint", "NetInfo", "Probe", "available", "checked_params", "entry",
+           "info_from", "is_width", "net_factory", "net_info", "probe", "register_net"]
 
 ENTRY_POINT_GROUP = "dlbc_ray.nets"
 NetFactory = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
-_PROBES_KEPT = 256
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """A net's size, computed from its spec alone: scalar parameters and activations of one sample."""
-
-    params: int
-    activations: int
-
-    def memory_bytes(self, batch: int) -> int:
-        """float32 weights, gradients and two Adam moments, plus one batch's activations kept for backward."""
-        return 4 * (4 * self.params + 2 * batch * self.activations)
 
 
 @dataclass(frozen=True)
@@ -62,19 +50,8 @@ class NetInfo:
     source: str = "built-in"
 
 
-@dataclass(frozen=True)
-class Probe:
-    """What building a net on the meta device showed: its size and its two special layers."""
-
-    footprint: Footprint
-    first_layer: str
-    watermark_layer: str
-
-
 NETS: dict[str, NetInfo] = {}
 _FOUND: dict[str, NetInfo] = {}  # entry points and module:factory names, resolved once per process
-_LAYERS: dict[str, tuple[str, str]] = {}  # layers probing found, per net name
-_PROBES: dict[Any, Probe] = {}
 
 
 def net_factory(*, description: str = "", defaults: Mapping[str, Any] | None = None, watermark_layer: str = "",
@@ -113,10 +90,11 @@ def net_info(name: str) -> NetInfo:
     info = entry(name)
     if info.first_layer and info.watermark_layer:
         return info
-    if name not in _LAYERS:
+    found = found_layers(name)
+    if found is None:
         raise InvalidTask(f"net '{name}' declares no first and watermark layers and has not been built here yet; "
                           "declare them (net_factory(first_layer=..., watermark_layer=...))", reason="unhostable_net")
-    first, host = _LAYERS[name]
+    first, host = found
     return replace(info, first_layer=info.first_layer or first, watermark_layer=info.watermark_layer or host)
 
 
@@ -223,98 +201,3 @@ def is_width(value: Any) -> bool:
 def _short(value: Any, n: int = 60) -> str:
     text = repr(value) if not isinstance(value, BaseException) else " ".join(str(value).split())
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-# --------------------------------------------------------------------- probing
-
-
-def probe(info: NetInfo, kwargs: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Probe:
-    """Build ``info``'s net on the meta device (no memory), run one sample, and find its special layers."""
-    key = (info.name, info.source, _frozen(kwargs), input_shape, n_classes)
-    if key not in _PROBES:
-        if len(_PROBES) >= _PROBES_KEPT:
-            _PROBES.clear()
-        _PROBES[key] = _probe(info, kwargs, input_shape, n_classes)
-        found = _PROBES[key].first_layer, _PROBES[key].watermark_layer
-        if _LAYERS.setdefault(info.name, found) != found:
-            raise InvalidTask(f"net '{info.name}' moves its first or watermark layer with its parameters; "
-                              "layer names must be fixed per net", reason="unhostable_net")
-    return _PROBES[key]
-
-
-def _probe(info: NetInfo, kwargs: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Probe:
-    calls: list[tuple[str, nn.Module, Any]] = []
-    activations = [math.prod(input_shape)]
-    try:
-        with torch.device("meta"):
-            net = info.factory(MappingProxyType(dict(kwargs)), input_shape, n_classes)
-            if not isinstance(net, nn.Module):
-                raise InvalidTask(f"net '{info.name}': its factory returned a {type(net).__name__}, not an "
-                                  "nn.Module", reason="bad_net")
-            x = torch.empty(1, *input_shape)
-            hooks = _hooks(net, calls, activations)
-            try:
-                out = net(x)
-            finally:
-                for hook in hooks:
-                    hook.remove()
-    except DLBCError:
-        raise
-    except Exception as e:  # the user's factory or forward failed: one line, never a traceback
-        raise InvalidTask(f"net '{info.name}' cannot be built or run on inputs {input_shape} "
-                          f"({type(e).__name__}: {_short(e, 100)})", reason="bad_net") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, n_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InvalidTask(f"net '{info.name}' gives {shape} for one sample, not (1, {n_classes})", reason="bad_net")
-    params = sum(p.numel() for p in net.parameters())
-    first, host = _special_layers(info, net, calls, x, input_shape)
-    return Probe(Footprint(params, sum(activations)), first, host)
-
-
-def _hooks(net: nn.Module, calls: list[tuple[str, nn.Module, Any]], activations: list[int]) -> list[Any]:
-    """Record each parameter-holding module as it is called, and every leaf module's output size."""
-    hooks = []
-    for name, module in net.named_modules():
-        if any(True for _ in module.parameters(recurse=False)):
-            hooks.append(module.register_forward_pre_hook(
-                lambda m, inputs, name=name: calls.append((name, m, inputs[0] if inputs else None))))
-        if not any(True for _ in module.children()):
-            hooks.append(module.register_forward_hook(
-                lambda m, inputs, out: activations.append(out.numel() if isinstance(out, torch.Tensor) else 0)))
-    return hooks
-
-
-def _special_layers(info: NetInfo, net: nn.Module, calls: list[tuple[str, nn.Module, Any]], x: torch.Tensor,
-                    input_shape: tuple[int, ...]) -> tuple[str, str]:
-    from dlbc_ray.models import sml, watermark
-
-    why = f"net '{info.name}' cannot carry the Secure Mapping Layer and watermark:"
-    if not calls or not isinstance(calls[0][1], LAYERS) or not _reads(calls[0][2], x):
-        what = f"'{calls[0][0]}' ({type(calls[0][1]).__name__})" if calls else "nothing"
-        raise InvalidTask(f"{why} its first layer with weights is {what}, not a Linear or Conv reading the raw "
-                          "input", reason="unhostable_net")
-    first = f"{calls[0][0]}.weight"
-    try:
-        sml.sml_kind(tuple(calls[0][1].weight.shape), input_shape)
-    except DLBCError as e:
-        raise InvalidTask(f"{why} {e}", reason="unhostable_net") from None
-    hosts = [f"{name}.weight" for name, m, _ in calls[1:] if isinstance(m, LAYERS) and f"{name}.weight" != first]
-    weights = dict(net.named_parameters())
-    if not hosts or watermark.host_size(tuple(weights[hosts[0]].shape)) < 1:
-        raise InvalidTask(f"{why} no Linear or Conv layer after the first to host the mark", reason="unhostable_net")
-    for declared, found, what in ((info.first_layer, first, "first"), (info.watermark_layer, None, "watermark")):
-        if declared and (declared not in weights or weights[declared].dim() < 2 or found not in (None, declared)):
-            raise InvalidTask(f"{why} its declared {what} layer {declared!r} is not {found or 'a Linear or Conv weight'}",
-                              reason="unhostable_net")
-    return first, info.watermark_layer or hosts[0]
-
-
-def _reads(tensor: Any, x: torch.Tensor) -> bool:
-    """``tensor`` is the raw input or a view of it (a flatten or reshape)."""
-    return isinstance(tensor, torch.Tensor) and (tensor is x or tensor._base is x) and tensor.numel() == x.numel()
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    return tuple(value) if isinstance(value, list) else value

@@ -3,6 +3,7 @@ up front when they cannot carry the Secure Mapping Layer or the watermark."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from collections.abc import Iterator, Mapping
@@ -16,7 +17,7 @@ from torch import nn
 
 from dlbc_ray.config import Limits, ProtectionConfig
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.models import plugins, sml
+from dlbc_ray.models import plugins, probe, sml
 from dlbc_ray.models.data import load_builtin
 from dlbc_ray.models.evaluate import evaluate
 from dlbc_ray.models.nets import NetInfo, build_net, count_parameters, net_factory, net_footprint, net_info, register_net
@@ -106,7 +107,7 @@ def clean_registry() -> Iterator[None]:
     yield
     for name in set(plugins.NETS) - names:
         del plugins.NETS[name]
-    for cache in (plugins._FOUND, plugins._LAYERS, plugins._PROBES):
+    for cache in (plugins._FOUND, probe._LAYERS, probe._PROBES):
         cache.clear()
 
 
@@ -134,7 +135,7 @@ def test_module_factory_names_resolve_and_the_standard_library_is_refused() -> N
     name = f"{HERE}:plain_factory"
     net = build_net(name, {}, (4,), 3)
     assert net_info(name).first_layer == "1.weight" and net_info(name).watermark_layer == "3.weight"
-    plugins._LAYERS.clear()  # a fresh process: undeclared layers are not known before a build
+    probe._LAYERS.clear()  # a fresh process: undeclared layers are not known before a build
     with pytest.raises(InvalidTask, match="declares no first and watermark layers"):
         net_info(name)
     assert net(torch.zeros(1, 4)).shape == (1, 3)
@@ -241,3 +242,24 @@ def test_the_custom_model_example_declares_layers_the_probe_agrees_with(monkeypa
         "stem.weight", "blocks.0.conv1.weight")
     with pytest.raises(InvalidTask, match="resnet_small takes \\(C, L\\) or \\(C, H, W\\) inputs"):
         build_net("resnet_small", {}, (64,), 10)
+
+
+def test_dlbc_ray_nets_lists_plugins_with_their_parameters_and_names_broken_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from dlbc_ray.cli.app import app
+
+    eps = [EntryPoint("tinyres", f"{HERE}:tiny_res", plugins.ENTRY_POINT_GROUP),
+           EntryPoint("broken", "no_such_pkg_xyz.nets:f", plugins.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: eps)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the root command writes it; restored afterwards
+    monkeypatch.delenv("DLBC_INSECURE_NO_AUTH", raising=False)
+    result = CliRunner().invoke(app, ["nets", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["tinyres"]["params"] == {"width": 8} and rows["tinyres"]["description"] == "tiny residual CNN"
+    assert rows["mlp"]["params"] == {"hidden": [128, 64], "dropout": 0.0}
+    assert "does not load" in rows["broken"]["problem"]
+    table = CliRunner().invoke(app, ["nets"], catch_exceptions=False)
+    assert table.exit_code == 0 and "tinyres" in table.stdout and "width=8" in table.stdout
