@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from dlbc_ray import localhead
 from dlbc_ray.actors._ray import Member, get
@@ -30,6 +31,8 @@ from dlbc_ray.schema.base import FrozenModel, Millis
 
 log = logging.getLogger(__name__)
 RECORD = "network.json"
+MAX_RECORD_BYTES = 64 * 1024
+PROBE_TIMEOUT_S = 3.0  # a cluster's address that takes longer to accept a connection is taken as down
 
 
 class NetworkRecord(FrozenModel):
@@ -46,8 +49,19 @@ class NetworkRecord(FrozenModel):
 
 
 def read_record(home: Home) -> NetworkRecord | None:
+    """The home's network record, None without one; a damaged one is a ConfigError naming the file."""
     path = home.root / RECORD
-    return NetworkRecord.model_validate_json(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return NetworkRecord.model_validate_json(path.read_bytes()[:MAX_RECORD_BYTES + 1])
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the network record ({e.strerror})", reason="network_record") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise ConfigError(f"{path}: {where}: {first['msg']}"[:300] + "; `dlbc-ray down` or delete it to start over",
+                          reason="network_record") from None
 
 
 # --------------------------------------------------------------------- Ray
@@ -79,6 +93,7 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
         return record
     if record and record.head_pid and target == record.address:
         use_home_token(home)
+    check_listening(target)
     if localhead.is_loopback(target):
         localhead.keep_loopback_driver()
     try:
@@ -92,6 +107,27 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
         raise NetworkNotRunning(f"no Ray cluster at {target}: {str(e).splitlines()[0][:100]}; {hint}",
                                 reason="no_cluster") from None
     return record
+
+
+def check_listening(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """NetworkNotRunning at once when nothing listens at the cluster's address (Ray itself would retry for
+    minutes); 'auto' is resolved as Ray resolves it. Only a plain host:port is probed."""
+    address = target
+    if target == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except (ImportError, AttributeError, ConnectionError, ValueError):
+            return  # Ray's own lookup decides
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host or "://" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError, OverflowError):
+        raise NetworkNotRunning(f"no Ray cluster at {address[:100]}: nothing answers there; start a network with "
+                                "`dlbc-ray up`", reason="no_cluster") from None
 
 
 def consensus_handle() -> Any:
