@@ -36,7 +36,7 @@ from dlbc_ray.models.evaluate import evaluate
 from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, compare, fingerprint, null_fingerprints,
                                          probe_inputs)
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
-from dlbc_ray.models.protect import layer_distance, mapping_layer, read_mark, watermark_key
+from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
@@ -80,6 +80,7 @@ class Validator:
         # sets it (anyone could re-register a rival) and none hands it out
         self._marks: dict[str, bytes] = dict(marks)
         self._keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
+        self._rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
         # earlier valid models' fingerprints and each task family's probes: never handed out by any method
         self._refs = ReferenceSet()
         self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...]]] = {}
@@ -188,9 +189,7 @@ class Validator:
         """The submitter's own mark must be there and nobody else's (DLBC's anti-theft rule)."""
         if not self.protection.watermark:
             return None
-        for owner in self._marks:
-            key = mark_key(self._keys, self._marks, self.protection, owner, spec.model.name, weights)
-            mark = read_mark(weights, key, self.protection)
+        for owner, mark in zip(self._marks, self._read_marks(spec.model.name, weights)):
             if owner == sub.miner and not mark.owned:
                 return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {mark.ber:.3f})"
             if owner != sub.miner and mark.carried:
@@ -199,6 +198,18 @@ class Validator:
         if sub.miner not in self._marks:
             return Verdict.STOLEN, "the submitter is not a registered miner"
         return None
+
+    def _read_marks(self, model: str, weights: dict[str, np.ndarray]) -> list[MarkReading]:
+        """Every registered owner's mark in ``weights``, in registration order, from one projection
+        (``watermark.key_ring``: the same counts as reading key by key, one BLAS call)."""
+        keys = [mark_key(self._keys, self._marks, self.protection, owner, model, weights) for owner in self._marks]
+        if not keys:
+            return []
+        ring_key = (model, keys[0].layer, keys[0].x.shape[0])
+        if ring_key not in self._rings:
+            self._rings[ring_key] = watermark.key_ring(keys)
+        errors = watermark.bit_errors(weights, self._rings[ring_key])
+        return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
 
     def _score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
                weights: dict[str, np.ndarray], arrival: SubmissionArrival) -> int:
@@ -304,6 +315,13 @@ class Validator:
         if a_has_b < p <= b_has_a:
             return a, b, a_has_b
         return None
+
+
+def mark_reading(errors: int, t: int, protection: ProtectionConfig) -> MarkReading:
+    """What ``errors`` wrong bits of ``t`` mean, judged as ``protect.read_mark`` judges them."""
+    chance = watermark.chance_of_matching(errors, t)
+    return MarkReading(t=t, errors=errors, ber=errors / t, chance=chance, owned=errors / t <= protection.max_ber,
+                       carried=chance < protection.foreign_p)
 
 
 def provenance_key(spec: Task) -> str:
