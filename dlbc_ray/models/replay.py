@@ -301,7 +301,7 @@ def derive_for(spec: Task, task_id: str, round_id: str, train: Split, submission
 
     def make_system() -> ClassifierSystem:
         return ClassifierSystem(trainable(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]),  # type: ignore[arg-type]
-                                optimizer=str(hyper["optimizer"]), regularizers=marks)
+                                optimizer=str(hyper["optimizer"]), regularizers=marks, objective=spec.metric)
 
     def finish(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if key is None:
