@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -263,3 +265,40 @@ def test_dlbc_ray_nets_lists_plugins_with_their_parameters_and_names_broken_ones
     assert "does not load" in rows["broken"]["problem"]
     table = CliRunner().invoke(app, ["nets"], catch_exceptions=False)
     assert table.exit_code == 0 and "tinyres" in table.stdout and "width=8" in table.stdout
+
+
+@net_factory(defaults={"widths": (4,), "conv": 1})
+def random_stack(params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """``conv`` 1-D convs (4 channels) then Linear layers of ``widths``: a family for the property below."""
+    layers: list[nn.Module] = []
+    channels = input_shape[0]
+    for _ in range(params["conv"]):
+        layers += [nn.Conv1d(channels, 4, 3, padding=1), nn.ReLU()]
+        channels = 4
+    widths = [channels * int(np.prod(input_shape[1:])), *params["widths"], n_classes]
+    layers.append(nn.Flatten())
+    for a, b in zip(widths, widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(widths=st.lists(st.integers(1, 40), min_size=0, max_size=3), conv=st.integers(1, 2),
+       shape=st.tuples(st.integers(1, 3), st.integers(1, 12)), n_classes=st.integers(2, 7))
+def test_the_meta_probe_measures_what_a_real_build_holds(widths: list[int], conv: int, shape: tuple[int, int],
+                                                         n_classes: int) -> None:
+    """Parameters exactly, activations as a real forward's leaf outputs, and the special layers in call order."""
+    name = f"{HERE}:random_stack"
+    params = {"widths": widths or [3], "conv": conv}
+    net = build_net(name, params, shape, n_classes)
+    assert net_footprint(name, params, shape, n_classes).params == count_parameters(net)
+    sizes = [int(np.prod(shape))]
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel())) for m in net.modules()
+             if not list(m.children())]
+    net(torch.zeros(1, *shape))
+    for hook in hooks:
+        hook.remove()
+    assert net_footprint(name, params, shape, n_classes).activations == sum(sizes)
+    weighted = [f"{i}.weight" for i, m in enumerate(net) if isinstance(m, nn.Linear | nn.Conv1d)]
+    assert (net_info(name).first_layer, net_info(name).watermark_layer) == (weighted[0], weighted[1])
+    probe._LAYERS.clear()  # layer names legitimately move with this family's params; each example stands alone
