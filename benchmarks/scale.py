@@ -7,7 +7,7 @@ check of one submission against N registered miners, key by key (today) and as o
 in N once only the round's candidates are checked), and a projection to 1,000 miners and 100 validators
 built from the measured per-unit costs.
 
-    python benchmarks/scale.py --quick            # M in {4, 16}, V in {4, 16} (not 16 x 16), 2 rounds each
+    python benchmarks/scale.py --quick            # M in {4, 16}, V in {4, 16} (not 16 x 16), 3 rounds each
     python benchmarks/scale.py                    # M in {4, 16, 64} x V in {4, 16}, 3 rounds each
     python benchmarks/scale.py --quick --json --plot build/scale.png
 """
@@ -254,7 +254,7 @@ def print_report(parts: dict[str, Any], marks: dict[str, Any], proj: dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"grid {QUICK_GRID}, 2 rounds each")
+    parser.add_argument("--quick", action="store_true", help=f"grid {QUICK_GRID}, 3 rounds each")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="write the log-log plot here (PNG)")
@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("--from", dest="source", type=Path, default=None,
                         help="summarize the rounds of an earlier --out file instead of running new ones")
     args = parser.parse_args()
-    grid_points, rounds = (QUICK_GRID, 2) if args.quick else (FULL_GRID, args.rounds)
+    grid_points, rounds = (QUICK_GRID, 3) if args.quick else (FULL_GRID, args.rounds)
     grid, marks = {}, None
     if args.source:
         saved = json.loads(args.source.read_text())

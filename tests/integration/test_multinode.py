@@ -64,7 +64,8 @@ def _config() -> Any:
     return NetworkConfig(
         miners=4, validators=4, miner=MinerConfig(num_cpus=0.25, num_gpus=0.5, max_restarts=0),
         validator=ValidatorConfig(num_cpus=0.0, max_restarts=-1),  # come back wherever a node has room
-        consensus=ConsensusConfig(collect_timeout_s=120, validate_timeout_s=15, commit_timeout_s=20,
+        # 40 s: a validator restarted on a new node pays its cold imports in its first ballot (2 shared cores)
+        consensus=ConsensusConfig(collect_timeout_s=120, validate_timeout_s=40, commit_timeout_s=20,
                                   max_attempts=1, tick_s=0.2),
         task=TaskDefaults(epochs=1, target=0.5))
 
@@ -211,7 +212,9 @@ def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                           capture_output=True, text=True, timeout=SCENARIO_TIMEOUT_S)
     if done.returncode != 0 or not out.exists():
         pytest.fail(f"multi-node scenario failed (rc {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(out.read_text())
+    facts = json.loads(out.read_text())
+    print(f"multi-node scenario: seconds since start per stage {facts.get('seconds')}")
+    return facts
 
 
 def test_token_auth_stays_on(facts: dict[str, Any]) -> None:
