@@ -319,13 +319,16 @@ def is_on_chain(signed: Signed[Any], chain_id: str) -> bool:
     return signed.chain_id == chain_id
 
 
-def verify(signed: Signed[M], *, chain_id: str, expected_signer: str | None = None) -> M:
-    """Return the message when it is signed for ``chain_id`` (by ``expected_signer``) and verifies, else raise."""
+def verify(signed: Signed[M], *, chain_id: str, expected_signer: str) -> M:
+    """Return the message when it is signed for ``chain_id`` by ``expected_signer`` and verifies, else raise.
+
+    The signer is required: no caller can skip the signer check by forgetting an argument.
+    """
     name = type(signed.message).__name__.lower()
     if signed.chain_id != chain_id:
         raise BadSignature(f"{name} is signed for chain {signed.chain_id[:12]}..., this is {chain_id[:12]}...",
                            reason="wrong_chain")
-    if expected_signer is not None and signed.signer != expected_signer:
+    if signed.signer != expected_signer:
         raise BadSignature(f"{name} signed by {signed.signer[:12]}..., expected {expected_signer[:12]}...",
                            reason="wrong_signer")
     if not is_valid_signature(signed):

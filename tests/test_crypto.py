@@ -39,11 +39,11 @@ def test_sign_and_verify_round_trip(alice: Identity) -> None:
 def test_a_message_signed_for_one_chain_is_refused_on_another_by_name(alice: Identity) -> None:
     signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
     with pytest.raises(BadSignature) as refused:
-        crypto.verify(signed, chain_id=OTHER_CHAIN)
+        crypto.verify(signed, chain_id=OTHER_CHAIN, expected_signer=alice.public_key)
     assert refused.value.reason == "wrong_chain"
     relabelled = signed.model_copy(update={"chain_id": OTHER_CHAIN})  # claiming the other chain breaks the signature
     with pytest.raises(BadSignature) as forged:
-        crypto.verify(relabelled, chain_id=OTHER_CHAIN)
+        crypto.verify(relabelled, chain_id=OTHER_CHAIN, expected_signer=alice.public_key)
     assert forged.value.reason == "bad_signature"
 
 
@@ -62,10 +62,12 @@ def test_tampered_message_and_wrong_signer_fail(alice: Identity) -> None:
     signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
     tampered = signed.model_copy(update={"message": signed.message.model_copy(update={"score": 9001})})
     with pytest.raises(BadSignature, match="does not verify"):
-        crypto.verify(tampered, chain_id=CHAIN)
+        crypto.verify(tampered, chain_id=CHAIN, expected_signer=alice.public_key)
     bob = Identity.from_seed("bob", b"bob")
     with pytest.raises(BadSignature, match="expected"):
         crypto.verify(signed, chain_id=CHAIN, expected_signer=bob.public_key)
+    with pytest.raises(TypeError):  # the signer check cannot be skipped by leaving the signer out
+        crypto.verify(signed, chain_id=CHAIN)  # type: ignore[call-arg]
 
 
 def test_public_keys_must_be_points_on_the_curve() -> None:
