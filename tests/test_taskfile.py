@@ -137,7 +137,7 @@ def test_bad_yaml_fails_in_one_line_naming_file_and_field(tmp_path: Path, text: 
 
 def test_missing_dataset_file_names_both_files(tmp_path: Path) -> None:
     path = write(tmp_path, with_line("dataset: data/none.npz"))
-    with pytest.raises(InvalidTask, match=rf"^{path}: dataset: {tmp_path}/data/none\.npz: no such dataset file$"):
+    with pytest.raises(InvalidTask, match=rf"^{path}: dataset: {tmp_path}/data/none\.npz: no such dataset file or image folder$"):
         load_task_file(path)
 
 
