@@ -9,7 +9,8 @@ defaults through the real Lightning trainer, one thread) with ``TranscriptRecord
     ``AuditParams`` (Q sampled segments plus the last), wall time and replayed steps.
     Target: at most 5%. A figure is the median of the runs, with min-max beside it;
     the machine is shared (2 cores, several agents), so times are provisional.
-(b) storage per submission: the kept checkpoints (weights plus Adam moments).
+(b) storage per submission: the kept checkpoints (weights plus Adam moments), and what
+    recording costs the miner (training time with the recorder over the same run without).
 (c) skipped training: a transcript with ``s`` of its segments not trained (the end
     checkpoint copied from the start). Detection over audits with independent seeds,
     beside the computed 1 - C(n-1-f, Q) / C(n-1, Q), f = s + 1 segments that do not replay
@@ -97,12 +98,20 @@ def _net(case: Case, data: Split) -> torch.nn.Module:
     return build_net(case.model, {}, tuple(data.x.shape[1:]), int(data.y.max()) + 1, seed=0)
 
 
+def plain(case: Case) -> float:
+    """Seconds of the same training without a recorder (the recording overhead's baseline)."""
+    data = _data(case)
+    settings = TrainSettings(epochs=case.epochs, batch_size=MINER.batch_size, lr=MINER.lr, optimizer=MINER.optimizer,
+                             seed=case.seed, val_fraction=MINER.val_fraction, num_threads=1)
+    return train(_net(case, data), data, settings, order=DerivedOrder).seconds
+
+
 def record(case: Case, threads: int = 1) -> tuple[Transcript, dict[str, np.ndarray], float]:
     data = _data(case)
     fit, _ = holdout(data, MINER.val_fraction, case.seed)
     header = plan(case.task_id, case.miner, case.round_id, examples=len(fit), max_epochs=case.epochs, hyper=HYPER,
                   threads=threads, device="cpu", params=PARAMS)
-    recorder = recorder_for(header)
+    recorder = recorder_for(header, PARAMS)
     settings = TrainSettings(epochs=case.epochs, batch_size=MINER.batch_size, lr=MINER.lr, optimizer=MINER.optimizer,
                              seed=case.seed, val_fraction=MINER.val_fraction, num_threads=threads)
     result = train(_net(case, data), data, settings, callbacks=[recorder], order=DerivedOrder)
@@ -137,11 +146,12 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def bench_case(dataset: str, model: str, plan_: Plan) -> dict[str, Any]:
-    fractions, step_fractions, trains, audits, failures = [], [], [], [], 0
+    fractions, step_fractions, trains, audits, overheads, failures = [], [], [], [], [], 0
     transcript = weights = None
     for run in range(plan_.runs):
         case = _case(dataset, model, plan_.epochs, run)
         transcript, weights, train_s = record(case)
+        overheads.append(train_s / plain(case) - 1)
         passed, _, audit_s, steps = audit_once(case, transcript, crypto.hash_weights(weights), bytes([run]) * 32)
         failures += not passed
         trains.append(train_s)
@@ -152,7 +162,7 @@ def bench_case(dataset: str, model: str, plan_: Plan) -> dict[str, Any]:
     return {"dataset": dataset, "model": model, "steps": transcript.header.steps,
             "checkpoints": len(transcript.leaves), "interval": transcript.header.interval,
             "train_s": _spread(trains), "audit_s": _spread(audits), "fraction": _spread(fractions),
-            "step_fraction": _spread(step_fractions), "storage_bytes": transcript.store.nbytes(),
+            "step_fraction": _spread(step_fractions), "recording_overhead": _spread(overheads), "storage_bytes": transcript.store.nbytes(),
             "model_bytes": sum(a.nbytes for a in weights.values()), "honest_failures": failures}
 
 
@@ -175,13 +185,13 @@ def bench_skipped(plan_: Plan) -> list[dict[str, Any]]:
 
 
 def _skip(transcript: Transcript, segments: range) -> Transcript:
-    store = CheckpointStore()
-    for i in range(len(transcript.leaves)):
-        store.put(i, transcript.store.get(i))
+    checkpoints = [transcript.checkpoint(i) for i in range(len(transcript.leaves))]
     for s in segments:  # segment s not trained: checkpoint s+1 is checkpoint s again
-        start = store.get(s)
-        store.put(s + 1, Checkpoint(transcript.leaves[s + 1].step, start.weights, start.optimizer))
-    return Transcript(transcript.header, [store.get(i).leaf(i) for i in range(len(transcript.leaves))], store)
+        checkpoints[s + 1] = Checkpoint(transcript.leaves[s + 1].step, checkpoints[s].weights, checkpoints[s].optimizer)
+    store = CheckpointStore()
+    for checkpoint in checkpoints:
+        store.put(checkpoint)
+    return Transcript(transcript.header, [c.leaf(i) for i, c in enumerate(checkpoints)], store)
 
 
 def bench_false_positives(plan_: Plan) -> dict[str, Any]:
@@ -193,7 +203,7 @@ def bench_false_positives(plan_: Plan) -> dict[str, Any]:
         there = list(pool.map(audit_once, *zip(*[(case, transcript, model_hash, bytes([9, t]) * 16)
                                                   for t in range(plan_.runs)])))
     # calibration: the same segment replayed on 1 thread though it was trained on 2
-    start, end = transcript.store.get(0), transcript.store.get(1)
+    start, end = transcript.checkpoint(0), transcript.checkpoint(1)
     header = transcript.header.model_copy(update={"threads": 1})
     off = replay(derived(case, model_hash).make_system, derived(case, model_hash).fit, header, start, end.step)
     return {"audits": 2 * plan_.runs, "false_positives": here.count(False) + [t[0] for t in there].count(False),
@@ -204,10 +214,12 @@ def report(fig: dict[str, Any]) -> str:
     rows = [(f"{c['dataset']} {c['model']}", c["steps"], f"{c['checkpoints']} (k={c['interval']})",
              f"{c['train_s']['median']:.2f}", f"{c['audit_s']['median']:.3f}",
              f"{100 * c['fraction']['median']:.1f} ({100 * c['fraction']['min']:.1f}-{100 * c['fraction']['max']:.1f})",
-             f"{100 * c['step_fraction']['median']:.1f}", f"{c['storage_bytes'] / 2**20:.2f} MiB",
+             f"{100 * c['step_fraction']['median']:.1f}",
+             f"{100 * c['recording_overhead']['median']:+.0f} ({100 * c['recording_overhead']['min']:+.0f}..{100 * c['recording_overhead']['max']:+.0f})",
+             f"{c['storage_bytes'] / 2**20:.2f} MiB",
              f"{c['storage_bytes'] / max(1, c['model_bytes']):.0f}x", c["honest_failures"]) for c in fig["cases"]]
     cost = table(("case", "steps", "checkpoints", "train s", "audit s", "audit % of training (min-max)",
-                  "steps %", "storage", "x model", "honest fails"), rows)
+                  "steps %", "recording % (min..max)", "storage", "x model", "honest fails"), rows)
     skip = table(("skipped", "of segments", "trials", "detected", "computed", "computed, 4 validators"),
                  [(r["skipped_segments"], r["segments"], r["trials"], f"{100 * r['detected']:.0f}%",
                    f"{100 * r['computed']:.0f}%", f"{100 * r['computed_4_validators']:.0f}%") for r in fig["skipped"]])

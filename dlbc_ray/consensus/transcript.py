@@ -43,8 +43,8 @@ class AuditParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_checkpoints: int = Field(default=64, ge=2, le=4096, description="checkpoints kept per run, at most "
-                                 "(k is the smallest interval that fits the run's step budget into this many)")
+    max_checkpoints: int = Field(default=64, ge=3, le=4096, description="checkpoints kept per run, at most "
+                                 "(k is the smallest power of two that fits the run's steps into this many)")
     segments: int = Field(default=1, ge=1, description="Q, segments each validator samples and replays, "
                           "besides the last one, which every audit replays (it binds the submitted model)")
     tolerance: float = Field(default=0.0, ge=0.0, description="relative L2 distance a replay on another device "
@@ -111,9 +111,13 @@ def compute_steps_per_epoch(examples: int, batch_size: int) -> int:
     return max(1, math.ceil(examples / batch_size))
 
 
-def compute_interval(max_steps: int, max_checkpoints: int) -> int:
-    """k: the smallest interval that fits ``max_steps`` into ``max_checkpoints`` checkpoints (step 0 included)."""
-    return max(1, math.ceil(max_steps / (max_checkpoints - 1)))
+def compute_interval(steps: int, max_checkpoints: int) -> int:
+    """k: the smallest power of two that keeps a run of ``steps`` within ``max_checkpoints`` checkpoints
+    (step 0, every k-th, and the last); the recorder reaches the same k by doubling as it goes."""
+    k = 1
+    while steps // k + 1 > max_checkpoints - 1:
+        k *= 2
+    return k
 
 
 def checkpoint_steps(steps: int, interval: int) -> tuple[int, ...]:
@@ -273,9 +277,9 @@ def check_header(header: TranscriptHeader, expected: Expected, params: AuditPara
     per_epoch = compute_steps_per_epoch(header.examples, header.batch_size)
     if header.steps_per_epoch != per_epoch:
         return f"steps_per_epoch is {header.steps_per_epoch}, {header.examples} examples make {per_epoch}"
-    if header.interval != compute_interval(per_epoch * expected.max_epochs, params.max_checkpoints):
-        return f"interval {header.interval} is not the one the step budget fixes"
-    if header.steps != per_epoch * expected.epochs:
+    if header.interval != compute_interval(header.steps, params.max_checkpoints):
+        return f"interval {header.interval} is not the one {header.steps} steps fix"
+    if header.steps > per_epoch * expected.max_epochs or header.steps != per_epoch * expected.epochs:
         return f"{header.steps} steps are not the {expected.epochs} whole epochs the submission claims"
     return None
 

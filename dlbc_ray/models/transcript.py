@@ -106,7 +106,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, flat: Mapping[str, np.ndarr
 
 
 class CheckpointStore:
-    """Checkpoints by index: in memory, or in ``folder`` as ``<index>.npz`` (no pickles)."""
+    """Checkpoints by step: in memory, or in ``folder`` as ``<step>.npz`` (no pickles)."""
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
@@ -114,22 +114,28 @@ class CheckpointStore:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
-    def put(self, index: int, checkpoint: Checkpoint) -> None:
+    def put(self, checkpoint: Checkpoint) -> None:
         if self.folder is None:
-            self._memory[index] = checkpoint
+            self._memory[checkpoint.step] = checkpoint
             return
         arrays = {f"w/{k}": v for k, v in checkpoint.weights.items()} | {f"o/{k}": v for k, v in checkpoint.optimizer.items()}
-        np.savez(self.folder / f"{index}.npz", step=np.int64(checkpoint.step), **arrays)
+        np.savez(self.folder / f"{checkpoint.step}.npz", step=np.int64(checkpoint.step), **arrays)
 
-    def get(self, index: int) -> Checkpoint | None:
+    def get(self, step: int) -> Checkpoint | None:
         if self.folder is None:
-            return self._memory.get(index)
-        path = self.folder / f"{index}.npz"
+            return self._memory.get(step)
+        path = self.folder / f"{step}.npz"
         if not path.is_file():
             return None
         with np.load(path, allow_pickle=False) as z:
             return Checkpoint(step=int(z["step"]), weights={k[2:]: z[k] for k in z.files if k.startswith("w/")},
                               optimizer={k[2:]: z[k] for k in z.files if k.startswith("o/")})
+
+    def drop(self, step: int) -> None:
+        if self.folder is None:
+            self._memory.pop(step, None)
+        else:
+            (self.folder / f"{step}.npz").unlink(missing_ok=True)
 
     def nbytes(self) -> int:
         if self.folder is not None:
@@ -138,12 +144,17 @@ class CheckpointStore:
 
 
 class TranscriptRecorder(pl.Callback):
-    """Reseeds torch before each optimizer step and keeps a checkpoint at every step of ``checkpoint_steps``."""
+    """Reseeds torch before each optimizer step and keeps checkpoints at ``checkpoint_steps``.
 
-    def __init__(self, seed: int, interval: int, store: CheckpointStore | None = None) -> None:
-        self.seed, self.interval = seed, interval
+    The interval starts at one step and doubles (every other checkpoint dropped) whenever more
+    than ``max_checkpoints - 1`` would be kept, so a run of any length, stopped early or not,
+    keeps between about half and all of ``max_checkpoints``: the audit's share stays the same.
+    """
+
+    def __init__(self, seed: int, max_checkpoints: int, store: CheckpointStore | None = None) -> None:
+        self.seed, self.cap, self.interval = seed, max_checkpoints, 1
         self.store = store if store is not None else CheckpointStore()
-        self.leaves: list[CheckpointLeaf] = []
+        self.hashes: dict[int, tuple[str, str]] = {}  # step -> (weights hash, optimizer hash)
         self._deterministic = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -159,17 +170,31 @@ class TranscriptRecorder(pl.Callback):
                            batch_idx: int) -> None:
         if trainer.global_step % self.interval == 0:
             self._record(trainer.global_step, pl_module, trainer.optimizers[0])
+            self._thin()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer.global_step, pl_module, trainer.optimizers[0])
         torch.use_deterministic_algorithms(self._deterministic)
 
+    @property
+    def leaves(self) -> list[CheckpointLeaf]:
+        return [CheckpointLeaf(index=i, step=step, weights_hash=w, optimizer_hash=o)
+                for i, (step, (w, o)) in enumerate(sorted(self.hashes.items()))]
+
     def _record(self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if self.leaves and self.leaves[-1].step == step:
+        if step in self.hashes:
             return
         checkpoint = Checkpoint(step=step, weights=to_numpy(pl_module.net), optimizer=flatten_optimizer(optimizer))
-        self.store.put(len(self.leaves), checkpoint)
-        self.leaves.append(checkpoint.leaf(len(self.leaves)))
+        self.store.put(checkpoint)
+        leaf = checkpoint.leaf(0)
+        self.hashes[step] = (leaf.weights_hash, leaf.optimizer_hash)
+
+    def _thin(self) -> None:
+        while len(self.hashes) > self.cap - 1:  # one place stays free for the last step
+            self.interval *= 2
+            for step in [s for s in self.hashes if s % self.interval]:
+                del self.hashes[step]
+                self.store.drop(step)
 
 
 # ------------------------------------------------------------------ the miner's transcript
@@ -191,9 +216,12 @@ class Transcript:
     def root(self) -> str:
         return compute_transcript_root(compute_header_hash(self.header), self.checkpoints_root)
 
+    def checkpoint(self, index: int) -> Checkpoint | None:
+        return self.store.get(self.leaves[index].step) if 0 <= index < len(self.leaves) else None
+
     def opening(self, index: int) -> Opening | None:
         """Checkpoint ``index`` with its leaf and proof; None when there is no such checkpoint."""
-        checkpoint = self.store.get(index) if 0 <= index < len(self.leaves) else None
+        checkpoint = self.checkpoint(index)
         if checkpoint is None:
             return None
         return self.leaves[index], compute_merkle_proof(self.leaves, index), checkpoint
@@ -201,7 +229,8 @@ class Transcript:
 
 def plan(task_id: str, miner: str, round_id: str, *, examples: int, max_epochs: int, hyper: Mapping[str, object],
          threads: int, device: str, params: AuditParams) -> TranscriptHeader:
-    """The header a run will have, fixed before it starts; ``steps`` is the budget until ``finish``."""
+    """The header a run will have, fixed before it starts; ``steps`` and ``interval`` are the budget's until
+    ``finish`` writes what the run took."""
     per_epoch = compute_steps_per_epoch(examples, int(hyper["batch_size"]))  # type: ignore[call-overload]
     return TranscriptHeader.model_validate({
         "task_id": task_id, "miner": miner, "round_id": round_id, "seed": compute_training_seed(task_id, miner, round_id),
@@ -218,7 +247,7 @@ def start(task_id: str, miner: str, round_id: str, data: Split, *, max_epochs: i
     fit, _ = holdout(data, float(hyper["val_fraction"]), seed)  # type: ignore[arg-type]
     header = plan(task_id, miner, round_id, examples=len(fit), max_epochs=max_epochs, hyper=hyper, threads=threads,
                   device=device, params=params)
-    return header, recorder_for(header, store)
+    return header, recorder_for(header, params, store)
 
 
 class Kept:
@@ -241,15 +270,18 @@ class Kept:
         return self._by_commit.get(commit)
 
 
-def recorder_for(header: TranscriptHeader, store: CheckpointStore | None = None) -> TranscriptRecorder:
-    return TranscriptRecorder(header.seed, header.interval, store)
+def recorder_for(header: TranscriptHeader, params: AuditParams,
+                 store: CheckpointStore | None = None) -> TranscriptRecorder:
+    return TranscriptRecorder(header.seed, params.max_checkpoints, store)
 
 
 def finish(header: TranscriptHeader, recorder: TranscriptRecorder) -> Transcript:
-    """The run's transcript: its header with the steps taken, checked against what was recorded."""
-    if not recorder.leaves:
+    """The run's transcript: its header with the steps and interval taken, checked against what was kept."""
+    leaves = recorder.leaves
+    if not leaves:
         raise InvalidModelFile("training recorded no checkpoint", reason="transcript")
-    header = header.model_copy(update={"steps": recorder.leaves[-1].step})
-    if tuple(leaf.step for leaf in recorder.leaves) != checkpoint_steps(header.steps, header.interval):
+    header = header.model_copy(update={"steps": leaves[-1].step, "interval": recorder.interval})
+    if tuple(leaf.step for leaf in leaves) != checkpoint_steps(header.steps, header.interval) \
+            or header.interval != compute_interval(header.steps, recorder.cap):
         raise InvalidModelFile("recorded checkpoints do not match the header's interval", reason="transcript")
-    return Transcript(header, list(recorder.leaves), recorder.store)
+    return Transcript(header, leaves, recorder.store)

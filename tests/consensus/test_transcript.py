@@ -62,7 +62,7 @@ def _expected(**changes: object) -> Expected:
 def _header(**changes: object) -> TranscriptHeader:
     per_epoch = compute_steps_per_epoch(1617, 64)
     base = dict(task_id=TASK, miner=MINER, round_id=ROUND, seed=compute_training_seed(TASK, MINER, ROUND),
-                interval=compute_interval(per_epoch * 5, PARAMS.max_checkpoints), steps=per_epoch * 2,
+                interval=compute_interval(per_epoch * 2, PARAMS.max_checkpoints), steps=per_epoch * 2,
                 steps_per_epoch=per_epoch, examples=1617, batch_size=64, lr=0.01, optimizer="adam",
                 weight_decay=0.0, val_fraction=0.1, threads=1, device="cpu")
     return TranscriptHeader(**{**base, **changes})  # type: ignore[arg-type]
@@ -79,13 +79,30 @@ def test_the_training_seed_is_fixed_by_task_miner_and_round_alone() -> None:
     assert 0 <= seed < 2**63
 
 
-@given(st.integers(1, 10_000), st.integers(2, 512))
+@given(st.integers(1, 10_000), st.integers(3, 512))
 def test_the_interval_keeps_the_checkpoints_within_the_cap(max_steps: int, cap: int) -> None:
     k = compute_interval(max_steps, cap)
     for steps in (max_steps, max_steps // 2, 1):
         marks = checkpoint_steps(steps, k)
         assert len(marks) <= cap and marks[0] == 0 and marks[-1] == steps
         assert all(b - a <= k for a, b in zip(marks, marks[1:]))
+
+
+@given(st.integers(0, 5_000), st.integers(3, 200))
+def test_doubling_as_the_recorder_does_reaches_the_derived_interval(steps: int, cap: int) -> None:
+    """The recorder keeps every k-th step and doubles k (dropping every other) when it would keep more
+    than cap - 1; whatever the run's length, it ends on ``compute_interval`` and within the cap."""
+    k, kept = 1, set()
+    for step in range(steps + 1):
+        if step % k == 0:
+            kept.add(step)
+            while len(kept) > cap - 1:
+                k *= 2
+                kept = {s for s in kept if s % k == 0}
+    kept.add(steps)
+    assert k == compute_interval(steps, cap)
+    assert tuple(sorted(kept)) == checkpoint_steps(steps, k) and len(kept) <= cap
+    assert len(kept) > (cap - 1) // 2 or k == 1  # never thinned below about half the cap
 
 
 def test_zero_steps_is_one_checkpoint() -> None:
@@ -168,7 +185,7 @@ def test_the_derived_header_passes() -> None:
 @pytest.mark.parametrize(("change", "named"), [
     ({"seed": 7}, "seed"), ({"batch_size": 32}, "batch_size"), ({"lr": 0.5}, "lr"), ({"optimizer": "sgd"}, "optimizer"),
     ({"examples": 1600}, "examples"), ({"miner": Identity.from_seed("n", bytes([2]) * 32).public_key}, "miner"),
-    ({"round_id": "c" * 64}, "round_id"), ({"steps_per_epoch": 3}, "steps_per_epoch"), ({"interval": 1}, "interval"),
+    ({"round_id": "c" * 64}, "round_id"), ({"steps_per_epoch": 3}, "steps_per_epoch"), ({"interval": 2}, "interval"),
     ({"steps": 10}, "steps"),
 ])
 def test_each_header_field_the_round_fixes_is_checked(change: dict[str, object], named: str) -> None:
