@@ -17,7 +17,7 @@ from dlbc_ray.actors._ray import get, get_retrying
 from dlbc_ray.actors.rounds import now_ms
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ActorUnavailable, ConfigError, DLBCError, InvalidTask
+from dlbc_ray.errors import ActorUnavailable, ConfigError, DLBCError, InvalidModelFile, InvalidTask
 from dlbc_ray.home import Home
 from dlbc_ray.keystore import key_path, list_keys, load_key
 from dlbc_ray.ledger import ArtifactStore, Chain, save_safetensors
@@ -134,13 +134,56 @@ def export_model(home: Home, task: Task, model_hash: str, path: Path) -> Path:
 
     store = ArtifactStore(home.artifacts)
     weights, meta = store.get(model_hash), store.metadata(model_hash)
-    if "sml_seed" in meta:  # a single miner's model: fold its mapping layer (a fusion is unmapped already)
-        q, kind = mapping_layer(bytes.fromhex(meta["sml_seed"]), weights, task.model.name, task.dataset.input_shape)
+    seed = committed_seed(meta, winner_commitment(home, task, model_hash), model_hash)
+    if seed is not None:  # a single miner's model: fold its mapping layer (a fusion is unmapped already)
+        q, kind = mapping_layer(seed, weights, task.model.name, task.dataset.input_shape)
         weights = sml.fold_into_first_layer(weights, net_info(task.model.name).first_layer, q, kind)
     spec = {"model": task.model.name, "params": json.dumps(task.model.params),
             "input_shape": json.dumps(list(task.dataset.input_shape)), "n_classes": str(task.dataset.n_classes),
             "model_hash": model_hash, **{k: meta[k] for k in ("fusion", "members", "contributors") if k in meta}}
     return save_safetensors(weights, path, metadata=spec)
+
+
+def winner_commitment(home: Home, task: Task, model_hash: str) -> str | None:
+    """The mapping-seed commitment of the submission that delivered ``model_hash`` for ``task``, as the
+    chain records it (read-only); None for a fusion or a model without a mapping layer.
+
+    The artifact store is written by whoever calls the ledger actor first, so its metadata is
+    never trusted on its own: the seed it names must be the one the winner committed to.
+    """
+    from dlbc_ray.ledger import LedgerStore
+
+    store = LedgerStore(home.ledger, read_only=True)
+    try:
+        chain = Chain(store, verify=False)
+        record = chain.state.tasks.get(crypto.message_hash(task))
+        block = chain.block(record.closed_height) if record and record.closed_height is not None else None
+    finally:
+        store.close()
+    if block is None or block.header.model_hash != model_hash:
+        raise InvalidModelFile(f"model {model_hash[:12]} is not what task {crypto.message_hash(task)[:12]} "
+                               "delivered on this chain", reason="not_delivered")
+    if block.header.fused:
+        return None
+    winner = next(s.message for s in block.submissions
+                  if (s.message.model_hash, s.message.miner) == (model_hash, block.header.winner))
+    return winner.sml_commitment
+
+
+def committed_seed(meta: dict[str, str], commitment: str | None, model_hash: str) -> bytes | None:
+    """The artifact's mapping seed when the winner committed to one, checked against that commitment."""
+    from dlbc_ray.models import sml
+
+    if commitment is None:
+        return None
+    try:
+        seed = bytes.fromhex(meta.get("sml_seed", ""))
+    except ValueError:
+        seed = b""
+    if not sml.is_valid_reveal(seed, commitment):
+        raise InvalidModelFile(f"the artifact of {model_hash[:12]} carries a mapping seed the winner never "
+                               "committed to (stored by someone else first?)", reason="seed_mismatch")
+    return seed
 
 
 # --------------------------------------------------------------------- money
