@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbc_ray.errors import ConfigError
+from dlbc_ray.errors import ConfigError, InvalidTask
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.system import ClassifierSystem
 
@@ -62,3 +62,29 @@ def test_frozen_parameters_are_left_out_of_the_optimizer() -> None:
 def test_unknown_optimizer_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="'lbfgs'"):
         _system(optimizer="lbfgs")
+
+
+def test_the_objective_chooses_the_loss() -> None:
+    x, y = _batch()
+    for objective, loss in [("mse", F.mse_loss), ("mae", F.l1_loss)]:
+        system = _system(objective=objective)
+        targets = y.float() / 2
+        torch.testing.assert_close(system.loss(system(x), targets), loss(system(x)[:, 0], targets))
+    with pytest.raises(InvalidTask, match="unknown metric .f2."):
+        _system(objective="f2")
+
+
+def test_val_acc_is_the_objective_over_the_whole_holdout_not_a_mean_of_batches() -> None:
+    """Macro-F1 of two batches is not the mean of their F1s: the system scores the epoch's outputs at once."""
+    system = _system(objective="macro_f1")
+    logged: dict[str, float] = {}
+    system.log = lambda name, value, **kw: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    system.net = nn.Identity()  # logits are the inputs: predictions are exactly what the batches say
+    batches = [(torch.eye(3)[[0, 0, 1]], torch.tensor([0, 0, 0])), (torch.eye(3)[[2, 1]], torch.tensor([2, 1]))]
+    system.on_validation_epoch_start()
+    for i, batch in enumerate(batches):
+        system.validation_step(batch, i)
+    system.on_validation_epoch_end()
+    from sklearn.metrics import f1_score
+
+    assert logged["val_acc"] == pytest.approx(f1_score([0, 0, 0, 2, 1], [0, 0, 1, 2, 1], average="macro"))
