@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, is_ready
 from dlbc_ray.actors.consensus import StandingTemplate
 from dlbc_ray.actors.rounds import TaskData, now_ms
-from dlbc_ray.actors.spawn import NAMESPACE, spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
+from dlbc_ray.actors.names import NAMESPACE
 from dlbc_ray.config import NetworkConfig, TaskDefaults
 from dlbc_ray.consensus import make_genesis
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ConfigError
+from dlbc_ray.errors import ConfigError, DLBCError
 from dlbc_ray.home import Home, check_chain_choice
 from dlbc_ray.keystore import key_path, load_key, load_or_create_key
 from dlbc_ray.localhead import LOOPBACK, check_token_file, keep_loopback_driver
@@ -230,6 +231,9 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     ``roles`` swaps in other actor classes by identity name (the adversary suite's honest-
     looking miners and validators); everyone else is honest.
     """
+    # torch loads here, in the driver only for the validators' and miners' classes, once Ray is already starting
+    from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
+
     roles = roles or {}
     options = lambda name: ({"actor_class": roles[name].actor_class, "init": roles[name].init}  # noqa: E731
                             if name in roles else {})
@@ -243,11 +247,12 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     miners = [spawn_miner(cfg.miner, i, cfg.protection, proposer=proposer, **options(i.name)) for i in ids.miners]
     validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, **options(i.name))
                   for i in ids.validators]
+    # Every actor is asked for before any is waited on: their processes start (and import) side by side.
+    consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators, treasury=ids.treasury,
+                                groups=miner_groups([m.name for m in miners], cfg.miners_per_task))
     chain_id = get(ledger.head.remote(), timeout=120, what="ledger start")["chain_id"]
     get([m.handle.info.remote() for m in miners] + [v.handle.info.remote() for v in validators], timeout=300,
         what="miner and validator start")
-    consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators, treasury=ids.treasury,
-                                groups=miner_groups([m.name for m in miners], cfg.miners_per_task))
     return Network(ledger=ledger, consensus=consensus, miners=miners, validators=validators, identities=ids,
                    chain_id=chain_id)
 
@@ -326,14 +331,20 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
 
     check_home(home, cfg, pole=mode == "pole", new_chain=new_chain)
     ids = load_identities(home, cfg)
+    clock = Stopwatch()
     on_stage("starting a local Ray cluster")
     owns = start_local_ray(home, cfg)
+    clock.lap("ray_start_s")
     on_stage(f"starting {cfg.miners} miners, {cfg.validators} validators, the ledger and consensus")
-    net = assemble(cfg, home, ids)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlbc-data") as loader:
+        loading = loader.submit(clock.timed, "data_load_s", load_builtin, cfg.task.dataset, cache_dir=home.datasets)
+        net = assemble(cfg, home, ids)  # the data loads meanwhile: the actors' processes are starting
+        clock.lap("actors_s")
+        bundle = loading.result()
     net.owns_ray = owns
     try:
-        bundle = load_builtin(cfg.task.dataset, cache_dir=home.datasets)
         data = TaskData(train=ray.put(bundle.train), test=ray.put(bundle.test))
+        clock.lap("data_wait_s")
         reports = []
         timeout = cfg.consensus.collect_timeout_s + cfg.consensus.validate_timeout_s + 120
         standing = standing_template(cfg, bundle) if mode == "pole" else None
@@ -342,6 +353,9 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
             task = None if standing else make_task(ids.requester, cfg.task, bundle, nonce=time.time_ns(),
                                                    created_ms=now_ms(), chain_id=net.chain_id)
             reports.append(run_round(net, task, data, timeout_s=timeout, on_status=on_status, standing=standing))
+            if reports[-1].committed and "first_block_s" not in clock.laps:
+                clock.lap("first_round_s")
+                clock.laps["first_block_s"] = clock.total()
             if on_round:
                 on_round(reports[-1])
     finally:
@@ -350,12 +364,37 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
         if owns:
             ray.shutdown()
     on_stage("verifying the chain")
-    return _finish(home, reports, ids)
+    result = _finish(home, reports, ids)
+    result.extra["startup"] = clock.laps
+    return result
+
+
+class Stopwatch:
+    """Named laps since the last one (seconds), for the demo's time-to-first-block figures."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.last = now - self.last, now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+    def timed(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, its own duration recorded as ``name`` (it may run beside the laps)."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.laps[name] = time.perf_counter() - t0
 
 
 def _finish(home: Home, reports: list[RoundReport], ids: Identities) -> DemoResult:
     try:
         verify_chain(home.ledger)
-    except Exception as e:  # reported, not raised: the rounds' results still stand
+    except DLBCError as e:  # reported, not raised: the rounds' results still stand
         return DemoResult(reports, chain_valid=False, names=ids.names(), chain_error=str(e))
     return DemoResult(reports, chain_valid=True, names=ids.names())

@@ -15,10 +15,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -34,10 +35,16 @@ from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.baas import common_seed
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed, mark_secret, watermark_key
-from dlbc_ray.models.training import EpochStat, TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
 from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext, WindowClose
+
+if TYPE_CHECKING:
+    from dlbc_ray.models.training import EpochStat
+
+# Lightning (with torchmetrics, scipy, matplotlib and torch._dynamo behind it) is imported by the
+# miner's own process when it starts (``Miner.__init__``), never by the driver that spawns it:
+# there its import was seconds of serial start-up before the first block.
 
 
 def torch_threads(num_cpus: float | None) -> int:
@@ -84,13 +91,16 @@ class Miner:
         self.cfg, self.identity, self.protection, self.proposer = cfg, identity, protection, proposer
         self.threads = torch_threads(cfg.num_cpus)
         torch.set_num_threads(self.threads)
+        from dlbc_ray.models import training  # noqa: F401  warm: Lightning loads now, not in the first round
         self.accelerator = "gpu" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self._cancelled: set[str] = set()  # task ids whose submission window closed: stop at the next epoch
         self._rounds: dict[str, RoundContext] = {}  # task id -> the round this miner is mining it in
         self._sealed: dict[str, Sealed] = {}  # commit -> what only the proposer's close of its round opens
+        self._marks: dict[tuple[Any, ...], list[watermark.WatermarkRegularizer]] = {}  # per architecture, kept warm
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "threads": self.threads,
+                "pid": os.getpid(),
                 "device": self.accelerator, "num_cpus": self.cfg.num_cpus, "num_gpus": self.cfg.num_gpus}
 
     def cancel(self, close: Signed[WindowClose]) -> None:
@@ -130,11 +140,13 @@ class Miner:
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
         mapped, sml_seed = mapped_net(self.identity, self.protection, net, spec, task_id, ctx.round_id)
         report = reporter(progress, self.identity, task_id, spec.max_epochs)
-        marks = own_marks(self.identity, self.protection, net, spec)
+        marks = kept_marks(self._marks, self.identity, self.protection, net, spec)
+        from dlbc_ray.models.training import TrainSettings, train
+
         settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
                                  optimizer=self.cfg.optimizer, seed=training_seed(self.identity, task_id),
                                  accelerator=self.accelerator, val_fraction=self.cfg.val_fraction,
-                                 num_threads=self.threads)
+                                 num_threads=self.threads, objective=spec.metric)
         result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
                        stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin))
         weights = settled(net, marks, result.weights, self.protection.mark_margin)
@@ -214,8 +226,8 @@ def private_shard(identity: Identity, spec: Task, task_id: str, ctx: RoundContex
 def settled(net: torch.nn.Module, marks: list[watermark.WatermarkRegularizer], weights: dict[str, np.ndarray],
             margin: float) -> dict[str, np.ndarray]:
     """Make sure our own mark reads back before signing (short tasks may stop short of it)."""
-    if not marks:
-        return weights
+    if not marks or float(np.min(watermark.signed_margins(weights, marks[0].key))) >= margin:
+        return weights  # already readable to the margin: nothing to settle (settle would check the same)
     net.cpu()
     steps = watermark.settle(net, marks[0].key, margin=margin)
     return to_numpy(net) if steps else weights
@@ -244,6 +256,16 @@ def mapped_net(identity: Identity, protection: ProtectionConfig, net: torch.nn.M
         first = net_info(spec.model.name).first_layer
         load_into(net, fusion.common_start(to_numpy(net), first, q, kind))
     return sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), seed
+
+
+def kept_marks(kept: dict[tuple[Any, ...], list[watermark.WatermarkRegularizer]], identity: Identity,
+               protection: ProtectionConfig, net: torch.nn.Module, spec: Task) -> list[watermark.WatermarkRegularizer]:
+    """``own_marks``, derived once per architecture into ``kept`` (the key's M x T normals are the same every
+    round); a module function, as the key is secret and every method answers whoever holds the handle."""
+    arch = (spec.model.name, tuple((name, tuple(p.shape)) for name, p in net.named_parameters()))
+    if arch not in kept:
+        kept[arch] = own_marks(identity, protection, net, spec)
+    return kept[arch]
 
 
 def own_marks(identity: Identity, protection: ProtectionConfig, net: torch.nn.Module,

@@ -70,7 +70,17 @@ def as_json(result: DemoResult) -> dict[str, Any]:
                "score": None if r.score is None else r.score / SCORE_SCALE, "round_seconds": round(r.round_seconds, 3),
                "timings": r.timings} for r in result.reports if r.committed]
     failures = [{"task_id": r.task_id, "reason": r.failure} for r in result.reports if not r.committed]
-    return {"blocks": blocks, "failures": failures, "chain_valid": result.chain_valid}
+    return {"blocks": blocks, "failures": failures, "chain_valid": result.chain_valid,
+            "startup": {k: round(v, 3) for k, v in result.extra.get("startup", {}).items()}}
+
+
+def startup_line(startup: dict[str, float]) -> str:
+    """Where the wait for the first block went, in one line (empty when no block was committed)."""
+    if "first_block_s" not in startup:
+        return ""
+    parts = [("Ray", "ray_start_s"), ("actors", "actors_s"), ("first round", "first_round_s")]
+    return (f"first block {startup['first_block_s']:.1f} s after the network started: "
+            + ", ".join(f"{label} {startup[key]:.1f} s" for label, key in parts if key in startup))
 
 
 def demo(
@@ -119,6 +129,8 @@ def demo(
             out.print(f"plot: {plot_rounds(result.reports, h.plots / 'demo.png')}")
         if committed and mode == "pole":
             out.print(f"plot: {_pole_plot(h, cfg.pole.target_interval_s)}")
+        if line := startup_line(result.extra.get("startup", {})):
+            out.print(line, highlight=False)
         out.print("chain valid" if result.chain_valid else f"[red]chain INVALID: {result.chain_error}[/]")
     if web is not None:
         _keep_serving(web)

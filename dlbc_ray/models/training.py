@@ -44,6 +44,7 @@ class TrainSettings:
     devices: int = 1
     val_fraction: float = 0.1
     num_threads: int | None = None
+    objective: str = "accuracy"  # a registered objective (models.objectives): the loss, and what val_acc scores
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.devices < 1:
@@ -149,7 +150,8 @@ def train(
     _prepare_process(settings)
     fit, val = holdout(data, settings.val_fraction, settings.seed)
     system = ClassifierSystem(
-        net, lr=settings.lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer, regularizers=regularizers
+        net, lr=settings.lr, weight_decay=settings.weight_decay, optimizer=settings.optimizer, regularizers=regularizers,
+        objective=settings.objective,
     )
     recorder = _EpochRecorder(on_epoch, stop_when)
     started = time.perf_counter()
