@@ -6,7 +6,7 @@ One schema (``version: 1``), the same in both syntaxes::
     model:
       name: mlp                 # a net from the registry (dlbc_ray.models.nets.NETS)
       params: {hidden: [128, 64]}
-    dataset: digits             # a built-in name, or a .npz/.csv path relative to this file
+    dataset: digits             # a built-in name, or a .npz/.csv/.parquet file or image folder, relative to this file
     metric: accuracy            # optional: an objective from dlbc_ray.models.objectives (accuracy, macro_f1)
     target: 0.85                # score a winning model must reach, in [0, 1] (every score: higher is better)
     reward: 1000                # paid to the winner, > 0
@@ -85,7 +85,7 @@ class TaskFile(_Strict):
     version: Literal[1] = 1
     model: ModelEntry
     dataset: str = Field(min_length=1, max_length=MAX_DATASET_CHARS,
-                         description="built-in name, or a .npz/.csv path relative to the file")
+                         description="built-in name, or a .npz/.csv/.parquet file or image folder relative to the file")
     metric: str = Field(default="accuracy", max_length=MAX_NAME_CHARS,
                         description="accuracy, macro_f1, ... (dlbc_ray.models.objectives)")
     target: float = Field(ge=0, le=1, allow_inf_nan=False)
@@ -149,7 +149,7 @@ def read_task_file(path: Path | str, *, limits: Limits = LIMITS) -> TaskFile:
     taskfile = _validate(path, _read_mapping(path, limits))
     if taskfile.dataset not in BUILTIN_DATASETS and not taskfile.is_file_dataset:
         raise _fail(path, "dataset", f"unknown built-in dataset {_short(taskfile.dataset)}; built-ins are "
-                    f"{', '.join(BUILTIN_DATASETS)} (or give a .npz/.csv path)", reason="unknown_dataset")
+                    f"{', '.join(BUILTIN_DATASETS)} (or give a .npz/.csv/.parquet file or an image folder)", reason="unknown_dataset")
     if taskfile.is_file_dataset:
         taskfile = taskfile.model_copy(update={"dataset": str(_resolve_dataset(path, taskfile.dataset))})
     return taskfile
