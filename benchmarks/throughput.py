@@ -1,6 +1,6 @@
 """Tasks and blocks per hour of a long-lived network with 1, 2 and 4 miners, and where a round's time goes.
 
-    python benchmarks/throughput.py [--quick] [--json] [--tasks 8] [--miners 1,2,4]
+    python benchmarks/throughput.py [--quick] [--json] [--tasks 8] [--miners 1,2,4] [--repeats 3]
 
 For each miner count, the real user path: ``dlbc-ray up --address local`` (a private Ray
 head on loopback, long-lived actors, one miner per group so N miners mine N tasks at once),
@@ -83,29 +83,59 @@ def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
             "outside_train_eval_median": statistics.median(outside)}
 
 
-def run(miner_counts: list[int], tasks: int, task_file: Path) -> dict[str, Any]:
+RATIO_TARGET = 2, 1.8  # 2 miners mine at least 1.8x the tasks/hour of 1 (on 2 cores), in every repeat
+
+
+def run(miner_counts: list[int], tasks: int, task_file: Path, repeats: int) -> dict[str, Any]:
+    """``repeats`` consecutive runs, each of every miner count; ratios are to the first count of the same run."""
     import os as _os
 
-    rows = []
-    for n in miner_counts:
-        print(f"  {n} miner(s): {tasks} tasks...", file=sys.stderr, flush=True)
-        rows.append(run_network(n, tasks, task_file))
-    base = rows[0]
-    for row in rows:
-        row["tasks_ratio"] = row["tasks_per_hour"] / base["tasks_per_hour"]
-        row["blocks_ratio"] = row["blocks_per_hour"] / base["blocks_per_hour"]
-    return {"task_file": str(task_file.relative_to(ROOT)), "cores": _os.cpu_count(), "rows": rows}
+    runs = []
+    for i in range(repeats):
+        rows = []
+        for n in miner_counts:
+            print(f"  run {i + 1}/{repeats}, {n} miner(s): {tasks} tasks...", file=sys.stderr, flush=True)
+            rows.append(run_network(n, tasks, task_file))
+        base = rows[0]
+        for row in rows:
+            row["tasks_ratio"] = row["tasks_per_hour"] / base["tasks_per_hour"]
+            row["blocks_ratio"] = row["blocks_per_hour"] / base["blocks_per_hour"]
+        runs.append(rows)
+    return {"task_file": str(task_file.relative_to(ROOT)), "cores": _os.cpu_count(), "runs": runs,
+            "verdicts": verdicts(runs)}
+
+
+def verdicts(runs: list[list[dict[str, Any]]]) -> dict[str, bool | None]:
+    """Issue 14's two promises, each required of every run (None: that run had no such miner count)."""
+    def ratio(rows: list[dict[str, Any]], n: int) -> float | None:
+        return next((r["tasks_ratio"] for r in rows if r["miners"] == n), None)
+
+    n, target = RATIO_TARGET
+    pairs = [ratio(rows, n) for rows in runs]
+    fours = [(ratio(rows, 4), ratio(rows, 2)) for rows in runs]
+    return {"two_over_one": None if None in pairs else all(p >= target for p in pairs),  # type: ignore[operator]
+            "four_not_below_two": None if any(None in f for f in fours) else all(a >= b for a, b in fours)}
 
 
 def report(fig: dict[str, Any]) -> str:
-    lines = [f"throughput: {fig['rows'][0]['tasks']} tasks of {fig['task_file']} per run, one miner per group, "
-             f"{fig['cores']} cores",
-             f"{'miners':>6} {'tasks/h':>9} {'ratio':>6} {'blocks/h':>9} {'ratio':>6} {'round s':>8} "
+    first = fig["runs"][0]
+    lines = [f"throughput: {first[0]['tasks']} tasks of {fig['task_file']} per network, one miner per group, "
+             f"{fig['cores']} cores, {len(fig['runs'])} consecutive run(s)",
+             f"{'run':>3} {'miners':>6} {'tasks/h':>9} {'ratio':>6} {'blocks/h':>9} {'ratio':>6} {'round s':>8} "
              f"{'outside train+eval':>19}"]
-    for r in fig["rows"]:
-        lines.append(f"{r['miners']:>6} {r['tasks_per_hour']:>9.0f} {r['tasks_ratio']:>6.2f} "
-                     f"{r['blocks_per_hour']:>9.0f} {r['blocks_ratio']:>6.2f} {r['round_s_median']:>8.2f} "
-                     f"{r['outside_train_eval_median']:>18.0%}")
+    for i, rows in enumerate(fig["runs"], 1):
+        for r in rows:
+            lines.append(f"{i:>3} {r['miners']:>6} {r['tasks_per_hour']:>9.0f} {r['tasks_ratio']:>6.2f} "
+                         f"{r['blocks_per_hour']:>9.0f} {r['blocks_ratio']:>6.2f} {r['round_s_median']:>8.2f} "
+                         f"{r['outside_train_eval_median']:>18.0%}")
+    for n in [r["miners"] for r in first[1:]]:
+        xs = [r["tasks_ratio"] for rows in fig["runs"] for r in rows if r["miners"] == n]
+        lines.append(f"{n} miners / {first[0]['miners']}: tasks/h ratio median {statistics.median(xs):.2f}, "
+                     f"min {min(xs):.2f}, max {max(xs):.2f}")
+    v, (n, target) = fig["verdicts"], RATIO_TARGET
+    word = {True: "met in every run", False: "NOT met in every run", None: "not measured"}
+    lines.append(f"target: {n} miners >= {target:g}x one miner's tasks/h: {word[v['two_over_one']]}; "
+                 f"4 miners not below 2: {word[v['four_not_below_two']]}")
     lines.append("tasks/h over the mining window; blocks/h over the whole run (escrow blocks included); "
                  "round s and the share outside training and evaluation are medians per round")
     return "\n".join(lines)
@@ -116,11 +146,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--miners", default="1,2,4", help="comma-separated miner counts; the first is the base")
     parser.add_argument("--task-file", type=Path, default=TASK_FILE)
-    parser.add_argument("--quick", action="store_true", help="4 tasks per run")
+    parser.add_argument("--repeats", type=int, default=3, help="consecutive runs; the target must hold in each")
+    parser.add_argument("--quick", action="store_true", help="4 tasks per network")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     counts = [int(x) for x in args.miners.split(",")]
-    fig = run(counts, 4 if args.quick else args.tasks, args.task_file.resolve())
+    fig = run(counts, 4 if args.quick else args.tasks, args.task_file.resolve(), args.repeats)
     print(json.dumps(fig) if args.json else report(fig))
 
 
