@@ -251,23 +251,24 @@ def start(task_id: str, miner: str, round_id: str, data: Split, *, max_epochs: i
 
 
 class Kept:
-    """A miner's transcripts of its last ``size`` submissions, by commit, in memory; the oldest is dropped.
+    """A miner's transcripts of its last submissions, by commit, in memory: at most ``size`` of them and
+    ``max_bytes`` in all (the newest is always kept); the oldest go first. One transcript holds at most
+    ``AuditParams.max_checkpoints`` checkpoints of weights plus optimizer state (about 3x the model with Adam)."""
 
-    Each holds at most ``AuditParams.max_checkpoints`` checkpoints, so a miner keeps at most
-    ``size x max_checkpoints`` copies of weights and optimizer state.
-    """
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
+    def __init__(self, size: int = 8, max_bytes: int = 2 << 30) -> None:
+        self.size, self.max_bytes = size, max_bytes
         self._by_commit: dict[str, Transcript] = {}
 
     def put(self, commit: str, transcript: Transcript) -> None:
         self._by_commit[commit] = transcript
-        while len(self._by_commit) > self.size:
+        while len(self._by_commit) > 1 and (len(self._by_commit) > self.size or self.nbytes() > self.max_bytes):
             del self._by_commit[next(iter(self._by_commit))]
 
     def get(self, commit: str) -> Transcript | None:
         return self._by_commit.get(commit)
+
+    def nbytes(self) -> int:
+        return sum(t.store.nbytes() for t in self._by_commit.values())
 
 
 def recorder_for(header: TranscriptHeader, params: AuditParams,

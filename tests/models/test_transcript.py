@@ -47,6 +47,7 @@ from dlbc_ray.models.transcript import (
     Checkpoint,
     CheckpointStore,
     DerivedOrder,
+    Kept,
     Transcript,
     epoch_order,
     finish,
@@ -364,3 +365,15 @@ def _submission(transcript: Transcript, weights: dict[str, np.ndarray], root: st
     if "transcript_root" in Submission.model_fields:
         return Submission(**fields)
     return SimpleNamespace(**fields)  # before the schema carries the field
+
+
+def test_a_miner_keeps_a_bounded_number_and_size_of_transcripts(honest) -> None:
+    transcript, _ = honest
+    kept = Kept(size=3, max_bytes=10 * transcript.store.nbytes())
+    for i in range(5):
+        kept.put(f"c{i}", transcript)
+    assert [kept.get(f"c{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    small = Kept(size=8, max_bytes=transcript.store.nbytes() + 1)
+    small.put("a", transcript)
+    small.put("b", transcript)
+    assert small.get("a") is None and small.get("b") is transcript and small.nbytes() <= small.max_bytes
