@@ -68,8 +68,10 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/    /'
   if [[ "$(torch_cuda)" != *True ]]; then
     # PyPI's Linux x86_64 wheel of the pinned torch is the CUDA build (cluster.yaml installs it the same way).
-    run_step install_cuda_torch 300 "$PY" -m pip install --quiet --force-reinstall --no-deps "torch==$TORCH_PIN"
-    run_step install_cuda_deps 200 "$PY" -m pip install --quiet "torch==$TORCH_PIN"
+    # PyPI named explicitly: a pip.conf pointing at the CPU wheel index would bring the CPU build back.
+    run_step install_cuda_torch 300 "$PY" -m pip install --quiet --index-url https://pypi.org/simple \
+      --force-reinstall --no-deps "torch==$TORCH_PIN"
+    run_step install_cuda_deps 200 "$PY" -m pip install --quiet --index-url https://pypi.org/simple "torch==$TORCH_PIN"
   fi
   [[ "$(torch_cuda)" == *True ]] || { echo "gpu_check.sh: torch still sees no CUDA: $(torch_cuda)" >&2; exit 1; }
 fi
