@@ -37,7 +37,7 @@ from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, c
                                          probe_inputs)
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
-from dlbc_ray.models.weights import check_architecture
+from dlbc_ray.models.weights import check_architecture, to_numpy
 from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
 
@@ -83,7 +83,7 @@ class Validator:
         self._rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
         # earlier valid models' fingerprints and each task family's probes: never handed out by any method
         self._refs = ReferenceSet()
-        self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...]]] = {}
+        self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]] = {}
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
 
     def info(self) -> dict[str, Any]:
@@ -261,13 +261,13 @@ class Validator:
         if spec.fusion != "winner" or not valid:
             return
         key = provenance_key(spec)
-        probes, nulls = self._probe_set(spec, test, key)
+        probes, nulls, init = self._probe_set(spec, test, key)
         earlier = self._refs.earlier(key, round_id=ctx.round_id)
         here: list[Reference] = []
         for j in valid:
-            fp = self._fingerprint(spec, j, probes)
+            fp, start = self._fingerprint(spec, j, probes, j.weights), self._fingerprint(spec, j, probes, init)
             refs = [r for r in earlier + here if r.miner != j.sub.miner]
-            sims = compare(fp, [r.fingerprint for r in refs], nulls)
+            sims = compare(fp, [r.fingerprint for r in refs], nulls, start)
             judgement = check_provenance([(r.name, s.units, s.agreement) for r, s in zip(refs, sims)])
             if judgement is not None:
                 j.verdict, j.detail = judgement
@@ -276,9 +276,10 @@ class Validator:
         for ref in here:
             self._refs.remember(key, ref, won)
 
-    def _probe_set(self, spec: Task, test: Split, key: str) -> tuple[np.ndarray, tuple[Fingerprint, ...]]:
-        """The probes of this data and architecture (drawn from the test split by its public hash) and the
-        random nets that set each layer's chance level, made once."""
+    def _probe_set(self, spec: Task, test: Split,
+                   key: str) -> tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]:
+        """This data and architecture's probes (drawn from the test split by its public hash), the random
+        nets that set each layer's chance level, and the shared init every miner starts from; made once."""
         if key not in self._probes:
             probes = probe_inputs(test, spec.dataset.test_hash)
 
@@ -286,19 +287,18 @@ class Validator:
                 return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
                                  spec.dataset.n_classes, seed=seed)
 
-            self._probes[key] = probes, null_fingerprints(build, probes)
+            self._probes[key] = probes, null_fingerprints(build, probes), to_numpy(build(0))
         return self._probes[key]
 
     @staticmethod
-    def _fingerprint(spec: Task, j: _Judged, probes: np.ndarray) -> Fingerprint:
-        """What ``j``'s model computes on the raw probes, through its submitter's own mapping layer."""
-        assert j.weights is not None
+    def _fingerprint(spec: Task, j: _Judged, probes: np.ndarray, weights: Any) -> Fingerprint:
+        """What ``weights`` compute on the raw probes behind ``j``'s submitter's own mapping layer."""
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
         x = probes
         if j.seed is not None:
             q, kind = mapping_layer(j.seed, net, spec.model.name, spec.dataset.input_shape)
             x = sml.map_inputs(probes, q, kind)
-        return fingerprint(net, j.weights, x)
+        return fingerprint(net, weights, x)
 
     def _copied_by_marks(self, spec: Task, a: _Judged, b: _Judged) -> tuple[_Judged, _Judged, float] | None:
         """(copy, original, chance) when exactly one of the pair carries the other's mark beyond ``copy_owner_p``."""

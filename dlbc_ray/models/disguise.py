@@ -17,13 +17,11 @@ import re
 from collections.abc import Mapping
 
 import numpy as np
-import torch
 
 from dlbc_ray.models import sml, watermark
-from dlbc_ray.models.data import Split
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer
-from dlbc_ray.models.weights import load_into, to_numpy
+from dlbc_ray.models.weights import to_numpy
 
 Weights = dict[str, np.ndarray]
 _LAYER = re.compile(r"^(conv|fc)\.(\d+)\.weight$")
@@ -70,21 +68,6 @@ def reset_layer(weights: Mapping[str, np.ndarray], model: str, params: Mapping[s
 def host_prefix(model: str) -> str:
     """The layer that hosts ``model``'s watermark ("fc.1", "conv.1"): what a partial reuse resets."""
     return net_info(model).watermark_layer.rsplit(".", 1)[0]
-
-
-def fine_tune(net: torch.nn.Module, weights: Mapping[str, np.ndarray], data: Split, *, steps: int,
-              lr: float = 1e-3, batch_size: int = 64, seed: int = 0) -> Weights:
-    """``steps`` Adam steps of cross-entropy on ``data`` from ``weights`` (a thief's light touch-up)."""
-    load_into(net, weights).train()
-    gen = torch.Generator().manual_seed(seed)
-    x, y = torch.from_numpy(np.ascontiguousarray(data.x, np.float32)), torch.from_numpy(data.y)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
-        idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=gen)
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-        optimizer.step()
-    return to_numpy(net)
 
 
 def remap(weights: Mapping[str, np.ndarray], model: str, input_shape: tuple[int, ...], old_seed: bytes,

@@ -3,20 +3,24 @@
 Weight bytes say nothing once a thief permutes and rescales hidden units (``disguise``);
 what the network computes does. A validator runs each model, on raw inputs through its
 submitter's own revealed mapping layer, over a fixed probe set and keeps, per hidden
-layer, every unit's activation pattern, plus the predicted labels. Two measures follow:
+layer, every unit's pre-activation pattern (a conv channel: its spatial mean), plus the
+predicted labels. Two measures follow:
 
 - **unit match** (Li et al., "Convergent learning", ICLR 2016): per layer, the mean over
   one model's units of the best Pearson correlation with any unit of the other. Invariant
   to permuting units and to scaling each by c > 0, and layer by layer, so a model of which
   only some layers were reset and retrained ("partial reuse") still shows the layers it kept.
-- **agreement**: the share of probes on which the two predict the same label, with half the
-  probes mixes of two test inputs of different classes, near decision boundaries where
-  independently trained models part ways (the idea of IPGuard, Cao et al., AsiaCCS 2021,
-  and ModelDiff, Li et al., ISSTA 2021, without their adversarial search).
+  It is reported above chance: 0 is what a random net of the architecture, or the task's
+  public shared init, already matches (whichever is more), 1 the same units.
+- **agreement**: the share of probes on which the two predict the same label. Two thirds of
+  the probes are off the data (mixes of two test inputs of different classes, near decision
+  boundaries, and noise), where independently trained models part ways (the idea of IPGuard,
+  Cao et al., AsiaCCS 2021, and ModelDiff, Li et al., ISSTA 2021, without their adversarial search).
 
-The probes are the validator's held-out test inputs, chosen and mixed by a public key (the
-dataset's test hash): every validator draws the same ones, and no miner holds them. The
-decision rule on these figures is ``consensus.provenance``.
+The probes are the validator's held-out test inputs, chosen, mixed and noised by a public key
+(the dataset's test hash): every validator draws the same ones, and no miner holds them. The
+decision rule on these figures is ``consensus.provenance``; ``benchmarks/provenance.py``
+measures honest pairs against disguises.
 """
 
 from __future__ import annotations
@@ -109,12 +113,14 @@ def _columns(acts: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(a[:, live] / norms[live], dtype=np.float32)
 
 
-def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Fingerprint]) -> list[Similarity]:
+def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Fingerprint],
+            start: Fingerprint | None = None) -> list[Similarity]:
     """``fp`` against each reference, one matrix product per layer for all of them together.
 
-    Each layer's match is rescaled by its chance level, ``fp``'s match with ``nulls`` (random nets
-    of the same architecture): a layer of few weights per unit (a 3-tap first conv) matches
-    anything well, and says nothing.
+    Each layer's match is rescaled by its chance level: ``fp``'s match with ``nulls`` (random nets
+    of the same architecture; a layer of few weights per unit, a 3-tap first conv, matches anything
+    well), or with ``start`` (the task's public shared init, seen through the submitter's own map)
+    where that is higher: what every honest miner starts from is no evidence of copying.
     """
     if not refs:
         return []
@@ -122,6 +128,8 @@ def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Finger
     for k, a in enumerate(fp.units):
         raw = _unit_match(a, [r.units[k] if k < len(r.units) else None for r in refs])
         chance = float(np.mean(_unit_match(a, [n.units[k] if k < len(n.units) else None for n in nulls]) or [0.0]))
+        if start is not None and k < len(start.units):
+            chance = max(chance, _unit_match(a, [start.units[k]])[0])
         excess.append([(m - chance) / (1.0 - chance) if chance < 1.0 - 1e-6 else 0.0 for m in raw])
     return [Similarity(units=tuple(layer[r] for layer in excess),
                        agreement=float(np.mean(fp.labels == ref.labels)) if ref.labels.shape == fp.labels.shape

@@ -46,7 +46,8 @@ def lab(request: pytest.FixtureRequest) -> tuple[Lab, list[Specimen]]:
 
 
 def similar(lab: Lab, a: Specimen, b: Specimen):  # type: ignore[no-untyped-def]
-    return compare(lab.fingerprint(a), [lab.fingerprint(b)], lab.nulls)[0]
+    """As a validator compares them: chance from random nets, or from ``a``'s own shared start."""
+    return lab.similarity(a, lab.fingerprint(b))
 
 
 # ---------------------------------------------------------------- known good / known bad
@@ -151,9 +152,9 @@ def _fp(rng: np.random.Generator, widths: tuple[int, ...] = (6, 4)) -> Fingerpri
 
 def test_comparing_against_many_at_once_equals_one_by_one() -> None:
     rng = np.random.default_rng(0)
-    fp, refs, nulls = _fp(rng), [_fp(rng), _fp(rng, (6,)), _fp(rng, (3, 5))], [_fp(rng)]
-    together = compare(fp, refs, nulls)
-    assert together == [compare(fp, [r], nulls)[0] for r in refs]
+    fp, refs, nulls, start = _fp(rng), [_fp(rng), _fp(rng, (6,)), _fp(rng, (3, 5))], [_fp(rng)], _fp(rng)
+    together = compare(fp, refs, nulls, start)
+    assert together == [compare(fp, [r], nulls, start)[0] for r in refs]
     same = compare(fp, [fp], nulls)[0]
     assert all(u == pytest.approx(1.0) for u in same.units) and same.agreement == 1.0
     assert compare(fp, [], nulls) == []
@@ -178,3 +179,12 @@ def test_the_reference_set_offers_only_other_rounds() -> None:
     refs.remember("k", _ref("b", "r2"), won=set())
     assert [r.model_hash for r in refs.earlier("k", round_id="r2")] == ["a"]
     assert refs.earlier("unknown", round_id="r2") == []
+
+
+def test_what_the_shared_start_explains_is_no_evidence() -> None:
+    """A layer that matches the reference only as well as it matches the public init scores 0 there."""
+    rng = np.random.default_rng(1)
+    fp, null = _fp(rng), _fp(rng)
+    near_start = Fingerprint(units=fp.units, labels=fp.labels)
+    assert compare(fp, [fp], [null])[0].units[0] == pytest.approx(1.0)
+    assert compare(fp, [fp], [null], near_start)[0].units == (0.0, 0.0)
