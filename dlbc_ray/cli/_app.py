@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 
@@ -103,6 +104,38 @@ def require_token_auth(*, insecure_no_auth: bool) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def _click_error(name: str) -> type[Exception]:
+    """Click's exception class ``name`` as Typer raises it (Typer vendors its own copy of Click)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+class OneLineGroup(TyperGroup):
+    """Click's own refusals (a value it cannot parse, an unknown option or command) as one line, exit 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        usage, click_error = _click_error("UsageError"), _click_error("ClickException")
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except usage as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # nothing ran: show the help as Typer does
+                return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+            ctx = getattr(e, "ctx", None)
+            hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            text = one_line(e.format_message(), 400).rstrip(".")  # type: ignore[attr-defined]
+            err.print(f"[bold red]error[/]: {escape(text)}{escape(hint)}", highlight=False)
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
+        except click_error as e:
+            err.print(f"[bold red]error[/]: {escape(one_line(e.format_message(), 400))}", highlight=False)  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 class App(typer.Typer):
     """A Typer whose commands all go through ``guard``."""
 
@@ -113,7 +146,7 @@ class App(typer.Typer):
 
 def new_app(help_text: str) -> App:
     return App(help=help_text, no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
-               rich_markup_mode="rich")
+               rich_markup_mode="rich", cls=OneLineGroup)
 
 
 def resolve_home(home: Path | None, *, create: bool = True) -> Home:

@@ -1,6 +1,6 @@
 """Numeric and address options of the commands that start things: any odd value is refused in one
-line naming the option, before any network starts and before anything is written (no Ray needed:
-what would start a network is replaced by a marker that says it was reached)."""
+line naming the option (Click's own parse errors too), before any network starts and before anything
+is written (no Ray needed: what would start a network is replaced by a marker that says it was reached)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def went_on(result: Any) -> bool:
 
 
 def is_usage_error(result: Any, option: str) -> bool:
-    """Click's own refusal of a value it cannot parse (exit 2, the option named in its box)."""
-    return result.exit_code == 2 and "Invalid value for" in result.stderr and option in result.stderr
+    """Click's own refusal of a value it cannot parse (exit 2, the option named in its one line)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return result.exit_code == 2 and len(lines) == 1 and "Invalid value for" in lines[0] and option in lines[0]
 
 
 def refused_in_one_line(args: list[str], home: Path, *words: str) -> None:
@@ -99,3 +100,19 @@ def test_any_value_is_refused_in_one_line_or_accepted(tmp_path: Path, option: li
     if not is_usage_error(result, option[-1]):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, (option, value, result.stderr)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["demo", "--epochs", "x"], ["--epochs"]), (["nope"], ["nope"]), (["demo", "--bogus"], ["--bogus"]),
+    (["keys", "new"], ["--name"]), (["chain", "show", "--bogus"], ["--bogus"]),
+])
+def test_clicks_own_refusals_are_one_line(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert line.startswith("error: ") and all(w in line for w in words) and "--help" in line
+
+
+def test_no_arguments_still_shows_the_help() -> None:
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2 and "Usage" in result.output and "demo" in result.output
