@@ -24,6 +24,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -103,7 +104,8 @@ def _summary(home: Any, view: dict[str, Any]) -> dict[str, Any]:
     names = client.names(home)
     report = view.get("report") or {}
     return {"status": view["status"], "committed": report.get("committed"), "failure": report.get("failure", ""),
-            "height": report.get("height"), "block": report.get("block_hash"), "winner": names.get(report.get("winner") or "", None),
+            "height": report.get("height"), "block": report.get("block_hash"),
+            "winner": names.get(report.get("winner") or "", None),
             "outcomes": {names.get(o["miner"], o["miner"]): o["verdict"] for o in report.get("outcomes", [])}}
 
 
@@ -120,76 +122,109 @@ def _training_on(consensus: Any, miners: list[str], timeout_s: float) -> bool:
     return False
 
 
+@dataclass
+class Scenario:
+    """The cluster, its nodes by type name, and what was seen so far."""
+
+    root: Path
+    home: Any
+    cluster: Any
+    nodes: dict[str, Any]
+    facts: dict[str, Any] = field(default_factory=dict)
+    t0: float = field(default_factory=time.monotonic)
+
+    def types(self) -> dict[str, str]:
+        return {node.node_id: name for name, node in self.nodes.items()}
+
+    def round(self, key: str, task: str | None = None, epochs: int = 1) -> None:
+        from dlbc_ray import client
+
+        task = task or _submit(self.home, self.root, epochs)
+        self.facts[key] = _summary(self.home, client.wait_for(self.home, task, address=None, timeout_s=240))
+        self.facts.setdefault("seconds", {})[key] = round(time.monotonic() - self.t0, 1)
+
+
+def _up(sc: Scenario) -> None:
+    from dlbc_ray import service
+
+    service.up(_config(), sc.home, address=sc.cluster.address)
+    sc.facts["placed"] = _where(sc.types())
+    sc.facts["groups"] = _placement_groups(sc.types())
+    sc.round("round_all")
+
+
+def _lose_miner_node(sc: Scenario) -> None:
+    """gpu-b goes while its miners train (they finished an epoch); the round is left to gpu-a's."""
+    import ray
+
+    from dlbc_ray.actors.names import CONSENSUS_NAME, NAMESPACE
+
+    on_b = sorted(n.removeprefix("dlbc-miner-") for n, t in sc.facts["placed"].items() if t == "gpu-b")
+    task = _submit(sc.home, sc.root, 6)
+    sc.facts["training_on_b"] = _training_on(ray.get_actor(CONSENSUS_NAME, namespace=NAMESPACE), on_b, 120)
+    sc.cluster.remove_node(sc.nodes.pop("gpu-b"))
+    sc.facts["miners_lost"] = on_b
+    sc.round("round_miner_node_lost", task)
+
+
+def _lose_validators_then_add_a_node(sc: Scenario) -> None:
+    """2 of 4 validators go (> f = 1): the round fails. A new node takes them back: the next round commits."""
+    import ray
+
+    from dlbc_ray import client
+
+    sc.cluster.remove_node(sc.nodes.pop("cpu-validator-b"))
+    sc.round("round_validators_lost")
+    sc.nodes["cpu-validator-c"] = sc.cluster.add_node(**_node_args(NODE_TYPES["cpu-validator-b"]))
+    deadline = time.monotonic() + 120
+    while True:
+        status = client.status(sc.home, address=None)
+        back = all("error" not in h for n, h in status["health"].items() if n.startswith("validator"))
+        if back or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    sc.facts["status_health"] = {n: "error" not in h for n, h in status["health"].items()}
+    sc.facts["status_nodes"] = sorted(sc.types().get(n["NodeID"], n["NodeID"]) for n in ray.nodes() if n["Alive"])
+    sc.facts["placed_after_add"] = _where(sc.types())
+    sc.round("round_node_added")
+
+
+def _chain(sc: Scenario) -> None:
+    from dlbc_ray import client
+    from dlbc_ray.consensus import compute_block_hash
+    from dlbc_ray.ledger import verify_chain
+
+    sc.facts["chain_height"] = verify_chain(sc.home.ledger).height  # every block from genesis re-validated
+    chain = client.open_chain(sc.home)
+    sc.facts["chain_blocks"] = {str(h.height): compute_block_hash(h) for h in chain.headers()}
+    chain.close()
+
+
 def scenario(root: Path) -> dict[str, Any]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from dlbc_ray import client, service
-    from dlbc_ray.actors.names import CONSENSUS_NAME, NAMESPACE
-    from dlbc_ray.consensus import compute_block_hash
+    from dlbc_ray import service
     from dlbc_ray.home import open_home
-    from dlbc_ray.ledger import verify_chain
     from dlbc_ray.localhead import keep_loopback_driver
     from dlbc_ray.network import ensure_home_token
 
     home = open_home(root / "home")
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_home_token(home))
     keep_loopback_driver()
-    facts: dict[str, Any] = {"auth_mode": os.environ["RAY_AUTH_MODE"]}
-    t0, marks = time.monotonic(), {}
     cluster = Cluster(initialize_head=True, head_node_args=_node_args({}))
     nodes = {"head": cluster.head_node} | {name: cluster.add_node(**_node_args(r)) for name, r in NODE_TYPES.items()}
-    types = {node.node_id: name for name, node in nodes.items()}
+    sc = Scenario(root, home, cluster, nodes, facts={"auth_mode": os.environ["RAY_AUTH_MODE"]})
     try:
-        marks["cluster"] = time.monotonic()
-        service.up(_config(), home, address=cluster.address)
-        consensus = ray.get_actor(CONSENSUS_NAME, namespace=NAMESPACE)
-        facts["placed"] = _where(types)
-        facts["groups"] = _placement_groups(types)
-        marks["up"] = time.monotonic()
-        facts["round_all"] = _summary(home, client.wait_for(home, _submit(home, root, 1), address=None, timeout_s=240))
-        marks["round_all"] = time.monotonic()
-
-        on_b = sorted(n.removeprefix("dlbc-miner-") for n, t in facts["placed"].items() if t == "gpu-b")
-        task = _submit(home, root, 6)
-        facts["training_on_b"] = _training_on(consensus, on_b, 120)
-        cluster.remove_node(nodes.pop("gpu-b"))
-        facts["round_miner_node_lost"] = _summary(home, client.wait_for(home, task, address=None, timeout_s=240))
-        facts["miners_lost"] = on_b
-        marks["miner_node_lost"] = time.monotonic()
-
-        cluster.remove_node(nodes.pop("cpu-validator-b"))
-        facts["round_validators_lost"] = _summary(
-            home, client.wait_for(home, _submit(home, root, 1), address=None, timeout_s=240))
-        marks["validators_lost"] = time.monotonic()
-
-        nodes["cpu-validator-c"] = cluster.add_node(**_node_args(NODE_TYPES["cpu-validator-b"]))
-        types[nodes["cpu-validator-c"].node_id] = "cpu-validator-c"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = client.status(home, address=None)
-            if all("error" not in h for n, h in status["health"].items() if n.startswith("validator")):
-                break
-            time.sleep(1.0)
-        facts["status_health"] = {n: "error" not in h for n, h in status["health"].items()}
-        facts["status_nodes"] = sorted(types.get(n["NodeID"], n["NodeID"]) for n in ray.nodes() if n["Alive"])
-        facts["placed_after_add"] = _where(types)
-        marks["node_added"] = time.monotonic()
-        facts["round_node_added"] = _summary(
-            home, client.wait_for(home, _submit(home, root, 1), address=None, timeout_s=240))
-        marks["round_node_added"] = time.monotonic()
-        facts["chain_height"] = verify_chain(home.ledger).height  # every block from genesis re-validated
-        chain = client.open_chain(home)
-        facts["chain_blocks"] = {str(h.height): compute_block_hash(h) for h in chain.headers()}
-        chain.close()
-        facts["seconds"] = {k: round(t - t0, 1) for k, t in marks.items()}
+        for stage in (_up, _lose_miner_node, _lose_validators_then_add_a_node, _chain):
+            stage(sc)
     finally:
         try:
             service.down(home)
         finally:
             ray.shutdown()
             cluster.shutdown()
-    return facts
+    return sc.facts
 
 
 def main(out: str) -> None:
