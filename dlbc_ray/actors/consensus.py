@@ -44,6 +44,7 @@ from dlbc_ray.consensus.decision import Decision
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
+from dlbc_ray.models.objectives import get_objective
 from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.base import revalidated
 from dlbc_ray.schema.rounds import ProgressEvent, RoundReport, RoundStatus
@@ -149,6 +150,8 @@ class Consensus:
         spec = crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
         task_pool.check_data(spec.dataset, train, test)
+        if get_objective(spec.metric).kind != "classification":  # on the wire any name: admitted only if scorable
+            raise InvalidTask(f"metric {spec.metric!r} is not a classification objective", reason="bad_metric")
         if task_id not in self.pool and escrow.get_posting(self.snapshot(), task_id) == "new":
             self.pool.save(task_id, task, train, test)  # before the posting: a restart then finds the data
         if self._post_task(task_id, task) == "open":

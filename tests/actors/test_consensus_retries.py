@@ -39,3 +39,16 @@ def test_another_transfer_reusing_a_spent_nonce_is_still_refused(rig: Rig) -> No
     with pytest.raises(InvalidBlock) as info:
         c.submit_transfer(_transfer(rig, 8, 0))  # type: ignore[arg-type]
     assert info.value.reason == "nonce" and _sent(rig) == 1
+
+
+@pytest.mark.parametrize("metric", ["no-such-metric", "mse"])
+def test_a_task_whose_metric_no_validator_can_score_is_not_escrowed(rig: Rig, metric: str) -> None:
+    from dlbc_ray.errors import InvalidTask
+
+    c = rig.consensus()
+    task = rig.task()
+    odd = crypto.sign(rig.world.requester, task.message.model_copy(update={"metric": metric}), rig.state.chain_id)
+    height = rig.state.height
+    with pytest.raises(InvalidTask) as info:
+        c.submit_task(odd, rig.digits.train, rig.digits.test)
+    assert info.value.reason in ("unknown_metric", "bad_metric") and rig.state.height == height
