@@ -235,8 +235,10 @@ def status(home: Home, *, address: str | None) -> dict[str, Any]:
         except (DLBCError, ValueError) as e:  # gone (ValueError: no such actor), unreachable or busy: reported
             health[name] = {"name": name, "error": str(e)}
     known = names(home)
-    return {"height": state.height, "head": state.head_hash, "queue": get(consensus.queue.remote(), timeout=30,
-                                                                          what="queue"),
+    nodes = [{"node_id": n.get("NodeID", ""), "alive": bool(n.get("Alive")), "resources": n.get("Resources", {})}
+             for n in ray.nodes()]
+    return {"height": state.height, "head": state.head_hash, "nodes": nodes,
+            "queue": get(consensus.queue.remote(), timeout=30, what="queue"),
             "rounds": [r.model_dump() for r in get(consensus.rounds.remote(), timeout=30, what="rounds")],
             "members": members, "health": health,
             "balances": {known.get(k, k[:12]): v for k, v in state.balances.items()},

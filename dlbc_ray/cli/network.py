@@ -90,6 +90,8 @@ def status(home: HomeOpt = None, address: AddressOpt = None, json: JsonOpt = Fal
         members.add_row(name, "[red]unreachable[/]" if "error" in h else "ok", str(h.get("num_cpus", "")),
                         str(h.get("num_gpus", "")), str(h.get("device", "")))
     out.print(members)
+    alive = [n for n in info.get("nodes", []) if n["alive"]]
+    out.print(f"nodes: {len(alive)} alive of {len(info.get('nodes', []))}")
     out.print("balances: " + ", ".join(f"{k} {v}" for k, v in sorted(info["balances"].items())))
 
 
