@@ -140,6 +140,19 @@ def outliers(blocks: list[BlockRecord]) -> list[BlockRecord]:
     return [b for b in blocks if b.interval_s > 1.5 * median]
 
 
+def spread_sources(records: list[dict[str, Any]]) -> str:
+    """CVs of the parts of an interval: seconds per epoch (machine load), epochs (the learning curve's
+    noise and the controller), and the rest of the round (Ray, start-up, validation, commit)."""
+    def cv(values: list[float]) -> str:
+        return f"{coefficient_of_variation(values):.2f}" if len(values) > 1 and statistics.fmean(values) > 0 else "-"
+
+    per_epoch = [r["train_s"] / r["epochs"] for r in records if r["epochs"]]
+    rest = [r["interval_s"] - r["train_s"] for r in records]
+    return (f"s/epoch median {statistics.median(per_epoch):.2f} CV {cv(per_epoch)}; epochs CV "
+            f"{cv([float(r['epochs']) for r in records])}; outside training median {statistics.median(rest):.2f} s "
+            f"CV {cv(rest)}")
+
+
 def run(target: float, blocks: int, miners: int, change_blocks: int, dataset: str) -> dict[str, Any]:
     from dlbc_ray.config import DEFAULT, PoleConfig, TaskDefaults
     from dlbc_ray.home import open_home
@@ -222,6 +235,7 @@ def report(fig: dict[str, Any]) -> str:
               f"epochs, {b['train_s']:.2f} s training) + {b['rounds'] - 1} round(s) without a block "
               f"({b['lost_s']:.1f} s), {b['refuted']} refuted claim(s)" for b in p["outliers"]] or ["  none"]
     rec = p["records"]
+    lines += ["where the spread comes from (steady blocks): " + spread_sources(rec[WARM_UP:])]
     lines += ["interval s: " + " ".join(f"{b['interval_s']:.1f}" for b in rec),
               "epochs:     " + " ".join(str(b["epochs"]) for b in rec),
               "difficulty: " + " ".join(f"{b['difficulty']:.3f}" for b in rec)]
