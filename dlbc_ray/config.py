@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dlbc_ray.consensus.ranking import RankingWeights
+from dlbc_ray.consensus.transcript import AuditParams
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.schema.block import RetargetParams
 from dlbc_ray.errors import ConfigError
@@ -75,6 +76,8 @@ class ProtectionConfig(_Config):
                                 "other submitter's mark with less than this chance (and the other not) is the copy")
     copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat (SN9)")
     theft_penalty: int = Field(default=100, ge=0, description="taken from a miner caught with a stolen model")
+    transcript: AuditParams = Field(default_factory=AuditParams, description="how miners record training "
+                                    "transcripts and validators audit them")
 
 
 class ConsensusConfig(_Config):

@@ -28,6 +28,7 @@ import torch
 from dlbc_ray import crypto
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.consensus.transcript import TranscriptHeader, compute_hyperparameters, compute_training_seed
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import BadSignature, InvalidTask, RevealRefused
 from dlbc_ray.models import fusion, sml, watermark
@@ -41,6 +42,7 @@ from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, R
 
 if TYPE_CHECKING:
     from dlbc_ray.models.training import EpochStat
+    from dlbc_ray.models.transcript import Opening
 
 # Lightning (with torchmetrics, scipy, matplotlib and torch._dynamo behind it) is imported by the
 # miner's own process when it starts (``Miner.__init__``), never by the driver that spawns it:
@@ -97,6 +99,9 @@ class Miner:
         self._rounds: dict[str, RoundContext] = {}  # task id -> the round this miner is mining it in
         self._sealed: dict[str, Sealed] = {}  # commit -> what only the proposer's close of its round opens
         self._marks: dict[tuple[Any, ...], list[watermark.WatermarkRegularizer]] = {}  # per architecture, kept warm
+        from dlbc_ray.models.transcript import Kept
+
+        self._transcripts = Kept()  # commit -> training transcript (bounded, in memory), opened after the close
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "threads": self.threads,
@@ -126,6 +131,17 @@ class Miner:
         message = Reveal(task_id=ctx.task_id, commit=commit, sml_seed=sealed.seed.hex())
         return crypto.sign(self.identity, message, ctx.chain_id)
 
+    def transcript_opening(self, close: Signed[WindowClose], commit: str,
+                           index: int) -> tuple[TranscriptHeader, str, Opening | None]:
+        """``commit``'s transcript header, checkpoints root and checkpoint ``index`` with its Merkle proof, only
+        against the proposer's signed close that opens it (checkpoints hold no secret, but not before the close)."""
+        sealed, kept = self._sealed.get(commit), self._transcripts.get(commit)
+        if sealed is None or kept is None:
+            raise RevealRefused(f"this miner keeps no transcript of {commit[:12]}", reason="not_submitted")
+        if commit not in check_close(close, sealed.ctx, self.proposer).opens:
+            raise RevealRefused(f"window close does not open submission {commit[:12]}", reason="not_opened")
+        return kept.header, kept.checkpoints_root, kept.opening(index)
+
     @ray.method(num_returns=2)
     def mine(self, task: Signed[Task], data: Split | None, ctx: RoundContext,
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
@@ -141,14 +157,23 @@ class Miner:
         mapped, sml_seed = mapped_net(self.identity, self.protection, net, spec, task_id, ctx.round_id)
         report = reporter(progress, self.identity, task_id, spec.max_epochs)
         marks = kept_marks(self._marks, self.identity, self.protection, net, spec)
+        from dlbc_ray.models import transcript
         from dlbc_ray.models.training import TrainSettings, train
 
+        # the seed is public (task, miner, round): validators replay the run in the same data order
         settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                                 optimizer=self.cfg.optimizer, seed=training_seed(self.identity, task_id),
+                                 optimizer=self.cfg.optimizer,
+                                 seed=compute_training_seed(task_id, self.identity.public_key, ctx.round_id),
                                  accelerator=self.accelerator, val_fraction=self.cfg.val_fraction,
                                  num_threads=self.threads, objective=spec.metric)
+        header, recorder = transcript.start(
+            task_id, self.identity.public_key, ctx.round_id, data, max_epochs=spec.max_epochs, threads=self.threads,
+            hyper=compute_hyperparameters(self.cfg.batch_size, self.cfg.lr, self.cfg.optimizer, self.cfg.val_fraction),
+            device=self.accelerator, params=self.protection.transcript)
         result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
-                       stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin))
+                       stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin),
+                       callbacks=[recorder], order=transcript.DerivedOrder)
+        kept = transcript.finish(header, recorder)
         weights = settled(net, marks, result.weights, self.protection.mark_margin)
         t0 = time.perf_counter()
         model_hash = crypto.hash_weights(weights)
@@ -159,9 +184,11 @@ class Miner:
             num_params=count_parameters(net), claimed_score=claimed_score(result.val_accuracy),
             epochs=result.epochs, train_ms=round(result.seconds * 1e3), examples=result.examples,
             sml_commitment=sml.seed_commitment(sml_seed) if sml_seed is not None else None,
+            transcript_root=kept.root,
         )
         signed = crypto.sign(self.identity, submission, ctx.chain_id)
         self._sealed[submission.commit] = Sealed(ctx, sml_seed)
+        self._transcripts.put(submission.commit, kept)
         t2 = time.perf_counter()
         stats = MinerStats(train_s=result.seconds, epochs=result.epochs, hash_ms=(t1 - t0) * 1e3,
                            sign_ms=(t2 - t1) * 1e3, put_ms=0.0, device=self.accelerator)

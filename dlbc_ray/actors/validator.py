@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -40,6 +40,9 @@ from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, 
 from dlbc_ray.models.weights import check_architecture, to_numpy
 from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
+
+if TYPE_CHECKING:
+    from dlbc_ray.models.replay import TranscriptAudits
 
 
 @dataclass
@@ -92,19 +95,19 @@ class Validator:
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
-                 progress: Any = None) -> Ballot:
-        """One signed vote per submission, in arrival order."""
+                 progress: Any = None, audits: TranscriptAudits | None = None) -> Ballot:
+        """One signed vote per submission, in arrival order; with ``audits``, each training transcript too."""
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
         clock, judged = _Clock(), []
+        root = compute_submissions_root([a.signed.message.commit for a in arrivals])
         for arrival, ref in zip(arrivals, weight_refs):
-            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock))
+            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock, (audits, root)))
         t = time.perf_counter()
         self._resolve_copies(spec, judged)
         self._resolve_derived(spec, test, judged, ctx, won_models)
         t = clock.add("checks_ms", t)
-        root = compute_submissions_root([a.signed.message.commit for a in arrivals])
         votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, submissions_root=root,
                                                  base_hash=ctx.base_hash, close_ms=ctx.submit_deadline_ms,
                                                  commit=j.sub.commit, validator=self.identity.public_key,
@@ -136,7 +139,8 @@ class Validator:
     # --------------------------------------------------------------- judging
 
     def _judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
-               won: frozenset[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
+               won: frozenset[str], judged: Sequence[_Judged], clock: _Clock,
+               audit: tuple[TranscriptAudits | None, str] = (None, "")) -> _Judged:
         sub = arrival.signed.message
         t = time.perf_counter()
         early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
@@ -155,6 +159,12 @@ class Validator:
         rejection = self._check_model(spec, net, sub, weights, arrival, ctx.chain_id)
         earlier_valid = {j.sub.model_hash for j in judged if j.valid}
         rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
+        if rejection is None and audit[0] is not None:  # the training itself, replayed on sampled segments
+            from dlbc_ray.models.replay import audit_arrival, describe  # Lightning: in the validator's process only
+
+            outcome, _ = audit_arrival(spec, ctx, audit[1], arrival, audit[0], mark=self._marks.get(sub.miner),
+                                       protection=self.protection, validator=self.identity.public_key)
+            rejection = None if outcome.passed else (Verdict.BAD_TRANSCRIPT, describe(outcome))
         t = clock.add("checks_ms", t)
         if rejection:
             return _Judged(sub, weights, rejection[0], 0, rejection[1])

@@ -26,6 +26,8 @@ class Submission(FrozenModel):
     train_ms: Millis
     examples: int = Field(ge=0, le=MAX_NONCE, description="training examples used (weights FedAvg)")
     sml_commitment: Hash | None = Field(default=None, description="H(seed) of the miner's Secure Mapping Layer")
+    transcript_root: Hash | None = Field(default=None, description="root of the miner's training transcript: its "
+                                         "header and checkpoints (consensus/transcript.py), audited after the reveal")
 
 
 class Reveal(FrozenModel):
@@ -55,6 +57,7 @@ class Verdict(str, Enum):
     STOLEN = "stolen"
     DERIVED = "derived"  # computes what an earlier or a rival model computes (a disguised replay or copy)
     BAD_REVEAL = "bad_reveal"
+    BAD_TRANSCRIPT = "bad_transcript"
 
     def is_valid(self) -> bool:
         return self is Verdict.VALID

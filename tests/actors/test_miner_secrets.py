@@ -31,7 +31,7 @@ PROPOSER = Identity.from_seed("consensus", b"consensus")
 CHAIN = fake_hash("chain")
 DEADLINE = T0 + 60_000
 # Every method Ray would expose on a miner's handle; a new one must be reviewed here first.
-REVIEWED = {"__init__", "info", "cancel", "reveal", "mine", "release_gpu", "gpu_memory"}
+REVIEWED = {"__init__", "info", "cancel", "reveal", "mine", "release_gpu", "gpu_memory", "transcript_opening"}
 
 
 @dataclass(frozen=True)
