@@ -96,7 +96,8 @@ def miner_vs_plain(net: Any, cfg: Any, bundle: Any, data: Any, repeats: int) -> 
 
     Same model (the miner's own net behind its mapping layer, with its watermark term), data,
     holdout, batches, optimizer, epochs and torch threads; the miner's figure is its ``train_s``
-    (Trainer built and fit, as here), so what is left is the actor, Ray and our training wrapper.
+    (Trainer built and fit, as here), so what is left is the actor, Ray, our training wrapper and
+    the miner's training transcript (its checkpoints), which plain Lightning does not keep.
     """
     import torch
 
@@ -148,7 +149,8 @@ def plain_lightning_fit(identity: Any, cfg: Any, bundle: Any, task: Any, ctx: An
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from dlbc_ray.actors.miner import mapped_net, own_marks, training_seed
+    from dlbc_ray.actors.miner import mapped_net, own_marks
+    from dlbc_ray.consensus.transcript import compute_training_seed
     from dlbc_ray.models.data import holdout
     from dlbc_ray.models.nets import build_net
     from dlbc_ray.models.system import ClassifierSystem
@@ -156,7 +158,7 @@ def plain_lightning_fit(identity: Any, cfg: Any, bundle: Any, task: Any, ctx: An
     spec, task_id, m = task.message, ctx.task_id, cfg.miner
     net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
     mapped, _ = mapped_net(identity, cfg.protection, net, spec, task_id, ctx.round_id)
-    seed = training_seed(identity, task_id)
+    seed = compute_training_seed(task_id, identity.public_key, ctx.round_id)  # the miner's public seed
     fit, val = holdout(bundle.train, m.val_fraction, seed)
     torch.manual_seed(seed)
     system = ClassifierSystem(mapped, lr=m.lr, optimizer=m.optimizer, objective=spec.metric,
