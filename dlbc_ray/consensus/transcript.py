@@ -43,7 +43,7 @@ class AuditParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_checkpoints: int = Field(default=64, ge=3, le=4096, description="checkpoints kept per run, at most "
+    max_checkpoints: int = Field(default=96, ge=3, le=4096, description="checkpoints kept per run, at most "
                                  "(k is the smallest power of two that fits the run's steps into this many)")
     segments: int = Field(default=1, ge=1, description="Q, segments each validator samples and replays, "
                           "besides the last one, which every audit replays (it binds the submitted model)")
