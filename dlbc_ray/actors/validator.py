@@ -262,8 +262,8 @@ class Validator:
                          won: frozenset[str]) -> None:
         """A valid model that computes what an earlier one by another miner computes is ``derived``.
 
-        Earlier: a valid model of an earlier round on the same data and architecture (at most
-        ``ReferenceSet.per_key`` of them), or an earlier arrival of this round. Only valid models
+        Earlier: a valid model of an earlier round on the same data and architecture (the last
+        winners and the best-scored recent ones, ``ReferenceSet``), or an earlier arrival of this round. Only valid models
         are fingerprinted (one forward pass on the probes each) and compared, all references of a
         layer in one matrix product. Fusion tasks start every miner from one shared init: skipped.
         """
@@ -283,7 +283,8 @@ class Validator:
                 j.verdict, j.detail = judgement
                 continue
             here.append(Reference(j.sub.commit[:12], j.sub.miner, ctx.round_id, j.sub.model_hash, fp))
-        for ref in here:
+        scores = {j.sub.commit[:12]: j.score for j in valid}
+        for ref in sorted(here, key=lambda r: scores[r.name])[-self._refs.recent:]:  # the best scored last: kept
             self._refs.remember(key, ref, won)
 
     def _probe_set(self, spec: Task, test: Split,

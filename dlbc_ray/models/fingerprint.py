@@ -162,27 +162,36 @@ class Reference:
 
 
 class ReferenceSet:
-    """The earlier valid models worth comparing against, at most ``per_key`` per (dataset, architecture).
+    """The earlier valid models worth comparing against, per (dataset, architecture): bounded, so a
+    validator's cost per submission does not grow with the chain or the miners.
 
-    Bounded, so a validator's cost per submission does not grow with the chain: when full,
-    the oldest model that never won goes first (winners are what replays copy), then the oldest.
+    Two queues per key: the last ``winners`` models that went on to win (what a replay copies) and the
+    last ``recent`` other valid models (a rival's revealed submission; the validator offers each round's
+    best-scored first, so the round's winner is among them until the next round names it and it moves
+    to the winners).
     """
 
-    def __init__(self, per_key: int = 16) -> None:
-        self.per_key = per_key
-        self._refs: dict[str, dict[str, Reference]] = {}  # key -> model hash -> reference, oldest first
+    def __init__(self, winners: int = 8, recent: int = 8) -> None:
+        self.winners, self.recent = winners, recent
+        self._won: dict[str, dict[str, Reference]] = {}  # key -> model hash -> reference, oldest first
+        self._recent: dict[str, dict[str, Reference]] = {}
 
     def earlier(self, key: str, *, round_id: str) -> list[Reference]:
         """The references from rounds other than ``round_id``."""
-        return [r for r in self._refs.get(key, {}).values() if r.round_id != round_id]
+        refs = [*self._won.get(key, {}).values(), *self._recent.get(key, {}).values()]
+        return [r for r in refs if r.round_id != round_id]
 
     def remember(self, key: str, ref: Reference, won: Container[str]) -> None:
-        refs = self._refs.setdefault(key, {})
-        refs.pop(ref.model_hash, None)
-        refs[ref.model_hash] = ref
-        while len(refs) > self.per_key:
-            gone = next((h for h in refs if h not in won), next(iter(refs)))
-            del refs[gone]
+        """Keep ``ref`` (after promoting the recent models that have since won)."""
+        winners, recent = self._won.setdefault(key, {}), self._recent.setdefault(key, {})
+        for h in [h for h in recent if h in won]:
+            winners[h] = recent.pop(h)
+        if ref.model_hash not in winners:
+            recent.pop(ref.model_hash, None)
+            recent[ref.model_hash] = ref
+        for queue, bound in ((winners, self.winners), (recent, self.recent)):
+            while len(queue) > bound:
+                del queue[next(iter(queue))]
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._refs.values())
+        return sum(len(r) for r in self._won.values()) + sum(len(r) for r in self._recent.values())

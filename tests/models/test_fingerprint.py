@@ -164,13 +164,23 @@ def _ref(h: str, round_id: str = "r1", miner: str = "m") -> Reference:
     return Reference(h[:12], miner, round_id, h, _fp(np.random.default_rng(len(h))))
 
 
-def test_the_reference_set_is_bounded_and_keeps_winners_longest() -> None:
-    refs = ReferenceSet(per_key=3)
-    for h in ("won", "a", "b", "c", "d"):
-        refs.remember("k", _ref(h), won={"won"})
-    assert len(refs) == 3 and {r.model_hash for r in refs.earlier("k", round_id="r2")} == {"won", "c", "d"}
+def test_the_reference_set_is_bounded_and_keeps_the_latest_winners_and_the_latest_others() -> None:
+    refs = ReferenceSet(winners=2, recent=2)
+    for i in range(6):  # each round: two valid models, the first of which wins (named won the round after)
+        won = {f"w{k}" for k in range(i)}
+        refs.remember("k", _ref(f"w{i}", f"r{i}"), won)
+        refs.remember("k", _ref(f"o{i}", f"r{i}"), won)
+    kept = {r.model_hash for r in refs.earlier("k", round_id="next")}
+    assert len(refs) == 4 and kept == {"w3", "w4", "w5", "o5"}
     refs.remember("other", _ref("x"), won=set())
-    assert len(refs) == 4 and [r.model_hash for r in refs.earlier("other", round_id="r2")] == ["x"]
+    assert len(refs) == 5 and [r.model_hash for r in refs.earlier("other", round_id="r2")] == ["x"]
+
+
+def test_old_winners_never_crowd_out_the_latest_round() -> None:
+    refs = ReferenceSet(winners=2, recent=2)
+    for i in range(10):
+        refs.remember("k", _ref(f"w{i}", f"r{i}"), {f"w{k}" for k in range(i)})
+    assert "w9" in {r.model_hash for r in refs.earlier("k", round_id="next")}
 
 
 def test_the_reference_set_offers_only_other_rounds() -> None:
