@@ -169,9 +169,8 @@ def audit(committed: Committed, derived: Derived, params: AuditParams, seed: byt
                          check_header(header, derived.expected, params) if header else None,
                          exact=header is None or header.device == derived.device)
     early = judge_audit(report, params)
-    if early.reason in (AuditFailure.NO_TRANSCRIPT, AuditFailure.ROOT_MISMATCH, AuditFailure.WRONG_HEADER):
+    if header is None or croot is None or early.reason in (AuditFailure.ROOT_MISMATCH, AuditFailure.WRONG_HEADER):
         return early, AuditCost(seconds=time.perf_counter() - started)
-    assert header is not None and committed.checkpoints_root is not None
     steps = checkpoint_steps(header.steps, header.interval)
     segments = compute_audit_segments(seed, len(steps) - 1, params.segments)
     wanted = sorted({0, *segments, *(s + 1 for s in segments)})
