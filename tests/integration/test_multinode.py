@@ -7,7 +7,7 @@ so the scenario runs in a subprocess (``python -m tests.integration.test_multino
   cpu-validator  x2, ``dlbc_validator: 2`` each (4 validators, f = 1)
   gpu-a, gpu-b   ``dlbc_miner: 2`` and a fake ``GPU: 1`` each: 4 miners at 0.5 GPU, one PACK group
 
-then brings a network up with ``service.up`` (what ``dlbc-ray up --address <gcs>`` runs), mines a round,
+then brings a network up with ``service.up(address="auto")`` (what ``dlbc-ray up --address auto`` runs), mines a round,
 removes a miner node mid-round, removes a validator node (2 > f validators), adds a validator node, and
 records what it saw as JSON; the tests below judge those facts. Token auth stays on throughout.
 """
@@ -145,9 +145,14 @@ class Scenario:
 
 
 def _up(sc: Scenario) -> None:
+    import ray
+
     from dlbc_ray import service
 
-    service.up(_config(), sc.home, address=sc.cluster.address)
+    # "auto", as README's `dlbc-ray up --address auto` on a head: Ray finds this cluster through the address file
+    # in this process's private RAY_TMPDIR, never another session's cluster.
+    service.up(_config(), sc.home, address="auto")
+    sc.facts["gcs"] = {"cluster": sc.cluster.address, "joined": ray.get_runtime_context().gcs_address}
     sc.facts["placed"] = _where(sc.types())
     sc.facts["groups"] = _placement_groups(sc.types())
     sc.round("round_all")
@@ -169,8 +174,6 @@ def _lose_miner_node(sc: Scenario) -> None:
 
 def _lose_validators_then_add_a_node(sc: Scenario) -> None:
     """2 of 4 validators go (> f = 1): the round fails. A new node takes them back: the next round commits."""
-    import ray
-
     from dlbc_ray import client
 
     sc.cluster.remove_node(sc.nodes.pop("cpu-validator-b"))
@@ -184,7 +187,10 @@ def _lose_validators_then_add_a_node(sc: Scenario) -> None:
             break
         time.sleep(1.0)
     sc.facts["status_health"] = {n: "error" not in h for n, h in status["health"].items()}
-    sc.facts["status_nodes"] = sorted(sc.types().get(n["NodeID"], n["NodeID"]) for n in ray.nodes() if n["Alive"])
+    types = sc.types()
+    sc.facts["status_nodes"] = sorted(types.get(n["node_id"], n["node_id"]) for n in status["nodes"] if n["alive"])
+    sc.facts["status_node_resources"] = {types[n["node_id"]]: n["resources"] for n in status["nodes"]
+                                         if n["alive"] and n["node_id"] in types}
     sc.facts["placed_after_add"] = _where(sc.types())
     sc.round("round_node_added")
 
@@ -252,8 +258,9 @@ def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return facts
 
 
-def test_token_auth_stays_on(facts: dict[str, Any]) -> None:
+def test_token_auth_stays_on_and_up_auto_joins_this_cluster(facts: dict[str, Any]) -> None:
     assert facts["auth_mode"] == "token"
+    assert facts["gcs"]["joined"] == facts["gcs"]["cluster"], facts["gcs"]
 
 
 def test_each_actor_lands_on_a_node_of_its_type(facts: dict[str, Any]) -> None:
@@ -301,6 +308,7 @@ def test_losing_validators_beyond_f_fails_the_round_with_its_reason(facts: dict[
 
 def test_an_added_node_shows_in_status_and_the_next_round_uses_it(facts: dict[str, Any]) -> None:
     assert "cpu-validator-c" in facts["status_nodes"] and "cpu-validator-b" not in facts["status_nodes"]
+    assert facts["status_node_resources"]["cpu-validator-c"].get("dlbc_validator") == 2  # `status` names what it adds
     assert all(facts["status_health"][f"validator-{i}"] for i in range(4)), facts["status_health"]
     moved = [n for n, t in facts["placed_after_add"].items() if t == "cpu-validator-c"]
     assert len(moved) == 2 and all(n.startswith("dlbc-validator-") for n in moved), facts["placed_after_add"]
