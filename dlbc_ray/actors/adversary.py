@@ -409,8 +409,8 @@ class AdversaryValidator(Validator):
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
-                 progress: Any = None) -> Ballot:
-        ballot = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress)
+                 progress: Any = None, audits: Any = None) -> Ballot:
+        ballot = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress, audits)
         if self.lie is None:
             return ballot
         rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")

@@ -13,6 +13,7 @@ is ``derived``, whatever its weights look like (``models.fingerprint``).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Validator:
         self._rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
         # earlier valid models' fingerprints and each task family's probes: never handed out by any method
         self._refs = ReferenceSet()
+        self._memory = threading.Lock()  # two rounds may validate at once (max_concurrency): caches and refs
         self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]] = {}
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
 
@@ -216,9 +218,11 @@ class Validator:
         if not keys:
             return []
         ring_key = (model, keys[0].layer, keys[0].x.shape[0])
-        if ring_key not in self._rings:
-            self._rings[ring_key] = watermark.key_ring(keys)
-        errors = watermark.bit_errors(weights, self._rings[ring_key])
+        with self._memory:
+            if ring_key not in self._rings:
+                self._rings[ring_key] = watermark.key_ring(keys)
+            ring = self._rings[ring_key]
+        errors = watermark.bit_errors(weights, ring)
         return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
 
     def _score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
@@ -272,7 +276,8 @@ class Validator:
             return
         key = provenance_key(spec)
         probes, nulls, init = self._probe_set(spec, test, key)
-        earlier = self._refs.earlier(key, round_id=ctx.round_id)
+        with self._memory:
+            earlier = self._refs.earlier(key, round_id=ctx.round_id)
         here: list[Reference] = []
         for j in valid:
             fp, start = self._fingerprint(spec, j, probes, j.weights), self._fingerprint(spec, j, probes, init)
@@ -284,22 +289,24 @@ class Validator:
                 continue
             here.append(Reference(j.sub.commit[:12], j.sub.miner, ctx.round_id, j.sub.model_hash, fp))
         scores = {j.sub.commit[:12]: j.score for j in valid}
-        for ref in sorted(here, key=lambda r: scores[r.name])[-self._refs.recent:]:  # the best scored last: kept
-            self._refs.remember(key, ref, won)
+        with self._memory:
+            for ref in sorted(here, key=lambda r: scores[r.name])[-self._refs.recent:]:  # the best scored last: kept
+                self._refs.remember(key, ref, won)
 
     def _probe_set(self, spec: Task, test: Split,
                    key: str) -> tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]:
         """This data and architecture's probes (drawn from the test split by its public hash), the random
         nets that set each layer's chance level, and the shared init every miner starts from; made once."""
-        if key not in self._probes:
-            probes = probe_inputs(test, spec.dataset.test_hash)
+        with self._memory:
+            if key not in self._probes:
+                probes = probe_inputs(test, spec.dataset.test_hash)
 
-            def build(seed: int) -> torch.nn.Module:
-                return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
-                                 spec.dataset.n_classes, seed=seed)
+                def build(seed: int) -> torch.nn.Module:
+                    return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
+                                     spec.dataset.n_classes, seed=seed)
 
-            self._probes[key] = probes, null_fingerprints(build, probes), to_numpy(build(0))
-        return self._probes[key]
+                self._probes[key] = probes, null_fingerprints(build, probes), to_numpy(build(0))
+            return self._probes[key]
 
     @staticmethod
     def _fingerprint(spec: Task, j: _Judged, probes: np.ndarray, weights: Any) -> Fingerprint:
