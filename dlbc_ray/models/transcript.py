@@ -154,7 +154,7 @@ class TranscriptRecorder(pl.Callback):
     def __init__(self, seed: int, max_checkpoints: int, store: CheckpointStore | None = None) -> None:
         self.seed, self.cap, self.interval = seed, max_checkpoints, 1
         self.store = store if store is not None else CheckpointStore()
-        self.hashes: dict[int, tuple[str, str]] = {}  # step -> (weights hash, optimizer hash)
+        self.hashes: dict[int, tuple[str, str] | None] = {}  # step -> (weights, optimizer) hashes, made once kept
         self._deterministic = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -178,16 +178,20 @@ class TranscriptRecorder(pl.Callback):
 
     @property
     def leaves(self) -> list[CheckpointLeaf]:
-        return [CheckpointLeaf(index=i, step=step, weights_hash=w, optimizer_hash=o)
-                for i, (step, (w, o)) in enumerate(sorted(self.hashes.items()))]
+        """The kept checkpoints as committed leaves; hashed here, so thinned-out ones never are."""
+        for step, hashes in self.hashes.items():
+            checkpoint = self.store.get(step) if hashes is None else None
+            if checkpoint is not None:
+                leaf = checkpoint.leaf(0)
+                self.hashes[step] = (leaf.weights_hash, leaf.optimizer_hash)
+        return [CheckpointLeaf(index=i, step=step, weights_hash=h[0], optimizer_hash=h[1])
+                for i, (step, h) in enumerate(sorted(self.hashes.items())) if h is not None]
 
     def _record(self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if step in self.hashes:
             return
-        checkpoint = Checkpoint(step=step, weights=to_numpy(pl_module.net), optimizer=flatten_optimizer(optimizer))
-        self.store.put(checkpoint)
-        leaf = checkpoint.leaf(0)
-        self.hashes[step] = (leaf.weights_hash, leaf.optimizer_hash)
+        self.store.put(Checkpoint(step=step, weights=to_numpy(pl_module.net), optimizer=flatten_optimizer(optimizer)))
+        self.hashes[step] = None
 
     def _thin(self) -> None:
         while len(self.hashes) > self.cap - 1:  # one place stays free for the last step
