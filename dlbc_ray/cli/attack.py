@@ -24,7 +24,7 @@ MAX_TRIALS = 1_000  # rounds per kind: each is a real round on a live network
 
 def attack(
     kind: Annotated[str, typer.Option(help=f"'all' ({', '.join(KINDS)}), 'gaps' (known gaps: "
-                                           f"{', '.join(KNOWN_GAPS)}) or one kind.")] = "all",
+                                           f"{', '.join(KNOWN_GAPS) or 'none at present'}) or one kind.")] = "all",
     trials: Annotated[int, typer.Option(help="Rounds per kind.")] = 2,
     home: Annotated[Path | None, typer.Option("--home", help="Home directory (default $DLBC_HOME or ~/.dlbc-ray); "
                                                              "the attack network's chain goes in HOME/attacks/.")] = None,
