@@ -23,6 +23,8 @@ from dlbc_ray.schema import Block
 
 from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name, validator_name
 
+VALIDATOR_CONCURRENCY = 8  # rounds a validator judges side by side, plus its health checks
+
 __all__ = ["NAMESPACE", "spawn_consensus", "spawn_ledger", "spawn_miner", "spawn_validator"]
 
 
@@ -58,10 +60,11 @@ def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: Protec
                     marks: Mapping[str, bytes], named: bool = False, detached: bool = False,
                     actor_class: type = Validator, init: dict[str, Any] | None = None, **options: Any) -> Member:
     """``marks``: every miner's watermark secret by public key, handed over here and by no method."""
-    # max_concurrency=2: health checks (info) answer while a ballot is being judged.
+    # Every miner group's round is judged at once (one queue here serialised a 4-group network), and health
+    # checks (info) still answer meanwhile; validate() guards its caches with a lock.
     cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
                                         resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
-                                        max_concurrency=2,
+                                        max_concurrency=VALIDATOR_CONCURRENCY,
                                         **_placement(validator_name(identity.name) if named else None,
                                                      detached), **options)
     return Member(identity.name, identity.public_key,
