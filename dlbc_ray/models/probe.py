@@ -1,6 +1,6 @@
 """Building a net on PyTorch's meta device: its size, and the layers the SML and the watermark use.
 
-No memory is allocated: the factory runs under ``torch.device("meta")`` and one sample goes
+No memory is allocated for a user's net: the factory runs under ``torch.device("meta")`` and one sample goes
 through with hooks that record which parameter-holding modules are called, in order, and
 how large every leaf's output is. The first must be a Linear or Conv reading the raw input
 (the Secure Mapping Layer folds into it); the next Linear or Conv hosts the watermark.
@@ -74,7 +74,8 @@ def _probe(info: NetInfo, kwargs: Mapping[str, Any], input_shape: tuple[int, ...
     calls: list[tuple[str, nn.Module, Any]] = []
     activations = [math.prod(input_shape)]
     try:
-        with torch.device("meta"):
+        # fork_rng: a CPU probe draws initial weights, which must not move the caller's RNG stream
+        with torch.random.fork_rng(devices=[]), torch.device(_device(info)), torch.no_grad():
             net = info.factory(MappingProxyType(dict(kwargs)), input_shape, n_classes)
             if not isinstance(net, nn.Module):
                 raise InvalidTask(f"net '{info.name}': its factory returned a {type(net).__name__}, not an "
@@ -97,6 +98,17 @@ def _probe(info: NetInfo, kwargs: Mapping[str, Any], input_shape: tuple[int, ...
     params = sum(p.numel() for p in net.parameters())
     first, host = _special_layers(info, net, calls, x, input_shape)
     return Probe(Footprint(params, sum(activations)), first, host)
+
+
+def _device(info: NetInfo) -> str:
+    """Where to probe: a built-in whose size formula was already checked runs one real sample on the CPU.
+
+    The meta device routes a forward through torch's Python decompositions, whose first call imports
+    torch._dynamo (about a second of CPU in every fresh actor, on the first block's path); a built-in
+    cannot allocate more than its checked formula says, so nothing is gained by avoiding memory for it.
+    A user's net is always probed on the meta device, before any of its memory exists.
+    """
+    return "cpu" if info.source == "built-in" and info.footprint is not None else "meta"
 
 
 def _hooks(net: nn.Module, calls: list[tuple[str, nn.Module, Any]], activations: list[int]) -> list[Any]:

@@ -302,3 +302,27 @@ def test_the_meta_probe_measures_what_a_real_build_holds(widths: list[int], conv
     weighted = [f"{i}.weight" for i, m in enumerate(net) if isinstance(m, nn.Linear | nn.Conv1d)]
     assert (net_info(name).first_layer, net_info(name).watermark_layer) == (weighted[0], weighted[1])
     probe._LAYERS.clear()  # layer names legitimately move with this family's params; each example stands alone
+
+
+def test_probing_a_built_in_neither_imports_dynamo_nor_moves_the_callers_rng() -> None:
+    # The meta device's decompositions import torch._dynamo (~1 s of CPU in every fresh actor, on the
+    # first block's path); a built-in, whose size formula is checked first, is probed on the CPU instead.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from dlbc_ray.config import Limits\n"
+        "from dlbc_ray.models.nets import build_net\n"
+        "torch.manual_seed(0); expected = torch.rand(3)\n"
+        "torch.manual_seed(0)\n"
+        "for name, shape in (('mlp', (64,)), ('cnn', (1, 8, 8)), ('cnn1d', (1, 40))):\n"
+        "    build_net(name, {}, shape, 10, seed=1, limits=Limits())\n"
+        "assert 'torch._dynamo' not in sys.modules, 'a built-in probe imported torch._dynamo'\n"
+        "torch.manual_seed(0)\n"
+        "for name, shape in (('mlp', (64,)), ('cnn', (1, 8, 8))):\n"
+        "    build_net(name, {'hidden': [32]} if name == 'mlp' else {}, shape, 5, seed=2, limits=Limits())\n"
+        "assert torch.equal(torch.rand(3), expected), 'probing moved the global RNG stream'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
