@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 # refreshed on purpose: DLBC_SCREENSHOT=docs/explorer.png pytest tests/explorer/test_browser.py
 SCREENSHOT = REPO / os.environ.get("DLBC_SCREENSHOT", "build/explorer.png")
 START_TIMEOUT_S = 240  # Ray, torch and four actors on a loaded two-core machine
-pytestmark = [pytest.mark.slow]
+# Not `slow`: CI (.ci/run installs Chromium) runs the browser test on every change (about 75 s).
 
 
 @dataclass
