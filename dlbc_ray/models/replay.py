@@ -47,7 +47,8 @@ from dlbc_ray.models.data import Split, holdout
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.system import ClassifierSystem
-from dlbc_ray.models.transcript import Checkpoint, Opening, Transcript, epoch_order, flatten_optimizer, load_optimizer
+from dlbc_ray.models.transcript import (Checkpoint, Opening, Transcript, epoch_order, flatten_optimizer, load_optimizer,
+                                        seed_step)
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Submission, Task
 from dlbc_ray.schema.base import revalidated
@@ -87,7 +88,7 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
             if epoch != order_epoch:
                 order, order_epoch = epoch_order(header.seed, epoch, header.examples), epoch
             index = torch.from_numpy(order[batch * header.batch_size:(batch + 1) * header.batch_size])
-            torch.manual_seed(compute_step_seed(header.seed, step))
+            seed_step(compute_step_seed(header.seed, step))
             optimizer.zero_grad(set_to_none=True)
             try:
                 system.training_step((x[index], y[index]), batch).backward()

@@ -143,6 +143,17 @@ class CheckpointStore:
         return sum(a.nbytes for c in self._memory.values() for a in (*c.weights.values(), *c.optimizer.values()))
 
 
+def seed_step(seed: int) -> None:
+    """Seed one training step's randomness (dropout): the CPU generator, and CUDA's only if it is in use.
+
+    ``torch.manual_seed`` also walks CUDA's lazy seeding queue: about 65 us a call against 1 us for
+    the CPU generator alone, paid on every step of every miner.
+    """
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
 class TranscriptRecorder(pl.Callback):
     """Reseeds torch before each optimizer step and keeps checkpoints at ``checkpoint_steps``.
 
@@ -164,7 +175,7 @@ class TranscriptRecorder(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
                              batch_idx: int) -> None:
-        torch.manual_seed(compute_step_seed(self.seed, trainer.global_step))
+        seed_step(compute_step_seed(self.seed, trainer.global_step))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object,
                            batch_idx: int) -> None:
