@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dlbc_ray.consensus.ranking import RankingWeights
 from dlbc_ray.consensus.transcript import AuditParams
-from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.constants import BPS, SCORE_SCALE
 from dlbc_ray.schema.block import RetargetParams
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.schema.base import MAX_AMOUNT
@@ -101,11 +101,13 @@ class PoleConfig(_Config):
 
     enabled: bool = Field(default=False, description="a long-lived network mines standing tasks when idle")
     target_interval_s: float = Field(default=5.0, gt=0, le=86_400, description="wanted mean time between blocks")
-    window: int = Field(default=5, ge=1, description="retarget every this many standing blocks")
+    window: int = Field(default=1, ge=1, description="retarget every this many standing blocks (1: ASERT, every block)")
     initial: float = Field(default=0.85, ge=0, le=1, description="accuracy target of the first window")
     floor: float = Field(default=0.5, ge=0, le=1)
     ceiling: float = Field(default=0.97, ge=0, le=1, description="below what the standing model can reach")
-    max_step: float = Field(default=0.02, gt=0, le=1, description="largest change of the target per retarget")
+    max_step: float = Field(default=0.10, gt=0, le=1, description="largest change of the target per retarget")
+    gain: float = Field(default=0.25, gt=0, le=1, description="controller gain: a block one interval late "
+                        "multiplies the error rate by 2^gain (consensus/difficulty.py says how it was chosen)")
     block_reward: int = Field(default=100, ge=0, le=MAX_AMOUNT)
     treasury: int = Field(default=1_000_000, ge=0, le=MAX_AMOUNT,
                           description="genesis funds of the treasury that pays blocks")
@@ -116,7 +118,7 @@ class PoleConfig(_Config):
         scale = lambda x: round(x * SCORE_SCALE)  # noqa: E731
         return RetargetParams(target_interval_s=self.target_interval_s, window=self.window,
                               initial=scale(self.initial), floor=scale(self.floor), ceiling=scale(self.ceiling),
-                              max_step=max(1, scale(self.max_step)))
+                              max_step=max(1, scale(self.max_step)), gain_bps=max(1, round(self.gain * BPS)))
 
 
 class TaskDefaults(_Config):
