@@ -53,6 +53,8 @@ class ValidatorConfig(_Config):
     num_gpus: float = Field(default=0.0, ge=0, le=MAX_DEVICES)
     resources: dict[str, float] = Field(default_factory=lambda: {"dlbc_validator": 1.0})
     eval_batch_size: int = Field(default=1024, ge=1)
+    fetch_timeout_s: float = Field(default=120.0, gt=0, le=86_400,
+                                   description="how long a validator waits for a submission's weights")
     max_restarts: int = Field(default=3, ge=-1)
     data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
                                  "a task names a file by name only, never by a path on the requester's machine")

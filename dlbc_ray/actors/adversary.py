@@ -28,11 +28,13 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
+from dlbc_ray.actors import _ray
 from dlbc_ray.actors.miner import Miner, Sealed, own_marks, settled, training_seed
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MinerConfig, ProtectionConfig, ValidatorConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
+from dlbc_ray.errors import DLBCError
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.disguise import embed_mark, host_prefix, permute_and_rescale, remap, reset_layer
@@ -49,6 +51,7 @@ MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguise
                     "cross-chain-replay"]
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
+PROBE_TIMEOUT_S = 10.0  # the secret-probe's wait for one guessed call to a rival
 THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
 
 
@@ -351,8 +354,9 @@ def probe_rivals(rivals: Mapping[str, Any], closes: Sequence[Signed[WindowClose]
             for args in guesses:
                 tried += 1
                 try:
-                    got = ray.get(getattr(handle, method).remote(*args), timeout=10)
-                except Exception:  # noqa: BLE001 - refused, wrong arguments or no such method: nothing learnt
+                    got = _ray.get(getattr(handle, method).remote(*args), timeout=PROBE_TIMEOUT_S,
+                                   what=f"{name}.{method}")
+                except (DLBCError, AttributeError, TypeError):  # refused, no such method, wrong arguments
                     continue
                 secret = secret_in(got, task_id)
                 if secret is not None:

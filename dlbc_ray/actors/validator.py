@@ -24,6 +24,7 @@ import ray
 import torch
 
 from dlbc_ray import crypto
+from dlbc_ray.actors import _ray
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.verdicts import (Judgement, check_envelope, check_provenance, check_reuse, check_reveal,
@@ -175,11 +176,11 @@ class Validator:
         seed = bytes.fromhex(arrival.reveal.message.sml_seed) if sub.sml_commitment and arrival.reveal else None
         return _Judged(sub, weights, Verdict.VALID, score, "", seed)
 
-    @staticmethod
-    def _fetch(ref: Any) -> dict[str, np.ndarray] | None:
+    def _fetch(self, ref: Any) -> dict[str, np.ndarray] | None:
         try:
-            weights = ray.get(ref, timeout=120) if isinstance(ref, ray.ObjectRef) else ref
-        except Exception:  # a lost object or a dead miner: the weights are simply not there
+            weights = (_ray.get(ref, timeout=self.cfg.fetch_timeout_s, what="submission weights")
+                       if isinstance(ref, ray.ObjectRef) else ref)
+        except DLBCError:  # a lost object or a dead miner (the boundary names both): the weights are not there
             return None
         return weights if isinstance(weights, dict) else None
 
