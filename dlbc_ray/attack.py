@@ -70,6 +70,10 @@ Definitions, per trial (a kind's row sums them over its trials):
     proposer-drop: the block without the best submission is refused ``ballot_set``, and the
         honest block of the same round commits after it (the chain moved by one block).
 
+    fake-transcript: a model honestly trained and recorded, but under another round's training seed
+        (seed shopping): the transcript it commits is not the run the round's public seed derives;
+        decided ``bad_transcript`` and not the winner.
+
     false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
         a perfect score. Detected when it does not win and a block is still committed: the
         validators refute the claim and the window reopens for the honest miners still
@@ -110,7 +114,7 @@ LIE_CYCLE = ("random", "approve", "reject")
 KINDS = ("thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse", "forged-signature",
          "hash-mismatch", "wrong-task", "late", "lying-validators", "equivocating-validator", "too-many-liars",
          "false-claim", "secret-probe",
-         "cross-chain-replay", "proposer-drop")
+         "cross-chain-replay", "proposer-drop", "fake-transcript")
 KNOWN_GAPS: tuple[str, ...] = ()
 
 
@@ -368,6 +372,7 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "secret-probe": _nothing_leaked,
     "cross-chain-replay": _replays_refused,
     "proposer-drop": _drop_refused,
+    "fake-transcript": _adversary_rejected(Verdict.BAD_TRANSCRIPT.value),
 }
 
 
@@ -492,7 +497,7 @@ class AttackNetwork:
             return MinerAttack(kind, chain_id=self.other_chain_id()), {}
         if kind == "proposer-drop":
             return None, {}
-        if kind in ("random-weights", "hash-mismatch", "wrong-task", "late", "false-claim"):
+        if kind in ("random-weights", "hash-mismatch", "wrong-task", "late", "false-claim", "fake-transcript"):
             return MinerAttack(kind), {}  # type: ignore[arg-type]
         bait = MinerAttack("bait")
         if kind == "lying-validators":
@@ -540,7 +545,7 @@ class AttackNetwork:
         import threading
 
         from dlbc_ray import crypto
-        from dlbc_ray.actors.rounds import RoundRunner, RoundState, now_ms
+        from dlbc_ray.actors.rounds import RoundRunner, RoundState, miner_policy, now_ms
         from dlbc_ray.consensus import propose_task_block
         from dlbc_ray.consensus.ballot import compute_round_id
         from dlbc_ray.errors import InvalidBlock
@@ -552,7 +557,7 @@ class AttackNetwork:
         miners = [m for m in self.net.miners if m.name in HONEST_MINERS]
         result = RoundRunner(self.cfg.consensus, task=task, data=self.data, miners=miners,
                              validators=self.net.validators, base=base, state=state, lock=threading.Lock(),
-                             proposer=proposer).run()
+                             proposer=proposer, policy=miner_policy(self.cfg.miner)).run()
         honest, decision = propose_task_block(base, task, [a.signed for a in result.arrivals], result.votes, proposer,
                                               now_ms(), state.round_id)
         refused = {"block without the best submission": self._refusal(

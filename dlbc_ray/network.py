@@ -22,7 +22,7 @@ import ray
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, is_ready
 from dlbc_ray.actors.consensus import StandingTemplate
-from dlbc_ray.actors.rounds import TaskData, now_ms
+from dlbc_ray.actors.rounds import TaskData, miner_policy, now_ms
 from dlbc_ray.actors.names import NAMESPACE
 from dlbc_ray.config import NetworkConfig, TaskDefaults
 from dlbc_ray.consensus import make_genesis
@@ -249,6 +249,7 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
                   for i in ids.validators]
     # Every actor is asked for before any is waited on: their processes start (and import) side by side.
     consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators, treasury=ids.treasury,
+                                policy=miner_policy(cfg.miner),
                                 groups=miner_groups([m.name for m in miners], cfg.miners_per_task))
     chain_id = get(ledger.head.remote(), timeout=120, what="ledger start")["chain_id"]
     get([m.handle.info.remote() for m in miners] + [v.handle.info.remote() for v in validators], timeout=300,

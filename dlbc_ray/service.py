@@ -216,6 +216,7 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+    from dlbc_ray.actors.rounds import miner_policy
     from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
     from dlbc_ray.consensus import make_genesis
     from dlbc_ray.ledger import ledger_status
@@ -252,7 +253,8 @@ def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
     standing = _standing(cfg) if cfg.pole.enabled else None
     consensus = spawn_consensus(cfg.consensus, ids.consensus, None, names_only(miners), names_only(validators),
                                 groups=groups, home=str(home.root), named=True, detached=True, max_restarts=-1,
-                                treasury=ids.treasury, standing=standing, scheduling_strategy=here)
+                                treasury=ids.treasury, standing=standing, scheduling_strategy=here,
+                                policy=miner_policy(cfg.miner))
     get(consensus.members.remote(), timeout=120, what="consensus start")  # constructed, scheduler running
     return groups
 

@@ -48,7 +48,7 @@ from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundCon
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
                     "forged-signature",
                     "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
-                    "cross-chain-replay"]
+                    "cross-chain-replay", "fake-transcript"]
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
 PROBE_TIMEOUT_S = 10.0  # the secret-probe's wait for one guessed call to a rival
@@ -174,6 +174,16 @@ class AdversaryMiner(Miner):
         if a.kind == "disguised-replay":
             weights, seed = self._disguise(task.message, weights, seed, ctx.round_id)
         return self._submit(task, ctx, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
+
+    def _fake_transcript(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """Seed shopping: train (and record, honestly) under another round's seed, as if it had kept the best
+        of several runs, and commit that run's transcript; the round's public seed is not the one it used."""
+        other = ctx.model_copy(update={"round_id": hashlib.sha256(b"another seed|" + ctx.round_id.encode()).hexdigest()})
+        mined, weights = super().mine(task, data, other)
+        commit = mined.signed.message.commit
+        self._rounds[crypto.message_hash(task.message)] = ctx  # cancels and reveals are of the real round
+        self._sealed[commit] = Sealed(ctx, self._sealed[commit].seed)
+        return mined, weights, "trained and recorded under another round's seed"
 
     def _forged(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         victim = self.victims[a.victim or ""].public_key
@@ -394,6 +404,7 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "false-claim": AdversaryMiner._random,
     "secret-probe": AdversaryMiner._probe,
     "cross-chain-replay": AdversaryMiner._cross_chain,
+    "fake-transcript": AdversaryMiner._fake_transcript,
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +76,9 @@ class Consensus:
     def __init__(self, cfg: ConsensusConfig, *, identity: Identity, ledger: Any, miners: Sequence[Member],
                  validators: Sequence[Member], groups: Sequence[Sequence[str]] | None = None,
                  home: str | None = None, autostart: bool = False, treasury: Identity | None = None,
-                 standing: StandingTemplate | None = None) -> None:
+                 standing: StandingTemplate | None = None, policy: Mapping[str, object] | None = None) -> None:
         self.cfg, self.identity, self.treasury, self.standing = cfg, identity, treasury, standing
+        self.policy = policy  # the miners' hyperparameters: rounds audit transcripts against it (None: no audits)
         self._standing_data: TaskData | None = None
         # A long-lived network passes names, not handles: a restart must not depend on
         # constructor arguments held in the object store by a driver that has exited.
@@ -220,7 +221,8 @@ class Consensus:
             for m in [*miners, *self.validators]:
                 state.set(m.name)
         runner = RoundRunner(self.cfg, task=task, data=data, miners=miners, validators=self.validators, base=base,
-                             state=state, lock=self.live.lock, proposer=self.identity, sink=current_actor())
+                             state=state, lock=self.live.lock, proposer=self.identity, sink=current_actor(),
+                             policy=self.policy)
         try:
             result = runner.run()
             report = self._commit_round(task, result, state, started)

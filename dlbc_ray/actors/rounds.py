@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, wait_each, wait_one
-from dlbc_ray.config import ConsensusConfig
+from dlbc_ray.config import ConsensusConfig, MinerConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
 from dlbc_ray.consensus.baas import compute_contributors
 from dlbc_ray.consensus.ballot import compute_round_id
 from dlbc_ray.consensus.proposal import find_equivocations, select_votes
+from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.schema import FusionVote, Signed, Task, Vote
@@ -90,8 +91,9 @@ class RoundRunner:
 
     def __init__(self, cfg: ConsensusConfig, *, task: Signed[Task], data: TaskData, miners: Sequence[Member],
                  validators: Sequence[Member], base: ChainState, state: RoundState, lock: threading.Lock,
-                 proposer: Identity, sink: Any = None) -> None:
+                 proposer: Identity, sink: Any = None, policy: Mapping[str, object] | None = None) -> None:
         self.cfg, self.task, self.data, self.base, self.sink = cfg, task, data, base, sink
+        self.policy = policy  # the miners' hyperparameters (compute_hyperparameters): None = no transcript audits
         self.proposer = proposer  # signs the window closes that open miners' reveals
         self.miners, self.validators = list(miners), list(validators)
         self.miners_by_name = {m.name: m for m in self.miners}
@@ -103,6 +105,7 @@ class RoundRunner:
                                 shards=assign_shards(task.message, state.task_id, data, self.miners))
         self.outcomes: list[SubmissionOutcome] = []
         self.timings: dict[str, float] = {}
+        self.closes: dict[str, Signed[WindowClose]] = {}  # commit -> the signed close that opened it
 
     def run(self) -> RoundResult:
         """One round; PoLe's standing rounds reopen while no claim of the target is confirmed."""
@@ -251,6 +254,7 @@ class RoundRunner:
         t0 = time.perf_counter()
         by_key = {m.public_key: m.handle for m in self.miners}
         close = self.window_close([a.signed.message.commit for a in arrivals])  # this wave's, no later one's
+        self.closes.update((a.signed.message.commit, close) for a in arrivals)  # validators' audits open with it
         asks = {a.signed.message.commit: by_key[a.signed.message.miner].reveal.remote(close, a.signed.message.commit)
                 for a in arrivals if a.signed.message.sml_commitment and a.signed.message.miner in by_key}
         revealed, deadline = [], time.monotonic() + self.cfg.reveal_timeout_s
@@ -273,8 +277,9 @@ class RoundRunner:
         t0 = time.perf_counter()
         weight_refs = [refs[a.signed.message.commit] for a in arrivals]
         won = frozenset(self.base.won_models)
+        audits = self.transcript_audits(arrivals)
         calls = {v.handle.validate.remote(self.task, self.data.test, list(arrivals), weight_refs, self.ctx, won,
-                                          self.sink): v for v in self.validators}
+                                          self.sink, audits=audits): v for v in self.validators}
         for v in self.validators:
             self._mark(v.name, stage="validating")
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
@@ -290,6 +295,22 @@ class RoundRunner:
                             **{k: max((getattr(b.stats, k) for b in ballots), default=0.0)
                                for k in ValidatorStats.model_fields})
         return votes
+
+    def transcript_audits(self, arrivals: Sequence[SubmissionArrival]) -> Any:
+        """What validators need to audit each arrival's training transcript: the training split (a ref they
+        resolve), the miners' hyperparameter policy, and per commit its close and a way to ask its miner.
+        None without a policy, and for private shards (BaaS), which nobody else can replay."""
+        if self.policy is None or self.ctx.shards:
+            return None
+        by_key = {m.public_key: m for m in self.miners}
+        openers = {}
+        for a in arrivals:
+            sub = a.signed.message
+            close, member = self.closes.get(sub.commit), by_key.get(sub.miner)
+            if close is not None and member is not None:
+                openers[sub.commit] = (close.signature, TranscriptAsk(member.handle, member.name, close, sub.commit,
+                                                                      self.cfg.reveal_timeout_s))
+        return RoundAudits(self.data.train, dict(self.policy), openers)
 
     # ------------------------------------------------------------------- fuse
 
@@ -326,6 +347,37 @@ class RoundRunner:
         self.timings["consensus_verify_ms"] = self.timings.get("consensus_verify_ms", 0.0) + (
             time.perf_counter() - t) * 1e3
         return good
+
+
+@dataclass(frozen=True)
+class RoundAudits:
+    """models.replay.TranscriptAudits as the coordinator sends it: the training split still a ref (the
+    validator resolves it) and nothing that imports torch or Lightning in the coordinator."""
+
+    train: Any
+    policy: Mapping[str, object]
+    openers: Mapping[str, tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class TranscriptAsk:
+    """``ask(index)`` for one commit's audit, run in the validator: the miner's ``transcript_opening``
+    against the proposer's close, through the one Ray boundary."""
+
+    handle: Any
+    name: str
+    close: Signed[WindowClose]
+    commit: str
+    timeout_s: float
+
+    def __call__(self, index: int) -> Any:
+        return get(self.handle.transcript_opening.remote(self.close, self.commit, index), timeout=self.timeout_s,
+                   what=f"miner {self.name}'s transcript")
+
+
+def miner_policy(miner: MinerConfig) -> dict[str, object]:
+    """The hyperparameters every miner of the network trains with, as transcript headers carry them."""
+    return compute_hyperparameters(miner.batch_size, miner.lr, miner.optimizer, miner.val_fraction)
 
 
 def assign_shards(task: Task, task_id: str, data: TaskData, miners: Sequence[Member]) -> dict[str, tuple[int, int]]:

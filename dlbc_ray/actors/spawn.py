@@ -74,10 +74,11 @@ def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: Protec
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],
                     validators: Sequence[Member], *, groups: Sequence[Sequence[str]] | None = None,
                     home: str | None = None, named: bool = False, detached: bool = False, max_restarts: int = 0,
-                    treasury: Identity | None = None, standing: Any = None, **options: Any) -> Any:
+                    treasury: Identity | None = None, standing: Any = None,
+                    policy: Mapping[str, object] | None = None, **options: Any) -> Any:
     # Threaded: status() and report() answer while rounds run.
     cls = ray.remote(Consensus).options(num_cpus=0, max_concurrency=32, max_restarts=max_restarts,
                                         **_placement(CONSENSUS_NAME if named else None, detached), **options)
     return cls.remote(cfg, identity=identity, ledger=ledger, miners=list(miners), validators=list(validators),
                       groups=[list(g) for g in groups] if groups else None, home=home, autostart=named,
-                      treasury=treasury, standing=standing)
+                      treasury=treasury, standing=standing, policy=policy)

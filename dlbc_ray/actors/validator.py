@@ -44,6 +44,7 @@ from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
 
 if TYPE_CHECKING:
+    from dlbc_ray.actors.rounds import RoundAudits
     from dlbc_ray.models.replay import TranscriptAudits
 
 
@@ -98,18 +99,21 @@ class Validator:
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
-                 progress: Any = None, audits: TranscriptAudits | None = None) -> Ballot:
+                 progress: Any = None, audits: TranscriptAudits | RoundAudits | None = None) -> Ballot:
         """One signed vote per submission, in arrival order; with ``audits``, each training transcript too."""
+        audits = self._resolve_audits(audits)
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
         clock, judged = _Clock(), []
         root = compute_submissions_root([a.signed.message.commit for a in arrivals])
         for arrival, ref in zip(arrivals, weight_refs):
-            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock, (audits, root)))
+            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock))
         t = time.perf_counter()
         self._resolve_copies(spec, judged)
         self._resolve_derived(spec, test, judged, ctx, won_models)
+        if audits is not None:  # last: a copy or a derived model is named as such, not only as a bad transcript
+            self._audit(spec, ctx, root, arrivals, judged, audits)
         t = clock.add("checks_ms", t)
         votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, submissions_root=root,
                                                  base_hash=ctx.base_hash, close_ms=ctx.submit_deadline_ms,
@@ -142,8 +146,7 @@ class Validator:
     # --------------------------------------------------------------- judging
 
     def _judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
-               won: frozenset[str], judged: Sequence[_Judged], clock: _Clock,
-               audit: tuple[TranscriptAudits | None, str] = (None, "")) -> _Judged:
+               won: frozenset[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
         sub = arrival.signed.message
         t = time.perf_counter()
         early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
@@ -162,12 +165,6 @@ class Validator:
         rejection = self._check_model(spec, net, sub, weights, arrival, ctx.chain_id)
         earlier_valid = {j.sub.model_hash for j in judged if j.valid}
         rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
-        if rejection is None and audit[0] is not None:  # the training itself, replayed on sampled segments
-            from dlbc_ray.models.replay import audit_arrival, describe  # Lightning: in the validator's process only
-
-            outcome, _ = audit_arrival(spec, ctx, audit[1], arrival, audit[0], mark=self._marks.get(sub.miner),
-                                       protection=self.protection, validator=self.identity.public_key)
-            rejection = None if outcome.passed else (Verdict.BAD_TRANSCRIPT, describe(outcome))
         t = clock.add("checks_ms", t)
         if rejection:
             return _Judged(sub, weights, rejection[0], 0, rejection[1])
@@ -175,6 +172,28 @@ class Validator:
         clock.add("eval_ms", t)
         seed = bytes.fromhex(arrival.reveal.message.sml_seed) if sub.sml_commitment and arrival.reveal else None
         return _Judged(sub, weights, Verdict.VALID, score, "", seed)
+
+    def _audit(self, spec: Task, ctx: RoundContext, root: str, arrivals: Sequence[SubmissionArrival],
+               judged: Sequence[_Judged], audits: TranscriptAudits) -> None:
+        """The training itself, replayed on sampled segments, for each submission still valid."""
+        from dlbc_ray.models.replay import audit_arrival, describe  # Lightning: in the validator's process only
+
+        for arrival, j in zip(arrivals, judged):
+            if not j.valid:
+                continue
+            outcome, _ = audit_arrival(spec, ctx, root, arrival, audits, mark=self._marks.get(j.sub.miner),
+                                       protection=self.protection, validator=self.identity.public_key)
+            if not outcome.passed:
+                j.verdict, j.detail = Verdict.BAD_TRANSCRIPT, describe(outcome)
+
+    def _resolve_audits(self, audits: TranscriptAudits | RoundAudits | None) -> TranscriptAudits | None:
+        """A round's audits (rounds.RoundAudits: the training split a ref) as models.replay audits them."""
+        if audits is None or not isinstance(audits.train, ray.ObjectRef):
+            return audits  # type: ignore[return-value]
+        from dlbc_ray.models.replay import TranscriptAudits
+
+        train = _ray.get(audits.train, timeout=self.cfg.fetch_timeout_s, what="training split")
+        return TranscriptAudits(train, audits.policy, audits.openers)
 
     def _fetch(self, ref: Any) -> dict[str, np.ndarray] | None:
         try:

@@ -174,3 +174,26 @@ def test_a_rivals_handle_answers_no_probe_with_a_secret(network: AttackNetwork) 
     result = network.trial("secret-probe", 0)
     assert network.last is not None and network.last.record is not None and network.last.record.leaks == ()
     assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
+
+
+@pytest.mark.ray
+def test_live_rounds_audit_transcripts_a_run_under_another_seed_is_bad_transcript(network: AttackNetwork) -> None:
+    """Every validator replays each submission's transcript in a live round: the honest miners' runs pass
+    (valid from all four), the seed shopper's genuine-looking run under another seed is refused by each."""
+    from dlbc_ray.consensus.transcript import AuditFailure
+    from dlbc_ray.schema import Verdict
+
+    result = network.trial("fake-transcript", 0)
+    trial = network.last
+    assert trial is not None and trial.block is not None and trial.record is not None
+    votes = {}
+    for v in trial.block.votes:
+        votes.setdefault(v.message.commit, []).append(v.message)
+    bad = votes[trial.record.commit]
+    assert len(bad) == 4 and all(v.verdict is Verdict.BAD_TRANSCRIPT for v in bad), [(v.verdict, v.detail) for v in bad]
+    assert all(v.detail.split(":")[0] == AuditFailure.WRONG_HEADER.value for v in bad), [v.detail for v in bad]
+    honest = [s.message.commit for s in trial.block.submissions if s.message.miner != trial.key(ADVERSARY)]
+    assert len(honest) == len(HONEST_MINERS)
+    assert all(len(votes[c]) == 4 and all(v.verdict is Verdict.VALID for v in votes[c]) for c in honest)
+    assert all(s.message.transcript_root for s in trial.block.submissions)
+    assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
