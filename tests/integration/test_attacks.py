@@ -74,13 +74,21 @@ def test_a_disguised_or_partly_reused_earlier_winner_is_derived(network: AttackN
 
 @pytest.mark.ray
 def test_a_refuted_false_claim_reopens_the_window_and_an_honest_miner_wins(network: AttackNetwork) -> None:
-    network.trial("false-claim", 1)
-    trial = network.last
-    assert trial is not None and trial.block is not None
-    assert trial.report.timings.get("refuted_claims", 0) >= 1
-    assert trial.block.header.winner in {trial.keys[n] for n in HONEST_MINERS}
-    adversary = next(o for o in trial.report.outcomes if o.miner == trial.keys[ADVERSARY])
-    assert adversary.verdict != "valid" or (adversary.score or 0) < trial.target
+    # A race: the adversary claims at once, but an honest miner whose first epoch already reaches the
+    # standing target may confirm first (then nothing needs refuting). Every trial must keep the honest
+    # outcome; within a few trials the adversary must have been first at least once, and refuted.
+    refuted = 0
+    for index in range(1, 5):
+        network.trial("false-claim", index)
+        trial = network.last
+        assert trial is not None and trial.block is not None
+        assert trial.block.header.winner in {trial.keys[n] for n in HONEST_MINERS}
+        adversary = [o for o in trial.report.outcomes if o.miner == trial.keys[ADVERSARY]]
+        assert all(o.verdict != "valid" or (o.score or 0) < trial.target for o in adversary)
+        refuted += int(trial.report.timings.get("refuted_claims", 0))
+        if refuted:
+            break
+    assert refuted >= 1, "the false claim never came first in 4 trials: the refutation path went untested"
 
 
 @pytest.mark.ray
