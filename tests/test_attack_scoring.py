@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from dlbc_ray import crypto
-from dlbc_ray.attack import ADVERSARY, DETECTORS, Trial, drop_best
+from dlbc_ray.attack import drop_best
+from dlbc_ray.attack_judging import ADVERSARY, DETECTORS, Trial
 from dlbc_ray.consensus import validate_block
 from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.proposal import seal
