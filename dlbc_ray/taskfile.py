@@ -203,7 +203,8 @@ def _read_mapping(path: Path, limits: Limits) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise _fail(path, None, f"cannot read ({type(e).__name__})", reason="unreadable") from None
     if not is_file:
-        raise _fail(path, None, "no such task file", reason="missing_file")
+        what = "no such task file" if not path.exists() else "not a regular file (a task file is .yaml, .yml or .json)"
+        raise _fail(path, None, what, reason="missing_file")
     if path.suffix.lower() not in TASK_FILE_SUFFIXES:
         raise _fail(path, None, f"unknown task file extension {_short(path.suffix, 20)}; use .yaml, .yml or .json",
                     reason="bad_extension")

@@ -164,6 +164,13 @@ def test_missing_task_file(tmp_path: Path) -> None:
         load_task_file(tmp_path / "nope.yaml")
 
 
+def test_a_directory_or_device_is_not_a_task_file(tmp_path: Path) -> None:
+    (tmp_path / "dir.yaml").mkdir()
+    for path in (tmp_path / "dir.yaml", Path("/dev/null")):
+        with pytest.raises(InvalidTask, match=r": not a regular file \(a task file is"):
+            load_task_file(path)
+
+
 def test_bad_json_and_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(InvalidTask, match=r"bad\.json: not valid JSON \(Expecting"):
         load_task_file(write(tmp_path, "{bad", "bad.json"))
