@@ -28,7 +28,7 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors import _ray
+from dlbc_ray.actors._ray import get
 from dlbc_ray.actors.miner import Miner, Sealed, own_marks, settled, training_seed
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MinerConfig, ProtectionConfig, ValidatorConfig
@@ -349,8 +349,6 @@ def probe_rivals(rivals: Mapping[str, Any], closes: Sequence[Signed[WindowClose]
                  task_id: str) -> tuple[list[str], int, dict[str, bytes]]:
     """Call every method each rival's handle exposes (Ray's own ``__ray_*__`` and ``mine`` aside) with every
     argument list a miner could make; returns what answered with a secret, the calls made, and seeds got."""
-    import ray
-
     commit = hashlib.sha256(b"a guess|" + task_id.encode()).hexdigest()
     guesses: list[tuple[Any, ...]] = [(), (task_id,), (task_id, commit), *((c,) for c in closes),
                                       *((c, commit) for c in closes)]
@@ -364,7 +362,7 @@ def probe_rivals(rivals: Mapping[str, Any], closes: Sequence[Signed[WindowClose]
             for args in guesses:
                 tried += 1
                 try:
-                    got = _ray.get(getattr(handle, method).remote(*args), timeout=PROBE_TIMEOUT_S,
+                    got = get(getattr(handle, method).remote(*args), timeout=PROBE_TIMEOUT_S,
                                    what=f"{name}.{method}")
                 except (DLBCError, AttributeError, TypeError):  # refused, no such method, wrong arguments
                     continue

@@ -24,7 +24,7 @@ import ray
 import torch
 
 from dlbc_ray import crypto
-from dlbc_ray.actors import _ray
+from dlbc_ray.actors._ray import get
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.verdicts import (Judgement, check_envelope, check_provenance, check_reuse, check_reveal,
@@ -192,12 +192,12 @@ class Validator:
             return audits  # type: ignore[return-value]
         from dlbc_ray.models.replay import TranscriptAudits
 
-        train = _ray.get(audits.train, timeout=self.cfg.fetch_timeout_s, what="training split")
+        train = get(audits.train, timeout=self.cfg.fetch_timeout_s, what="training split")
         return TranscriptAudits(train, audits.policy, audits.openers)
 
     def _fetch(self, ref: Any) -> dict[str, np.ndarray] | None:
         try:
-            weights = (_ray.get(ref, timeout=self.cfg.fetch_timeout_s, what="submission weights")
+            weights = (get(ref, timeout=self.cfg.fetch_timeout_s, what="submission weights")
                        if isinstance(ref, ray.ObjectRef) else ref)
         except DLBCError:  # a lost object or a dead miner (the boundary names both): the weights are not there
             return None

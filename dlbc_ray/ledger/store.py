@@ -154,7 +154,7 @@ class LedgerStore:
             self._conn.execute("BEGIN IMMEDIATE")
             _write(self._conn, blocks, checkpoints, new=False)
             self._conn.execute("COMMIT")
-        except BaseException:
+        except BaseException:  # boundary: any failure, even an interrupt, rolls the batch back and re-raises
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
