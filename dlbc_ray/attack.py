@@ -52,7 +52,8 @@ from dlbc_ray.schema import Block, PostTaskTx, Signed, Task
 from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
 
 if TYPE_CHECKING:  # torch and Ray load only when a network is assembled
-    from dlbc_ray.actors.adversary import MinerAttack, ValidatorLie
+    from dlbc_ray.actors.adversary import MinerAttack
+    from dlbc_ray.actors.liars import ValidatorLie
 
 KINDS = ("thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse", "forged-signature",
          "hash-mismatch", "wrong-task", "late", "lying-validators", "equivocating-validator", "too-many-liars",
@@ -120,7 +121,8 @@ class AttackNetwork:
     def __enter__(self) -> AttackNetwork:
         import ray
 
-        from dlbc_ray.actors.adversary import AdversaryMiner, AdversaryValidator
+        from dlbc_ray.actors.adversary import AdversaryMiner
+        from dlbc_ray.actors.liars import AdversaryValidator
         from dlbc_ray.actors.rounds import TaskData
         from dlbc_ray.models.data import load_builtin
         from dlbc_ray.network import Role, assemble, check_home, load_identities
@@ -183,7 +185,8 @@ class AttackNetwork:
         opens and always submit first (the strongest thief); a forger impersonates each honest
         miner in turn. The dropping proposer is the suite itself: no miner is armed.
         """
-        from dlbc_ray.actors.adversary import MinerAttack, ValidatorLie
+        from dlbc_ray.actors.adversary import MinerAttack
+        from dlbc_ray.actors.liars import ValidatorLie
 
         if kind in ("thief", "copy-noise"):
             return MinerAttack(kind, task=task, train=self.bundle.train), {}  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Adversarial miners and validators: honest until armed, then one named attack per round.
+"""Adversarial miners (validators: liars.py): honest until armed, then one named attack per round.
 
 Plain subclasses of ``Miner`` and ``Validator``, made remote by ``network.assemble(...,
 roles=...)`` like everyone else, so an attack uses exactly the paths an honest actor
@@ -18,7 +18,6 @@ submission there (``chain_id``), as a miner mining both chains would.
 from __future__ import annotations
 
 import hashlib
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ import ray
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import get
 from dlbc_ray.actors.miner import Miner, Sealed, own_marks, settled, training_seed
-from dlbc_ray.actors.validator import Validator
-from dlbc_ray.config import MinerConfig, ProtectionConfig, ValidatorConfig
+from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError
@@ -42,14 +40,13 @@ from dlbc_ray.models.nets import build_net, count_parameters
 from dlbc_ray.models.protect import mapping_layer, mapping_seed
 from dlbc_ray.models.training import TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
-from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import Ballot, MinedSubmission, MinerStats, RoundContext, SubmissionArrival, WindowClose
+from dlbc_ray.schema import Reveal, Signed, Submission, Task
+from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, RoundContext, WindowClose
 
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
                     "forged-signature",
                     "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
                     "cross-chain-replay", "fake-transcript"]
-LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 Weights = dict[str, np.ndarray]
 PROBE_TIMEOUT_S = 10.0  # the secret-probe's wait for one guessed call to a rival
 THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
@@ -81,15 +78,6 @@ class AttackRecord:
     model_hash: str
     note: str = ""
     leaks: tuple[str, ...] = ()  # secret-probe: what the rivals handed out during the window (must stay empty)
-
-
-@dataclass(frozen=True)
-class ValidatorLie:
-    """How an adversarial validator lies: random scores, always approve, always reject,
-    reject only the best valid submission, or sign two different votes on each submission."""
-
-    kind: LieKind
-    seed: int = 0
 
 
 # ------------------------------------------------------------------ miners
@@ -404,56 +392,3 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "cross-chain-replay": AdversaryMiner._cross_chain,
     "fake-transcript": AdversaryMiner._fake_transcript,
 }
-
-
-# -------------------------------------------------------------- validators
-
-
-class AdversaryValidator(Validator):
-    """A validator that judges honestly, then, when armed, signs lies about what it found."""
-
-    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes]) -> None:
-        super().__init__(cfg, identity=identity, protection=protection, marks=marks)
-        self.lie: ValidatorLie | None = None
-
-    def arm(self, lie: ValidatorLie | None) -> None:
-        self.lie = lie
-
-    def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
-                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
-                 progress: Any = None, audits: Any = None) -> Ballot:
-        ballot = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress, audits)
-        if self.lie is None:
-            return ballot
-        rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")
-        lies = compute_lies(self.lie.kind, [v.message for v in ballot.votes], rng)
-        return Ballot(votes=tuple(crypto.sign(self.identity, v, ctx.chain_id) for v in lies), stats=ballot.stats)
-
-
-def compute_lies(kind: LieKind, honest: Sequence[Vote], rng: random.Random) -> list[Vote]:
-    """The votes a liar of ``kind`` signs instead of its ``honest`` ones (pure)."""
-    if kind == "random":
-        return [_lie(v, Verdict.VALID, _other_score(v.score, rng)) for v in honest]
-    if kind == "approve":
-        return [_lie(v, Verdict.VALID, SCORE_SCALE) for v in honest]
-    if kind == "reject":
-        return [_lie(v, Verdict.STOLEN, 0) for v in honest]
-    if kind == "reject-best":
-        best = max((v for v in honest if v.verdict is Verdict.VALID), key=lambda v: v.score, default=None)
-        return [_lie(v, Verdict.STOLEN, 0) if v is best else v for v in honest]
-    if kind == "equivocate":
-        flipped = (_lie(v, Verdict.STOLEN, 0) if v.verdict is Verdict.VALID else _lie(v, Verdict.VALID, SCORE_SCALE)
-                   for v in honest)
-        return [vote for pair in zip(honest, flipped) for vote in pair]
-    raise ValueError(f"unknown lie {kind!r}")
-
-
-def _lie(vote: Vote, verdict: Verdict, score: int) -> Vote:
-    return vote.model_copy(update={"verdict": verdict, "score": score, "detail": "lie"})
-
-
-def _other_score(score: int, rng: random.Random) -> int:
-    """A uniformly random score that is not the true one (a random score that happens to be right is no lie)."""
-    lie = rng.randrange(SCORE_SCALE)
-    return lie + 1 if lie >= score else lie

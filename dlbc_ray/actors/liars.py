@@ -1,0 +1,82 @@
+"""Adversarial validators for the attack suite: judge honestly, then, when armed, sign lies.
+
+Kept apart from the adversarial miners (adversary.py): a liar needs only the honest
+validator's ballot and the lie it was armed with; ``compute_lies`` is pure.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dlbc_ray import crypto
+from dlbc_ray.actors.validator import Validator
+from dlbc_ray.config import ProtectionConfig, ValidatorConfig
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.crypto import Identity
+from dlbc_ray.models.data import Split
+from dlbc_ray.schema import Signed, Task, Verdict, Vote
+from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival
+
+LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
+
+
+@dataclass(frozen=True)
+class ValidatorLie:
+    """How an adversarial validator lies: random scores, always approve, always reject,
+    reject only the best valid submission, or sign two different votes on each submission."""
+
+    kind: LieKind
+    seed: int = 0
+
+
+class AdversaryValidator(Validator):
+    """A validator that judges honestly, then, when armed, signs lies about what it found."""
+
+    def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
+                 marks: Mapping[str, bytes]) -> None:
+        super().__init__(cfg, identity=identity, protection=protection, marks=marks)
+        self.lie: ValidatorLie | None = None
+
+    def arm(self, lie: ValidatorLie | None) -> None:
+        self.lie = lie
+
+    def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
+                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
+                 progress: Any = None, audits: Any = None) -> Ballot:
+        ballot = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress, audits)
+        if self.lie is None:
+            return ballot
+        rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")
+        lies = compute_lies(self.lie.kind, [v.message for v in ballot.votes], rng)
+        return Ballot(votes=tuple(crypto.sign(self.identity, v, ctx.chain_id) for v in lies), stats=ballot.stats)
+
+
+def compute_lies(kind: LieKind, honest: Sequence[Vote], rng: random.Random) -> list[Vote]:
+    """The votes a liar of ``kind`` signs instead of its ``honest`` ones (pure)."""
+    if kind == "random":
+        return [_lie(v, Verdict.VALID, _other_score(v.score, rng)) for v in honest]
+    if kind == "approve":
+        return [_lie(v, Verdict.VALID, SCORE_SCALE) for v in honest]
+    if kind == "reject":
+        return [_lie(v, Verdict.STOLEN, 0) for v in honest]
+    if kind == "reject-best":
+        best = max((v for v in honest if v.verdict is Verdict.VALID), key=lambda v: v.score, default=None)
+        return [_lie(v, Verdict.STOLEN, 0) if v is best else v for v in honest]
+    if kind == "equivocate":
+        flipped = (_lie(v, Verdict.STOLEN, 0) if v.verdict is Verdict.VALID else _lie(v, Verdict.VALID, SCORE_SCALE)
+                   for v in honest)
+        return [vote for pair in zip(honest, flipped) for vote in pair]
+    raise ValueError(f"unknown lie {kind!r}")
+
+
+def _lie(vote: Vote, verdict: Verdict, score: int) -> Vote:
+    return vote.model_copy(update={"verdict": verdict, "score": score, "detail": "lie"})
+
+
+def _other_score(score: int, rng: random.Random) -> int:
+    """A uniformly random score that is not the true one (a random score that happens to be right is no lie)."""
+    lie = rng.randrange(SCORE_SCALE)
+    return lie + 1 if lie >= score else lie
