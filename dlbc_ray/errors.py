@@ -90,10 +90,6 @@ class RevealRefused(InvalidMessage):
     """A miner keeps its seed (or goes on mining): no window close signed by the proposer for its round."""
 
 
-class StolenModel(InvalidMessage):
-    """A model carries another miner's watermark, or not its submitter's."""
-
-
 class InvalidModelFile(DLBCError):
     """A model file is not safetensors, is truncated, or has the wrong architecture."""
 
