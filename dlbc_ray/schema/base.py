@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import InvalidMessage
+from dlbc_ray.schema.curve import is_public_key
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -23,8 +24,6 @@ class FrozenModel(BaseModel):
 
 
 def _on_curve(value: str) -> str:
-    from dlbc_ray.crypto import is_public_key  # crypto imports the schema; the check runs at parse time
-
     if not is_public_key(value):
         raise ValueError("not a point on Ed25519's curve: nobody could ever sign for it")
     return value
