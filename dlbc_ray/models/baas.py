@@ -47,22 +47,18 @@ def contribution(task: Task, weights: Weights, seed_hex: str | None, examples: i
     return fusion.Contribution(weights=weights, q=q, kind=kind, examples=examples)
 
 
-def rule_for(rule: str, n: int) -> str:
-    return "median" if rule == "trimmed-mean" and n < 3 else rule
-
-
 def fuse(task: Task, contributions: Sequence[fusion.Contribution]) -> Weights:
     first = net_info(task.model.name).first_layer
     if len(contributions) == 1:
         return fusion.to_raw(contributions[0], first)
-    return fusion.fuse(contributions, rule_for(task.fusion, len(contributions)), first_layer=first)
+    return fusion.fuse(contributions, fusion.rule_for(task.fusion, len(contributions)), first_layer=first)
 
 
 def score(task: Task, weights: Weights, members: int, test: Split, rule: str) -> int:
     def builder():
         return build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes)
 
-    net = fusion.fused_net(rule, builder, members) if rule == "ensemble" and members > 1 else builder()
+    net = fusion.fused_net(rule, builder, members) if members > 1 else builder()
     return round(evaluate(net, weights, test, metric=task.metric) * SCORE_SCALE)
 
 
@@ -73,5 +69,5 @@ def fuse_and_score(task: Task, contributions: Sequence[fusion.Contribution], tes
     without = []
     for i in range(len(contributions)):
         rest = [c for j, c in enumerate(contributions) if j != i]
-        without.append(score(task, fuse(task, rest), len(rest), test, rule_for(task.fusion, len(rest))))
+        without.append(score(task, fuse(task, rest), len(rest), test, fusion.rule_for(task.fusion, len(rest))))
     return FusionScores(fused, hash_weights(fused), full, tuple(without))

@@ -34,7 +34,6 @@ from dlbc_ray.models.sml import Kind, fold_into_first_layer
 from dlbc_ray.models.weights import load_into
 
 Weights = Mapping[str, np.ndarray]
-FUSION_RULES: tuple[str, ...] = ("fedavg", "trimmed-mean", "median", "ensemble")
 ENSEMBLE_DOMAIN = b"dlbc/ensemble/v1"
 
 
@@ -233,27 +232,75 @@ def to_raw(contribution: Contribution, first_layer: str) -> dict[str, np.ndarray
     return fold_into_first_layer(c.weights, first_layer, c.q, c.kind)
 
 
-def fuse(contributions: Sequence[Contribution], rule: str, *, first_layer: str, k: int | None = None,
-         trim_fraction: float | None = None) -> dict[str, np.ndarray]:
-    """Fold each contributor's SML, then fuse with ``rule``; the result is scored on RAW inputs.
+def fuse(contributions: Sequence[Contribution], rule: str, *, first_layer: str, **options: float | int | None,
+         ) -> dict[str, np.ndarray]:
+    """Fold each contributor's SML, then merge with the registered ``rule``; the result is scored on RAW inputs.
 
-    For "ensemble" the result is ``stack_members`` (load it into an ``EnsembleNet`` of
+    For an ensemble rule the result is ``stack_members`` (load it into an ``EnsembleNet`` of
     ``len(contributions)`` members, see ``fused_net``); otherwise the task's own net.
     """
-    raw = [to_raw(c, first_layer) for c in contributions]
-    if rule == "fedavg":
-        return fedavg(raw, [c.examples for c in contributions])
-    if rule == "trimmed-mean":
-        return trimmed_mean(raw, k=k, trim_fraction=trim_fraction)
-    if rule == "median":
-        return coordinate_median(raw)
-    if rule == "ensemble":
-        return stack_members(raw)
-    raise _fail(f"unknown fusion rule '{rule}'; use one of {', '.join(FUSION_RULES)}", "bad_fusion")
+    merge = fusion_rule(rule).merge
+    return merge([to_raw(c, first_layer) for c in contributions], [c.examples for c in contributions], **options)
 
 
 def fused_net(rule: str, net_builder: Callable[[], nn.Module], n_members: int) -> nn.Module:
     """The net a fused model of ``rule`` loads into: the task's net, or an ensemble of ``n_members``."""
-    if rule == "ensemble":
+    if fusion_rule(rule).ensemble:
         return EnsembleNet([net_builder() for _ in range(n_members)])
     return net_builder()
+
+
+# ----------------------------------------------------------------- the registry of fusion rules
+
+Merge = Callable[..., dict[str, np.ndarray]]  # (raw weights, example counts, **options) -> fused weights
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """A way to merge a round's accepted models, registered under the name a task file gives.
+
+    ``merge`` gets every contribution in raw-input coordinates and its example count, and must
+    not depend on their order (every validator must get the same bytes). With fewer than
+    ``min_members`` contributions the round fuses with ``fewer`` instead; ``ensemble`` says the
+    result loads into an ``EnsembleNet`` of the members rather than into the task's net.
+    """
+
+    name: str
+    merge: Merge
+    min_members: int = 1
+    fewer: str | None = None
+    ensemble: bool = False
+
+
+FUSION_RULES: dict[str, FusionRule] = {}
+
+
+def register_fusion_rule(rule: FusionRule) -> FusionRule:
+    """Add ``rule`` to the registry (a name is registered once; ``winner`` is not a fusion)."""
+    if rule.name in FUSION_RULES or rule.name == "winner":
+        raise ValueError(f"fusion rule '{rule.name}' is already registered")
+    if rule.min_members > 1 and rule.fewer is None:
+        raise ValueError(f"fusion rule '{rule.name}' needs a rule for fewer than {rule.min_members} members")
+    FUSION_RULES[rule.name] = rule
+    return rule
+
+
+def fusion_rule(name: str) -> FusionRule:
+    """The registered rule ``name``, or InvalidTask naming the ones there are."""
+    try:
+        return FUSION_RULES[name]
+    except KeyError:
+        raise _fail(f"unknown fusion rule '{name}'; use one of {', '.join(FUSION_RULES)}", "bad_fusion") from None
+
+
+def rule_for(name: str, members: int) -> str:
+    """The rule a fusion of ``members`` models runs: ``name``, or its fallback when too few take part."""
+    rule = fusion_rule(name)
+    return rule.fewer if members < rule.min_members and rule.fewer else name
+
+
+register_fusion_rule(FusionRule("fedavg", lambda raw, examples: fedavg(raw, examples)))
+register_fusion_rule(FusionRule("trimmed-mean", lambda raw, _, **opts: trimmed_mean(raw, **opts),
+                                min_members=3, fewer="median"))
+register_fusion_rule(FusionRule("median", lambda raw, _: coordinate_median(raw)))
+register_fusion_rule(FusionRule("ensemble", lambda raw, _: stack_members(raw), ensemble=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -206,3 +207,47 @@ def test_fuse_folds_each_map_first_so_the_fused_model_works_on_raw_inputs() -> N
 def test_a_contribution_needs_both_its_map_and_its_kind() -> None:
     with pytest.raises(InvalidTask):
         fuse([Contribution(to_numpy(mlp()), q=maps(1)[0])], "median", first_layer=FIRST)
+
+
+# ----------------------------------------------------------------- the registry
+
+
+@pytest.fixture
+def geometric() -> Iterator[str]:
+    """A rule a user adds in one place: the per-coordinate geometric mean of magnitudes, sign of the median."""
+    from dlbc_ray.models import fusion
+
+    def merge(raw: list[dict[str, np.ndarray]], _: list[int]) -> dict[str, np.ndarray]:
+        med = coordinate_median(raw)
+        return {k: (np.sign(med[k]) * np.exp(np.mean([np.log(np.abs(w[k]) + 1e-12) for w in raw], axis=0))
+                    ).astype(med[k].dtype) for k in med}
+
+    fusion.register_fusion_rule(fusion.FusionRule("geometric", merge))
+    yield "geometric"
+    del fusion.FUSION_RULES["geometric"]
+
+
+def test_a_registered_rule_is_what_fuse_runs(geometric: str) -> None:
+    from dlbc_ray.models import baas
+
+    members = [{"w": np.full(3, v, dtype=np.float32)} for v in (1.0, 4.0, 16.0)]
+    fused = fuse([Contribution(weights=m, examples=1) for m in members], geometric, first_layer="w")
+    assert np.allclose(fused["w"], 4.0)
+    assert isinstance(fused_net(geometric, mlp, 3), torch.nn.Module) and not isinstance(fused_net(geometric, mlp, 3),
+                                                                                         EnsembleNet)
+    assert baas.fusion.rule_for(geometric, 1) == geometric
+
+
+def test_rules_are_registered_once_and_unknown_ones_are_named() -> None:
+    from dlbc_ray.models import fusion
+
+    assert set(fusion.FUSION_RULES) >= {"fedavg", "trimmed-mean", "median", "ensemble"}
+    with pytest.raises(ValueError, match="already registered"):
+        fusion.register_fusion_rule(fusion.FusionRule("median", lambda raw, _: raw[0]))
+    with pytest.raises(ValueError, match="already registered"):
+        fusion.register_fusion_rule(fusion.FusionRule("winner", lambda raw, _: raw[0]))
+    with pytest.raises(ValueError, match="fewer than 3"):
+        fusion.register_fusion_rule(fusion.FusionRule("needs-three", lambda raw, _: raw[0], min_members=3))
+    with pytest.raises(InvalidTask, match="unknown fusion rule 'nope'; use one of fedavg"):
+        fuse([Contribution(weights={"w": np.zeros(1, np.float32)}, examples=1)], "nope", first_layer="w")
+    assert fusion.rule_for("trimmed-mean", 2) == "median" and fusion.rule_for("trimmed-mean", 3) == "trimmed-mean"
