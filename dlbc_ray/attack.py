@@ -39,7 +39,7 @@ from dlbc_ray.config import MINIMAL, NetworkConfig, network_config
 from dlbc_ray.consensus.baas import compute_delivered
 from dlbc_ray.consensus.decision import decide
 from dlbc_ray.consensus.proposal import seal
-from dlbc_ray.consensus.settlement import compute_settlement
+from dlbc_ray.consensus.settlement import compute_settlement, debit_escrow
 from dlbc_ray.consensus.state import ChainState
 from dlbc_ray.consensus.validation import get_block_task
 from dlbc_ray.constants import SCORE_SCALE
@@ -79,31 +79,28 @@ def check_kinds(kind: str) -> tuple[str, ...]:
 
 
 def drop_best(block: Block, state: ChainState, proposer: Identity) -> Block:
-    """What a proposer that censors the winner signs: ``block`` without its best submission and every vote and
-    piece of evidence on it, re-decided and re-settled over the rest, so that only the ballots give it away
-    (pure; ``state`` is the chain after the block's parent)."""
+    """What a proposer that censors the winner signs: ``block`` without its best submission, re-decided and
+    re-settled over the rest, its validators' signed ballots left as they signed them (a ballot cannot lose a
+    vote without losing its signature), so that only the ballots give it away (pure; ``state`` is the chain
+    after the block's parent)."""
     task, post_index = get_block_task(block, state)
     culprits = {e.first.message.validator for e in block.evidence}
-    subs, votes = [s.message for s in block.submissions], [v.message for v in block.votes]
-    honest = decide(subs, votes, state.params.validators, task.target, excluded=culprits, won=state.won_models)
+    subs, ballots = [s.message for s in block.submissions], [b.message for b in block.ballots]
+    honest = decide(subs, ballots, state.params.validators, task.target, excluded=culprits, won=state.won_models)
     ranked = sorted((t for t in honest.tallies if t.accepted), key=lambda t: t.score or 0, reverse=True)
     best = honest.winner.commit if honest.winner else ranked[0].commit if ranked else None
     if best is None:
         raise ValueError(f"block {block.header.height} accepted no submission to drop")
     kept = tuple(s for s in block.submissions if s.message.commit != best)
-    kept_votes = tuple(v for v in block.votes if v.message.commit != best)
-    evidence = tuple(e for e in block.evidence if e.first.message.commit != best)
-    decision = decide([s.message for s in kept], [v.message for v in kept_votes], state.params.validators,
-                      task.target, excluded={e.first.message.validator for e in evidence}, won=state.won_models)
-    balances = dict(state.balances)
-    if post_index >= 0:
-        balances[task.requester] = max(0, balances.get(task.requester, 0) - task.reward)
+    rest = [b.model_copy(update={"votes": tuple(v for v in b.votes if v.commit != best)}) for b in ballots]
+    decision = decide([s.message for s in kept], rest, state.params.validators, task.target, excluded=culprits,
+                      won=state.won_models)
+    balances = debit_escrow(state.balances, task, posted_here=post_index >= 0)
     task_id = block.header.task_id or ""
     posting = tuple(tx for tx in block.txs if isinstance(tx, PostTaskTx))
     txs = posting + compute_settlement(task_id, task, [s.message for s in kept], decision, state.params, balances)
     header = block.header.model_copy(update=compute_delivered(decision, None))
-    body = block.model_copy(update={"submissions": kept, "votes": kept_votes, "evidence": evidence, "txs": txs})
-    return seal(header, body, proposer)
+    return seal(header, block.model_copy(update={"submissions": kept, "txs": txs}), proposer)
 
 
 # ------------------------------------------------------------------ network
@@ -262,7 +259,7 @@ class AttackNetwork:
         result = RoundRunner(self.cfg.consensus, task=task, data=self.data, miners=miners,
                              validators=self.net.validators, base=base, state=state, lock=threading.Lock(),
                              proposer=proposer, policy=miner_policy(self.cfg.miner)).run()
-        honest, decision = propose_task_block(base, task, [a.signed for a in result.arrivals], result.votes, proposer,
+        honest, decision = propose_task_block(base, task, [a.signed for a in result.arrivals], result.ballots, proposer,
                                               now_ms(), state.round_id)
         refused = {"block without the best submission": self._refusal(
             ledger.import_block.remote(drop_best(honest, base, proposer)), "forged block")}

@@ -39,8 +39,8 @@ Definitions, per trial (a kind's row sums them over its trials):
     lying-validators: ``validator-3`` lies (trial t: random scores, always approve, always
         reject, cycling) and at least one of its votes in the block disagrees with the
         decided tally (valid or not, or the score of an accepted submission).
-    equivocating-validator: the block holds equivocation evidence against ``validator-3``
-        and none of its votes.
+    equivocating-validator: the block holds equivocation evidence (two different signed
+        ballots) against ``validator-3`` and no ballot of it.
     too-many-liars: ``validator-2`` and ``-3`` (f = 2 >= n/3) reject the best submission;
         the round commits no block and says why (a split or missing quorum).
 
@@ -68,6 +68,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dlbc_ray.consensus.ballot import votes_by_commit
 from dlbc_ray.consensus.decision import compute_winner
 from dlbc_ray.consensus.quorum import compute_tally
 from dlbc_ray.constants import SCORE_SCALE
@@ -186,8 +187,8 @@ def honest_choice(trial: Trial) -> str | None:
     honest_validators = {k for n, k in trial.keys.items() if n.startswith("validator-") and n not in trial.liars}
     miners = {trial.key(n) for n in HONEST_MINERS}
     subs = [s.message for s in trial.block.submissions if s.message.miner in miners]
-    votes = [v.message for v in trial.block.votes if v.message.validator in honest_validators]
-    tallies = [compute_tally(s.commit, [v for v in votes if v.commit == s.commit], len(honest_validators))
+    votes = votes_by_commit(b.message for b in trial.block.ballots if b.message.validator in honest_validators)
+    tallies = [compute_tally(s.commit, [v for _, v in votes.get(s.commit, [])], len(honest_validators))
                for s in subs]
     winner = compute_winner(subs, tallies, trial.target)
     return winner.miner if winner else None
@@ -241,7 +242,7 @@ def _liar_caught(trial: Trial) -> tuple[bool, str]:
     liar = trial.key(LIARS[0])
     tallies = {o.commit: o for o in trial.report.outcomes if o.commit}
     wrong = 0
-    for vote in (v.message for v in trial.block.votes if v.message.validator == liar):
+    for vote in (v for b in trial.block.ballots if b.message.validator == liar for v in b.message.votes):
         o = tallies.get(vote.commit)
         says_valid, is_valid = vote.verdict is Verdict.VALID, _verdict(o) == Verdict.VALID.value
         wrong += says_valid != is_valid or (says_valid and o is not None and o.score != vote.score)
@@ -253,8 +254,8 @@ def _equivocation_evidenced(trial: Trial) -> tuple[bool, str]:
         return False, f"no block: {trial.report.failure}"
     liar = trial.key(LIARS[0])
     evidence = [e for e in trial.block.evidence if e.first.message.validator == liar]
-    votes = [v for v in trial.block.votes if v.message.validator == liar]
-    return bool(evidence) and not votes, f"evidence x{len(evidence)}, {len(votes)} votes kept"
+    ballots = [b for b in trial.block.ballots if b.message.validator == liar]
+    return bool(evidence) and not ballots, f"evidence x{len(evidence)}, {len(ballots)} ballots kept"
 
 
 def _failed_safely(trial: Trial) -> tuple[bool, str]:

@@ -14,7 +14,7 @@ BPS = 10_000
 # Signing domains: one kind of signature can never pass as another.
 TASK_DOMAIN = b"dlbc/task/v1"
 SUBMISSION_DOMAIN = b"dlbc/submission/v1"
-VOTE_DOMAIN = b"dlbc/vote/v1"
+BALLOT_DOMAIN = b"dlbc/ballot/v1"  # one validator's judgement of a whole round
 BLOCK_DOMAIN = b"dlbc/block/v1"
 TRANSFER_DOMAIN = b"dlbc/transfer/v1"
 REVEAL_DOMAIN = b"dlbc/reveal/v1"

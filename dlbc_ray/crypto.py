@@ -4,7 +4,7 @@ The only module that imports ``cryptography`` (signing, keys) and PyNaCl (verifi
 libsodium's Ed25519 is about twice as fast here, and strict: it refuses a non-canonical
 S and small-order keys, the same way on every node). Everything signed is signed over
 ``signing_root = SHA-256(len(domain) | domain | chain_id | canonical_bytes(message))``,
-so a vote signature can never pass as a block signature (consensus-specs'
+so a ballot signature can never pass as a block signature (consensus-specs'
 ``compute_signing_root``), and nothing signed for one chain verifies on another: the
 chain id (the genesis hash) travels in the ``Signed`` envelope and is checked first.
 Weights are hashed from raw tensor bytes, never a pickle.
@@ -159,7 +159,7 @@ def _verifies(signer: str, signature: str, root: bytes) -> bool:
     return True
 
 
-# (signer, signature, root) -> verdict: a vote checked by the consensus actor, the ledger and
+# (signer, signature, root) -> verdict: a ballot checked by the consensus actor, the ledger and
 # a replay costs one Ed25519 verification per process.
 _VERDICTS = _Bounded(65_536)
 # (id(message), chain_id, domain) -> (message, root): the root ``prefetched`` computed, so the rule

@@ -1,4 +1,4 @@
-"""Builders for real signed tasks, submissions, votes and blocks (no Ray, no torch)."""
+"""Builders for real signed tasks, submissions, ballots and blocks (no Ray, no torch)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dlbc_ray.consensus.validation import compute_block_hash
 from dlbc_ray.crypto import Identity
 from dlbc_ray.schema import (
     Allocation,
+    Ballot,
     Block,
     ChainParams,
     DatasetSpec,
@@ -105,15 +106,23 @@ class World:
     def round_id(self, task_id: str) -> str:
         return fake_hash(f"round-{task_id}")
 
-    def vote(self, validator: Identity, sub: Signed[Submission], score: int,
-             verdict: Verdict = Verdict.VALID, *, commits: Sequence[str] | None = None,
-             close_ms: int | None = None) -> Signed[Vote]:
-        """A vote in this world's round of the task; ``commits`` is the round's set (default: ``sub`` alone)."""
-        vote = Vote(task_id=sub.message.task_id, round_id=self.round_id(sub.message.task_id),
-                    submissions_root=compute_submissions_root(commits or [sub.message.commit]),
-                    base_hash=self.state.head_hash, close_ms=close_ms if close_ms is not None else T0,
-                    commit=sub.message.commit, validator=validator.public_key, verdict=verdict, score=score)
-        return self.sign(validator, vote)
+    def ballot(self, validator: Identity, subs: Sequence[Signed[Submission]], scores: Sequence[int],
+               verdicts: Sequence[Verdict] | None = None, *, close_ms: int | None = None) -> Signed[Ballot]:
+        """``validator``'s ballot in this world's round of the task: ``scores[k]`` (and ``verdicts[k]``, default
+        valid) for ``subs[k]``, bound to exactly ``subs`` in their order."""
+        task_id = subs[0].message.task_id
+        votes = tuple(Vote(commit=s.message.commit, verdict=verdicts[k] if verdicts else Verdict.VALID, score=score)
+                      for k, (s, score) in enumerate(zip(subs, scores, strict=True)))
+        ballot = Ballot(task_id=task_id, round_id=self.round_id(task_id),
+                        submissions_root=compute_submissions_root([s.message.commit for s in subs]),
+                        base_hash=self.state.head_hash, close_ms=close_ms if close_ms is not None else T0,
+                        validator=validator.public_key, votes=votes)
+        return self.sign(validator, ballot)
+
+    def resign_ballot(self, signed: Signed[Ballot], **changes: object) -> Signed[Ballot]:
+        """``signed``'s ballot with ``changes``, signed again by its own validator."""
+        key = next(v for v in self.validators if v.public_key == signed.message.validator)
+        return self.sign(key, signed.message.model_copy(update=changes))
 
     def round(self, scores: Mapping[int, Sequence[int]], task: Signed[Task] | None = None,
               verdicts: Mapping[tuple[int, int], Verdict] | None = None,
@@ -121,14 +130,13 @@ class World:
         """A task block where miner i gets ``scores[i][j]`` from validator j."""
         task = task or self.task()
         subs = [self.submission(self.miners[i], task) for i in scores]
-        commits = [s.message.commit for s in subs]
         when = at_ms if at_ms is not None else T0 + 1000 * (self.state.height + 1)
         close = min(when - 1, task.message.deadline_ms)  # a window closes by the task's deadline
-        votes = [self.vote(self.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID), commits=commits,
-                           close_ms=close)
-                 for sub, (i, row) in zip(subs, scores.items()) for j, s in enumerate(row)]
+        ballots = [self.ballot(self.validators[j], subs, [row[j] for row in scores.values()],
+                               [(verdicts or {}).get((i, j), Verdict.VALID) for i in scores], close_ms=close)
+                   for j in range(len(next(iter(scores.values()), [])))]
         task_id = crypto.message_hash(task.message)
-        block, _ = propose_task_block(self.state, task, subs, votes, self.proposer, when, self.round_id(task_id))
+        block, _ = propose_task_block(self.state, task, subs, ballots, self.proposer, when, self.round_id(task_id))
         return block, task
 
     def apply(self, block: Block) -> ChainState:

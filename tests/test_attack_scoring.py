@@ -20,14 +20,13 @@ SCORES = {0: [9000] * 4, 1: [8000] * 4, 2: [7000] * 4}
 DROP = "block without the best submission"
 
 
-def test_drop_best_removes_the_winner_and_its_votes_and_re_decides_the_rest() -> None:
+def test_drop_best_removes_the_winner_and_re_decides_the_rest_under_the_signed_ballots() -> None:
     world = World()
     honest, _ = world.round(SCORES)
     forged = drop_best(honest, world.state, world.proposer)
-    best = honest.submissions[0].message.commit
     assert honest.header.winner == world.miners[0].public_key
     assert [s.message.commit for s in forged.submissions] == [s.message.commit for s in honest.submissions[1:]]
-    assert best not in {v.message.commit for v in forged.votes} and len(forged.votes) == 8
+    assert forged.ballots == honest.ballots  # a signed ballot cannot lose its vote on the best one
     assert forged.header.winner == world.miners[1].public_key and forged.header.proposer == world.proposer.public_key
     with pytest.raises(InvalidBlock) as info:
         validate_block(forged, world.state)
@@ -35,15 +34,18 @@ def test_drop_best_removes_the_winner_and_its_votes_and_re_decides_the_rest() ->
 
 
 def test_only_the_ballots_give_the_dropped_block_away() -> None:
-    """Were the validators to re-sign their votes over the smaller set, every other rule would accept it."""
+    """Were the validators to re-sign their ballots over the smaller set, every other rule would accept it."""
     world = World()
     honest, _ = world.round(SCORES)
     forged = drop_best(honest, world.state, world.proposer)
-    root = compute_submissions_root([s.message.commit for s in forged.submissions])
-    keys = {v.public_key: v for v in world.validators}
-    rebound = tuple(world.sign(keys[v.message.validator], v.message.model_copy(update={"submissions_root": root}))
-                    for v in forged.votes)
-    world.apply(seal(forged.header, forged.model_copy(update={"votes": rebound}), world.proposer))
+    commits = [s.message.commit for s in forged.submissions]
+    root = compute_submissions_root(commits)
+    rebound = tuple(world.resign_ballot(b, submissions_root=root,
+                                        votes=tuple(v for v in b.message.votes if v.commit in commits))
+                    for b in forged.ballots)
+    resigned = seal(forged.header, forged.model_copy(update={"ballots": rebound}), world.proposer)
+    validate_block(resigned, world.state)
+    world.apply(resigned)
     assert world.state.height == 1
 
 

@@ -33,10 +33,9 @@ def delivered(tmp_path: Path) -> tuple[Home, World, object, str, bytes]:
         subs.append(world.sign(miner, sub.message.model_copy(update={"sml_commitment": sml.seed_commitment(seed)})))
     from dlbc_ray.consensus import propose_task_block
 
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, 9000 - 100 * k, commits=commits, close_ms=world.state.timestamp_ms + 1)
-             for v in world.validators for k, s in enumerate(subs)]
-    block, decision = propose_task_block(world.state, task, subs, votes, world.proposer, world.state.timestamp_ms + 5,
+    ballots = [world.ballot(v, subs, [9000 - 100 * k for k in range(len(subs))], close_ms=world.state.timestamp_ms + 1)
+               for v in world.validators]
+    block, decision = propose_task_block(world.state, task, subs, ballots, world.proposer, world.state.timestamp_ms + 5,
                                          world.round_id(crypto.message_hash(task.message)))
     assert decision.winner is not None and decision.winner.model_hash == model_hash
     home = Home(tmp_path / "home")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from dlbc_ray import crypto
-from dlbc_ray.constants import BLOCK_DOMAIN, VOTE_DOMAIN
+from dlbc_ray.constants import BALLOT_DOMAIN, BLOCK_DOMAIN
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import BadSignature, ConfigError, InvalidModelFile, KeyFileError
 from pydantic import ValidationError
 
-from dlbc_ray.schema import Allocation, BlockHeader, RetargetParams, Signed, Verdict, Vote
+from dlbc_ray.schema import Allocation, Ballot, BlockHeader, RetargetParams, Signed, Verdict, Vote
 from dlbc_ray.schema.rounds import MinerStats
 from tests.builders import fake_hash
 
@@ -25,19 +25,19 @@ CHAIN = fake_hash("chain-a")
 OTHER_CHAIN = fake_hash("chain-b")
 
 
-def a_vote(validator: str) -> Vote:
-    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), submissions_root=fake_hash("s"),
-                base_hash=fake_hash("b"), close_ms=1, commit=fake_hash("c"), validator=validator,
-                verdict=Verdict.VALID, score=9000)
+def a_ballot(validator: str) -> Ballot:
+    return Ballot(task_id=fake_hash("t"), round_id=fake_hash("r"), submissions_root=fake_hash("s"),
+                  base_hash=fake_hash("b"), close_ms=1, validator=validator,
+                  votes=(Vote(commit=fake_hash("c"), verdict=Verdict.VALID, score=9000),))
 
 
 def test_sign_and_verify_round_trip(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
+    signed = crypto.sign(alice, a_ballot(alice.public_key), CHAIN)
     assert crypto.verify(signed, chain_id=CHAIN, expected_signer=alice.public_key) == signed.message
 
 
 def test_a_message_signed_for_one_chain_is_refused_on_another_by_name(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
+    signed = crypto.sign(alice, a_ballot(alice.public_key), CHAIN)
     with pytest.raises(BadSignature) as refused:
         crypto.verify(signed, chain_id=OTHER_CHAIN, expected_signer=alice.public_key)
     assert refused.value.reason == "wrong_chain"
@@ -47,20 +47,20 @@ def test_a_message_signed_for_one_chain_is_refused_on_another_by_name(alice: Ide
     assert forged.value.reason == "bad_signature"
 
 
-def test_a_vote_signature_never_verifies_as_a_block_signature(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
-    assert crypto.is_valid_signature(signed, VOTE_DOMAIN)
+def test_a_ballot_signature_never_verifies_as_a_block_signature(alice: Identity) -> None:
+    signed = crypto.sign(alice, a_ballot(alice.public_key), CHAIN)
+    assert crypto.is_valid_signature(signed, BALLOT_DOMAIN)
     assert not crypto.is_valid_signature(signed, BLOCK_DOMAIN)
     header = BlockHeader(chain_id=CHAIN, height=1, prev_hash=fake_hash("p"), timestamp_ms=1,
-                         proposer=alice.public_key, submissions_root=fake_hash("1"), votes_root=fake_hash("2"),
+                         proposer=alice.public_key, submissions_root=fake_hash("1"), ballots_root=fake_hash("2"),
                          fusion_root=fake_hash("5"), txs_root=fake_hash("3"), evidence_root=fake_hash("4"))
     grafted = Signed[BlockHeader](message=header, chain_id=CHAIN, signer=alice.public_key, signature=signed.signature)
     assert not crypto.is_valid_signature(grafted)
 
 
 def test_tampered_message_and_wrong_signer_fail(alice: Identity) -> None:
-    signed = crypto.sign(alice, a_vote(alice.public_key), CHAIN)
-    tampered = signed.model_copy(update={"message": signed.message.model_copy(update={"score": 9001})})
+    signed = crypto.sign(alice, a_ballot(alice.public_key), CHAIN)
+    tampered = signed.model_copy(update={"message": signed.message.model_copy(update={"close_ms": 2})})
     with pytest.raises(BadSignature, match="does not verify"):
         crypto.verify(tampered, chain_id=CHAIN, expected_signer=alice.public_key)
     bob = Identity.from_seed("bob", b"bob")

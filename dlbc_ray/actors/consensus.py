@@ -248,7 +248,7 @@ class Consensus:
         def build(snapshot: ChainState) -> Block:
             try:
                 block, decision = propose_task_block(snapshot, task, [a.signed for a in result.arrivals],
-                                                     result.votes, self.identity, now_ms(), state.round_id,
+                                                     result.ballots, self.identity, now_ms(), state.round_id,
                                                      result.fusion_votes)
             except NoQuorum as e:
                 raise ConsensusError(f"no block: {e}", reason="quorum") from None

@@ -17,8 +17,8 @@ from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models.data import Split
-from dlbc_ray.schema import Signed, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival
+from dlbc_ray.schema import Ballot, Signed, Task, Verdict, Vote
+from dlbc_ray.schema.rounds import BallotReply, RoundContext, SubmissionArrival
 
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 
@@ -26,7 +26,7 @@ LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 @dataclass(frozen=True)
 class ValidatorLie:
     """How an adversarial validator lies: random scores, always approve, always reject,
-    reject only the best valid submission, or sign two different votes on each submission."""
+    reject only the best valid submission, or sign two different ballots for the round."""
 
     kind: LieKind
     seed: int = 0
@@ -45,31 +45,35 @@ class AdversaryValidator(Validator):
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
-                 progress: Any = None, audits: Any = None) -> Ballot:
-        ballot = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress, audits)
+                 progress: Any = None, audits: Any = None) -> BallotReply:
+        reply = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress, audits)
         if self.lie is None:
-            return ballot
+            return reply
         rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")
-        lies = compute_lies(self.lie.kind, [v.message for v in ballot.votes], rng)
-        return Ballot(votes=tuple(crypto.sign(self.identity, v, ctx.chain_id) for v in lies), stats=ballot.stats)
+        (honest,) = reply.ballots
+        lies = compute_lies(self.lie.kind, honest.message, rng)
+        return BallotReply(ballots=tuple(crypto.sign(self.identity, b, ctx.chain_id) for b in lies), stats=reply.stats)
 
 
-def compute_lies(kind: LieKind, honest: Sequence[Vote], rng: random.Random) -> list[Vote]:
-    """The votes a liar of ``kind`` signs instead of its ``honest`` ones (pure)."""
+def compute_lies(kind: LieKind, honest: Ballot, rng: random.Random) -> list[Ballot]:
+    """The ballots a liar of ``kind`` signs instead of its ``honest`` one (pure): one, or two for an equivocator."""
+    votes = honest.votes
     if kind == "random":
-        return [_lie(v, Verdict.VALID, _other_score(v.score, rng)) for v in honest]
-    if kind == "approve":
-        return [_lie(v, Verdict.VALID, SCORE_SCALE) for v in honest]
-    if kind == "reject":
-        return [_lie(v, Verdict.STOLEN, 0) for v in honest]
-    if kind == "reject-best":
-        best = max((v for v in honest if v.verdict is Verdict.VALID), key=lambda v: v.score, default=None)
-        return [_lie(v, Verdict.STOLEN, 0) if v is best else v for v in honest]
-    if kind == "equivocate":
-        flipped = (_lie(v, Verdict.STOLEN, 0) if v.verdict is Verdict.VALID else _lie(v, Verdict.VALID, SCORE_SCALE)
-                   for v in honest)
-        return [vote for pair in zip(honest, flipped) for vote in pair]
-    raise ValueError(f"unknown lie {kind!r}")
+        lies = [_lie(v, Verdict.VALID, _other_score(v.score, rng)) for v in votes]
+    elif kind == "approve":
+        lies = [_lie(v, Verdict.VALID, SCORE_SCALE) for v in votes]
+    elif kind == "reject":
+        lies = [_lie(v, Verdict.STOLEN, 0) for v in votes]
+    elif kind == "reject-best":
+        best = max((v for v in votes if v.verdict is Verdict.VALID), key=lambda v: v.score, default=None)
+        lies = [_lie(v, Verdict.STOLEN, 0) if v is best else v for v in votes]
+    elif kind == "equivocate":
+        flipped = [_lie(v, Verdict.STOLEN, 0) if v.verdict is Verdict.VALID else _lie(v, Verdict.VALID, SCORE_SCALE)
+                   for v in votes]
+        return [honest, honest.model_copy(update={"votes": tuple(flipped)})]
+    else:
+        raise ValueError(f"unknown lie {kind!r}")
+    return [honest.model_copy(update={"votes": tuple(lies)})]
 
 
 def _lie(vote: Vote, verdict: Verdict, score: int) -> Vote:

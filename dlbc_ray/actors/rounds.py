@@ -1,7 +1,7 @@
 """One round of mining, as an explicit state machine over a group of miners and the validators.
 
 COLLECTING (miners train and submit) -> REVEALING (mapping seeds) -> VALIDATING (signed
-votes) -> DECIDING; committing is the coordinator's job, so several rounds can run at
+ballots) -> DECIDING; committing is the coordinator's job, so several rounds can run at
 once and their blocks still go to the ledger one at a time. Weights move miner ->
 validators -> ledger through the object store; the coordinator never holds them.
 """
@@ -19,17 +19,17 @@ from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, wait_each, wait_one
 from dlbc_ray.config import ConsensusConfig, MinerConfig
 from dlbc_ray.crypto import Identity
-from dlbc_ray.consensus import ChainState, Event, Phase, decide, next_phase
+from dlbc_ray.consensus import ChainState, Event, Phase, next_phase
 from dlbc_ray.consensus.baas import compute_contributors
 from dlbc_ray.consensus.ballot import compute_round_id
-from dlbc_ray.consensus.proposal import find_equivocations, select_votes
+from dlbc_ray.consensus.decision import RoundDecision, decide_round
 from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
-from dlbc_ray.schema import FusionVote, Signed, Task, Vote
+from dlbc_ray.schema import Ballot, FusionVote, Signed, Task
 from dlbc_ray.schema.rounds import (
     ActorProgress,
-    Ballot,
+    BallotReply,
     MinedSubmission,
     ProgressEvent,
     RoundContext,
@@ -79,7 +79,7 @@ class RoundResult:
 
     ctx: RoundContext
     arrivals: list[SubmissionArrival]
-    votes: list[Signed[Vote]]
+    ballots: list[Signed[Ballot]]
     weight_refs: dict[str, Any]
     outcomes: list[SubmissionOutcome]
     timings: dict[str, float]
@@ -120,15 +120,15 @@ class RoundRunner:
             arrivals += self.reveal(new)
             refs.update(new_refs)
             self._advance(Event.REVEALS_CLOSED)
-            votes = self.validate(arrivals, refs)  # every arrival so far: copies are judged across waves
-            if not self._reopen(arrivals, votes, pending):
+            ballots = self.validate(arrivals, refs)  # every arrival so far: copies are judged across waves
+            if not self._reopen(arrivals, ballots, pending):
                 break
             self._advance(Event.CLAIMS_REFUTED)
         self._close(calls, pending)
         self._advance(Event.VOTES_CLOSED)
-        fusion_votes = self.fuse(arrivals, votes, refs)
+        fusion_votes = self.fuse(arrivals, ballots, refs)
         self._advance(Event.FUSION_CLOSED)
-        return RoundResult(self.ctx, arrivals, votes, refs, self.outcomes, self.timings, fusion_votes)
+        return RoundResult(self.ctx, arrivals, ballots, refs, self.outcomes, self.timings, fusion_votes)
 
     def _advance(self, event: Event) -> None:
         with self.lock:
@@ -193,18 +193,14 @@ class RoundRunner:
             self._mark(name, stage="late")
             self.outcomes.append(_outcome(name, None, "late", "did not submit before the deadline"))
 
-    def _reopen(self, arrivals: Sequence[SubmissionArrival], votes: Sequence[Signed[Vote]],
+    def _reopen(self, arrivals: Sequence[SubmissionArrival], ballots: Sequence[Signed[Ballot]],
                 pending: Sequence[Any]) -> bool:
         """PoLe: a claim of the target the validators refute does not end the round; the miners still
         training go on until one is confirmed or the deadline (a false claim cannot stall the chain)."""
         if self.task.message.kind != "standing" or not pending or now_ms() >= self.ctx.submit_deadline_ms:
             return False
-        subs = [a.signed.message for a in arrivals]
-        culprits = {e.first.message.validator for e in find_equivocations(votes)}
         try:
-            decision = decide(subs, [v.message for v in select_votes(votes, [s.commit for s in subs], culprits)],
-                              self.base.params.validators, self.task.message.target, excluded=culprits,
-                              won=self.base.won_models)
+            decision = self.decide(arrivals, ballots).decision
         except DLBCError:  # no quorum or a split: the block cannot be decided by waiting longer
             return False
         if decision.winner is None:
@@ -271,7 +267,7 @@ class RoundRunner:
 
     # -------------------------------------------------------------- validate
 
-    def validate(self, arrivals: Sequence[SubmissionArrival], refs: dict[str, Any]) -> list[Signed[Vote]]:
+    def validate(self, arrivals: Sequence[SubmissionArrival], refs: dict[str, Any]) -> list[Signed[Ballot]]:
         if not arrivals:
             return []
         t0 = time.perf_counter()
@@ -283,18 +279,23 @@ class RoundRunner:
         for v in self.validators:
             self._mark(v.name, stage="validating")
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
-        votes: list[Signed[Vote]] = []
-        ballots: list[Ballot] = []
+        ballots: list[Signed[Ballot]] = []
+        replies: list[BallotReply] = []
         for ref, _ in done:
-            ballot = _try_get(ref, self.cfg.commit_timeout_s)
-            if isinstance(ballot, Ballot):
-                ballots.append(ballot)
-                votes.extend(self._verified(ballot, calls[ref].public_key))
+            reply = _try_get(ref, self.cfg.commit_timeout_s)
+            if isinstance(reply, BallotReply):
+                replies.append(reply)
+                ballots.extend(self._verified(reply, calls[ref].public_key))
                 self._mark(calls[ref].name, stage="voted")
         self.timings.update(validate_s=time.perf_counter() - t0,
-                            **{k: max((getattr(b.stats, k) for b in ballots), default=0.0)
+                            **{k: max((getattr(r.stats, k) for r in replies), default=0.0)
                                for k in ValidatorStats.model_fields})
-        return votes
+        return ballots
+
+    def decide(self, arrivals: Sequence[SubmissionArrival], ballots: Sequence[Signed[Ballot]]) -> RoundDecision:
+        """The round decided exactly as its block will decide it (raises NoQuorum)."""
+        return decide_round([a.signed.message for a in arrivals], ballots, self.ctx.round_id,
+                            self.base.params.validators, self.task.message.target, won=self.base.won_models)
 
     def transcript_audits(self, arrivals: Sequence[SubmissionArrival]) -> Any:
         """What validators need to audit each arrival's training transcript: the training split (a ref they
@@ -314,19 +315,13 @@ class RoundRunner:
 
     # ------------------------------------------------------------------- fuse
 
-    def fuse(self, arrivals: Sequence[SubmissionArrival], votes: Sequence[Signed[Vote]],
+    def fuse(self, arrivals: Sequence[SubmissionArrival], ballots: Sequence[Signed[Ballot]],
              refs: dict[str, Any]) -> list[Signed[FusionVote]]:
         """BaaS: validators fuse what they accepted; decided exactly as the block will decide it."""
-        task = self.task.message
-        if task.fusion == "winner" or not arrivals:
+        if self.task.message.fusion == "winner" or not arrivals:
             return []
-        evidence = find_equivocations(votes)
-        culprits = {e.first.message.validator for e in evidence}
-        subs = [a.signed.message for a in arrivals]
-        chosen = select_votes(votes, [s.commit for s in subs], culprits)
-        decision = decide(subs, [v.message for v in chosen], self.base.params.validators, task.target,
-                          won=self.base.won_models)
-        commits = {s.commit for s in compute_contributors(subs, decision)}
+        decision = self.decide(arrivals, ballots).decision
+        commits = {s.commit for s in compute_contributors([a.signed.message for a in arrivals], decision)}
         if len(commits) < 2:
             return []
         t0 = time.perf_counter()
@@ -339,11 +334,11 @@ class RoundRunner:
         return [v for v, key in found if v is not None and v.signer == v.message.validator == key
                 and v.chain_id == self.ctx.chain_id and crypto.is_valid_signature(v)]
 
-    def _verified(self, ballot: Ballot, validator: str) -> list[Signed[Vote]]:
-        """Votes are verified on receipt: by the validator that was asked, signed by it."""
+    def _verified(self, reply: BallotReply, validator: str) -> list[Signed[Ballot]]:
+        """Ballots are verified on receipt: by the validator that was asked, signed by it."""
         t = time.perf_counter()
-        good = [v for v in ballot.votes if v.signer == v.message.validator == validator
-                and v.chain_id == self.ctx.chain_id and crypto.is_valid_signature(v)]
+        good = [b for b in reply.ballots if b.signer == b.message.validator == validator
+                and b.chain_id == self.ctx.chain_id and crypto.is_valid_signature(b)]
         self.timings["consensus_verify_ms"] = self.timings.get("consensus_verify_ms", 0.0) + (
             time.perf_counter() - t) * 1e3
         return good

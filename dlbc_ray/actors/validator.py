@@ -1,4 +1,4 @@
-"""A validator: holds the held-out split, judges every submission, signs one vote per submission.
+"""A validator: holds the held-out split, judges every submission, signs one ballot per round.
 
 Checks run cheapest first and the first failure is the verdict: envelope, timing,
 weight hash, architecture, mapping-seed reveal, watermark ownership, reuse of weights
@@ -40,8 +40,8 @@ from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, c
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture, to_numpy
-from dlbc_ray.schema import FusionVote, Signed, Submission, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import Ballot, RoundContext, SubmissionArrival, ValidatorStats
+from dlbc_ray.schema import Ballot, FusionVote, Signed, Submission, Task, Verdict, Vote
+from dlbc_ray.schema.rounds import BallotReply, RoundContext, SubmissionArrival, ValidatorStats
 
 if TYPE_CHECKING:
     from dlbc_ray.actors.rounds import RoundAudits
@@ -99,8 +99,8 @@ class Validator:
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
-                 progress: Any = None, audits: TranscriptAudits | RoundAudits | None = None) -> Ballot:
-        """One signed vote per submission, in arrival order; with ``audits``, each training transcript too."""
+                 progress: Any = None, audits: TranscriptAudits | RoundAudits | None = None) -> BallotReply:
+        """One signed ballot: a vote per submission, in arrival order; with ``audits``, each training transcript too."""
         audits = self._resolve_audits(audits)
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         if split_hash(test) != spec.dataset.test_hash:
@@ -115,14 +115,13 @@ class Validator:
         if audits is not None:  # last: a copy or a derived model is named as such, not only as a bad transcript
             self._audit(spec, ctx, root, arrivals, judged, audits)
         t = clock.add("checks_ms", t)
-        votes = [crypto.sign(self.identity, Vote(task_id=ctx.task_id, round_id=ctx.round_id, submissions_root=root,
-                                                 base_hash=ctx.base_hash, close_ms=ctx.submit_deadline_ms,
-                                                 commit=j.sub.commit, validator=self.identity.public_key,
-                                                 verdict=j.verdict, score=j.score if j.valid else 0,
-                                                 detail=j.detail[:200]), ctx.chain_id)
-                 for j in judged]
+        votes = tuple(Vote(commit=j.sub.commit, verdict=j.verdict, score=j.score if j.valid else 0,
+                           detail=j.detail[:200]) for j in judged)
+        ballot = crypto.sign(self.identity, Ballot(task_id=ctx.task_id, round_id=ctx.round_id, submissions_root=root,
+                                                   base_hash=ctx.base_hash, close_ms=ctx.submit_deadline_ms,
+                                                   validator=self.identity.public_key, votes=votes), ctx.chain_id)
         clock.add("sign_ms", t)
-        return Ballot(votes=tuple(votes), stats=ValidatorStats(**clock.ms))
+        return BallotReply(ballots=(ballot,), stats=ValidatorStats(**clock.ms))
 
     def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
              weight_refs: Sequence[Any], ctx: RoundContext) -> Signed[FusionVote]:

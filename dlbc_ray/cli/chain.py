@@ -39,8 +39,8 @@ def block_row(block: Block) -> dict[str, Any]:
             "task_id": h.task_id, "winner": h.winner, "model_hash": h.model_hash,
             "score": None if h.score is None else h.score / SCORE_SCALE,
             "difficulty": None if h.difficulty is None else h.difficulty / SCORE_SCALE,
-            "submissions": len(block.submissions), "votes": len(block.votes), "txs": len(block.txs),
-            "evidence": len(block.evidence)}
+            "submissions": len(block.submissions), "votes": sum(len(b.message.votes) for b in block.ballots),
+            "ballots": len(block.ballots), "txs": len(block.txs), "evidence": len(block.evidence)}
 
 
 def open_ledger(home: Home) -> Chain:

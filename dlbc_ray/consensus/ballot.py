@@ -1,21 +1,25 @@
-"""What binds a validator's ballot to one round: its submission set, its base block and its window.
+"""Ballots: one signed judgement per validator and round, bound to the round's submission set, base and window.
 
-A vote names the Merkle root of every commit the validator judged, so a proposer that
+A ballot names the Merkle root of every commit the validator judged, so a proposer that
 drops a submission after the vote breaks every ballot; it names the round's base block
-and window close, so a ballot from a stale round expires instead of lingering.
+and window close, so a ballot from a stale round expires instead of lingering. It carries
+one vote per submission under one signature: a block holds V ballot signatures, not M x V.
 
-A block carries whole ballots in one canonical order: a proposer can neither drop one
-vote of a ballot (which would cost that validator its fee, unseen) nor re-order, repeat
-or keep an equivocator's votes to make a second encoding of the same block.
+A block carries whole ballots in one canonical order (by validator, each ballot's votes in
+arrival order): a proposer can neither drop one vote of a ballot (which would cost that
+validator its fee, unseen) nor re-order, repeat or keep an equivocator's ballot to make a
+second encoding of the same block. Two different ballots of one validator for one round
+are equivocation, and one such pair is the evidence that excludes it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 from dlbc_ray import crypto
-from dlbc_ray.schema import Block, ChainParams, Vote
+from dlbc_ray.schema import Ballot, Block, ChainParams, EquivocationEvidence, Signed, Vote
 
 Fault = tuple[str, str]  # (reason, message)
 
@@ -30,50 +34,56 @@ def compute_submissions_root(commits: Sequence[str]) -> str:
     return crypto.merkle_root(bytes.fromhex(c) for c in commits)
 
 
-def is_bound_to(vote: Vote, round_id: str, submissions_root: str) -> bool:
-    """True when ``vote`` belongs to this round and judged exactly this submission set."""
-    return vote.round_id == round_id and vote.submissions_root == submissions_root
+def is_bound_to(ballot: Ballot, round_id: str, submissions_root: str) -> bool:
+    """True when ``ballot`` belongs to this round and judged exactly this submission set."""
+    return ballot.round_id == round_id and ballot.submissions_root == submissions_root
 
 
-def is_fresh_round(vote: Vote, recent_hashes: Sequence[str], timestamp_ms: int, params: ChainParams) -> bool:
+def is_fresh_round(ballot: Ballot, recent_hashes: Sequence[str], timestamp_ms: int, params: ChainParams) -> bool:
     """The round started on one of the chain's recent blocks and its window closed not too long ago."""
-    return vote.base_hash in recent_hashes and timestamp_ms <= vote.close_ms + params.round_ttl_ms
+    return ballot.base_hash in recent_hashes and timestamp_ms <= ballot.close_ms + params.round_ttl_ms
 
 
-def find_partial_ballot(votes: Sequence[Vote], commits: Sequence[str]) -> str | None:
-    """The first validator whose votes do not cover exactly ``commits``, or None: ballots are whole."""
-    judged: dict[str, set[str]] = {}
-    for v in votes:
-        judged.setdefault(v.validator, set()).add(v.commit)
+def is_conflicting(a: Ballot, b: Ballot) -> bool:
+    """Two ballots by one validator for one round that say different things: equivocation."""
+    return (a.validator, a.task_id, a.round_id) == (b.validator, b.task_id, b.round_id) and a != b
+
+
+def is_whole(ballot: Ballot, commits: Sequence[str]) -> bool:
+    """One vote per submission of the round, in arrival order: the only shape a block accepts."""
+    return [v.commit for v in ballot.votes] == list(commits)
+
+
+def find_partial_ballot(ballots: Sequence[Ballot], commits: Sequence[str]) -> str | None:
+    """The first validator whose ballot does not judge exactly ``commits``, or None: ballots are whole."""
     wanted = set(commits)
-    return next((validator for validator, seen in judged.items() if seen != wanted), None)
+    return next((b.validator for b in ballots if {v.commit for v in b.votes} != wanted), None)
 
 
-def is_canonical_order(votes: Sequence[Vote], commits: Sequence[str]) -> bool:
-    """Votes sorted by (submission arrival, validator), each pair once: the order a proposer emits."""
-    order = {c: i for i, c in enumerate(commits)}
-    keys = [(order.get(v.commit, -1), v.validator) for v in votes]
-    return all(a < b for a, b in zip(keys, keys[1:]))
+def is_canonical_order(ballots: Sequence[Ballot], commits: Sequence[str]) -> bool:
+    """Ballots sorted by validator, each once, and each ballot's votes in arrival order: what a proposer emits."""
+    validators = [b.validator for b in ballots]
+    return all(a < b for a, b in zip(validators, validators[1:])) and all(is_whole(b, commits) for b in ballots)
 
 
 def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | None:
     """The first way a task block's round differs from its one honest encoding, or None.
 
     A round is named exactly when there are submissions; its window closed by the task's
-    ``deadline_ms``; ballots are whole, sorted, and hold no proven equivocator's votes.
+    ``deadline_ms``; ballots are whole, sorted, and none is a proven equivocator's.
     """
     commits = [s.message.commit for s in block.submissions]
-    votes = [v.message for v in block.votes]
+    ballots = [b.message for b in block.ballots]
     if (block.header.round_id is None) != (not commits):
         return "round_id", "a block names a round exactly when it carries submissions"
-    late = next((v for v in votes if deadline_ms is not None and v.close_ms > deadline_ms), None)
+    late = next((b for b in ballots if deadline_ms is not None and b.close_ms > deadline_ms), None)
     if late is not None:
         return "late_round", f"the round's window closed at {late.close_ms}, after the task's deadline {deadline_ms}"
-    partial = find_partial_ballot(votes, commits)
+    partial = find_partial_ballot(ballots, commits)
     if partial is not None:
         return "partial_ballot", f"the ballot of {partial[:12]} does not cover every submission of the block"
-    if not is_canonical_order(votes, commits):
-        return "vote_order", "votes are not sorted by submission, then validator"
+    if not is_canonical_order(ballots, commits):
+        return "vote_order", "ballots are not sorted by validator, each with its votes in arrival order"
     fusers = [v.message.validator for v in block.fusion_votes]
     if any(a >= b for a, b in zip(fusers, fusers[1:])):
         return "vote_order", "fusion votes are not sorted by validator"
@@ -82,8 +92,61 @@ def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | N
     if any(a >= b for a, b in zip(liars, liars[1:])) or any(
             crypto.message_hash(a) >= crypto.message_hash(b) for a, b in pairs):
         return "evidence_order", "evidence is not one pair per validator, sorted, each pair by message hash"
-    culprits = {first.validator for first, _ in pairs}
-    if any(v.validator in culprits for v in votes):
-        return "evidence", "votes of a validator proven to equivocate are counted in the block"
+    if any(b.validator in set(liars) for b in ballots):
+        return "evidence", "the ballot of a validator proven to equivocate is counted in the block"
     return None
 
+
+# ------------------------------------------------------------------ a proposer's choice
+
+
+def find_equivocations(ballots: Sequence[Signed[Ballot]]) -> tuple[EquivocationEvidence, ...]:
+    """One conflicting pair per equivocating validator (its first ballot and the first that differs from it),
+    in the one order the ledger accepts: by validator; within a pair, by message hash."""
+    first: dict[str, Signed[Ballot]] = {}
+    found: dict[str, EquivocationEvidence] = {}
+    for signed in ballots:
+        validator = signed.message.validator
+        earlier = first.setdefault(validator, signed)
+        if validator not in found and is_conflicting(earlier.message, signed.message):
+            a, b = sorted((earlier, signed), key=lambda s: crypto.message_hash(s.message))
+            found[validator] = EquivocationEvidence(first=a, second=b)
+    return tuple(found[v] for v in sorted(found))
+
+
+def select_bound(ballots: Sequence[Signed[Ballot]], round_id: str, commits: Sequence[str]) -> list[Signed[Ballot]]:
+    """The ballots that judged exactly this round's submission set, in the window most validators signed.
+
+    No other may go in the block (``ballot_set``, ``ballot_round``): one validator that signs
+    another base or window close for the round must not spoil the honest ballots' block.
+    """
+    root = compute_submissions_root(commits)
+    bound = [b for b in ballots if is_bound_to(b.message, round_id, root)]
+    signers = {(b.message.base_hash, b.message.close_ms, b.message.validator) for b in bound}
+    windows = Counter((base, close) for base, close, _ in signers)
+    if not windows:
+        return []
+    window = min(windows, key=lambda w: (-windows[w], w))
+    return [b for b in bound if (b.message.base_hash, b.message.close_ms) == window]
+
+
+def select_ballots(ballots: Sequence[Signed[Ballot]], round_id: str, commits: Sequence[str],
+                   validators: Iterable[str], excluded: Iterable[str] = ()) -> tuple[Signed[Ballot], ...]:
+    """The first whole ballot bound to this round of each validator not excluded, sorted by validator."""
+    root, members, skip = compute_submissions_root(commits), set(validators), set(excluded)
+    chosen: dict[str, Signed[Ballot]] = {}
+    for signed in ballots:
+        b = signed.message
+        if b.validator in members and b.validator not in skip and is_bound_to(b, round_id, root) \
+                and is_whole(b, commits):
+            chosen.setdefault(b.validator, signed)
+    return tuple(chosen[v] for v in sorted(chosen))
+
+
+def votes_by_commit(ballots: Iterable[Ballot]) -> dict[str, list[tuple[str, Vote]]]:
+    """commit -> (validator, vote) for each ballot's vote on it: what explorers show per submission."""
+    found: dict[str, list[tuple[str, Vote]]] = {}
+    for ballot in ballots:
+        for vote in ballot.votes:
+            found.setdefault(vote.commit, []).append((ballot.validator, vote))
+    return found

@@ -1,13 +1,19 @@
-"""Who wins a round: the best accepted score meeting the target, earliest on ties."""
+"""Who wins a round: the best accepted score meeting the target, earliest on ties.
+
+``decide`` tallies the ballots it is given (the ledger's view: a block's ballots, less its
+proven equivocators); ``decide_round`` is everyone else's: find the equivocators among
+the ballots received, keep one whole bound ballot per honest-looking validator, decide.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
+from dlbc_ray.consensus.ballot import find_equivocations, select_ballots, select_bound
 from dlbc_ray.consensus.quorum import Tally, complete_voters, compute_tally, group_ballots, is_quorum
 from dlbc_ray.errors import NoQuorum
-from dlbc_ray.schema import Submission, Vote
+from dlbc_ray.schema import Ballot, EquivocationEvidence, Signed, Submission
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ def compute_winner(submissions: Sequence[Submission], tallies: Sequence[Tally], 
 
 def decide(
     submissions: Sequence[Submission],
-    votes: Iterable[Vote],
+    ballots: Iterable[Ballot],
     validators: Sequence[str],
     target: int,
     *,
@@ -58,15 +64,15 @@ def decide(
     ``excluded`` validators (caught equivocating) count neither for quorum nor for scores.
     """
     commits = [s.commit for s in submissions]
-    ballots = group_ballots(votes, validators, excluded)
-    voters = complete_voters(ballots, commits)
+    grouped = group_ballots(ballots, validators, excluded)
+    voters = complete_voters(grouped, commits)
     if commits and not is_quorum(len(voters), len(validators)):
         raise NoQuorum(
             f"only {len(voters)} of {len(validators)} validators voted on every submission; "
             f"more than 2/3 are needed",
             reason="quorum",
         )
-    tallies = tuple(compute_tally(c, ballots.get(c, {}).values(), len(validators)) for c in commits)
+    tallies = tuple(compute_tally(c, grouped.get(c, {}).values(), len(validators)) for c in commits)
     undecided = [t.commit for t in tallies if t.verdict is None]
     if undecided:
         raise NoQuorum(f"validators split on submission {undecided[0][:12]}: no 2/3 majority either way "
@@ -74,3 +80,33 @@ def decide(
     winner = compute_winner(submissions, tallies, target, won)
     score = next((t.score for t in tallies if winner and t.commit == winner.commit), None)
     return Decision(tallies=tallies, voters=voters, winner=winner, score=score)
+
+
+@dataclass(frozen=True)
+class RoundDecision:
+    """A round decided from the ballots received: the block's ballots and evidence, and what they decide."""
+
+    decision: Decision
+    ballots: tuple[Signed[Ballot], ...]  # one whole bound ballot per validator not proven to equivocate, sorted
+    evidence: tuple[EquivocationEvidence, ...]
+
+    @property
+    def culprits(self) -> frozenset[str]:
+        return frozenset(e.first.message.validator for e in self.evidence)
+
+
+def decide_round(submissions: Sequence[Submission], ballots: Sequence[Signed[Ballot]], round_id: str,
+                 validators: Sequence[str], target: int, *, won: Container[str] = ()) -> RoundDecision:
+    """Find the equivocators, keep one whole ballot bound to this round per other validator, and decide.
+
+    Ballots bound to another round or submission set are ignored (they cannot go in the
+    block), so are they as evidence. Raises NoQuorum as ``decide`` does.
+    """
+    commits = [s.commit for s in submissions]
+    bound = [b for b in select_bound(ballots, round_id, commits) if b.message.validator in validators]
+    evidence = find_equivocations(bound)
+    culprits = {e.first.message.validator for e in evidence}
+    chosen = select_ballots(bound, round_id, commits, validators, culprits)
+    decision = decide(submissions, [b.message for b in chosen], validators, target, won=won)
+    return RoundDecision(decision, chosen, evidence)
+

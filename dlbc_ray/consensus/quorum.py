@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dlbc_ray.schema import Vote
+from dlbc_ray.schema import Ballot, Vote
 from dlbc_ray.schema.submission import Verdict
 
 
@@ -30,12 +30,6 @@ def compute_median_score(scores: Sequence[int]) -> int:
     ordered = sorted(scores)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) // 2
-
-
-def is_conflicting(a: Vote, b: Vote) -> bool:
-    """Two votes by one validator on one submission in one round that say different things."""
-    same_slot = (a.validator, a.commit, a.round_id, a.task_id) == (b.validator, b.commit, b.round_id, b.task_id)
-    return same_slot and a != b
 
 
 @dataclass(frozen=True)
@@ -77,16 +71,17 @@ def compute_main_rejection(votes: Sequence[Vote]) -> Verdict | None:
     return max(counts, key=lambda verdict: (counts[verdict], -order.index(verdict)))
 
 
-def group_ballots(votes: Iterable[Vote], validators: Iterable[str], excluded: Iterable[str] = ()) -> dict[
+def group_ballots(ballots: Iterable[Ballot], validators: Iterable[str], excluded: Iterable[str] = ()) -> dict[
     str, dict[str, Vote]
 ]:
     """commit -> validator -> vote, keeping only members of the validator set not excluded."""
     members = set(validators) - set(excluded)
-    ballots: dict[str, dict[str, Vote]] = {}
-    for vote in votes:
-        if vote.validator in members:
-            ballots.setdefault(vote.commit, {})[vote.validator] = vote
-    return ballots
+    grouped: dict[str, dict[str, Vote]] = {}
+    for ballot in ballots:
+        if ballot.validator in members:
+            for vote in ballot.votes:
+                grouped.setdefault(vote.commit, {})[ballot.validator] = vote
+    return grouped
 
 
 def complete_voters(ballots: Mapping[str, Mapping[str, Vote]], commits: Sequence[str]) -> tuple[str, ...]:

@@ -38,6 +38,14 @@ def compute_penalties(
     return tuple(penalties)
 
 
+def debit_escrow(balances: Mapping[str, int], task: Task, *, posted_here: bool) -> dict[str, int]:
+    """Balances as the settlement sees them: less the task's reward when its posting is in the same block."""
+    after = dict(balances)
+    if posted_here:
+        after[task.requester] = max(0, after.get(task.requester, 0) - task.reward)
+    return after
+
+
 def compute_settlement(
     task_id: str,
     task: Task,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from dlbc_ray import crypto
 from dlbc_ray.constants import ZERO_HASH
-from dlbc_ray.consensus.ballot import compute_submissions_root, find_ballot_fault, is_bound_to, is_fresh_round
+from dlbc_ray.consensus.ballot import compute_submissions_root, find_ballot_fault, is_conflicting, is_fresh_round
 from dlbc_ray.consensus.baas import (
     FusionOutcome,
     best_single_score,
@@ -21,13 +21,13 @@ from dlbc_ray.consensus.baas import (
     is_fusion_task,
 )
 from dlbc_ray.consensus.decision import Decision, decide
-from dlbc_ray.consensus.quorum import is_conflicting
-from dlbc_ray.consensus.settlement import compute_settlement
+from dlbc_ray.consensus.settlement import compute_settlement, debit_escrow
 from dlbc_ray.consensus.state import ChainState
 from dlbc_ray.consensus.difficulty import compute_standing_difficulty
 from dlbc_ray.errors import ConsensusError, InvalidBlock, NoQuorum
 from dlbc_ray.schema.base import MAX_AMOUNT
 from dlbc_ray.schema import (
+    Ballot,
     Block,
     BlockHeader,
     FusionVote,
@@ -40,7 +40,6 @@ from dlbc_ray.schema import (
     Submission,
     Task,
     TransferTx,
-    Vote,
 )
 
 
@@ -52,7 +51,7 @@ def compute_roots(block: Block) -> dict[str, str]:
     """The Merkle roots a header must carry for this body."""
     return {
         "submissions_root": crypto.merkle_root_of(block.submissions),
-        "votes_root": crypto.merkle_root_of(block.votes),
+        "ballots_root": crypto.merkle_root_of(block.ballots),
         "fusion_root": crypto.merkle_root_of(block.fusion_votes),
         "txs_root": crypto.merkle_root_of(block.txs),
         "evidence_root": crypto.merkle_root_of(block.evidence),
@@ -136,61 +135,67 @@ def validate_submissions(block: Block) -> list[Submission]:
     return submissions
 
 
-def validate_vote(signed: Signed[Vote], header: BlockHeader, params: ChainParams, commits: set[str]) -> Vote:
-    v = signed.message
+def validate_ballot(signed: Signed[Ballot], header: BlockHeader, params: ChainParams, root: str,
+                    commits: set[str]) -> Ballot:
+    """One validator's signed ballot, bound to this block's round and submission set."""
+    b = signed.message
     if signed.chain_id != header.chain_id:
-        raise _fail(header, "vote_chain", f"vote by {v.validator[:12]} is signed for another chain")
-    if signed.signer != v.validator:
-        raise _fail(header, "vote_signer", f"vote on {v.commit[:12]} not signed by its validator")
-    if v.validator not in params.validators:
-        raise _fail(header, "vote_validator", f"vote by {v.validator[:12]}, who is not a validator")
+        raise _fail(header, "ballot_chain", f"ballot of {b.validator[:12]} is signed for another chain")
+    if signed.signer != b.validator:
+        raise _fail(header, "ballot_signer", f"ballot of {b.validator[:12]} not signed by its validator")
+    if b.validator not in params.validators:
+        raise _fail(header, "ballot_validator", f"ballot of {b.validator[:12]}, who is not a validator")
     if not crypto.is_valid_signature(signed):
-        raise _fail(header, "vote_signature", f"vote by {v.validator[:12]} signature does not verify")
-    if (v.task_id, v.round_id) != (header.task_id, header.round_id):
-        raise _fail(header, "vote_round", f"vote by {v.validator[:12]} is for another round")
-    if v.commit not in commits:
-        raise _fail(header, "vote_commit", f"vote on {v.commit[:12]}, which is not in this block")
-    return v
+        raise _fail(header, "ballot_signature", f"ballot of {b.validator[:12]} signature does not verify")
+    if (b.task_id, b.round_id) != (header.task_id, header.round_id):
+        raise _fail(header, "ballot_round", f"ballot of {b.validator[:12]} is for another round")
+    if b.submissions_root != root:
+        raise _fail(header, "ballot_set", f"ballot of {b.validator[:12]} judged another submission set")
+    unknown = next((v.commit for v in b.votes if v.commit not in commits), None)
+    if unknown is not None:
+        raise _fail(header, "vote_commit", f"ballot of {b.validator[:12]} votes on {unknown[:12]}, not in this block")
+    if len({v.commit for v in b.votes}) != len(b.votes):
+        raise _fail(header, "duplicate_vote", f"ballot of {b.validator[:12]} votes twice on one submission")
+    return b
 
 
-def validate_votes(block: Block, params: ChainParams, commits: set[str]) -> list[Vote]:
-    votes = [validate_vote(v, block.header, params, commits) for v in block.votes]
-    if len({(v.validator, v.commit) for v in votes}) != len(votes):
-        raise _fail(block.header, "duplicate_vote", "a validator votes twice on one submission")
-    return votes
+def validate_ballots(block: Block, state: ChainState, commits: set[str]) -> list[Ballot]:
+    """Every ballot, and every ballot given as evidence, judged exactly this block's submissions in one round
+    that is still fresh; a validator's ballot appears once.
 
-
-def validate_ballots(block: Block, votes: Sequence[Vote], state: ChainState) -> None:
-    """Every ballot judged exactly this block's submissions, in one round that is still fresh.
-
-    A proposer that drops a submission after the votes, or reuses votes from a stale
-    round, is caught here; votes of different rounds cannot mix (``vote_round``).
+    A proposer that drops a submission after the ballots, or reuses ballots from a stale
+    round, is caught here; ballots of different rounds or windows cannot mix (``ballot_round``).
     """
-    header = block.header
+    header, params = block.header, state.params
     root = compute_submissions_root([s.message.commit for s in block.submissions])
-    for v in votes:
-        if not is_bound_to(v, header.round_id or "", root):
-            raise _fail(header, "ballot_set", f"vote by {v.validator[:12]} judged another submission set")
-        if (v.base_hash, v.close_ms) != (votes[0].base_hash, votes[0].close_ms):
-            raise _fail(header, "vote_round", f"vote by {v.validator[:12]} is for another round")
-        if not is_fresh_round(v, state.recent_hashes, header.timestamp_ms, state.params):
-            raise _fail(header, "stale_round", f"vote by {v.validator[:12]} belongs to a round that has expired")
+    ballots = [validate_ballot(b, header, params, root, commits) for b in block.ballots]
+    if len({b.validator for b in ballots}) != len(ballots):
+        raise _fail(header, "duplicate_vote", "a validator's ballot appears twice")
+    every = ballots + [validate_ballot(b, header, params, root, commits) for b in _evidence_ballots(block)]
+    for b in every:
+        if (b.base_hash, b.close_ms) != (every[0].base_hash, every[0].close_ms):
+            raise _fail(header, "ballot_round", f"ballot of {b.validator[:12]} is for another window of the round")
+        if not is_fresh_round(b, state.recent_hashes, header.timestamp_ms, params):
+            raise _fail(header, "stale_round", f"ballot of {b.validator[:12]} belongs to a round that has expired")
+    return ballots
 
 
-def validate_evidence(block: Block, params: ChainParams, commits: set[str]) -> set[str]:
-    """Every piece of evidence must prove equivocation; returns the equivocating validators."""
+def validate_evidence(block: Block) -> set[str]:
+    """Every piece of evidence must prove equivocation; returns the equivocating validators.
+
+    Its ballots were checked with the block's (``validate_ballots``): signed, bound, fresh.
+    """
     culprits: set[str] = set()
     for ev in block.evidence:
-        first = validate_vote(ev.first, block.header, params, commits)
-        second = validate_vote(ev.second, block.header, params, commits)
+        first, second = ev.first.message, ev.second.message
         if not is_conflicting(first, second):
             raise _fail(block.header, "evidence", f"evidence against {first.validator[:12]} shows no conflict")
         culprits.add(first.validator)
     return culprits
 
 
-def _evidence_votes(block: Block) -> list[Signed[Vote]]:
-    return [v for ev in block.evidence for v in (ev.first, ev.second)]
+def _evidence_ballots(block: Block) -> list[Signed[Ballot]]:
+    return [b for ev in block.evidence for b in (ev.first, ev.second)]
 
 
 # ------------------------------------------------------------- task and money
@@ -220,11 +225,11 @@ def split_task_txs(block: Block, post_index: int) -> list[PenaltyTx | PayoutTx]:
     return system
 
 
-def validate_decision(block: Block, task: Task, submissions: Sequence[Submission], votes: Iterable[Vote],
+def validate_decision(block: Block, task: Task, submissions: Sequence[Submission], ballots: Iterable[Ballot],
                       state: ChainState, excluded: set[str]) -> Decision:
     header = block.header
     try:
-        decision = decide(submissions, votes, state.params.validators, task.target, excluded=excluded,
+        decision = decide(submissions, ballots, state.params.validators, task.target, excluded=excluded,
                           won=state.won_models)
     except NoQuorum as e:
         raise _fail(header, "quorum", str(e)) from None
@@ -268,7 +273,7 @@ def validate_outcome(header: BlockHeader, decision: Decision, fusion: FusionOutc
     """The delivered model: the fusion when it won, else the best single submission."""
     for field, value in compute_delivered(decision, fusion).items():
         if getattr(header, field) != value:
-            raise _fail(header, field, f"header {field} is {getattr(header, field)}, the votes imply {value}")
+            raise _fail(header, field, f"header {field} is {getattr(header, field)}, the ballots imply {value}")
 
 
 def expected_standing_target(state: ChainState) -> int:
@@ -318,26 +323,23 @@ def validate_task_block(block: Block, state: ChainState) -> None:
     system = split_task_txs(block, post_index)
     submissions = validate_submissions(block)
     commits = {s.commit for s in submissions}
-    votes = validate_votes(block, params, commits)
-    validate_ballots(block, [v.message for v in block.votes] + [e.message for e in _evidence_votes(block)], state)
-    culprits = validate_evidence(block, params, commits)
+    ballots = validate_ballots(block, state, commits)
+    culprits = validate_evidence(block)
     if (fault := find_ballot_fault(block, task.deadline_ms)) is not None:
         raise _fail(header, *fault)
-    decision = validate_decision(block, task, submissions, votes, state, culprits)
+    decision = validate_decision(block, task, submissions, ballots, state, culprits)
     fusion = validate_fusion(block, task, submissions, decision, params, culprits)
     validate_outcome(header, decision, fusion)
-    balances = dict(state.balances)
-    if post_index == 0:
-        balances[task.requester] = max(0, balances.get(task.requester, 0) - task.reward)
+    balances = debit_escrow(state.balances, task, posted_here=post_index == 0)
     expected = compute_settlement(header.task_id or "", task, submissions, decision, params, balances, fusion)
     if tuple(system) != expected:
-        raise _fail(header, "settlement", "penalties and payouts differ from what the votes imply")
+        raise _fail(header, "settlement", "penalties and payouts differ from what the ballots imply")
 
 
 def validate_tx_block(block: Block) -> None:
     header = block.header
-    if block.submissions or block.votes or block.evidence:
-        raise _fail(header, "body", "a block without a task carries submissions, votes or evidence")
+    if block.submissions or block.ballots or block.evidence:
+        raise _fail(header, "body", "a block without a task carries submissions, ballots or evidence")
     if (header.winner, header.model_hash, header.score, header.difficulty, header.round_id) != (None,) * 5 \
             or header.fused or block.fusion_votes:
         raise _fail(header, "winner", "a block without a task names a winner, a round or a fusion")
@@ -357,7 +359,7 @@ def validate_genesis(block: Block) -> None:
         (header.prev_hash == ZERO_HASH, "prev_hash", "genesis prev_hash must be zero"),
         (header.chain_id == crypto.message_hash(params), "chain_id", "chain_id is not the hash of the parameters"),
         (header.proposer == params.proposer, "proposer", "genesis is not signed by the chain's proposer"),
-        (not (block.submissions or block.votes or block.evidence or block.fusion_votes or header.task_id), "body",
+        (not (block.submissions or block.ballots or block.evidence or block.fusion_votes or header.task_id), "body",
          "genesis mines nothing"),
         ((header.round_id, header.winner, header.model_hash, header.score, header.difficulty, header.fused)
          == (None, None, None, None, None, False), "genesis", "genesis names a round, a winner or a difficulty"),

@@ -12,6 +12,7 @@ from typing import Any
 
 from dlbc_ray.cli.chain import block_row, known_names
 from dlbc_ray.consensus import ChainState, validate_block
+from dlbc_ray.consensus.ballot import votes_by_commit
 from dlbc_ray.consensus.escrow import find_posting
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import message_hash
@@ -86,12 +87,9 @@ def block_detail(ledger: Ledger, height: int) -> dict[str, Any]:
     block = ledger.chain.block(height)
     row = block_row(block)
     row["winner_name"] = ledger.name(row["winner"])
-    votes: dict[str, list[dict[str, Any]]] = {}
-    for signed in block.votes:
-        v = signed.message
-        votes.setdefault(v.commit, []).append({
-            "validator": v.validator, "validator_name": ledger.name(v.validator), "verdict": v.verdict.value,
-            "score": _score(v.score), "detail": v.detail})
+    votes = {commit: [{"validator": validator, "validator_name": ledger.name(validator), "verdict": v.verdict.value,
+                       "score": _score(v.score), "detail": v.detail} for validator, v in judged]
+             for commit, judged in votes_by_commit(b.message for b in block.ballots).items()}
     submissions = [{"commit": s.message.commit, "miner": s.message.miner, "miner_name": ledger.name(s.message.miner),
                     "model_hash": s.message.model_hash, "claimed_score": _score(s.message.claimed_score),
                     "epochs": s.message.epochs, "train_ms": s.message.train_ms, "num_params": s.message.num_params,

@@ -77,12 +77,12 @@ def _unreadable(row: StoredBlock, e: Exception) -> CorruptLedger:
 
 
 def block_signatures(block: Block) -> list[Signed]:  # type: ignore[type-arg]
-    """Every signed envelope the rules check in a block: header, submissions, votes, fusion votes, txs, evidence."""
+    """Every signed envelope the rules check in a block: header, submissions, ballots, fusion votes, txs, evidence."""
     header = block.header
     signeds: list[Signed] = [SignedHeader.model_construct(  # type: ignore[type-arg]
         message=header, chain_id=header.chain_id, signer=header.proposer, signature=block.signature)]
     signeds += block.submissions
-    signeds += block.votes
+    signeds += block.ballots
     signeds += block.fusion_votes
     for tx in block.txs:
         if isinstance(tx, TransferTx):

@@ -18,7 +18,8 @@ from typing import Literal
 
 from dlbc_ray.errors import ConfigError, CorruptLedger
 
-SCHEMA_VERSION = "3"  # 3: ASERT difficulty law, submissions with transcript roots; 2: PoLe and BaaS headers (0.x: no migration)
+SCHEMA_VERSION = "4"  # 4: one signed ballot per validator and round; 3: ASERT difficulty law, submissions with
+# transcript roots; 2: PoLe and BaaS headers (0.x: no migration)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (

@@ -23,11 +23,11 @@ from dlbc_ray.schema.block import (
     TransferTx,
 )
 from dlbc_ray.schema.signed import Signed
-from dlbc_ray.schema.submission import FusionVote, Reveal, Submission, Verdict, Vote
+from dlbc_ray.schema.submission import Ballot, FusionVote, Reveal, Submission, Verdict, Vote
 from dlbc_ray.schema.task import DatasetSpec, FusionMode, ModelSpec, ParamValue, Partition, Task
 
 __all__ = [
-    "Allocation", "Amount", "Block", "BlockHeader", "ChainParams", "DatasetSpec", "EquivocationEvidence", "FusionVote",
+    "Allocation", "Amount", "Ballot", "Block", "BlockHeader", "ChainParams", "DatasetSpec", "EquivocationEvidence", "FusionVote",
     "Evidence", "FrozenModel", "FusionMode", "Hash", "Millis", "MintTx", "ModelSpec", "ParamValue", "Partition",
     "PayoutRole", "PayoutTx", "PenaltyTx", "PostTaskTx", "PublicKey", "RetargetParams", "Reveal", "Score", "SignatureHex", "Signed",
     "Submission", "Task", "Transaction", "Transfer", "TransferTx", "Verdict", "Vote",

@@ -21,7 +21,7 @@ from dlbc_ray.constants import (
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.schema.base import Amount, FrozenModel, Hash, Millis, Nonce, PublicKey, Score, SignatureHex
 from dlbc_ray.schema.signed import Signed
-from dlbc_ray.schema.submission import FusionVote, Submission, Vote
+from dlbc_ray.schema.submission import Ballot, FusionVote, Submission
 from dlbc_ray.schema.task import Task
 
 
@@ -157,11 +157,11 @@ Transaction = Annotated[MintTx | TransferTx | PostTaskTx | PayoutTx | PenaltyTx,
 
 
 class EquivocationEvidence(FrozenModel):
-    """Two conflicting votes signed by one validator for one submission."""
+    """Two different ballots signed by one validator for one round."""
 
     kind: Literal["equivocation"] = "equivocation"
-    first: Signed[Vote]
-    second: Signed[Vote]
+    first: Signed[Ballot]
+    second: Signed[Ballot]
 
 
 Evidence = Annotated[EquivocationEvidence, Field(discriminator="kind")]
@@ -178,14 +178,14 @@ class BlockHeader(FrozenModel):
     timestamp_ms: Millis
     proposer: PublicKey
     task_id: Hash | None = None
-    round_id: Hash | None = Field(default=None, description="the round whose votes this block carries")
+    round_id: Hash | None = Field(default=None, description="the round whose ballots this block carries")
     winner: PublicKey | None = None
     model_hash: Hash | None = None
     score: Score | None = None
     difficulty: Score | None = Field(default=None, description="the accuracy target in force (PoLe)")
     fused: bool = Field(default=False, description="BaaS: the delivered model is the fusion, not one submission")
     submissions_root: Hash
-    votes_root: Hash
+    ballots_root: Hash
     fusion_root: Hash
     txs_root: Hash
     evidence_root: Hash
@@ -197,10 +197,11 @@ class Block(FrozenModel):
     header: BlockHeader
     signature: SignatureHex
     submissions: tuple[Signed[Submission], ...] = Field(default=(), max_length=MAX_SUBMISSIONS)
-    votes: tuple[Signed[Vote], ...] = Field(default=(), max_length=MAX_SUBMISSIONS * MAX_VALIDATORS)
+    ballots: tuple[Signed[Ballot], ...] = Field(default=(), max_length=MAX_VALIDATORS,
+                                                description="one per validator, sorted by validator")
     fusion_votes: tuple[Signed[FusionVote], ...] = Field(default=(), max_length=MAX_VALIDATORS)
     txs: tuple[Transaction, ...] = Field(default=(), max_length=MAX_TXS)
-    evidence: tuple[Evidence, ...] = Field(default=(), max_length=MAX_SUBMISSIONS * MAX_VALIDATORS)
+    evidence: tuple[Evidence, ...] = Field(default=(), max_length=MAX_VALIDATORS)
     params: ChainParams | None = Field(default=None, description="genesis only")
 
     @property

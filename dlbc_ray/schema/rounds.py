@@ -13,7 +13,7 @@ from pydantic import Field
 from dlbc_ray.constants import MAX_SUBMISSIONS, WINDOW_CLOSE_DOMAIN
 from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey
 from dlbc_ray.schema.signed import Signed
-from dlbc_ray.schema.submission import Reveal, Submission, Verdict, Vote
+from dlbc_ray.schema.submission import Ballot, Reveal, Submission, Verdict
 
 
 class RoundContext(FrozenModel):
@@ -80,13 +80,13 @@ class ValidatorStats(FrozenModel):
     verify_ms: float  # signatures and envelope rules
     checks_ms: float  # architecture, reveal, watermarks, near copies
     eval_ms: float  # scoring on the test split
-    sign_ms: float  # signing votes
+    sign_ms: float  # signing the ballot
 
 
-class Ballot(FrozenModel):
-    """One validator's signed votes for every submission of a round."""
+class BallotReply(FrozenModel):
+    """A validator's answer to a round: its signed ballot (an honest one signs exactly one) and its stats."""
 
-    votes: tuple[Signed[Vote], ...]
+    ballots: tuple[Signed[Ballot], ...]
     stats: ValidatorStats
 
 

@@ -1,4 +1,4 @@
-"""A miner's signed claim to have trained a model, and a validator's signed vote on it."""
+"""A miner's signed claim to have trained a model, and a validator's signed ballot on a round of them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from dlbc_ray.constants import FUSION_VOTE_DOMAIN, MAX_SUBMISSIONS, REVEAL_DOMAIN, SUBMISSION_DOMAIN, VOTE_DOMAIN
+from dlbc_ray.constants import BALLOT_DOMAIN, FUSION_VOTE_DOMAIN, MAX_SUBMISSIONS, REVEAL_DOMAIN, SUBMISSION_DOMAIN
 from dlbc_ray.schema.base import MAX_NONCE, FrozenModel, Hash, Millis, PublicKey, Score
 
 
@@ -59,31 +59,37 @@ class Verdict(str, Enum):
     BAD_REVEAL = "bad_reveal"
     BAD_TRANSCRIPT = "bad_transcript"
 
-    def is_valid(self) -> bool:
-        return self is Verdict.VALID
-
 
 class Vote(FrozenModel):
-    """One validator's signed verdict and score for one submission in one round.
+    """One line of a ballot: a validator's verdict and score for one submission (signed only as part of it)."""
+
+    commit: Hash
+    verdict: Verdict
+    score: Score
+    detail: str = Field(default="", max_length=200)
+
+
+class Ballot(FrozenModel):
+    """One validator's signed judgement of a whole round: one vote per submission, in arrival order.
 
     Bound to the round (not to a height), so several rounds can run at once and each
     block is proposed on whatever the head is when its round ends. It also binds the
     round's whole submission set, its base block and its window: a proposer can neither
     drop a submission the validators saw nor reuse a ballot from another or a stale round.
+    One signature per validator and round, whatever the number of submissions; two
+    different ballots of one validator for one round are equivocation.
     """
 
-    DOMAIN: ClassVar[bytes] = VOTE_DOMAIN
+    DOMAIN: ClassVar[bytes] = BALLOT_DOMAIN
 
     task_id: Hash
-    round_id: Hash = Field(description="the round these votes belong to; the block header names it")
+    round_id: Hash = Field(description="the round this ballot judges; the block header names it")
     submissions_root: Hash = Field(description="Merkle root of the round's submission commits, in arrival order")
     base_hash: Hash = Field(description="the chain head when the round started")
     close_ms: Millis = Field(description="when the round's submission window closed")
-    commit: Hash
     validator: PublicKey
-    verdict: Verdict
-    score: Score
-    detail: str = Field(default="", max_length=200)
+    votes: tuple[Vote, ...] = Field(min_length=1, max_length=MAX_SUBMISSIONS,
+                                    description="one per submission of the round, in arrival order")
 
 
 class FusionVote(FrozenModel):

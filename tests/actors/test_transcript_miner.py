@@ -138,8 +138,8 @@ def _vote(done: Mined, ask: Any) -> Any:
                       marks={MINER.public_key: mark_secret(MINER)})
     policy = compute_hyperparameters(CFG.batch_size, CFG.lr, CFG.optimizer, CFG.val_fraction)
     audits = TranscriptAudits(done.bundle.train, policy, {commit: (opened.signature, ask(opened, commit))})
-    ballot = judge.validate(done.task, done.bundle.test, [arrival], [done.weights], done.ctx, audits=audits)
-    return ballot.votes[0].message
+    reply = judge.validate(done.task, done.bundle.test, [arrival], [done.weights], done.ctx, audits=audits)
+    return reply.ballots[0].message.votes[0]
 
 
 def test_a_validator_audits_a_real_miner_and_votes_valid(done: Mined) -> None:

@@ -88,10 +88,12 @@ def validator(protection: ProtectionConfig = PROTECTION, registered: Sequence[Id
 
 def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset[str] = frozenset()) -> list[Vote]:
     arrivals = [SubmissionArrival(signed=s.signed, arrived_ms=s.arrived_ms, reveal=s.reveal) for s in sent]
-    ballot = (by or validator()).validate(setup.task, setup.bundle.test, arrivals, [s.weights for s in sent],
-                                          setup.ctx, won)
-    assert all(crypto.is_valid_signature(v) and v.signer == JUDGE.public_key for v in ballot.votes)
-    return [v.message for v in ballot.votes]
+    reply = (by or validator()).validate(setup.task, setup.bundle.test, arrivals, [s.weights for s in sent],
+                                         setup.ctx, won)
+    (ballot,) = reply.ballots  # one signature for the whole round
+    assert crypto.is_valid_signature(ballot) and ballot.signer == ballot.message.validator == JUDGE.public_key
+    assert (ballot.message.task_id, ballot.message.round_id) == (setup.ctx.task_id, setup.ctx.round_id)
+    return list(ballot.message.votes)
 
 
 def resigned(sent: Sent, signer: Identity = VICTIM, **changes: object) -> Signed[Submission]:
@@ -121,8 +123,7 @@ def adversary(setup: Setup, attack: MinerAttack) -> Sent:
 def test_an_honest_submission_is_valid_and_scored_on_the_test_split(setup: Setup) -> None:
     (vote,) = judge(setup, setup.victim)
     assert vote.verdict is Verdict.VALID and vote.score >= setup.task.message.target
-    assert (vote.task_id, vote.round_id, vote.commit) == (setup.ctx.task_id, setup.ctx.round_id,
-                                                          setup.victim.signed.message.commit)
+    assert vote.commit == setup.victim.signed.message.commit  # judge() checks the ballot's task and round
 
 
 # ----------------------------------------------------------------- envelope

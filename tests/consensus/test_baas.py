@@ -20,15 +20,15 @@ def fusion_round(world: World, *, fused_score: int, without: tuple[int, ...], vo
     task = task or world.task(fusion=rule)
     task_id = crypto.message_hash(task.message)
     subs = [world.submission(world.miners[i], task) for i in SCORES]
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(world.validators[j], sub, s, (verdicts or {}).get((i, j), Verdict.VALID), commits=commits)
-             for sub, (i, row) in zip(subs, SCORES.items()) for j, s in enumerate(row)]
+    ballots = [world.ballot(v, subs, [row[j] for row in SCORES.values()],
+                            [(verdicts or {}).get((i, j), Verdict.VALID) for i in SCORES])
+               for j, v in enumerate(world.validators)]
     accepted = [s.message.commit for i, s in enumerate(subs) if not verdicts or (i, 0) not in verdicts]
     fusion_votes = [world.sign(v, FusionVote(task_id=task_id, round_id=world.round_id(task_id), validator=v.public_key,
                                               rule=rule, contributors=tuple(accepted), fused_hash=FUSED,
                                               score=fused_score, without=without[:len(accepted)]))
                     for v in world.validators[:voters]]
-    return propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 1_000, world.round_id(task_id),
+    return propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 1_000, world.round_id(task_id),
                               fusion_votes)
 
 

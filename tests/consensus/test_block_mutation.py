@@ -158,8 +158,8 @@ def test_random_transfers_and_tasks_conserve_supply_and_strand_no_escrow(steps: 
 # signature. Here the proposer re-seals (roots and signature made anew) after changing one
 # header field or re-ordering, dropping or repeating one body item: every such block must
 # be refused by a rule. What stays the proposer's choice: the timestamp, and which whole
-# ballots beyond a quorum to carry (so dropping an equivocator's evidence, whose votes
-# are out already, or one fusion vote of a quorum, is not tried here).
+# ballots beyond a quorum to carry (so dropping an equivocator's evidence, whose ballot
+# is out already, or one fusion vote of a quorum, is not tried here).
 
 
 def _honest_blocks() -> list[tuple[str, World, Block]]:
@@ -189,7 +189,7 @@ def _honest_blocks() -> list[tuple[str, World, Block]]:
 HONEST = _honest_blocks()
 HEADER_FIELDS = ["height", "prev_hash", "task_id", "round_id", "winner", "model_hash", "score", "difficulty", "fused",
                  "chain_id", "proposer"]
-BODY_FIELDS = ["submissions", "votes", "txs", "evidence", "fusion_votes"]
+BODY_FIELDS = ["submissions", "ballots", "txs", "evidence", "fusion_votes"]
 
 
 def _header_values(world: World, honest: Block) -> st.SearchStrategy[Any]:
@@ -249,3 +249,50 @@ def test_each_honest_block_is_valid(name: str) -> None:
     _, world, block = next(h for h in HONEST if h[0] == name)
     validate_block(block, world.state)
     process_block(world.state, block, compute_block_hash(block.header))
+
+
+# ------------------------------------------------ what a validator itself may sign
+# A validator signs its own ballot, so it may say any verdict and score. What it cannot do
+# is change the ballot's shape or binding: re-signed with one vote dropped, repeated or
+# moved, or bound to another task, round, submission set, base or window, and the block
+# (re-sealed by the proposer around it) is refused by a rule.
+
+BALLOT_FIELDS = ["task_id", "round_id", "submissions_root", "base_hash", "close_ms"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_ballot_its_validator_re_signs_with_one_structural_change_is_refused(data: st.DataObject) -> None:
+    from dlbc_ray.consensus.proposal import seal
+
+    _, world, honest = data.draw(st.sampled_from([h for h in HONEST if h[2].ballots]), label="block")
+    index = data.draw(st.integers(0, len(honest.ballots) - 1), label="ballot")
+    signed = honest.ballots[index]
+    ballot = signed.message
+    if data.draw(st.booleans(), label="binding?"):
+        field = data.draw(st.sampled_from(BALLOT_FIELDS), label="field")
+        old = getattr(ballot, field)
+        value = data.draw(st.integers(0, old + 10) if isinstance(old, int) else
+                          st.one_of(st.sampled_from(_header_values_of(honest)),
+                                    st.text(max_size=4).map(lambda t: crypto.sha256_hex(t.encode()))), label="value")
+        changes: dict[str, Any] = {field: value}
+    else:
+        votes = data.draw(_body_edit(ballot.votes), label="votes")
+        if not votes:
+            return  # a ballot with no vote is refused by the wire types
+        changes = {"votes": votes}
+    mine = world.resign_ballot(signed, **changes)
+    if mine.message == ballot:
+        return
+    block = seal(honest.header, honest.model_copy(update={"ballots": (*honest.ballots[:index], mine,
+                                                                        *honest.ballots[index + 1:])}), world.proposer)
+    with pytest.raises(InvalidBlock) as refused:
+        validate_block(block, world.state)
+        process_block(world.state, block, compute_block_hash(block.header))
+    assert refused.value.reason
+
+
+def _header_values_of(block: Block) -> list[str]:
+    """Every hash the block names: another round's, another set's, the parent's."""
+    return [v for v in block.header.model_dump().values() if isinstance(v, str)] + [
+        s.message.commit for s in block.submissions]

@@ -11,14 +11,17 @@ from dlbc_ray.consensus.quorum import (
     is_quorum,
     quorum_size,
 )
-from dlbc_ray.schema import Verdict, Vote
+from dlbc_ray.schema import Ballot, Verdict, Vote
 from tests.builders import fake_hash, fake_key
 
 
-def vote(validator: str, verdict: Verdict = Verdict.VALID, score: int = 9000, commit: str = "c") -> Vote:
-    return Vote(task_id=fake_hash("t"), round_id=fake_hash("r"), submissions_root=fake_hash("s"), base_hash=fake_hash("b"), close_ms=0,
-                commit=fake_hash(commit),
-                validator=fake_key(validator), verdict=verdict, score=score)
+def vote(verdict: Verdict = Verdict.VALID, score: int = 9000, commit: str = "c") -> Vote:
+    return Vote(commit=fake_hash(commit), verdict=verdict, score=score)
+
+
+def ballot(validator: str, *votes: Vote) -> Ballot:
+    return Ballot(task_id=fake_hash("t"), round_id=fake_hash("r"), submissions_root=fake_hash("s"),
+                  base_hash=fake_hash("b"), close_ms=0, validator=fake_key(validator), votes=votes)
 
 
 @pytest.mark.parametrize(("count", "n", "ok"), [(3, 4, True), (2, 4, False), (2, 3, False), (3, 3, True),
@@ -40,35 +43,35 @@ def test_median_of_nothing_is_an_error() -> None:
 
 
 def test_tally_accepts_with_quorum_and_takes_median_of_valid_votes() -> None:
-    votes = [vote("a", score=9000), vote("b", score=9100), vote("c", score=8900), vote("d", Verdict.STOLEN, 0)]
+    votes = [vote(score=9000), vote(score=9100), vote(score=8900), vote(Verdict.STOLEN, 0)]
     tally = compute_tally(fake_hash("c"), votes, 4)
     assert tally.accepted and tally.score == 9000 and tally.valid_votes == 3
 
 
 def test_tally_rejects_with_the_most_common_reason() -> None:
-    votes = [vote("a", Verdict.COPY, 0), vote("b", Verdict.STOLEN, 0), vote("c", Verdict.STOLEN, 0),
-             vote("d", Verdict.COPY, 0), vote("e", Verdict.STOLEN, 0)]
+    votes = [vote(Verdict.COPY, 0), vote(Verdict.STOLEN, 0), vote(Verdict.STOLEN, 0),
+             vote(Verdict.COPY, 0), vote(Verdict.STOLEN, 0)]
     tally = compute_tally(fake_hash("c"), votes, 5)
     assert not tally.accepted and tally.verdict is Verdict.STOLEN and tally.score is None
 
 
 def test_too_few_votes_decide_nothing() -> None:
-    tally = compute_tally(fake_hash("c"), [vote("a"), vote("b")], 4)
+    tally = compute_tally(fake_hash("c"), [vote(), vote()], 4)
     assert tally.verdict is None and not tally.accepted
 
 
 def test_a_split_without_two_thirds_either_way_is_undecided() -> None:
-    votes = [vote("a"), vote("b"), vote("c", Verdict.STOLEN, 0), vote("d", Verdict.STOLEN, 0)]
+    votes = [vote(), vote(), vote(Verdict.STOLEN, 0), vote(Verdict.STOLEN, 0)]
     assert compute_tally(fake_hash("c"), votes, 4).verdict is None
 
 
 def test_rejection_ties_follow_declaration_order() -> None:
-    votes = [vote("a", Verdict.STOLEN), vote("b", Verdict.HASH_MISMATCH)]
+    votes = [vote(Verdict.STOLEN), vote(Verdict.HASH_MISMATCH)]
     assert compute_main_rejection(votes) is Verdict.HASH_MISMATCH
 
 
 def test_ballots_drop_outsiders_and_excluded() -> None:
-    votes = [vote("a"), vote("b"), vote("x"), vote("a", commit="d")]
-    ballots = group_ballots(votes, [fake_key("a"), fake_key("b")], excluded=[fake_key("b")])
-    assert set(ballots[fake_hash("c")]) == {fake_key("a")}
-    assert complete_voters(ballots, [fake_hash("c"), fake_hash("d")]) == (fake_key("a"),)
+    ballots = [ballot("a", vote(), vote(commit="d")), ballot("b", vote()), ballot("x", vote())]
+    grouped = group_ballots(ballots, [fake_key("a"), fake_key("b")], excluded=[fake_key("b")])
+    assert set(grouped[fake_hash("c")]) == {fake_key("a")}
+    assert complete_voters(grouped, [fake_hash("c"), fake_hash("d")]) == (fake_key("a"),)

@@ -59,43 +59,50 @@ def _wrong_commit(world: World, good: Block) -> Block:
     return _with_body(world, good, submissions=(world.sign(world.miners[0], sub), *good.submissions[1:]))
 
 
-def _foreign_vote(world: World, good: Block) -> Block:
+def _foreign_ballot(world: World, good: Block) -> Block:
     stranger = Identity.from_seed("stranger", b"stranger")
-    vote = good.votes[0].message.model_copy(update={"validator": stranger.public_key})
-    return _with_body(world, good, votes=(world.sign(stranger, vote), *good.votes[1:]))
+    ballot = good.ballots[0].message.model_copy(update={"validator": stranger.public_key})
+    return _with_body(world, good, ballots=(world.sign(stranger, ballot), *good.ballots[1:]))
 
 
-def _vote_by_other_signer(world: World, good: Block) -> Block:
-    forged = world.sign(world.validators[1], good.votes[0].message)
-    return _with_body(world, good, votes=(forged, *good.votes[1:]))
+def _ballot_by_other_signer(world: World, good: Block) -> Block:
+    forged = world.sign(world.validators[1], good.ballots[0].message)
+    return _with_body(world, good, ballots=(forged, *good.ballots[1:]))
 
 
 def _flip_signature(signature: str) -> str:
     return ("1" if signature[0] == "0" else "0") + signature[1:]
 
 
-def _bad_vote_signature(world: World, good: Block) -> Block:
-    bad = good.votes[0].model_copy(update={"signature": _flip_signature(good.votes[0].signature)})
-    return _with_body(world, good, votes=(bad, *good.votes[1:]))
+def _bad_ballot_signature(world: World, good: Block) -> Block:
+    bad = good.ballots[0].model_copy(update={"signature": _flip_signature(good.ballots[0].signature)})
+    return _with_body(world, good, ballots=(bad, *good.ballots[1:]))
 
 
-def _vote_for_other_round(world: World, good: Block) -> Block:
-    vote = good.votes[0].message.model_copy(update={"round_id": fake_hash("another round")})
-    return _with_body(world, good, votes=(world.sign(world.validators[0], vote), *good.votes[1:]))
+def _ballot_for_other_round(world: World, good: Block) -> Block:
+    moved = world.resign_ballot(good.ballots[0], round_id=fake_hash("another round"))
+    return _with_body(world, good, ballots=(moved, *good.ballots[1:]))
 
 
 def _vote_on_unknown_commit(world: World, good: Block) -> Block:
-    vote = good.votes[0].message.model_copy(update={"commit": fake_hash("ghost")})
-    return _with_body(world, good, votes=(world.sign(world.validators[0], vote), *good.votes[1:]))
+    first = good.ballots[0].message
+    votes = (first.votes[0].model_copy(update={"commit": fake_hash("ghost")}), *first.votes[1:])
+    return _with_body(world, good, ballots=(world.resign_ballot(good.ballots[0], votes=votes), *good.ballots[1:]))
+
+
+def _vote_twice_in_a_ballot(world: World, good: Block) -> Block:
+    first = good.ballots[0].message
+    votes = (first.votes[0], first.votes[0], *first.votes[1:])
+    return _with_body(world, good, ballots=(world.resign_ballot(good.ballots[0], votes=votes), *good.ballots[1:]))
 
 
 def _non_conflicting_evidence(world: World, good: Block) -> Block:
-    return _with_body(world, good, evidence=(EquivocationEvidence(first=good.votes[0], second=good.votes[0]),))
+    return _with_body(world, good, evidence=(EquivocationEvidence(first=good.ballots[0], second=good.ballots[0]),))
 
 
 def _too_few_voters(world: World, good: Block) -> Block:
     keep = {world.validators[0].public_key, world.validators[1].public_key}
-    return _with_body(world, good, votes=tuple(v for v in good.votes if v.message.validator in keep))
+    return _with_body(world, good, ballots=tuple(b for b in good.ballots if b.message.validator in keep))
 
 
 def _stray_transfer(world: World, good: Block) -> Block:
@@ -122,7 +129,7 @@ CASES: dict[str, Callable[[World, Block], Block]] = {
     "proposer": lambda w, b: resign(b, w.miners[0], proposer=w.miners[0].public_key),
     "block_signature": lambda w, b: b.model_copy(update={"signature": _flip_signature(b.signature)}),
     "submissions_root": lambda w, b: resign(b, w.proposer, submissions_root=fake_hash("s")),
-    "votes_root": lambda w, b: resign(b, w.proposer, votes_root=fake_hash("v")),
+    "ballots_root": lambda w, b: resign(b, w.proposer, ballots_root=fake_hash("v")),
     "txs_root": lambda w, b: resign(b, w.proposer, txs_root=fake_hash("t")),
     "evidence_root": lambda w, b: resign(b, w.proposer, evidence_root=fake_hash("e")),
     "submission_signer": lambda w, b: _with_body(
@@ -133,12 +140,12 @@ CASES: dict[str, Callable[[World, Block], Block]] = {
     "submission_task": _other_task_submission,
     "commit": _wrong_commit,
     "duplicate_submission": lambda w, b: _with_body(w, b, submissions=(*b.submissions, b.submissions[0])),
-    "vote_signer": _vote_by_other_signer,
-    "vote_validator": _foreign_vote,
-    "vote_signature": _bad_vote_signature,
-    "vote_round": _vote_for_other_round,
+    "ballot_signer": _ballot_by_other_signer,
+    "ballot_validator": _foreign_ballot,
+    "ballot_signature": _bad_ballot_signature,
+    "ballot_round": _ballot_for_other_round,
     "vote_commit": _vote_on_unknown_commit,
-    "duplicate_vote": lambda w, b: _with_body(w, b, votes=(*b.votes, b.votes[0])),
+    "duplicate_vote": lambda w, b: _with_body(w, b, ballots=(*b.ballots, b.ballots[0])),
     "evidence": _non_conflicting_evidence,
     "quorum": _too_few_voters,
     "txs": _stray_transfer,
@@ -169,23 +176,33 @@ def test_money_rules_are_checked_when_the_block_is_applied(world: World) -> None
     assert info.value.reason == "balance"
 
 
+def test_a_ballot_that_votes_twice_on_one_submission_is_refused(world: World, good: Block) -> None:
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(_vote_twice_in_a_ballot(world, good), world.state)
+    assert info.value.reason == "duplicate_vote"
+
+
 def test_equivocating_validator_is_recorded_and_ignored(world: World) -> None:
     task = world.task()
     subs = [world.submission(m, task) for m in world.miners[:2]]
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, 9000 if k == 0 else 8000, commits=commits)
-             for v in world.validators for k, s in enumerate(subs)]
+    ballots = [world.ballot(v, subs, [9000, 8000]) for v in world.validators]
     liar = world.validators[3]
-    votes.append(world.vote(liar, subs[1], 10_000, commits=commits))  # a second, conflicting vote on miner 1
+    ballots.append(world.ballot(liar, subs, [9000, 10_000]))  # a second, different ballot for the same round
     from dlbc_ray.consensus import propose_task_block
 
     round_id = world.round_id(crypto.message_hash(task.message))
-    block, decision = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5000, round_id)
+    block, decision = propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 5000, round_id)
     validate_block(block, world.state)
     assert [e.first.message.validator for e in block.evidence] == [liar.public_key]
     assert liar.public_key not in decision.voters
-    assert all(v.message.validator != liar.public_key for v in block.votes)
+    assert all(b.message.validator != liar.public_key for b in block.ballots)
     assert block.header.winner == world.miners[0].public_key
+
+
+def test_a_block_carries_one_signature_per_validator_not_per_vote(world: World, good: Block) -> None:
+    """3 submissions x 4 validators: 4 ballot signatures, each ballot holding its 3 votes in arrival order."""
+    commits = [s.message.commit for s in good.submissions]
+    assert len(good.ballots) == 4 and all([v.commit for v in b.message.votes] == commits for b in good.ballots)
 
 
 # ------------------------------------------------------------------ genesis

@@ -53,10 +53,10 @@ def test_a_submission_signed_for_another_chain_is_refused(world: World) -> None:
     assert reason(with_body(world, good, submissions=(replayed, *good.submissions[1:])), world) == "submission_chain"
 
 
-def test_a_vote_signed_for_another_chain_is_refused(world: World) -> None:
+def test_a_ballot_signed_for_another_chain_is_refused(world: World) -> None:
     good, _ = world.round(SCORES)
-    replayed = crypto.sign(world.validators[0], good.votes[0].message, OTHER_CHAIN)
-    assert reason(with_body(world, good, votes=(replayed, *good.votes[1:])), world) == "vote_chain"
+    replayed = crypto.sign(world.validators[0], good.ballots[0].message, OTHER_CHAIN)
+    assert reason(with_body(world, good, ballots=(replayed, *good.ballots[1:])), world) == "ballot_chain"
 
 
 def test_a_task_and_a_transfer_from_another_chain_are_refused(world: World) -> None:
@@ -74,20 +74,25 @@ def test_a_task_and_a_transfer_from_another_chain_are_refused(world: World) -> N
 # ---------------------------------------------------------------- ballots
 
 
-def test_a_proposer_cannot_drop_the_best_submission_after_the_votes(world: World) -> None:
+def test_a_proposer_cannot_drop_the_best_submission_after_the_ballots(world: World) -> None:
     good, _ = world.round(SCORES)
-    best = good.submissions[0].message.commit
-    dropped = with_body(world, good, submissions=good.submissions[1:],
-                        votes=tuple(v for v in good.votes if v.message.commit != best))
-    assert reason(dropped, world) == "ballot_set"
+    assert reason(with_body(world, good, submissions=good.submissions[1:]), world) == "ballot_set"
 
 
-def test_votes_from_a_round_on_an_old_base_are_stale(world: World) -> None:
+def test_a_ballot_on_another_submission_set_of_the_round_is_refused(world: World) -> None:
+    """Signed over the block's commits minus one: a ballot from an earlier wave of the round, say."""
     good, _ = world.round(SCORES)
-    old = tuple(world.sign(world.validators[[v.public_key for v in world.validators].index(s.message.validator)],
-                           s.message.model_copy(update={"base_hash": fake_hash("a block long gone")}))
-                for s in good.votes)
-    assert reason(with_body(world, good, votes=old), world) == "stale_round"
+    from dlbc_ray.consensus.ballot import compute_submissions_root
+
+    root = compute_submissions_root([s.message.commit for s in good.submissions[:2]])
+    moved = world.resign_ballot(good.ballots[0], submissions_root=root)
+    assert reason(with_body(world, good, ballots=(moved, *good.ballots[1:])), world) == "ballot_set"
+
+
+def test_ballots_from_a_round_on_an_old_base_are_stale(world: World) -> None:
+    good, _ = world.round(SCORES)
+    old = tuple(world.resign_ballot(b, base_hash=fake_hash("a block long gone")) for b in good.ballots)
+    assert reason(with_body(world, good, ballots=old), world) == "stale_round"
 
 
 def test_votes_expire_after_the_round_ttl(world: World) -> None:
@@ -97,11 +102,23 @@ def test_votes_expire_after_the_round_ttl(world: World) -> None:
     assert reason(late, world) == "stale_round"
 
 
-def test_votes_of_two_windows_cannot_mix(world: World) -> None:
+def test_ballots_of_two_windows_cannot_mix(world: World) -> None:
     good, _ = world.round(SCORES)
-    first = good.votes[0]
-    moved = world.sign(world.validators[0], first.message.model_copy(update={"close_ms": first.message.close_ms - 1}))
-    assert reason(with_body(world, good, votes=(moved, *good.votes[1:])), world) == "vote_round"
+    first = good.ballots[0]
+    moved = world.resign_ballot(first, close_ms=first.message.close_ms - 1)
+    assert reason(with_body(world, good, ballots=(moved, *good.ballots[1:])), world) == "ballot_round"
+
+
+def test_one_validator_signing_another_window_does_not_spoil_the_block(world: World) -> None:
+    """The proposer keeps the window most validators signed; the odd ballot stays out (or the block would fail)."""
+    task = world.task()
+    subs = [world.submission(m, task) for m in world.miners]
+    ballots = [world.ballot(v, subs, [9000, 8000, 7000], close_ms=T0 + 100) for v in world.validators]
+    ballots[0] = world.resign_ballot(ballots[0], close_ms=T0 + 99)
+    block, decision = propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 5_000,
+                                         world.round_id(crypto.message_hash(task.message)))
+    validate_block(block, world.state)
+    assert world.validators[0].public_key not in decision.voters and len(block.ballots) == 3
 
 
 # ----------------------------------------------------------- settlement time
@@ -138,11 +155,9 @@ def test_weights_that_won_never_win_again(world: World) -> None:
     reused = first.header.model_hash
     task = world.task()
     subs = [world.submission(world.miners[0], task, model_hash=reused), world.submission(world.miners[1], task)]
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, score, commits=commits, close_ms=T0 + 1_000)
-             for v in world.validators for s, score in zip(subs, (9500, 8000))]
+    ballots = [world.ballot(v, subs, [9500, 8000], close_ms=T0 + 1_000) for v in world.validators]
     task_id = crypto.message_hash(task.message)
-    honest, decision = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 2_000,
+    honest, decision = propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 2_000,
                                           world.round_id(task_id))
     validate_block(honest, world.state)
     assert decision.winner is not None and decision.winner.miner == world.miners[1].public_key
@@ -200,11 +215,10 @@ def test_genesis_cannot_mint_past_the_supply_cap(world: World) -> None:
 def _equivocating_block(world: World) -> Block:
     task = world.task()
     subs = [world.submission(m, task) for m in world.miners[:2]]
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, 9000 - 1000 * k, commits=commits) for v in world.validators for k, s in enumerate(subs)]
-    for sub in subs:  # validator 3 signs a second, conflicting vote on each submission
-        votes.append(world.vote(world.validators[3], sub, 10_000, commits=commits))
-    block, _ = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5_000,
+    ballots = [world.ballot(v, subs, [9000, 8000]) for v in world.validators]
+    for scores in ([10_000, 10_000], [0, 10_000]):  # validator 3 signs two more, different ballots for the round
+        ballots.append(world.ballot(world.validators[3], subs, scores))
+    block, _ = propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 5_000,
                                   world.round_id(crypto.message_hash(task.message)))
     validate_block(block, world.state)
     assert len(block.evidence) == 1  # one pair per equivocating validator is proof enough
@@ -212,40 +226,51 @@ def _equivocating_block(world: World) -> Block:
 
 
 def test_a_partial_ballot_is_refused(world: World) -> None:
-    """Dropping one vote of a ballot (quorum still holds) would cost that validator its fee, unseen."""
+    """A validator's ballot that leaves out one submission (quorum still holds) would cost it its fee, unseen.
+
+    The validator itself signed the short ballot over the whole set: only the rule, not a signature, refuses it.
+    """
     task = world.task()
     subs = [world.submission(m, task) for m in world.miners]
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, 9000, commits=commits) for v in world.validators for s in subs]
-    honest, _ = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 5_000,
+    ballots = [world.ballot(v, subs, [9000] * 3) for v in world.validators]
+    honest, _ = propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 5_000,
                                    world.round_id(crypto.message_hash(task.message)))
-    dropped = tuple(v for v in honest.votes if not (v.message.validator == world.validators[3].public_key
-                                                    and v.message.commit == commits[2]))
-    decision = decide([s.message for s in subs], [v.message for v in dropped], world.params.validators, 5_000)
-    assert world.validators[3].public_key not in decision.voters  # the decision stands without that vote
+    last = honest.ballots[3]
+    short = world.resign_ballot(last, votes=last.message.votes[:2])
+    partial = (*honest.ballots[:3], short)
+    decision = decide([s.message for s in subs], [b.message for b in partial], world.params.validators, 5_000)
+    assert last.message.validator not in decision.voters  # the decision stands without that vote
     balances = {**world.state.balances, world.requester.public_key: world.state.balance(world.requester.public_key)
                 - task.message.reward}
     paid = compute_settlement(honest.header.task_id or "", task.message, [s.message for s in subs], decision,
                               world.params, balances)
-    cheat = with_body(world, honest, votes=dropped, txs=(honest.txs[0], *paid))
+    cheat = with_body(world, honest, ballots=partial, txs=(honest.txs[0], *paid))
     assert reason(cheat, world) == "partial_ballot"
 
 
 def test_the_proposer_keeps_only_whole_ballots(world: World) -> None:
-    from dlbc_ray.consensus.proposal import select_votes
+    from dlbc_ray.consensus.ballot import select_ballots
 
     task = world.task()
     subs = [world.submission(m, task) for m in world.miners]
     commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, 9000, commits=commits) for v in world.validators for s in subs]
-    chosen = select_votes(votes[:-1], commits, set())
-    assert {v.message.validator for v in chosen} == {v.public_key for v in world.validators[:3]}
+    ballots = [world.ballot(v, subs, [9000] * 3) for v in world.validators]
+    ballots[3] = world.resign_ballot(ballots[3], votes=ballots[3].message.votes[:2])
+    chosen = select_ballots(ballots, world.round_id(subs[0].message.task_id), commits, world.params.validators)
+    assert [b.message.validator for b in chosen] == sorted(v.public_key for v in world.validators[:3])
 
 
-def test_votes_out_of_their_canonical_order_are_refused(world: World) -> None:
+def test_ballots_out_of_their_canonical_order_are_refused(world: World) -> None:
     good, _ = world.round(SCORES)
-    swapped = (good.votes[1], good.votes[0], *good.votes[2:])
-    assert reason(with_body(world, good, votes=swapped), world) == "vote_order"
+    swapped = (good.ballots[1], good.ballots[0], *good.ballots[2:])
+    assert reason(with_body(world, good, ballots=swapped), world) == "vote_order"
+
+
+def test_votes_out_of_arrival_order_within_a_ballot_are_refused(world: World) -> None:
+    good, _ = world.round(SCORES)
+    first = good.ballots[0]
+    shuffled = world.resign_ballot(first, votes=first.message.votes[::-1])
+    assert reason(with_body(world, good, ballots=(shuffled, *good.ballots[1:])), world) == "vote_order"
 
 
 def test_fusion_votes_out_of_order_are_refused() -> None:
@@ -269,9 +294,8 @@ def test_evidence_is_one_pair_per_validator(world: World) -> None:
     block = _equivocating_block(world)
     ev = block.evidence[0]
     liar = world.validators[3]
-    other = next(s for s in block.submissions if s.message.commit != ev.first.message.commit)
-    commits = [s.message.commit for s in block.submissions]
-    pair = sorted((world.vote(liar, other, 8000, commits=commits), world.vote(liar, other, 10_000, commits=commits)),
+    subs = list(block.submissions)
+    pair = sorted((world.ballot(liar, subs, [9000, 8000]), world.ballot(liar, subs, [0, 10_000])),
                   key=lambda s: crypto.message_hash(s.message))
     second = ev.model_copy(update={"first": pair[0], "second": pair[1]})
     assert reason(with_body(world, block, evidence=(ev, second)), world) == "evidence_order"
@@ -285,16 +309,13 @@ def test_an_equivocating_pair_has_one_order(world: World) -> None:
     assert reason(with_body(world, block, evidence=(flipped, *block.evidence[1:])), world) == "evidence_order"
 
 
-def test_an_equivocators_votes_stay_out_of_the_certificate(world: World) -> None:
+def test_an_equivocators_ballot_stays_out_of_the_certificate(world: World) -> None:
     block = _equivocating_block(world)
     liar = block.evidence[0].first.message.validator
-    commits = [s.message.commit for s in block.submissions]
-    theirs = tuple(world.vote(world.validators[3], s, 9000 - 1000 * k, commits=commits)  # its whole first ballot
-                   for k, s in enumerate(block.submissions))
-    votes = tuple(sorted((*block.votes, *theirs), key=lambda s: (
-        [x.message.commit for x in block.submissions].index(s.message.commit), s.message.validator)))
-    assert any(v.message.validator == liar for v in votes)
-    assert reason(with_body(world, block, votes=votes), world) == "evidence"
+    theirs = world.ballot(world.validators[3], list(block.submissions), [9000, 8000])  # its first ballot
+    ballots = tuple(sorted((*block.ballots, theirs), key=lambda s: s.message.validator))
+    assert any(b.message.validator == liar for b in ballots)
+    assert reason(with_body(world, block, ballots=ballots), world) == "evidence"
 
 
 def test_a_block_without_submissions_names_no_round(world: World) -> None:
@@ -308,13 +329,12 @@ def test_a_block_without_submissions_names_no_round(world: World) -> None:
 def test_a_round_whose_window_outlives_the_task_deadline_is_refused(world: World) -> None:
     task = posted(world, deadline_ms=T0 + 5_000)
     subs = [world.submission(m, task) for m in world.miners]  # type: ignore[arg-type]
-    commits = [s.message.commit for s in subs]
-    votes = [world.vote(v, s, 9000, commits=commits, close_ms=T0 + 5_001) for v in world.validators for s in subs]
+    late = [world.ballot(v, subs, [9000] * 3, close_ms=T0 + 5_001) for v in world.validators]
     task_id = crypto.message_hash(task.message)  # type: ignore[attr-defined]
-    block, _ = propose_task_block(world.state, task, subs, votes, world.proposer, T0 + 6_000,  # type: ignore
+    block, _ = propose_task_block(world.state, task, subs, late, world.proposer, T0 + 6_000,  # type: ignore
                                   world.round_id(task_id))
     assert reason(block, world) == "late_round"
-    on_time = [world.vote(v, s, 9000, commits=commits, close_ms=T0 + 5_000) for v in world.validators for s in subs]
+    on_time = [world.ballot(v, subs, [9000] * 3, close_ms=T0 + 5_000) for v in world.validators]
     block, _ = propose_task_block(world.state, task, subs, on_time, world.proposer, T0 + 6_000,  # type: ignore
                                   world.round_id(task_id))
     validate_block(block, world.state)
@@ -374,7 +394,7 @@ def test_a_transfer_signed_for_another_chain_is_refused(world: World) -> None:
     assert info.value.reason == "transfer_chain"
 
 
-def test_a_block_without_a_task_carries_no_submissions_or_votes(world: World) -> None:
+def test_a_block_without_a_task_carries_no_submissions_or_ballots(world: World) -> None:
     good, _ = world.round(SCORES)
     tx_block = propose_tx_block(world.state, [], world.proposer, T0 + 10)
     assert reason(with_body(world, tx_block, submissions=good.submissions[:1]), world) == "body"

@@ -116,10 +116,9 @@ def test_a_rejected_copy_does_not_bar_its_original_from_winning(world: World) ->
         "commit": crypto.compute_commit(victim.message.model_hash, world.miners[2].public_key, victim.message.task_id),
     }))
     other = world.submission(world.miners[1], task, "second")
-    votes = ([world.vote(v, thief, 0, Verdict.STOLEN) for v in world.validators]
-             + [world.vote(v, victim, 9300) for v in world.validators]
-             + [world.vote(v, other, 9000) for v in world.validators])
-    decision = decide([s.message for s in (thief, victim, other)], [v.message for v in votes],
+    ballots = [world.ballot(v, [thief, victim, other], [0, 9300, 9000], [Verdict.STOLEN, Verdict.VALID, Verdict.VALID])
+               for v in world.validators]
+    decision = decide([s.message for s in (thief, victim, other)], [b.message for b in ballots],
                       world.params.validators, target=5000)
     assert decision.tally(thief.message.commit).verdict is Verdict.STOLEN
     assert decision.winner == victim.message

@@ -56,7 +56,7 @@ def test_an_equivocator_is_named_in_the_block_and_not_counted(network: AttackNet
     liar = trial.keys["validator-3"]
     assert trial.block.evidence and all(e.first.message.validator == liar for e in trial.block.evidence)
     assert all(e.first.message != e.second.message for e in trial.block.evidence)
-    assert liar not in {v.message.validator for v in trial.block.votes}
+    assert liar not in {b.message.validator for b in trial.block.ballots}
     assert {o.miner for o in trial.report.outcomes if o.verdict == "valid"} == {trial.keys[n] for n in HONEST_MINERS}
 
 
@@ -195,8 +195,8 @@ def test_live_rounds_audit_transcripts_a_run_under_another_seed_is_bad_transcrip
     trial = network.last
     assert trial is not None and trial.block is not None and trial.record is not None
     votes = {}
-    for v in trial.block.votes:
-        votes.setdefault(v.message.commit, []).append(v.message)
+    for v in (v for b in trial.block.ballots for v in b.message.votes):
+        votes.setdefault(v.commit, []).append(v)
     bad = votes[trial.record.commit]
     assert len(bad) == 4 and all(v.verdict is Verdict.BAD_TRANSCRIPT for v in bad), [(v.verdict, v.detail) for v in bad]
     assert all(v.detail.split(":")[0] == AuditFailure.WRONG_HEADER.value for v in bad), [v.detail for v in bad]

@@ -32,8 +32,8 @@ def test_a_round_commits_a_valid_block_won_by_the_best_median(live) -> None:
     block = chain.block(report.height)
     medians = {}
     for sub in block.submissions:
-        scores = [v.message.score for v in block.votes
-                  if v.message.commit == sub.message.commit and v.message.verdict is Verdict.VALID]
+        scores = [v.score for b in block.ballots for v in b.message.votes
+                  if v.commit == sub.message.commit and v.verdict is Verdict.VALID]
         assert len(scores) == 4  # every honest validator accepted every honest miner
         medians[sub.message.miner] = compute_median_score(scores)
     best = max(medians.values())

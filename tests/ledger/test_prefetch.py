@@ -38,10 +38,10 @@ def blocks_of(world: World, n: int) -> list[Block]:
     return out
 
 
-def with_vote(world: World, block: Block, index: int, vote: Any) -> Block:
-    votes = list(block.votes)
-    votes[index] = vote
-    return resign(block.model_copy(update={"votes": tuple(votes)}), world.proposer, roots=True)
+def with_ballot(world: World, block: Block, index: int, ballot: Any) -> Block:
+    ballots = list(block.ballots)
+    ballots[index] = ballot
+    return resign(block.model_copy(update={"ballots": tuple(ballots)}), world.proposer, roots=True)
 
 
 @pytest.fixture(autouse=True)
@@ -55,11 +55,11 @@ def test_prefetched_verdicts_equal_serial_ones_and_a_forgery_is_refused_by_name(
     chain.import_block(world.genesis)
     before = world.state
     good = blocks_of(world, 3)
-    vote = good[1].votes[5]
-    forged_vote = vote.model_copy(update={"signature": good[1].votes[6].signature})
-    batch = [good[0], with_vote(world, good[1], 5, forged_vote), good[2]]
+    vote = good[1].ballots[2]
+    forged_vote = vote.model_copy(update={"signature": good[1].ballots[3].signature})
+    batch = [good[0], with_ballot(world, good[1], 2, forged_vote), good[2]]
     signeds = [s for b in batch for s in block_signatures(b)]
-    assert len(signeds) == 3 * 17
+    assert len(signeds) == 3 * 9  # header, 3 submissions, 4 ballots (one per validator, not per vote), the task
 
     crypto.prefetch_signatures(signeds)
     assert not crypto._ROOTS and not crypto._CANONICAL  # encodings are remembered within ``prefetched`` only
@@ -72,11 +72,11 @@ def test_prefetched_verdicts_equal_serial_ones_and_a_forgery_is_refused_by_name(
 
     with pytest.raises(InvalidBlock) as refused:
         chain.import_blocks(batch)
-    assert (refused.value.reason, refused.value.height) == ("vote_signature", 2)
+    assert (refused.value.reason, refused.value.height) == ("ballot_signature", 2)
     assert chain.height == 0  # all or nothing
     with pytest.raises(InvalidBlock) as again:
         validate_block(batch[1], process_after(before, batch[0]))
-    assert again.value.reason == "vote_signature"
+    assert again.value.reason == "ballot_signature"
 
 
 def process_after(state: Any, block: Block) -> Any:
@@ -84,22 +84,22 @@ def process_after(state: Any, block: Block) -> Any:
     return process_block(state, block, compute_block_hash(block.header))
 
 
-@pytest.mark.parametrize("reason", ["vote_chain", "vote_signer"])
+@pytest.mark.parametrize("reason", ["ballot_chain", "ballot_signer"])
 def test_a_cached_true_verdict_never_skips_the_chain_or_signer_rule(tmp_path: Path, reason: str) -> None:
     """A signature that verifies, but for another chain or by someone else, is refused by its rule's name."""
     world = World()
     chain = Chain.open(tmp_path / "l.sqlite")
     chain.import_block(world.genesis)
     (block,) = blocks_of(world, 1)
-    vote = block.votes[0]
-    if reason == "vote_chain":
+    vote = block.ballots[0]
+    if reason == "ballot_chain":
         wrong = crypto.sign(world.validators[0], vote.message, fake_hash("another chain"))
     else:
         stranger = next(v for v in world.validators if v.public_key != vote.message.validator)
         wrong = crypto.sign(stranger, vote.message, world.chain_id)
     assert crypto.is_valid_signature(wrong)
     with pytest.raises(InvalidBlock) as refused:
-        chain.import_blocks([with_vote(world, block, 0, wrong)])
+        chain.import_blocks([with_ballot(world, block, 0, wrong)])
     assert refused.value.reason == reason and chain.height == 0
 
 
@@ -114,7 +114,7 @@ def test_prefetched_encodings_are_the_canonical_bytes_and_change_no_hash() -> No
                 assert crypto.canonical_bytes(s.message) == reference_bytes(s.message)
                 if type(s).model_fields["message"].annotation is type(s.message):
                     assert crypto.canonical_bytes(s) == reference_bytes(s)
-            for leaf in (*b.submissions, *b.votes, *b.txs):
+            for leaf in (*b.submissions, *b.ballots, *b.txs):
                 assert crypto.canonical_bytes(leaf) == reference_bytes(leaf)
     assert inside == outside
 
@@ -178,10 +178,10 @@ def test_a_rule_verifies_itself_a_chunk_no_pool_thread_has_started(tmp_path: Pat
     chain = Chain.open(tmp_path / "l.sqlite")
     chain.import_block(world.genesis)
     good = blocks_of(world, 2)
-    forged = good[1].votes[3].model_copy(update={"signature": good[1].votes[4].signature})
+    forged = good[1].ballots[1].model_copy(update={"signature": good[1].ballots[2].signature})
     with pytest.raises(InvalidBlock) as refused:
-        chain.import_blocks([good[0], with_vote(world, good[1], 3, forged)])
-    assert (refused.value.reason, refused.value.height) == ("vote_signature", 2)
+        chain.import_blocks([good[0], with_ballot(world, good[1], 1, forged)])
+    assert (refused.value.reason, refused.value.height) == ("ballot_signature", 2)
     assert not crypto._PENDING  # nothing left waiting for a pool thread once the scope ended
     chain.import_blocks(good)
     assert chain.height == 2
