@@ -18,11 +18,11 @@ from dlbc_ray.actors.rounds import now_ms
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ActorUnavailable, ConfigError, DLBCError, InvalidModelFile, InvalidTask
-from dlbc_ray.home import Home
+from dlbc_ray.home import Home, read_ledger
 from dlbc_ray.keystore import key_path, list_keys, load_key
 from dlbc_ray.ledger import ArtifactStore, Chain, save_safetensors
 from dlbc_ray.schema import Signed, Task, Transfer
-from dlbc_ray.service import attach
+from dlbc_ray.service import attach, ship_code
 
 SUBMIT_PATIENCE_S = 300.0  # how long a submit keeps asking a network that does not answer
 
@@ -45,9 +45,7 @@ def names(home: Home) -> dict[str, str]:
 
 
 def open_chain(home: Home) -> Chain:
-    if not home.ledger.exists():
-        raise ConfigError(f"no ledger in {home.root}; start a network with `dlbc-ray up`", reason="missing_ledger")
-    return Chain.open(home.ledger, create=False, verify=False)
+    return read_ledger(home)
 
 
 # --------------------------------------------------------------------- tasks
@@ -66,6 +64,7 @@ def prepare_task(home: Home, path: Path, requester: str) -> tuple[Task, Identity
 def submit(home: Home, path: Path, *, requester: str, address: str | None) -> str:
     task, identity, train, test = prepare_task(home, path, requester)
     consensus = attach(home, address)
+    ship_code(path, task)  # the task's own code (task file `code:`), before the task that signs its hash
     chain_id = get_retrying(consensus.chain.remote, timeout=60, what="chain id", patience_s=SUBMIT_PATIENCE_S)
     return submit_signed(consensus, crypto.sign(identity, task, chain_id), train, test)
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlbc_ray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dlbc_ray.ledger import Chain
 
 DEFAULT_HOME = Path("~/.dlbc-ray")
 
@@ -53,7 +57,11 @@ def open_home(path: Path | str, *, create: bool = True) -> Home:
     Subfolders are made by whoever first writes into them, so a command that fails on
     bad input leaves an existing home exactly as it was.
     """
-    root = Path(path).expanduser().resolve()
+    try:
+        root = Path(path).expanduser().resolve()
+        root.stat() if root.exists() else None
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte, ~nosuchuser, a long name
+        raise ConfigError(f"home {str(path)!r} is not a usable path ({one_line_reason(e)})", reason="home") from None
     if root.exists() and not root.is_dir():
         raise ConfigError(f"home {root} is not a directory", reason="home")
     if not root.exists():
@@ -63,6 +71,10 @@ def open_home(path: Path | str, *, create: bool = True) -> Home:
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
         raise ConfigError(f"home {root} is not readable and writable by this user", reason="home")
     return Home(root)
+
+
+def one_line_reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error).split(":")[0][:80]
 
 
 def check_chain_choice(home: Home, *, new_chain: bool) -> None:
@@ -82,3 +94,21 @@ def check_chain_choice(home: Home, *, new_chain: bool) -> None:
         raise ConfigError(f"{home.root} holds the keys of a chain but its ledger {home.ledger} is gone; rerun with "
                           "--new-chain to start a new chain with these keys (balances restart from genesis)",
                           reason="ledger_missing")
+
+
+def read_ledger(home: Home, hint: str = "start a network with `dlbc-ray up`") -> Chain:
+    """The home's chain for a command that only reads it.
+
+    A ledger cut short before genesis is refused with the command that repairs it before the
+    store opens it (opening gives such a file a schema: a read must leave the home as it was).
+    Not SQLite's ``mode=ro``: a read-only reader of a WAL ledger leaves its -shm file behind.
+    """
+    from dlbc_ray.ledger import Chain, ledger_status
+    from dlbc_ray.ledger.chain import half_made
+
+    status = ledger_status(home.ledger)
+    if status == "absent":
+        raise ConfigError(f"no ledger in {home.root}; {hint}", reason="missing_ledger")
+    if status == "empty":
+        raise half_made(home.ledger)
+    return Chain.open(home.ledger, create=False, verify=False)

@@ -26,8 +26,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +48,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 )
 _ADDRESS_OVERRIDES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+_SUBMISSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -166,18 +169,35 @@ def submit_benchmark(
 def fetch_benchmark(submission_id: str, address: str, *, results_dir: Path, token: str | None = None,
                     on_log: Callable[[str], None] = lambda chunk: None, timeout_s: float | None = None) -> JobResult:
     """Follow a job submitted earlier (``--no-wait``) to its end and save its result."""
+    check_submission_id(submission_id)
     client = connect(address, token=token)
     return _collect(client, submission_id, address, results_dir=results_dir, on_log=on_log, timeout_s=timeout_s)
 
 
+def check_submission_id(submission_id: str) -> str:
+    """A job id names the result file: letters, digits, '_', '-', '.', never a path (``../x``) or a dotfile."""
+    if not _SUBMISSION_ID.fullmatch(submission_id):
+        raise ConfigError(f"submission id {submission_id[:80]!r} is not a Ray job id (1-128 of A-Z, a-z, 0-9, "
+                          "'_', '-', '.'; not starting with '.')", reason="submission_id")
+    return submission_id
+
+
+def _is(path: Path, kind: Callable[[int], bool]) -> bool:
+    """Whether ``path`` is a file or folder (``kind``); a name too long, a NUL byte or a loop is not one."""
+    try:
+        return kind(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _script_in(script: Path, working_dir: Path) -> Path:
-    if not script.is_file():
-        raise ConfigError(f"{script}: no such script", reason="missing_script")
-    if not working_dir.is_dir():
-        raise ConfigError(f"{working_dir}: working directory does not exist", reason="working_dir")
+    if not _is(script, stat.S_ISREG):
+        raise ConfigError(f"{str(script)[:200]}: no such script (a regular .py file)", reason="missing_script")
+    if not _is(working_dir, stat.S_ISDIR):
+        raise ConfigError(f"{str(working_dir)[:200]}: working directory does not exist", reason="working_dir")
     try:
         return script.resolve().relative_to(working_dir.resolve())
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):
         raise ConfigError(f"{script} is not inside the working directory {working_dir}; only that directory "
                           "is uploaded", reason="working_dir") from None
 
@@ -240,7 +260,9 @@ def _call(fn: Callable[[str], Any], submission_id: str) -> Any:
 
 def save_result(results_dir: Path, submission_id: str, record: dict[str, Any]) -> Path:
     """Write ``{submission_id}.json`` atomically (a torn file never looks like a result)."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    check_submission_id(submission_id)
+    results_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the home, if this is its first write
+    results_dir.mkdir(exist_ok=True, mode=0o700)
     path = results_dir / f"{submission_id}.json"
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")

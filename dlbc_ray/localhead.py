@@ -78,6 +78,8 @@ def check_token_file(path: Path) -> Path:
         st = os.stat(path)
     except OSError as e:
         raise ConfigError(f"Ray token file {path}: {e.strerror}", reason="ray_token") from None
+    except ValueError:  # a NUL byte in the name
+        raise ConfigError(f"Ray token file {path!r}: not a valid path", reason="ray_token") from None
     mode = stat.S_IMODE(st.st_mode)
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"Ray token file {path} is not a regular file", reason="ray_token")

@@ -154,6 +154,13 @@ def resolve_home(home: Path | None, *, create: bool = True) -> Home:
     return open_home(home or Path(os.environ.get("DLBC_HOME") or DEFAULT_HOME), create=create)
 
 
+def later_home(home: Path | None) -> Home:
+    """The home, checked if it exists and not made yet if not: for a command that may write into it only at
+    its end (a failure before then leaves no new folder behind)."""
+    path = Path(home or os.environ.get("DLBC_HOME") or DEFAULT_HOME).expanduser()
+    return open_home(path, create=False) if os.path.lexists(path) else Home(path.absolute())
+
+
 def print_json(data: Any) -> None:
     import json
 

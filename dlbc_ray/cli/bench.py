@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
+from dlbc_ray.cli._app import later_home, new_app, out, print_json
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.home import Home
+from dlbc_ray.localhead import check_token_file
 
 app = new_app("Run benchmark scripts as Ray jobs and keep their results in the home.")
 
@@ -40,14 +41,24 @@ def read_token(token_file: Path | None, home: Home) -> str | None:
     return None
 
 
+MAX_TOKEN_BYTES = 4096  # Ray's tokens are a few dozen characters; /dev/zero or a 1 GB file is not one
+
+
 def _read(path: Path) -> str:
+    """A token file as the head's is kept (a regular 0600 file), read within a size cap, printable ASCII."""
+    path = check_token_file(path.expanduser())
     try:
-        token = path.expanduser().read_text(encoding="utf-8").strip()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOKEN_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the Ray token ({e.strerror})", reason="ray_token") from None
+    token = raw.strip()
+    if len(raw) > MAX_TOKEN_BYTES or not token.isascii() or not token.decode().isprintable():
+        raise ConfigError(f"{path}: not a Ray token (at most {MAX_TOKEN_BYTES} bytes of printable ASCII)",
+                          reason="ray_token")
     if not token:
         raise ConfigError(f"{path}: the Ray token file is empty", reason="ray_token")
-    return token
+    return token.decode()
 
 
 def _echo_logs(chunk: str) -> None:
@@ -83,7 +94,7 @@ def submit(
     """Upload the working directory, run SCRIPT on the cluster, follow its logs, save its DLBC_RESULT."""
     from dlbc_ray.jobs import submit_benchmark
 
-    h = resolve_home(home)
+    h = later_home(home)  # made only when a result is saved into it
     result = submit_benchmark(script, address, working_dir=working_dir or Path.cwd(), wait=wait,
                               results_dir=h.results, on_log=_echo_logs, args=script_args or (),
                               token=read_token(token_file, h), timeout_s=timeout)
@@ -100,9 +111,10 @@ def fetch(
     json: JsonOpt = False,
 ) -> None:
     """Follow a job submitted with --no-wait to its end and save its result."""
-    from dlbc_ray.jobs import fetch_benchmark
+    from dlbc_ray.jobs import check_submission_id, fetch_benchmark
 
-    h = resolve_home(home)
+    check_submission_id(submission_id)
+    h = later_home(home)  # made only when a result is saved into it
     result = fetch_benchmark(submission_id, address, results_dir=h.results, token=read_token(token_file, h),
                              on_log=_echo_logs, timeout_s=timeout)
     _report(result, json)

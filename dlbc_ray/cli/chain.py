@@ -13,8 +13,8 @@ from rich.table import Table
 from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
 from dlbc_ray.consensus import compute_block_hash
 from dlbc_ray.constants import SCORE_SCALE
-from dlbc_ray.errors import ConfigError, DLBCError
-from dlbc_ray.home import Home
+from dlbc_ray.errors import DLBCError
+from dlbc_ray.home import Home, read_ledger
 from dlbc_ray.keystore import list_keys
 from dlbc_ray.ledger import Chain, verify_chain
 from dlbc_ray.schema import Block
@@ -44,11 +44,7 @@ def block_row(block: Block) -> dict[str, Any]:
 
 
 def open_ledger(home: Home) -> Chain:
-    if not home.ledger.exists():
-        raise ConfigError(f"no ledger in {home.root}; run `dlbc-ray demo` first", reason="missing_ledger")
-    chain = Chain.open(home.ledger, create=False, verify=False)
-    chain.state  # noqa: B018 -- a ledger cut short before genesis is refused with the command that repairs it
-    return chain
+    return read_ledger(home, "run `dlbc-ray demo` first")
 
 
 @app.command("show")
@@ -81,8 +77,7 @@ def verify(home: HomeOpt = None, workers: Annotated[int | None, typer.Option(
     Every state checkpoint in the ledger is checked against the state its blocks imply.
     """
     h = resolve_home(home, create=False)
-    if not h.ledger.exists():
-        raise ConfigError(f"no ledger in {h.root}", reason="missing_ledger")
+    read_ledger(h, "run `dlbc-ray demo` first").close()  # refuses a missing or half-made ledger without writing
     started = time.perf_counter()
     state = verify_chain(h.ledger, workers=workers)
     out.print(f"chain valid: {state.height + 1} blocks, head {state.head_hash[:16]} at height {state.height}, "

@@ -170,10 +170,10 @@ def _keep_serving(web: Any) -> None:
 
 
 def _pole_plot(home: Any, target_interval_s: float) -> Path:
-    from dlbc_ray.ledger import Chain
+    from dlbc_ray.home import read_ledger
     from dlbc_ray.plots import plot_pole, pole_points
 
-    chain = Chain.open(home.ledger, create=False, verify=False)
+    chain = read_ledger(home)
     try:
         return plot_pole(pole_points(chain), target_interval_s, home.plots / "pole.png")
     finally:

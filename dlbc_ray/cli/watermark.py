@@ -20,9 +20,9 @@ from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
 from dlbc_ray.config import ProtectionConfig
 from dlbc_ray.crypto import Identity, hash_weights
 from dlbc_ray.errors import ConfigError, InvalidModelFile
-from dlbc_ray.home import Home
+from dlbc_ray.home import Home, read_ledger
 from dlbc_ray.keystore import load_key
-from dlbc_ray.ledger import Chain, load_safetensors
+from dlbc_ray.ledger import load_safetensors
 
 app = new_app("Read a miner's DNN watermark (Uchida, as DLBC uses it) in a model file.")
 
@@ -49,12 +49,15 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(d) for d in re.split(r"[,x]", text))
 
 
+MAX_PARAMS_CHARS = 4096  # a net's hyperparameters are a few short lists; nesting beyond that is not one
+
+
 def parse_params(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     try:
-        params = jsonlib.loads(text)
-    except jsonlib.JSONDecodeError:
+        params = jsonlib.loads(text) if len(text) <= MAX_PARAMS_CHARS else None
+    except (jsonlib.JSONDecodeError, RecursionError):
         params = None
     if not isinstance(params, dict):
         raise ConfigError(f"--params must be a JSON object like '{{\"hidden\": [128, 64]}}', got {text!r}",
@@ -94,7 +97,7 @@ def from_task(home: Home, path: Path, metadata: dict[str, str]) -> Architecture:
         raise ConfigError(f"{path} names no task in its metadata; {hint}", reason="no_task")
     if not home.ledger.exists():
         raise ConfigError(f"{path} names task {task_id[:12]} but {home.root} has no ledger; {hint}", reason="no_task")
-    chain = Chain.open(home.ledger, create=False, verify=False)
+    chain = read_ledger(home)
     try:
         record = chain.state.tasks.get(task_id)
     finally:
