@@ -1,7 +1,7 @@
 """Ledger speed: actor restart, full `chain verify`, and durable import, on synthetic chains.
 
 Each block is a real task block made by the project's proposal and signing code
-(tests/builders.py): 3 signed submissions, 4 validators' signed votes on each, the
+(tests/builders.py): 3 signed submissions, 4 validators' signed ballots (a vote on each), the
 task's posting and its payouts. Figures are the median of 3 runs with their spread.
 Beside each wall-clock figure is the CPU time it took (this process and its workers)
 and its idle-core bound: the best figure that CPU work allows on this many idle cores

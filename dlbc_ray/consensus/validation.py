@@ -23,6 +23,7 @@ from dlbc_ray.consensus.baas import (
 from dlbc_ray.consensus.decision import Decision, decide
 from dlbc_ray.consensus.settlement import compute_settlement, debit_escrow
 from dlbc_ray.consensus.state import ChainState
+from dlbc_ray.consensus.verdicts import find_envelope_fault
 from dlbc_ray.consensus.difficulty import compute_standing_difficulty
 from dlbc_ray.errors import ConsensusError, InvalidBlock, NoQuorum
 from dlbc_ray.schema.base import MAX_AMOUNT
@@ -114,18 +115,11 @@ def validate_roots(block: Block) -> None:
 
 
 def validate_submission(signed: Signed[Submission], header: BlockHeader) -> Submission:
-    s = signed.message
-    if signed.chain_id != header.chain_id:
-        raise _fail(header, "submission_chain", f"submission {s.commit[:12]} is signed for another chain")
-    if signed.signer != s.miner:
-        raise _fail(header, "submission_signer", f"submission {s.commit[:12]} not signed by its miner")
-    if not crypto.is_valid_signature(signed):
-        raise _fail(header, "submission_signature", f"submission {s.commit[:12]} signature does not verify")
-    if s.task_id != header.task_id:
-        raise _fail(header, "submission_task", f"submission {s.commit[:12]} is for another task")
-    if s.commit != crypto.compute_commit(s.model_hash, s.miner, s.task_id):
-        raise _fail(header, "commit", f"submission {s.commit[:12]} commit is not H(model_hash|miner|task)")
-    return s
+    """The envelope rules every validator applied (``find_envelope_fault``), each by its reason."""
+    fault = find_envelope_fault(signed, header.task_id or "", header.chain_id)
+    if fault is not None:
+        raise _fail(header, fault[0], f"submission {signed.message.commit[:12]}: {fault[2]}")
+    return signed.message
 
 
 def validate_submissions(block: Block) -> list[Submission]:

@@ -15,20 +15,33 @@ from dlbc_ray.schema.rounds import SubmissionArrival
 from dlbc_ray.schema.submission import Reveal
 
 Judgement = tuple[Verdict, str]
+EnvelopeFault = tuple[str, Verdict, str]  # (the ledger's reason, the validator's verdict, message)
+
+
+def find_envelope_fault(signed: Signed[Submission], task_id: str, chain_id: str) -> EnvelopeFault | None:
+    """Signed for this chain by the miner it names, for this task, with a correctly formed commit.
+
+    One rule for everyone: validators turn a fault into their verdict, the consensus
+    actor drops such a submission on arrival, and the ledger refuses a block holding one.
+    """
+    s = signed.message
+    if signed.chain_id != chain_id:
+        return "submission_chain", Verdict.WRONG_CHAIN, f"signed for chain {signed.chain_id[:12]}"
+    if signed.signer != s.miner:
+        return "submission_signer", Verdict.BAD_SIGNATURE, "not signed by the miner it names"
+    if not crypto.is_valid_signature(signed):
+        return "submission_signature", Verdict.BAD_SIGNATURE, "signature does not verify for the named miner"
+    if s.task_id != task_id:
+        return "submission_task", Verdict.WRONG_TASK, f"submitted for task {s.task_id[:12]}"
+    if s.commit != crypto.compute_commit(s.model_hash, s.miner, s.task_id):
+        return "commit", Verdict.BAD_COMMIT, "commit is not H(model_hash | miner | task_id)"
+    return None
 
 
 def check_envelope(signed: Signed[Submission], task_id: str, chain_id: str) -> Judgement | None:
-    """Signed for this chain by the miner it names, for this task, with a correctly formed commit."""
-    s = signed.message
-    if signed.chain_id != chain_id:
-        return Verdict.WRONG_CHAIN, f"signed for chain {signed.chain_id[:12]}"
-    if signed.signer != s.miner or not crypto.is_valid_signature(signed):
-        return Verdict.BAD_SIGNATURE, "signature does not verify for the named miner"
-    if s.task_id != task_id:
-        return Verdict.WRONG_TASK, f"submitted for task {s.task_id[:12]}"
-    if s.commit != crypto.compute_commit(s.model_hash, s.miner, s.task_id):
-        return Verdict.BAD_COMMIT, "commit is not H(model_hash | miner | task_id)"
-    return None
+    """The validator's verdict on a submission's envelope (``find_envelope_fault``), or None."""
+    fault = find_envelope_fault(signed, task_id, chain_id)
+    return None if fault is None else (fault[1], fault[2])
 
 
 def check_timing(arrival: SubmissionArrival, deadline_ms: int) -> Judgement | None:

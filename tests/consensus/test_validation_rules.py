@@ -428,11 +428,12 @@ def test_every_named_reason_has_a_test_that_expects_it() -> None:
     import dlbc_ray.consensus as package
 
     root = Path(package.__file__).parent
-    sources = "".join((root / name).read_text() for name in ("validation.py", "state.py", "ballot.py"))
+    sources = "".join((root / name).read_text() for name in ("validation.py", "state.py", "ballot.py", "verdicts.py"))
     reasons = set(re.findall(r'_fail\(\s*(?:[a-z_.]+,\s*)?"([a-z_]+)"', sources))
-    reasons |= set(re.findall(r'^\s*return "([a-z_]+)", f?"', sources, re.M))
+    reasons |= set(re.findall(r'^\s*return "([a-z_]+)", (?:Verdict\.[A-Z_]+, )?f?"', sources, re.M))
     reasons |= set(re.findall(r'\(.*?, "([a-z_]+)", "', sources))
-    assert {"partial_ballot", "late_round", "transfer_chain", "fusion_vote_round", "body"} <= reasons  # the scan works
+    assert {"partial_ballot", "late_round", "transfer_chain", "fusion_vote_round", "body",
+            "submission_chain", "commit"} <= reasons  # the scan works
     tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
     untested = sorted(r for r in reasons if f'"{r}"' not in tests)
     assert not untested, f"reasons no test in tests/consensus expects: {untested}"
