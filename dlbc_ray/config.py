@@ -95,6 +95,8 @@ class ConsensusConfig(_Config):
     grace_s: float = Field(default=0.2, ge=0, description="PoLe: after the first submission claiming the "
                            "target, how long the window stays open for near-ties")
     max_attempts: int = Field(default=3, ge=1, description="rounds a task may fail (no quorum, no submissions)")
+    allow_task_code: bool = Field(default=False, description="run tasks that ship their own code "
+                                  "(`dlbc-ray up --allow-task-code`); off: such a task is refused at submission")
     ranking: RankingWeights = RankingWeights()
 
 

@@ -7,14 +7,10 @@ Checks that can fail on user input run before anything is written to the home.
 from __future__ import annotations
 
 import logging
-import math
-import os
-import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -23,33 +19,23 @@ from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, is_ready
 from dlbc_ray.actors.consensus import StandingTemplate
 from dlbc_ray.actors.rounds import TaskData, miner_policy, now_ms
-from dlbc_ray.actors.names import NAMESPACE
 from dlbc_ray.config import NetworkConfig, TaskDefaults
 from dlbc_ray.consensus import make_genesis
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ConfigError, DLBCError
-from dlbc_ray.home import Home, check_chain_choice
-from dlbc_ray.keystore import key_path, load_key, load_or_create_key
-from dlbc_ray.localhead import LOOPBACK, check_token_file, keep_loopback_driver
-from dlbc_ray.ledger import Chain, ledger_status, verify_chain
-from dlbc_ray.schema import Allocation, ChainParams, DatasetSpec, ModelSpec, Signed, Task
+from dlbc_ray.errors import DLBCError
+from dlbc_ray.home import Home
+from dlbc_ray.ledger import ledger_status, verify_chain
+from dlbc_ray.runtime.identities import Identities, check_home, genesis_params, load_identities
+from dlbc_ray.runtime.raystart import (Placement, check_resources, configure_ray_auth, ensure_home_token,
+                                       local_resources, share_cpus, start_local_ray)
+from dlbc_ray.schema import DatasetSpec, ModelSpec, Signed, Task
 from dlbc_ray.schema.rounds import RoundReport, RoundStatus
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Identities:
-    consensus: Identity
-    requester: Identity
-    treasury: Identity
-    miners: list[Identity]
-    validators: list[Identity]
-
-    def names(self) -> dict[str, str]:
-        everyone = [self.consensus, self.requester, self.treasury, *self.miners, *self.validators]
-        return {i.public_key: i.name for i in everyone}
+__all__ = ["DemoResult", "Identities", "Network", "Role", "TaskData", "assemble", "check_home", "configure_ray_auth",
+           "dataset_spec", "ensure_home_token", "genesis_params", "load_identities", "local_resources", "make_task",
+           "run_demo", "run_round", "standing_template", "start_local_ray", "teardown"]
 
 
 @dataclass
@@ -60,7 +46,7 @@ class Network:
     validators: list[Member]
     identities: Identities
     chain_id: str
-    owns_ray: bool = False
+    groups: list[list[str]] = field(default_factory=list)
 
     def actors(self) -> list[Any]:
         return [self.consensus, self.ledger, *(m.handle for m in self.miners + self.validators)]
@@ -75,147 +61,6 @@ class DemoResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------ identities
-
-
-def _names(prefix: str, n: int) -> list[str]:
-    return [f"{prefix}-{i}" for i in range(n)]
-
-
-def check_home(home: Home, cfg: NetworkConfig, *, pole: bool = False, new_chain: bool = False) -> ChainParams | None:
-    """Refuse a home whose existing chain this config cannot continue, or whose ledger vanished; writes nothing."""
-    check_chain_choice(home, new_chain=new_chain)
-    if ledger_status(home.ledger) != "chain":
-        return None
-    params = _check_validators(home, cfg)
-    if pole and params.retarget is None:
-        raise ConfigError(f"the chain in {home.root} was made without PoLe difficulty; use a fresh --home",
-                          reason="pole")
-    if pole and params.treasury != load_key(home, "treasury").public_key:
-        raise ConfigError(f"key 'treasury' in {home.keys} is not this chain's treasury", reason="pole")
-    if pole and params.retarget and params.retarget.target_interval_s != cfg.pole.target_interval_s:
-        raise ConfigError(f"the chain in {home.root} keeps blocks {params.retarget.target_interval_s:g} s apart; "
-                          f"--target-interval {cfg.pole.target_interval_s:g} needs a fresh --home", reason="pole")
-    return params
-
-
-def _check_validators(home: Home, cfg: NetworkConfig) -> ChainParams:
-    chain = Chain.open(home.ledger, create=False, verify=False)
-    params = chain.state.params
-    chain.close()
-    wanted = _names("validator", cfg.validators)
-    if len(params.validators) != len(wanted):
-        raise ConfigError(f"the chain in {home.root} has {len(params.validators)} validators; "
-                          f"--validators {cfg.validators} cannot continue it", reason="validator_set")
-    keys = [load_key(home, n).public_key for n in wanted if key_path(home, n).exists()]
-    if set(keys) - set(params.validators) or len(keys) != len(wanted):
-        raise ConfigError(f"validator keys in {home.keys} do not match the chain's validator set",
-                          reason="validator_set")
-    if load_key(home, "consensus").public_key != params.proposer:
-        raise ConfigError(f"key 'consensus' in {home.keys} is not this chain's proposer", reason="proposer")
-    return params
-
-
-def load_identities(home: Home, cfg: NetworkConfig) -> Identities:
-    """Keys for every role: all existing ones are checked first, then missing ones created (0600)."""
-    miners, validators = _names("miner", cfg.miners), _names("validator", cfg.validators)
-    everyone = ["consensus", "requester", "treasury", *miners, *validators]
-    loaded = {n: load_key(home, n) for n in everyone if key_path(home, n).exists()}
-    keys = {n: loaded.get(n) or load_or_create_key(home, n) for n in everyone}
-    return Identities(consensus=keys["consensus"], requester=keys["requester"], treasury=keys["treasury"],
-                      miners=[keys[n] for n in miners], validators=[keys[n] for n in validators])
-
-
-def genesis_params(ids: Identities, cfg: NetworkConfig, created_ms: int) -> ChainParams:
-    allocations = [Allocation(account=ids.requester.public_key, amount=cfg.genesis_balance)]
-    allocations += [Allocation(account=m.public_key, amount=cfg.miner_stake) for m in ids.miners if cfg.miner_stake]
-    allocations += [Allocation(account=ids.treasury.public_key, amount=cfg.pole.treasury)] if cfg.pole.treasury else []
-    return ChainParams(proposer=ids.consensus.public_key, validators=tuple(v.public_key for v in ids.validators),
-                       max_faulty=cfg.consensus.max_faulty, validator_fee_bps=cfg.consensus.validator_fee_bps,
-                       theft_penalty=cfg.protection.theft_penalty, retarget=cfg.pole.retarget(),
-                       treasury=ids.treasury.public_key, block_reward=cfg.pole.block_reward,
-                       allocations=tuple(allocations), created_ms=created_ms)
-
-
-# ------------------------------------------------------------------------- Ray
-
-
-def configure_ray_auth(home: Home, *, local: bool) -> None:
-    """Token auth for a cluster we start ourselves, with a token kept in the home (mode 0600).
-
-    The mode must be ``token`` (``dlbc_ray.cli`` decides it before Ray is imported); any
-    other is refused unless the CLI's ``--insecure-no-auth`` set ``DLBC_INSECURE_NO_AUTH``.
-    Connecting to another cluster uses whatever token the user configured for it.
-    """
-    if not local:
-        return
-    mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if mode.strip().lower() != "token":
-        if os.environ.get("DLBC_INSECURE_NO_AUTH") == "1":
-            return
-        raise ConfigError(f"RAY_AUTH_MODE={mode[:40]!r} would start Ray without token auth; unset it, or pass "
-                          "--insecure-no-auth", reason="auth")
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return
-    given = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(check_token_file(Path(given)) if given else ensure_home_token(home))
-
-
-def ensure_home_token(home: Home) -> Path:
-    """The home's Ray token file, made (random, 0600 in a 0700 folder) if missing; refused if others can read it."""
-    path = home.ray_token
-    if os.path.lexists(path):
-        return check_token_file(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
-    return path
-
-
-def start_local_ray(home: Home, cfg: NetworkConfig, *, object_store_mb: int | None = None) -> bool:
-    """A private single-node Ray for this process, on 127.0.0.1 only; returns whether we started it.
-
-    Without ``_node_ip_address`` Ray's servers bind every interface; Ray rewrites a loopback
-    node address to the machine's IP unless ``keep_loopback_driver`` says otherwise.
-    """
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    configure_ray_auth(home, local=True)
-    keep_loopback_driver()
-    ray.init(address="local", num_cpus=cfg.ray_num_cpus or os.cpu_count(), include_dashboard=False,
-             _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK,
-             namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
-             resources=local_resources(cfg), object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
-    return True
-
-
-def local_resources(cfg: NetworkConfig) -> dict[str, float]:
-    """A single-node cluster we start hosts every miner and validator."""
-    return {"dlbc_miner": float(cfg.miners), "dlbc_validator": float(cfg.validators)}
-
-
-def check_resources(cfg: NetworkConfig) -> None:
-    """Refuse, up front, a cluster that can never host these actors."""
-    have = ray.cluster_resources()
-    for what, need in [*((k, v * cfg.miners) for k, v in cfg.miner.resources.items()),
-                       *((k, v * cfg.validators) for k, v in cfg.validator.resources.items()),
-                       ("GPU", cfg.miner.num_gpus * cfg.miners)]:
-        if need and have.get(what, 0.0) < need:
-            raise ConfigError(f"this Ray cluster has {have.get(what, 0.0):g} '{what}' but the network needs {need:g}; "
-                              f"start nodes with that resource (see cluster.yaml)", reason="resources")
-
-
-def share_cpus(cfg: NetworkConfig) -> NetworkConfig:
-    """Miners with no explicit num_cpus split the free CPUs equally (validators idle meanwhile)."""
-    if cfg.miner.num_cpus is not None:
-        return cfg
-    total = float(ray.available_resources().get("CPU", 1.0))
-    share = max(0.1, math.floor(100 * total / cfg.miners) / 100)
-    return cfg.model_copy(update={"miner": cfg.miner.model_copy(update={"num_cpus": share})})
-
-
 @dataclass(frozen=True)
 class Role:
     """Who plays a named miner or validator: another actor class (an adversary) and its extra arguments."""
@@ -225,11 +70,16 @@ class Role:
 
 
 def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | None = None,
-             roles: dict[str, Role] | None = None) -> Network:
+             roles: dict[str, Role] | None = None, *, detached: bool = False,
+             standing: StandingTemplate | None = None) -> Network:
     """Spawn ledger, miners, validators and consensus; tell validators each miner's watermark key.
 
-    ``roles`` swaps in other actor classes by identity name (the adversary suite's honest-
-    looking miners and validators); everyone else is honest.
+    The one spawn path. ``detached``: a long-lived network (``dlbc-ray up``): named actors
+    that outlive this driver, ledger and consensus pinned to this node, each miner group
+    gang-placed, consensus finding the others by name and mining by itself (``standing``:
+    PoLe's task when idle). Otherwise anonymous actors that end with this driver, all
+    started side by side (a demo, a test). ``roles`` swaps in other actor classes by
+    identity name (the adversary suite's honest-looking miners and validators).
     """
     # torch loads here, in the driver only for the validators' and miners' classes, once Ray is already starting
     from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
@@ -240,22 +90,39 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     check_resources(cfg)
     cfg = share_cpus(cfg)
     when = genesis_ms or now_ms()
-    has_chain = ledger_status(home.ledger) == "chain"
-    genesis = None if has_chain else make_genesis(genesis_params(ids, cfg, when), ids.consensus, when)
-    ledger = spawn_ledger(str(home.ledger), genesis)
-    proposer, marks = ids.consensus.public_key, miner_marks(ids)
-    miners = [spawn_miner(cfg.miner, i, cfg.protection, proposer=proposer, **options(i.name)) for i in ids.miners]
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, **options(i.name))
+    genesis = None if ledger_status(home.ledger) == "chain" else make_genesis(genesis_params(ids, cfg, when),
+                                                                              ids.consensus, when)
+    groups = miner_groups([m.name for m in ids.miners], cfg.miners_per_task)
+    place = Placement.for_network(cfg, groups, detached=detached)
+    kept = {"named": detached, "detached": detached}
+    ledger = spawn_ledger(str(home.ledger), genesis, **kept, **place.here)
+    if detached:  # consensus finds the ledger by name as it starts: it must answer first
+        get(ledger.head.remote(), timeout=120, what="ledger start")
+    proposer, marks, by_name = ids.consensus.public_key, miner_marks(ids), {m.name: m for m in ids.miners}
+    miners = [spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=proposer, **kept,
+                          **place.miner(index, slot), **options(name))
+              for index, group in enumerate(groups) for slot, name in enumerate(group)]
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, **kept, **options(i.name))
                   for i in ids.validators]
-    # Every actor is asked for before any is waited on: their processes start (and import) side by side.
-    consensus = spawn_consensus(cfg.consensus, ids.consensus, ledger, miners, validators, treasury=ids.treasury,
-                                policy=miner_policy(cfg.miner),
-                                groups=miner_groups([m.name for m in miners], cfg.miners_per_task))
+    if detached:  # ... and the miners and validators
+        _wait_started(miners, validators)
+    named = lambda ms: [Member(m.name, m.public_key, None) for m in ms] if detached else ms  # noqa: E731
+    # Anonymous: every actor is asked for before any is waited on, so their processes start (and import) side by side.
+    consensus = spawn_consensus(cfg.consensus, ids.consensus, None if detached else ledger, named(miners),
+                                named(validators), groups=groups, home=str(home.root) if detached else None,
+                                max_restarts=-1 if detached else 0, treasury=ids.treasury, standing=standing,
+                                policy=miner_policy(cfg.miner), **kept, **place.here)
     chain_id = get(ledger.head.remote(), timeout=120, what="ledger start")["chain_id"]
-    get([m.handle.info.remote() for m in miners] + [v.handle.info.remote() for v in validators], timeout=300,
-        what="miner and validator start")
+    if detached:
+        get(consensus.members.remote(), timeout=120, what="consensus start")  # constructed, scheduler running
+    else:
+        _wait_started(miners, validators)
     return Network(ledger=ledger, consensus=consensus, miners=miners, validators=validators, identities=ids,
-                   chain_id=chain_id)
+                   chain_id=chain_id, groups=groups)
+
+
+def _wait_started(miners: list[Member], validators: list[Member]) -> None:
+    get([m.handle.info.remote() for m in miners + validators], timeout=300, what="miner and validator start")
 
 
 def miner_marks(ids: Identities) -> dict[str, bytes]:
@@ -342,7 +209,6 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
         net = assemble(cfg, home, ids)  # the data loads meanwhile: the actors' processes are starting
         clock.lap("actors_s")
         bundle = loading.result()
-    net.owns_ray = owns
     try:
         data = TaskData(train=ray.put(bundle.train), test=ray.put(bundle.test))
         clock.lap("data_wait_s")

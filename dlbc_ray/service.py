@@ -22,11 +22,14 @@ import ray
 from pydantic import Field, ValidationError
 
 from dlbc_ray import localhead
-from dlbc_ray.actors._ray import Member, get
 from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name, placement_group_name, validator_name
+from dlbc_ray.actors.standing import StandingTemplate
 from dlbc_ray.config import NetworkConfig
 from dlbc_ray.errors import ConfigError, NetworkNotRunning
 from dlbc_ray.home import Home
+from dlbc_ray.network import assemble, standing_template
+from dlbc_ray.runtime.identities import check_home, load_identities
+from dlbc_ray.runtime.raystart import ensure_home_token, local_resources
 from dlbc_ray.schema.base import FrozenModel, Millis
 
 log = logging.getLogger(__name__)
@@ -69,8 +72,6 @@ def read_record(home: Home) -> NetworkRecord | None:
 
 def start_head(home: Home, cfg: NetworkConfig) -> localhead.LocalHead:
     """A private head on 127.0.0.1 for this home, with the home's token (0600)."""
-    from dlbc_ray.network import local_resources
-
     use_home_token(home)
     # Short: Ray's unix socket paths under the temp dir must stay under 108 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="dlbc-ray-", dir="/tmp"))
@@ -79,8 +80,6 @@ def start_head(home: Home, cfg: NetworkConfig) -> localhead.LocalHead:
 
 def use_home_token(home: Home) -> None:
     """Talk to this home's own local head with the home's token, whatever token the environment names."""
-    from dlbc_ray.network import ensure_home_token
-
     os.environ.pop("RAY_AUTH_TOKEN", None)
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_home_token(home))
 
@@ -147,14 +146,22 @@ def attach(home: Home, address: str | None = None) -> Any:
     return handle
 
 
+def ship_code(task_file: Path, task: Any) -> None:
+    """Upload the package a task file names (``code:``) to the attached cluster, as the task signs it."""
+    if task.code is None:
+        return
+    from dlbc_ray.actors.task_code import upload
+    from dlbc_ray.taskfile import read_task_file
+
+    upload(Path(read_task_file(task_file).code or ""), task.code)
+
+
 # --------------------------------------------------------------------- up / down
 
 
 def up(cfg: NetworkConfig, home: Home, *, address: str, new_chain: bool = False,
        on_stage: Callable[[str], None] = lambda text: None) -> tuple[NetworkRecord, bool]:
     """Start the network; returns (record, started). Against a live network, changes nothing."""
-    from dlbc_ray.network import check_home, load_identities
-
     check_home(home, cfg, new_chain=new_chain)
     record = read_record(home)
     if record and consensus_running(home, record):
@@ -170,7 +177,7 @@ def up(cfg: NetworkConfig, home: Home, *, address: str, new_chain: bool = False,
             return NetworkRecord(address=address, miners=[], validators=[], groups=[], started_ms=0), False
         ids = load_identities(home, cfg)
         on_stage(f"starting {cfg.miners} miners and {cfg.validators} validators")
-        groups = _spawn(cfg, home, ids)
+        groups = assemble(cfg, home, ids, detached=True, standing=_standing(cfg) if cfg.pole.enabled else None).groups
         came_up = True
     finally:
         if head and not came_up:  # a head we started for a network that never came up must not outlive us
@@ -203,75 +210,11 @@ def consensus_running(home: Home, record: NetworkRecord) -> bool:
     return consensus_handle() is not None
 
 
-class _PlacedRestartable(logging.Filter):
-    """Ray warns that a restartable actor in a placement group dies with the group. Ours are
-    detached groups removed only by `down`, which ends those actors on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "restartable detached actor with a placement group" not in record.getMessage()
-
-
-def _spawn(cfg: NetworkConfig, home: Home, ids: Any) -> list[list[str]]:
-    """Named detached actors: ledger and consensus pinned to this node, miners gang-placed per group."""
-    from ray.util.placement_group import placement_group
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
-
-    from dlbc_ray.actors.rounds import miner_policy
-    from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
-    from dlbc_ray.consensus import make_genesis
-    from dlbc_ray.ledger import ledger_status
-    from dlbc_ray.network import check_resources, genesis_params, miner_groups, miner_marks, share_cpus
-
-    check_resources(cfg)
-    cfg = share_cpus(cfg)
-    logging.getLogger("ray.actor").addFilter(_PlacedRestartable())
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    now = time.time_ns() // 10**6
-    genesis = None if ledger_status(home.ledger) == "chain" else make_genesis(genesis_params(ids, cfg, now),
-                                                                              ids.consensus, now)
-    ledger = spawn_ledger(str(home.ledger), genesis, named=True, detached=True, scheduling_strategy=here)
-    get(ledger.head.remote(), timeout=120, what="ledger start")
-    by_name = {i.name: i for i in ids.miners}
-    groups = miner_groups(list(by_name), cfg.miners_per_task)
-    miners: list[Member] = []
-    for index, group in enumerate(groups):
-        bundles = [_bundle(cfg) for _ in group]
-        pg = placement_group(bundles, strategy="PACK", name=placement_group_name(index), lifetime="detached")
-        if not pg.wait(timeout_seconds=120):
-            raise ConfigError(f"the cluster cannot place miner group {index}: each miner needs {bundles[0]}",
-                              reason="resources")
-        for slot, name in enumerate(group):
-            strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=slot)
-            miners.append(spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=ids.consensus.public_key,
-                                      named=True, detached=True,
-                                      scheduling_strategy=strategy))
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=miner_marks(ids), named=True, detached=True)
-                  for i in ids.validators]
-    get([m.handle.info.remote() for m in miners] + [v.handle.info.remote() for v in validators], timeout=300,
-        what="miner and validator start")
-    names_only = lambda ms: [Member(m.name, m.public_key, None) for m in ms]  # noqa: E731
-    standing = _standing(cfg) if cfg.pole.enabled else None
-    consensus = spawn_consensus(cfg.consensus, ids.consensus, None, names_only(miners), names_only(validators),
-                                groups=groups, home=str(home.root), named=True, detached=True, max_restarts=-1,
-                                treasury=ids.treasury, standing=standing, scheduling_strategy=here,
-                                policy=miner_policy(cfg.miner))
-    get(consensus.members.remote(), timeout=120, what="consensus start")  # constructed, scheduler running
-    return groups
-
-
-def _standing(cfg: NetworkConfig) -> Any:
+def _standing(cfg: NetworkConfig) -> StandingTemplate:
     """PoLe's standing task for a long-lived network: the default task's model and built-in data."""
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import standing_template
 
     return standing_template(cfg, load_builtin(cfg.task.dataset))
-
-
-def _bundle(cfg: NetworkConfig) -> dict[str, float]:
-    bundle = {"CPU": cfg.miner.num_cpus or 1.0, **cfg.miner.resources}
-    if cfg.miner.num_gpus:
-        bundle["GPU"] = cfg.miner.num_gpus
-    return bundle
 
 
 def down(home: Home, address: str | None = None) -> list[str]:

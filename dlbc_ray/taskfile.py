@@ -15,6 +15,8 @@ One schema (``version: 1``), the same in both syntaxes::
     fusion: winner              # optional: winner | fedavg | trimmed-mean | median | ensemble
     partition: none             # optional: none | iid | non-iid (BaaS: private miner shards)
     dirichlet_alpha: 0.5        # optional, only with partition: non-iid
+    code: ./mypkg               # optional: the task's own code, a package folder or .whl relative to this file;
+                                # model.name is then mypkg.module:factory (the network needs --allow-task-code)
 
 Every problem is one line (at most 300 characters) naming the file and the field, e.g.
 ``tasks/bad.yaml: reward: must be greater than 0``. Files are read within
@@ -37,7 +39,8 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import BUILTIN_DATASETS, DatasetBundle, load_builtin, load_file, split_hash
 from dlbc_ray.schema import DatasetSpec, ModelSpec, Task
-from dlbc_ray.schema.task import MAX_NAME_CHARS, MAX_PARAMS, FusionMode, ParamValue, Partition
+from dlbc_ray.models.taskcode import code_hash, code_spec
+from dlbc_ray.schema.task import MAX_NAME_CHARS, CodeSpec, MAX_PARAMS, FusionMode, ParamValue, Partition
 from dlbc_ray.untrusted import UntrustedInput, read_document
 
 TASK_FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -95,6 +98,20 @@ class TaskFile(_Strict):
     fusion: FusionMode = "winner"
     partition: Partition = "none"
     dirichlet_alpha: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
+    code: str | None = Field(default=None, min_length=1, max_length=MAX_DATASET_CHARS,
+                             description="a package folder or .whl relative to the file, shipped to every node")
+
+    @model_validator(mode="after")
+    def _net_in_code(self) -> TaskFile:
+        if self.code is None:
+            return self
+        from dlbc_ray.actors.task_code import import_name
+
+        package = import_name(Path(self.code).name)
+        if not self.model.name.startswith((package + ".", package + ":")):
+            raise ValueError(f"model.name: with code {Path(self.code).name!r} the net is named "
+                             f"{package}.module:factory, got {_short(self.model.name)}")
+        return self
 
     @model_validator(mode="after")
     def _known_metric(self) -> TaskFile:
@@ -152,7 +169,29 @@ def read_task_file(path: Path | str, *, limits: Limits = LIMITS) -> TaskFile:
                     f"{', '.join(BUILTIN_DATASETS)} (or give a .npz/.csv/.parquet file or an image folder)", reason="unknown_dataset")
     if taskfile.is_file_dataset:
         taskfile = taskfile.model_copy(update={"dataset": str(_resolve_dataset(path, taskfile.dataset))})
+    if taskfile.code is not None:
+        taskfile = taskfile.model_copy(update={"code": str(_resolve_code(path, taskfile.code))})
     return taskfile
+
+
+def _resolve_code(path: Path, code: str) -> Path:
+    """The task's code against the file's folder: a package folder (with ``__init__.py``) or a ``.whl``."""
+    resolved = _resolve_dataset(path, code)
+    if not resolved.exists():
+        raise _fail(path, "code", f"no such package folder or wheel {_short(code)}", reason="bad_code")
+    try:
+        code_hash(resolved)
+    except InvalidTask as e:
+        raise _fail(path, "code", str(e).split(": ", 1)[-1], reason=e.reason) from None
+    return resolved
+
+
+def _code_spec(taskfile: TaskFile) -> CodeSpec | None:
+    """The signed name and hash of the task's code (hashed again now: what is shipped is what is signed)."""
+    if taskfile.code is None:
+        return None
+    package, digest = code_spec(Path(taskfile.code))
+    return CodeSpec(package=package, hash=digest)
 
 
 def _resolve_dataset(path: Path, dataset: str) -> Path:
@@ -185,6 +224,10 @@ def check_model_fits(taskfile: TaskFile, bundle: DatasetBundle, *, origin: Path 
     """
     from dlbc_ray.models.nets import build_net, net_info
 
+    if taskfile.code is not None:
+        from dlbc_ray.actors.task_code import install_local
+
+        install_local(Path(taskfile.code))  # the requester's own process imports the code it ships
     try:
         net_info(taskfile.model.name)
     except InvalidTask as e:
@@ -303,7 +346,8 @@ def to_task(taskfile: TaskFile, requester_public_key: str, *, nonce: int, now_ms
         return Task(requester=requester_public_key, nonce=nonce,
                     model=ModelSpec(name=taskfile.model.name, params=dict(taskfile.model.params)), dataset=dataset,
                     metric=taskfile.metric, target=round(taskfile.target * SCORE_SCALE), reward=taskfile.reward,
-                    deadline_ms=deadline, max_epochs=taskfile.max_epochs, fusion=taskfile.fusion, created_ms=now_ms)
+                    deadline_ms=deadline, max_epochs=taskfile.max_epochs, fusion=taskfile.fusion, created_ms=now_ms,
+                    code=_code_spec(taskfile))
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "task"

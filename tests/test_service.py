@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dlbc_ray import localhead, network, service
+from dlbc_ray import localhead, service
 from dlbc_ray.config import NetworkConfig
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.home import Home
@@ -18,21 +18,22 @@ from dlbc_ray.home import Home
 def stubbed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     calls: dict[str, Any] = {"stopped": [], "spawn": None}
     head = localhead.LocalHead("127.0.0.1:1", "", 1, tmp_path)
-    monkeypatch.setattr(network, "check_home", lambda *a, **k: None)
+    monkeypatch.setattr(service, "check_home", lambda *a, **k: None)
     ids = SimpleNamespace(miners=[SimpleNamespace(name="m0")], validators=[])
-    monkeypatch.setattr(network, "load_identities", lambda *a, **k: ids)
+    monkeypatch.setattr(service, "load_identities", lambda *a, **k: ids)
     monkeypatch.setattr(service, "start_head", lambda home, cfg: head)
     monkeypatch.setattr(service, "connect", lambda home, address: None)
     monkeypatch.setattr(service, "consensus_handle", lambda: None)
     monkeypatch.setattr(service.ray, "shutdown", lambda: None)
     monkeypatch.setattr(localhead, "stop", lambda h: calls["stopped"].append(h))
 
-    def spawn(cfg: Any, home: Any, ids: Any) -> list[list[str]]:
+    def assemble(cfg: Any, home: Any, ids: Any, **kwargs: Any) -> Any:
+        assert kwargs["detached"] is True  # up's actors outlive the driver: the one spawn path, detached
         if calls["spawn"] is not None:
             raise calls["spawn"]
-        return [["m0"]]
+        return SimpleNamespace(groups=[["m0"]])
 
-    monkeypatch.setattr(service, "_spawn", spawn)
+    monkeypatch.setattr(service, "assemble", assemble)
     return calls
 
 

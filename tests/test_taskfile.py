@@ -439,3 +439,69 @@ def test_submit_of_a_bad_file_prints_one_line_exits_non_zero_and_writes_nothing(
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], result.stderr
     assert "Traceback" not in result.output and len(lines[0]) <= 310
     assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
+
+
+# ----------------------------------------------------------------------- the task's own code
+
+CUSTOM = Path(__file__).resolve().parents[1] / "examples" / "custom_model"
+SHIPPED = """\
+model: {name: dlbc_resnet.nets:resnet_small, params: {width: 8, blocks: 1}}
+code: pkg/dlbc_resnet
+dataset: digits
+target: 0.2
+reward: 100
+deadline: 600
+max_epochs: 1
+"""
+
+
+def _shipped(tmp_path: Path, text: str = SHIPPED) -> Path:
+    shutil.copytree(CUSTOM / "dlbc_resnet", tmp_path / "pkg" / "dlbc_resnet",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "bare" / "dlbc_resnet").mkdir(parents=True)  # a folder that is no package
+    (tmp_path / "task.yaml").write_text(text)
+    return tmp_path / "task.yaml"
+
+
+def test_a_task_with_code_signs_its_hash_and_keeps_the_path_off_chain(tmp_path: Path) -> None:
+    from dlbc_ray.actors.task_code import _unload
+    from dlbc_ray.models.taskcode import code_hash
+
+    path = _shipped(tmp_path)
+    try:
+        taskfile, bundle = load_task_with_data(path)
+        task = to_task(taskfile, REQUESTER.public_key, nonce=1, now_ms=NOW_MS, bundle=bundle)
+    finally:
+        _unload("dlbc_resnet")
+    assert task.code is not None and task.code.package == "dlbc_resnet"
+    assert task.code.hash == code_hash(CUSTOM / "dlbc_resnet")
+    assert str(tmp_path) not in task.model_dump_json() and "pkg" not in task.model_dump_json()
+    plain = to_task(load_task_file(EXAMPLES / "digits-mlp.yaml"), REQUESTER.public_key, nonce=1, now_ms=NOW_MS,
+                    bundle=load_builtin("digits"))
+    assert plain.code is None
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("code: pkg/dlbc_resnet", "code: gone/dlbc_resnet"),
+     "task.yaml: code: no such package folder or wheel 'gone/dlbc_resnet'"),
+    (("code: pkg/dlbc_resnet", "code: bare/dlbc_resnet"),
+     "task.yaml: code: task code must be a package folder (with __init__.py)"),
+    (("dlbc_resnet.nets:resnet_small", "mlp"), "task.yaml: model.name: with code 'dlbc_resnet' the net is named "
+                                               "dlbc_resnet.module:factory, got 'mlp'"),
+    (("dlbc_resnet.nets:resnet_small", "other.nets:f"), "task.yaml: model.name: with code 'dlbc_resnet'"),
+    (("code: pkg/dlbc_resnet", "code: ''"), "task.yaml: code: String should have at least 1 character"),
+])
+def test_bad_code_fails_in_one_line_naming_the_field(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    path = _shipped(tmp_path, SHIPPED.replace(*change))
+    with pytest.raises(InvalidTask) as info:
+        read_task_file(path)
+    assert str(info.value).split(str(tmp_path) + "/")[-1].startswith(expected), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_link_inside_the_code_is_refused(tmp_path: Path) -> None:
+    path = _shipped(tmp_path)
+    (tmp_path / "pkg" / "dlbc_resnet" / "evil.py").symlink_to("/etc/hostname")
+    with pytest.raises(InvalidTask, match="code: .*may not hold symbolic links") as info:
+        read_task_file(path)
+    assert info.value.reason == "bad_code"

@@ -23,6 +23,7 @@ from typing import Any
 from dlbc_ray import crypto
 from dlbc_ray.actors import delivery
 from dlbc_ray.actors import pool as task_pool
+from dlbc_ray.actors import task_code
 from dlbc_ray.actors._ray import Member, current_actor, get, get_retrying, named_actor, resolve
 from dlbc_ray.actors.delivery import Artifact
 from dlbc_ray.actors.names import LEDGER_NAME, NAMESPACE, miner_name, validator_name
@@ -151,6 +152,7 @@ class Consensus:
         spec = crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
         task_pool.check_data(spec.dataset, train, test)
+        task_code.install(spec.code, allowed=self.cfg.allow_task_code)  # the queue prices the task's own net
         if get_objective(spec.metric).kind != "classification":  # on the wire any name: admitted only if scorable
             raise InvalidTask(f"metric {spec.metric!r} is not a classification objective", reason="bad_metric")
         if task_id not in self.pool and escrow.get_posting(self.snapshot(), task_id) == "new":
@@ -213,6 +215,7 @@ class Consensus:
 
     def _round(self, task: Signed[Task], data: TaskData, miners: Sequence[Member]) -> RoundReport:
         task_id = crypto.message_hash(crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester))
+        task_code.check_allowed(task.message.code, self.cfg.allow_task_code)  # also a task adopted from the chain
         started = time.perf_counter()
         base = self.snapshot()
         state = RoundState(task_id, compute_round_id(task_id, base.head_hash, time.time_ns()))

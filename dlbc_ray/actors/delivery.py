@@ -32,8 +32,10 @@ def winner_artifact(decision: Decision, arrivals: Sequence[SubmissionArrival], r
 
 def fused_artifact(task: Task, block: Block, result: RoundResult, fetch: Callable[[Any], Any]) -> Artifact:
     """BaaS: the contributors fused again (the same bytes validators fused); ``fetch`` reads a weights ref."""
+    from dlbc_ray.actors.task_code import install
     from dlbc_ray.models import baas
 
+    install(task.code)  # the coordinator builds the task's net to fuse it
     contributors = block.fusion_votes[0].message.contributors
     by_commit = {a.signed.message.commit: a for a in result.arrivals}
     parts = []

@@ -26,6 +26,7 @@ import ray
 import torch
 
 from dlbc_ray import crypto
+from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.consensus.transcript import TranscriptHeader, compute_hyperparameters, compute_training_seed
@@ -148,6 +149,7 @@ class Miner:
         """Train the task's model on ``data`` (or this miner's private shard) and return the signed
         submission and its weights."""
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
+        install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
         task_id = crypto.message_hash(spec)
         data = private_shard(self.identity, spec, task_id, ctx, self.cfg.data_dir) if ctx.shards else data
         check_inputs(spec, task_id, data, ctx)

@@ -25,6 +25,7 @@ import torch
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import get
+from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.verdicts import (Judgement, check_envelope, check_provenance, check_reuse, check_reveal,
@@ -103,6 +104,7 @@ class Validator:
         """One signed ballot: a vote per submission, in arrival order; with ``audits``, each training transcript too."""
         audits = self._resolve_audits(audits)
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
+        install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
         clock, judged = _Clock(), []
@@ -128,6 +130,7 @@ class Validator:
         """BaaS: fuse the accepted models (each unmapped with its revealed seed), score it and each
         leave-one-out fusion on the test split, and sign what it found."""
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
+        install_task_code(spec.code)
         parts = []
         for arrival, ref in zip(contributors, weight_refs):
             weights = self._fetch(ref)

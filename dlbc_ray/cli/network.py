@@ -32,6 +32,9 @@ def up(
     miners_per_task: Annotated[int, typer.Option(help="Miners per group; groups mine tasks in parallel. "
                                                       "0 = all miners on every task.")] = 0,
     pole: Annotated[bool, typer.Option("--pole", help="When no task waits, mine PoLe's standing task.")] = False,
+    allow_task_code: Annotated[bool, typer.Option("--allow-task-code", help="Run tasks that ship their own code "
+                                                  "(a package shipped through Ray; miners and validators run "
+                                                  "it). Off: such tasks are refused.")] = False,
     home: HomeOpt = None,
     new_chain: NewChainOpt = False,
 ) -> None:
@@ -41,7 +44,8 @@ def up(
     miner = DEFAULT.miner.model_copy(update={"num_gpus": miner_gpus})
     try:
         cfg = network_config(miners=miners, validators=validators, miners_per_task=miners_per_task,
-                             miner=miner.model_dump(), pole={**DEFAULT.pole.model_dump(), "enabled": pole})
+                             miner=miner.model_dump(), pole={**DEFAULT.pole.model_dump(), "enabled": pole},
+                             consensus={**DEFAULT.consensus.model_dump(), "allow_task_code": allow_task_code})
     except ConfigError as e:
         raise ConfigError(f"--{e.message}", reason=e.reason) from None
     h = resolve_home(home)

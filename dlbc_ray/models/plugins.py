@@ -27,7 +27,7 @@ from torch import nn
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.probe import Footprint, Probe, found_layers, probe
 
-__all__ = ["ENTRY_POINT_GROUP", "NETS", "Footprint", "NetInfo", "Probe", "available", "checked_params", "entry",
+__all__ = ["ENTRY_POINT_GROUP", "NETS", "Footprint", "NetInfo", "Probe", "available", "checked_params", "entry", "forget_package",
            "info_from", "is_width", "net_factory", "net_info", "probe", "register_net"]
 
 ENTRY_POINT_GROUP = "dlbc_ray.nets"
@@ -147,6 +147,16 @@ def _from_module(name: str) -> NetInfo:
         raise InvalidTask(f"net '{name}': '{attr}' is not marked as a net factory (decorate it with "
                           "dlbc_ray.models.nets.net_factory)", reason="unknown_net")
     return info_from(name, obj, f"module {module}")
+
+
+def forget_package(package: str) -> None:
+    """Drop what this process learned about nets named ``package.module:factory`` (a new version arrives)."""
+    from dlbc_ray.models.probe import forget
+
+    names = [n for n in _FOUND if n.startswith((package + ".", package + ":"))]
+    for name in names:
+        del _FOUND[name]
+    forget(names)
 
 
 def available() -> list[tuple[NetInfo | None, str, str]]:

@@ -56,6 +56,14 @@ def found_layers(name: str) -> tuple[str, str] | None:
     return _LAYERS.get(name)
 
 
+def forget(names: list[str]) -> None:
+    """Drop the probes and layers found for these net names (their code is being replaced)."""
+    for key in [k for k in _PROBES if k[0] in names]:
+        del _PROBES[key]
+    for name in names:
+        _LAYERS.pop(name, None)
+
+
 def probe(info: NetInfo, kwargs: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Probe:
     """Build ``info``'s net on the meta device (no memory), run one sample, and find its special layers."""
     key = (info.name, info.source, _frozen(kwargs), input_shape, n_classes)

@@ -3,17 +3,20 @@
 The hash covers every file that Ray would ship (``py_modules``): relative paths and bytes, in
 sorted order, caches and VCS folders left out; a wheel is hashed as its bytes. A node that is
 about to run the code hashes what it received and refuses it when the hash differs from the
-task's. Nothing here runs the code. Wiring it into tasks and actors is described in
-``runtime_env`` and in the notes of issue 12.
+task's. Nothing here runs the code or talks to Ray: ``dlbc_ray.actors.task_code`` ships
+the archive to the cluster's storage under ``code_uri`` (a Ray ``runtime_env`` py_modules
+URI) and installs it in a node's process after checking this hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 from pathlib import Path
-from typing import Any
 
 from dlbc_ray.errors import InvalidTask
+from dlbc_ray.schema.task import CodeSpec
 
 CODE_DOMAIN = b"dlbc/task-code/v1|"
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".mypy_cache", ".pytest_cache", ".ruff_cache", "build", "dist"})
@@ -56,30 +59,68 @@ def code_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_allowed(code: CodeSpec | None, allowed: bool) -> None:
+    """Refuse a task that ships code where the operator did not allow it, in one line that says how to."""
+    if code is not None and not allowed:
+        raise InvalidTask(f"this task ships its own code ({code.package}); {ENABLE_HINT}", reason="task_code_off")
+
+
 def check_code(path: Path, expected: str, *, allowed: bool) -> None:
     """Refuse to run task code unless the operator allowed it and it hashes to what the task signed."""
-    if not allowed:
-        raise InvalidTask(f"this task ships its own code; {ENABLE_HINT}", reason="task_code_off")
+    check_allowed(CodeSpec(package=Path(path).name, hash=expected), allowed)
     found = code_hash(path)
     if found != expected:
-        raise InvalidTask(f"{path}: task code hashes to {found[:16]}, the task signed {expected[:16]}; a file changed",
-                          reason="code_mismatch")
+        raise InvalidTask(f"task code {Path(path).name} hashes to {found[:16]}, the task signed {expected[:16]}; "
+                          "a file changed", reason="code_mismatch")
 
 
-def runtime_env(path: Path) -> dict[str, Any]:
-    """The Ray ``runtime_env`` that ships the package to an actor or task started with it.
+def code_uri(expected: str, package: str) -> str:
+    """Where the cluster keeps the package: a Ray ``runtime_env`` ``py_modules`` URI named by the signed hash."""
+    name = f"_ray_pkg_{expected[:32]}"
+    return f"gcs://{name}/{package}" if package.endswith(".whl") else f"gcs://{name}.zip"
 
-    Ray takes local folders only in ``ray.init``; for one actor or task the package must be
-    uploaded first (to the cluster's GCS, under Ray's own content-hash URI), as ``ray.init``
-    does. Needs a connected driver. (A Ray call: it belongs behind ``actors/_ray.py``.)
-    """
-    import tempfile
 
-    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+def code_spec(path: Path) -> tuple[str, str]:
+    """``(package, hash)`` of a package folder or wheel: its import or file name, and ``code_hash``."""
+    path = Path(path)
+    return path.name, code_hash(path)
 
-    with tempfile.TemporaryDirectory(prefix="dlbc-code-") as scratch:
-        return upload_py_modules_if_needed({"py_modules": [str(Path(path).resolve())]}, include_gitignore=False,
-                                           scratch_dir=scratch)
+
+def archive(path: Path) -> bytes:
+    """What is shipped: the wheel's bytes, or a zip of exactly the files ``code_hash`` covers, under the
+    package's own folder name (as Ray zips a ``py_modules`` folder), with fixed timestamps."""
+    path = Path(path)
+    if path.suffix == ".whl":
+        return path.read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in code_files(path):
+            info = zipfile.ZipInfo(f"{path.name}/{file.relative_to(path).as_posix()}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, file.read_bytes(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, package: str, dest: Path) -> Path:
+    """Write a shipped archive under ``dest`` and return what to put on ``sys.path``'s front: the folder that
+    holds the package, or the wheel itself (pure-Python wheels import from the zip). Refuses escaping names."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if len(data) > MAX_CODE_BYTES:
+        raise InvalidTask(f"task code {package}: {len(data):,} bytes is over the limit", reason="too_large")
+    if package.endswith(".whl"):
+        (dest / package).write_bytes(data)
+        return dest / package
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = zf.namelist()
+            if any(n.startswith(("/", "\\")) or ".." in Path(n).parts or Path(n).parts[:1] != (package,)
+                   for n in names) or sum(i.file_size for i in zf.infolist()) > MAX_CODE_BYTES:
+                raise InvalidTask(f"task code {package}: the archive holds paths outside the package",
+                                  reason="bad_code")
+            zf.extractall(dest)
+    except zipfile.BadZipFile:
+        raise InvalidTask(f"task code {package}: not a zip archive", reason="bad_code") from None
+    return dest
 
 
 def _check_size(path: Path, size: int) -> None:

@@ -17,6 +17,7 @@ MAX_WIDTH = 2**31 - 1
 MAX_CLASSES = 100_000
 MAX_EXAMPLES = 2**40
 MAX_INPUT_RANK = 4
+PACKAGE = r"^([A-Za-z_][A-Za-z0-9_]*|[A-Za-z_][A-Za-z0-9_.+-]*\.whl)$"  # an import name, or a wheel's file name
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$")]
 ParamInt = Annotated[int, Field(ge=-MAX_WIDTH, le=MAX_WIDTH)]
@@ -49,6 +50,15 @@ class DatasetSpec(FrozenModel):
     dirichlet_alpha: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
 
 
+class CodeSpec(FrozenModel):
+    """The requester's own code: one package folder or wheel, shipped to every node through Ray
+    (``runtime_env`` py_modules URI ``models.taskcode.code_uri(hash, package)``)."""
+
+    package: Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS, pattern=PACKAGE)] = Field(
+        description="the folder's import name or the wheel's file name; where it lives stays off chain")
+    hash: Hash = Field(description="dlbc_ray.models.taskcode.code_hash of what is shipped; nodes refuse anything else")
+
+
 class Task(FrozenModel):
     """Signed by the requester; its id is the hash of its canonical bytes."""
 
@@ -68,3 +78,5 @@ class Task(FrozenModel):
     kind: Literal["request", "standing"] = Field(
         default="request", description="standing: PoLe's open-ended task, target = the chain's difficulty")
     created_ms: Millis
+    code: CodeSpec | None = Field(default=None, description="the task's own code (runtime_env py_modules); "
+                                  "a network runs it only when started with --allow-task-code")

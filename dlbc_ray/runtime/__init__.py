@@ -1,0 +1,1 @@
+"""The runtime layer: starting Ray, the network's identities, assembling and driving a network."""
