@@ -70,7 +70,7 @@ def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | N
     """The first way a task block's round differs from its one honest encoding, or None.
 
     A round is named exactly when there are submissions; its window closed by the task's
-    ``deadline_ms``; ballots are whole, sorted, and none is a proven equivocator's.
+    ``deadline_ms``; ballots are whole, sorted, and none (nor any fusion vote) is a proven equivocator's.
     """
     commits = [s.message.commit for s in block.submissions]
     ballots = [b.message for b in block.ballots]
@@ -92,8 +92,8 @@ def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | N
     if any(a >= b for a, b in zip(liars, liars[1:])) or any(
             crypto.message_hash(a) >= crypto.message_hash(b) for a, b in pairs):
         return "evidence_order", "evidence is not one pair per validator, sorted, each pair by message hash"
-    if any(b.validator in set(liars) for b in ballots):
-        return "evidence", "the ballot of a validator proven to equivocate is counted in the block"
+    if any(b.validator in set(liars) for b in ballots) or any(f in set(liars) for f in fusers):
+        return "evidence", "a ballot or fusion vote of a validator proven to equivocate is in the block"
     return None
 
 

@@ -14,7 +14,7 @@ from dlbc_ray.consensus import decide, propose_task_block, propose_tx_block, val
 from dlbc_ray.consensus.proposal import make_genesis, seal
 from dlbc_ray.consensus.settlement import compute_settlement
 from dlbc_ray.errors import InvalidBlock
-from dlbc_ray.schema import Allocation, Block, PostTaskTx, Verdict
+from dlbc_ray.schema import Allocation, Block, EquivocationEvidence, PostTaskTx, Verdict
 from dlbc_ray.schema.base import MAX_AMOUNT
 from tests.builders import T0, World, fake_hash, resign
 
@@ -380,6 +380,19 @@ def test_a_fusion_vote_of_another_round_is_refused(world: World) -> None:
     signer = next(v for v in world.validators if v.public_key == first.message.validator)
     moved = world.sign(signer, first.message.model_copy(update={"round_id": fake_hash("another round")}))
     assert reason(_swap_fusion_vote(world, block, moved), world) == "fusion_vote_round"
+
+
+def test_an_equivocators_fusion_vote_stays_out_of_the_block(world: World) -> None:
+    """BaaS too: once a validator is proven to equivocate, neither its ballot nor its fusion vote may count."""
+    block = _fusion_block(world)
+    liar = block.ballots[-1]
+    other = world.resign_ballot(liar, votes=tuple(v.model_copy(update={"score": v.score + 1})
+                                                  for v in liar.message.votes))
+    pair = sorted((liar, other), key=lambda s: crypto.message_hash(s.message))
+    proof = EquivocationEvidence(first=pair[0], second=pair[1])
+    assert any(f.message.validator == liar.message.validator for f in block.fusion_votes)
+    cheat = with_body(world, block, ballots=block.ballots[:-1], evidence=(proof,))
+    assert reason(cheat, world) == "evidence"
 
 
 def test_a_transfer_signed_for_another_chain_is_refused(world: World) -> None:
