@@ -92,7 +92,8 @@ def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | N
     if any(a >= b for a, b in zip(liars, liars[1:])) or any(
             crypto.message_hash(a) >= crypto.message_hash(b) for a, b in pairs):
         return "evidence_order", "evidence is not one pair per validator, sorted, each pair by message hash"
-    if any(b.validator in set(liars) for b in ballots) or any(f in set(liars) for f in fusers):
+    culprits = set(liars)
+    if any(b.validator in culprits for b in ballots) or any(f in culprits for f in fusers):
         return "evidence", "a ballot or fusion vote of a validator proven to equivocate is in the block"
     return None
 
