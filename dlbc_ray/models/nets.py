@@ -125,11 +125,20 @@ def build_net(
     kwargs = checked_kwargs(name, params, input_shape, n_classes, limits=limits)
     # A private RNG stream: building a net neither depends on nor disturbs global torch state.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        _seed_init(seed)
         net = info.factory(MappingProxyType(kwargs), tuple(int(d) for d in input_shape), int(n_classes))
     if not isinstance(net, nn.Module):
         raise InvalidTask(f"net '{name}': its factory returned a {type(net).__name__}", reason="bad_net")
     return net
+
+
+def _seed_init(seed: int) -> None:
+    """``torch.manual_seed`` for the CPU stream the factory draws from: the same weights, without its lazy CUDA
+    seeding, which formats a stack trace on every call where CUDA is not initialised (~100 us, paid by every
+    net a miner, validator or audit builds). A GPU machine seeds CUDA too, in case a factory builds there."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
 
 
 def net_footprint(name: str, params: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Footprint:

@@ -89,8 +89,16 @@ def flatten_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]
     for index, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-            flat[f"state.{index}.{name}"] = tensor.detach().cpu().clone().numpy()
+            flat[f"state.{index}.{name}"] = exact_copy(tensor)
     return flat
+
+
+def exact_copy(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's values in a numpy array of its own, its dtype kept: one copy (a CPU tensor's numpy view,
+    copied; a device tensor's ``.cpu()`` copy), about half the cost of ``.cpu().clone().numpy()`` per tensor,
+    paid for every tensor of every checkpoint a transcript records."""
+    array = tensor.detach().cpu().numpy()
+    return array.copy() if tensor.is_cpu else array
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, flat: Mapping[str, np.ndarray]) -> None:

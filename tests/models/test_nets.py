@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -48,6 +49,17 @@ def test_same_arguments_give_same_architecture_and_weights_without_touching_glob
     c = build_net("cnn", {"channels": [8, 8]}, (3, 12, 12), 4, seed=1)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert not torch.equal(a.state_dict()["conv.0.weight"], c.state_dict()["conv.0.weight"])
+
+
+@pytest.mark.parametrize("name", sorted(NATURAL_SHAPES))
+def test_initial_weights_are_torch_manual_seeds(name: str) -> None:
+    """Every chain's init (fusion's common start, audits' replays) was drawn after ``torch.manual_seed``:
+    seeding only the CPU stream must give those weights bit for bit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        expected = NETS[name].factory(MappingProxyType(dict(NETS[name].defaults)), NATURAL_SHAPES[name], 3)
+    got = build_net(name, {}, NATURAL_SHAPES[name], 3, seed=7)
+    assert all(torch.equal(t, expected.state_dict()[k]) for k, t in got.state_dict().items())
 
 
 def test_mlp_default_widths() -> None:

@@ -115,6 +115,30 @@ def test_key_needs_a_32_byte_secret_and_at_most_m_bits() -> None:
         derive_key(ALICE.derive("watermark"), ALICE.public_key, HOST, 128, 256)
 
 
+def test_kept_keys_are_one_read_only_object_per_owner_and_host() -> None:
+    """A validator re-derives a miner's key per submission: the kept key must be the same values, read-only
+    (a caller cannot corrupt the next one's), and never another owner's, host's or length's."""
+    secret = ALICE.derive("watermark")
+    key = derive_key(secret, ALICE.public_key, HOST, 128, 64)
+    assert derive_key(bytes(secret), ALICE.public_key, HOST, 128, 64) is key
+    assert not key.x.flags.writeable and not key.bits.flags.writeable
+    with pytest.raises(ValueError):
+        key.x[0, 0] = 0.0
+    others = [derive_key(BOB.derive("watermark"), ALICE.public_key, HOST, 128, 64),
+              derive_key(secret, BOB.public_key, HOST, 128, 64), derive_key(secret, ALICE.public_key, "0.weight", 128, 64),
+              derive_key(secret, ALICE.public_key, HOST, 256, 64), derive_key(secret, ALICE.public_key, HOST, 128, 32)]
+    assert all(other is not key for other in others)
+    assert not np.array_equal(others[0].x, key.x) and not np.array_equal(others[1].bits, key.bits)
+
+
+def test_regularizers_share_the_keys_transpose_and_match_w_times_x() -> None:
+    key, net = key_of(ALICE), mlp()
+    first, second = WatermarkRegularizer(key), WatermarkRegularizer(key)
+    assert first._xt is second._xt is key.xt and key.xt.is_contiguous()
+    assert torch.equal(key.xt, torch.from_numpy(np.array(key.x)).T)
+    assert torch.equal(first(net), second(net))
+
+
 def test_config_has_paper_defaults_and_caps_bits_at_the_host_size() -> None:
     cfg = WatermarkConfig()
     assert (cfg.t, cfg.lam, cfg.max_ber) == (256, 0.01, 0.0)

@@ -71,3 +71,22 @@ def test_a_failed_load_leaves_the_net_untouched() -> None:
 
 def test_nbytes() -> None:
     assert nbytes(to_numpy(_net())) == 4 * ((3 * 4 + 4) + (4 * 2 + 2))
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.tensor(3), torch.tensor(2.5), torch.randn(3, 4), torch.randn(4, 3).T, torch.randn(2, 3, requires_grad=True),
+    torch.randint(0, 5, (3,)), torch.tensor([True, False]), torch.randn(3, dtype=torch.float64), torch.randn(3).half(),
+    torch.randn(6)[::2], torch.zeros(0, 3)], ids=lambda t: f"{t.dtype}{tuple(t.shape)}")
+def test_fast_copies_keep_the_hashed_form(tensor: torch.Tensor) -> None:
+    """``to_numpy`` and the transcript's ``exact_copy`` skip torch's general copy for CPU tensors; the arrays
+    (bytes, dtype, shape, 0-d as 1-d for weights) must be what the general path gave, and never share memory."""
+    from dlbc_ray.models.transcript import exact_copy
+
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    general = np.ascontiguousarray(tensor.detach().to(device="cpu", dtype=dtype, copy=True).numpy())
+    fast = to_numpy({"t": tensor})["t"]
+    assert (fast.dtype, fast.shape, fast.tobytes()) == (general.dtype, general.shape, general.tobytes())
+    assert fast.flags.c_contiguous and not np.shares_memory(fast, tensor.detach().numpy())
+    kept, copied = tensor.detach().clone().numpy(), exact_copy(tensor)
+    assert (copied.dtype, copied.shape) == (kept.dtype, kept.shape) and np.array_equal(copied, kept)
+    assert not np.shares_memory(copied, tensor.detach().numpy())
