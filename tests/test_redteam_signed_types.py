@@ -82,8 +82,6 @@ def test_a_signature_for_one_chain_never_verifies_on_another() -> None:
     assert kinds >= set(CROSS_CHAIN) - {"FusionVote"}  # a fusion vote is signed by the same sign(): see the ledger test
 
 
-@pytest.mark.xfail(strict=True, reason="check_reveal lumps a reveal signed for another chain into 'reveal not "
-                   "signed by the miner' (REQUEST ballot: consensus/verdicts.py, a detail that says so)")
 def test_a_reveal_from_another_chain_is_named_as_such() -> None:
     world = World()
     seed = "ab" * 32

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, wait_each, wait_one
+from dlbc_ray.actors.transcript_asks import RoundAudits, TranscriptAsk
 from dlbc_ray.config import ConsensusConfig, MinerConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus import ChainState, Event, Phase, next_phase
@@ -60,7 +60,6 @@ class RoundState:
     task_id: str
     round_id: str
     phase: Phase = Phase.OPEN
-    started: float = field(default_factory=time.perf_counter)
     actors: dict[str, ActorProgress] = field(default_factory=dict)
 
     def advance(self, event: Event) -> None:
@@ -102,7 +101,8 @@ class RoundRunner:
                                 base_hash=base.head_hash, eval_seed=int(base.head_hash[:8], 16),
                                 submit_deadline_ms=min(task.message.deadline_ms,
                                                        now_ms() + int(cfg.collect_timeout_s * 1e3)),
-                                shards=assign_shards(task.message, state.task_id, data, self.miners))
+                                shards=assign_shards(task.message, state.task_id, data, self.miners,
+                                                     cfg.validate_timeout_s))
         self.outcomes: list[SubmissionOutcome] = []
         self.timings: dict[str, float] = {}
         self.closes: dict[str, Signed[WindowClose]] = {}  # commit -> the signed close that opened it
@@ -285,7 +285,7 @@ class RoundRunner:
             reply = _try_get(ref, self.cfg.commit_timeout_s)
             if isinstance(reply, BallotReply):
                 replies.append(reply)
-                ballots.extend(self._verified(reply, calls[ref].public_key))
+                ballots.extend(self._verified(reply.ballots, calls[ref].public_key))
                 self._mark(calls[ref].name, stage="voted")
         self.timings.update(validate_s=time.perf_counter() - t0,
                             **{k: max((getattr(r.stats, k) for r in replies), default=0.0)
@@ -329,45 +329,19 @@ class RoundRunner:
         calls = {v.handle.fuse.remote(self.task, self.data.test, picked, [refs[a.signed.message.commit] for a in picked],
                                       self.ctx): v for v in self.validators}
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
-        found = [(_try_get(ref, self.cfg.commit_timeout_s), calls[ref].public_key) for ref, _ in done]
+        found = [v for ref, _ in done for v in self._verified([_try_get(ref, self.cfg.commit_timeout_s)],
+                                                              calls[ref].public_key)]
         self.timings["fuse_s"] = time.perf_counter() - t0
-        return [v for v, key in found if v is not None and v.signer == v.message.validator == key
-                and v.chain_id == self.ctx.chain_id and crypto.is_valid_signature(v)]
+        return found
 
-    def _verified(self, reply: BallotReply, validator: str) -> list[Signed[Ballot]]:
-        """Ballots are verified on receipt: by the validator that was asked, signed by it."""
+    def _verified(self, signeds: Sequence[Any], validator: str) -> list[Any]:
+        """Ballots and fusion votes are verified on receipt: from the validator that was asked, signed by it."""
         t = time.perf_counter()
-        good = [b for b in reply.ballots if b.signer == b.message.validator == validator
-                and b.chain_id == self.ctx.chain_id and crypto.is_valid_signature(b)]
+        good = [s for s in signeds if isinstance(s, Signed) and s.signer == s.message.validator == validator
+                and s.chain_id == self.ctx.chain_id and crypto.is_valid_signature(s)]
         self.timings["consensus_verify_ms"] = self.timings.get("consensus_verify_ms", 0.0) + (
             time.perf_counter() - t) * 1e3
         return good
-
-
-@dataclass(frozen=True)
-class RoundAudits:
-    """models.replay.TranscriptAudits as the coordinator sends it: the training split still a ref (the
-    validator resolves it) and nothing that imports torch or Lightning in the coordinator."""
-
-    train: Any
-    policy: Mapping[str, object]
-    openers: Mapping[str, tuple[str, Any]]
-
-
-@dataclass(frozen=True)
-class TranscriptAsk:
-    """``ask(index)`` for one commit's audit, run in the validator: the miner's ``transcript_opening``
-    against the proposer's close, through the one Ray boundary."""
-
-    handle: Any
-    name: str
-    close: Signed[WindowClose]
-    commit: str
-    timeout_s: float
-
-    def __call__(self, index: int) -> Any:
-        return get(self.handle.transcript_opening.remote(self.close, self.commit, index), timeout=self.timeout_s,
-                   what=f"miner {self.name}'s transcript")
 
 
 def miner_policy(miner: MinerConfig) -> dict[str, object]:
@@ -375,14 +349,15 @@ def miner_policy(miner: MinerConfig) -> dict[str, object]:
     return compute_hyperparameters(miner.batch_size, miner.lr, miner.optimizer, miner.val_fraction)
 
 
-def assign_shards(task: Task, task_id: str, data: TaskData, miners: Sequence[Member]) -> dict[str, tuple[int, int]]:
+def assign_shards(task: Task, task_id: str, data: TaskData, miners: Sequence[Member],
+                  timeout_s: float) -> dict[str, tuple[int, int]]:
     """BaaS: miner (by public key order) -> (its shard index, the examples in it); {} unless partitioned."""
     if task.dataset.partition == "none":
         return {}
     from dlbc_ray.models.baas import common_seed
     from dlbc_ray.models.data import shard_indices
 
-    labels = get(data.train, timeout=120, what="training labels").y
+    labels = get(data.train, timeout=timeout_s, what="training labels").y
     parts = shard_indices(labels, len(miners), iid=task.dataset.partition == "iid", seed=common_seed(task_id),
                           alpha=task.dataset.dirichlet_alpha)
     keys = sorted(m.public_key for m in miners)

@@ -67,7 +67,9 @@ def check_reveal(submission: Submission, reveal: Signed[Reveal] | None, commitme
     if reveal is None:
         return Verdict.BAD_REVEAL, "no mapping seed was revealed"
     r = reveal.message
-    if reveal.chain_id != chain_id or reveal.signer != submission.miner or not crypto.is_valid_signature(reveal):
+    if reveal.chain_id != chain_id:
+        return Verdict.BAD_REVEAL, f"reveal signed for another chain {reveal.chain_id[:12]}"
+    if reveal.signer != submission.miner or not crypto.is_valid_signature(reveal):
         return Verdict.BAD_REVEAL, "reveal not signed by the miner"
     if (r.task_id, r.commit) != (submission.task_id, submission.commit) or commitment != submission.sml_commitment:
         return Verdict.BAD_REVEAL, "revealed seed does not match the commitment"

@@ -61,9 +61,6 @@ class Handle:
         return Method()
 
 
-@pytest.mark.xfail(strict=True, reason="TranscriptAsk asks once: one lost reply of a read-only transcript_opening "
-                   "makes the validator vote bad_transcript (missing_checkpoint) against an honest miner "
-                   "(REQUEST ballot: actors/rounds.py, get_retrying within the audit's timeout)")
 def test_a_lost_transcript_opening_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = LoseFirst(("transcript",))
     monkeypatch.setattr(_ray, "_plan", plan)
