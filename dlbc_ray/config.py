@@ -42,6 +42,10 @@ class MinerConfig(_Config):
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     target_margin: float = Field(default=0.03, ge=0, lt=1, description="PoLe: stop once the own validation "
                                  "accuracy clears the standing target by this much (test accuracy may be lower)")
+    workers: int = Field(default=1, ge=1, le=MAX_DEVICES, description="data-parallel training workers (Ray Train, "
+                         "one per GPU when num_gpus >= workers); 1 trains in the miner's own process")
+    placement: Literal["PACK", "SPREAD"] = Field(default="PACK", description="how this miner's group and its "
+                                                 "training workers are placed on nodes")
     max_restarts: int = Field(default=3, ge=-1)
     data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
                                  "a task names a file by name only, never by a path on the requester's machine")

@@ -17,7 +17,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,12 @@ if TYPE_CHECKING:
 def torch_threads(num_cpus: float | None) -> int:
     """Threads matching the CPUs Ray reserved (Ray sets OMP_NUM_THREADS=1 inside actors)."""
     return max(1, math.floor(num_cpus or 1))
+
+
+def training_workers(cfg: MinerConfig) -> int:
+    """Data-parallel workers a miner trains with: ``cfg.workers``, or one per whole GPU it is given. One trains
+    in the miner's own process, on one device (a fractional GPU too); more train through Ray Train."""
+    return max(cfg.workers, math.floor(cfg.num_gpus))
 
 
 def claimed_score(val_accuracy: float) -> int:
@@ -97,6 +103,7 @@ class Miner:
         from dlbc_ray.models import training  # noqa: F401  warm: Lightning loads now, not in the first round
         self.accelerator = "gpu" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self._cancelled: set[str] = set()  # task ids whose submission window closed: stop at the next epoch
+        self._channels: dict[str, Any] = {}  # task id -> the channel to its data-parallel run's workers
         self._rounds: dict[str, RoundContext] = {}  # task id -> the round this miner is mining it in
         self._sealed: dict[str, Sealed] = {}  # commit -> what only the proposer's close of its round opens
         self._marks: dict[tuple[Any, ...], list[watermark.WatermarkRegularizer]] = {}  # per architecture, kept warm
@@ -118,6 +125,9 @@ class Miner:
         if not message.final:  # a standing window that closed for one wave reopens: keep training
             raise RevealRefused("window close is not final: the window may reopen", reason="not_final")
         self._cancelled.add(message.task_id)
+        channel = self._channels.get(message.task_id)
+        if channel is not None:  # a data-parallel run: its workers read the close at their next epoch
+            channel.stop.remote()
 
     def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
         """The seed behind ``commit``'s mapping layer, only against the proposer's signed close of its round."""
@@ -166,16 +176,22 @@ class Miner:
         settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
                                  optimizer=self.cfg.optimizer,
                                  seed=compute_training_seed(task_id, self.identity.public_key, ctx.round_id),
-                                 accelerator=self.accelerator, val_fraction=self.cfg.val_fraction,
+                                 accelerator=self.accelerator, devices=1, val_fraction=self.cfg.val_fraction,
                                  num_threads=self.threads, objective=spec.metric)
+        parallel = training_workers(self.cfg) > 1
         header, recorder = transcript.start(
             task_id, self.identity.public_key, ctx.round_id, data, max_epochs=spec.max_epochs, threads=self.threads,
             hyper=compute_hyperparameters(self.cfg.batch_size, self.cfg.lr, self.cfg.optimizer, self.cfg.val_fraction),
-            device=self.accelerator, params=self.protection.transcript)
-        result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
-                       stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin),
-                       callbacks=[recorder], order=transcript.DerivedOrder)
-        kept = transcript.finish(header, recorder)
+            device=worker_device(self.cfg) if parallel else self.accelerator, params=self.protection.transcript)
+        if parallel:
+            result, kept = train_parallel(self.cfg, self.protection, self._channels, self._cancelled, spec, task_id,
+                                          data, mapped, marks, settings, header, report)
+            load_into(net, result.weights)  # trained elsewhere: the mark is settled and hashed here
+        else:
+            result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
+                           stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin),
+                           callbacks=[recorder], order=transcript.DerivedOrder)
+            kept = transcript.finish(header, recorder)
         weights = settled(net, marks, result.weights, self.protection.mark_margin)
         t0 = time.perf_counter()
         model_hash = crypto.hash_weights(weights)
@@ -215,14 +231,49 @@ class Miner:
 # whoever holds its handle, and a closure over ``self`` would carry the identity with it.
 
 
+def goal(spec: Task, margin: float) -> float | None:
+    """PoLe: the own validation score at which a standing task's training stops; None for other tasks."""
+    return spec.target / SCORE_SCALE + margin if spec.kind == "standing" else None
+
+
 def stop_rule(cancelled: set[str], spec: Task, task_id: str, margin: float) -> Any:
     """PoLe: stop as soon as the standing target is reached; any task: stop once its window is closed."""
-    goal = spec.target / SCORE_SCALE + margin if spec.kind == "standing" else None
+    target = goal(spec, margin)
 
     def stop(stat: EpochStat) -> bool:
-        return task_id in cancelled or (goal is not None and stat.val_accuracy >= goal)
+        return task_id in cancelled or (target is not None and stat.val_accuracy >= target)
 
     return stop
+
+
+def train_parallel(cfg: MinerConfig, protection: ProtectionConfig, channels: dict[str, Any], cancelled: set[str],
+                   spec: Task, task_id: str, data: Split, mapped: torch.nn.Module, marks: list[Any], settings: Any,
+                   header: TranscriptHeader, report: Any) -> tuple[Any, Any]:
+    """Ray Train's workers train ``mapped`` data-parallel (``actors/data_parallel.py``); the transcript header
+    records how many, so validators replay each step shard by shard (``models.distributed``). ``channels``
+    holds the run's channel while it trains, so ``Miner.cancel`` reaches its workers."""
+    from dlbc_ray.actors import data_parallel
+    from dlbc_ray.models.distributed import usable_workers
+
+    workers = usable_workers(header.examples, cfg.batch_size, training_workers(cfg))
+    settings = replace(settings, accelerator=worker_device(cfg))  # the miner's actor holds no GPU: its workers do
+    job = data_parallel.Job(net=mapped, data=data, settings=settings, regularizers=tuple(marks),
+                            header=header.model_copy(update={"workers": workers}), audit=protection.transcript,
+                            workers=workers, report=report, goal=goal(spec, cfg.target_margin), code=spec.code)
+    place = data_parallel.Placement(use_gpu=cfg.num_gpus >= 1, cpus_per_worker=cfg.num_cpus or 1.0,
+                                    strategy=cfg.placement)
+    channels[task_id] = channel = data_parallel.open_channel()
+    try:
+        if task_id in cancelled:  # closed while the channel opened
+            channel.stop.remote()
+        return data_parallel.train(job, channel, place)
+    finally:
+        del channels[task_id]
+
+
+def worker_device(cfg: MinerConfig) -> str:
+    """A data-parallel miner's device class: its workers hold one whole GPU each, or train on CPU."""
+    return "gpu" if cfg.num_gpus >= 1 else "cpu"
 
 
 def check_inputs(spec: Task, task_id: str, data: Split | None, ctx: RoundContext) -> None:

@@ -15,7 +15,7 @@ import ray
 from dlbc_ray.actors._ray import Member, fault_options
 from dlbc_ray.actors.consensus import Consensus
 from dlbc_ray.actors.ledger import Ledger
-from dlbc_ray.actors.miner import Miner
+from dlbc_ray.actors.miner import Miner, training_workers
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import ConsensusConfig, MinerConfig, ProtectionConfig, ValidatorConfig
 from dlbc_ray.crypto import Identity
@@ -25,7 +25,7 @@ from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_
 
 VALIDATOR_CONCURRENCY = 8  # rounds a validator judges side by side, plus its health checks
 
-__all__ = ["NAMESPACE", "spawn_consensus", "spawn_ledger", "spawn_miner", "spawn_validator"]
+__all__ = ["NAMESPACE", "miner_resources", "spawn_consensus", "spawn_ledger", "spawn_miner", "spawn_validator"]
 
 
 def _placement(name: str | None, detached: bool) -> dict[str, Any]:
@@ -41,13 +41,23 @@ def spawn_ledger(path: str, genesis: Block | None, *, named: bool = False, detac
     return cls.remote(path, genesis=genesis)
 
 
+def miner_resources(cfg: MinerConfig) -> dict[str, float]:
+    """What a miner actor itself reserves (and its placement-group bundle): its CPUs, GPUs and custom resources.
+    A data-parallel miner (``miner.training_workers`` > 1) only coordinates: its Ray Train workers reserve
+    the CPUs and GPUs, placed by Ray (a bundle holding them would leave the workers nothing)."""
+    if training_workers(cfg) > 1:
+        return {"CPU": 0.0, **cfg.resources}
+    return {"CPU": cfg.num_cpus or 1.0, **cfg.resources} | ({"GPU": cfg.num_gpus} if cfg.num_gpus else {})
+
+
 def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConfig, *, proposer: str,
                 named: bool = False, detached: bool = False, actor_class: type = Miner,
                 init: dict[str, Any] | None = None, **options: Any) -> Member:
     """``actor_class`` (a Miner subclass, e.g. an adversary) gets ``init`` as extra constructor arguments;
     ``proposer`` is the only key whose window close opens this miner's reveals."""
     # max_concurrency=2: reveal() must answer while mine() is still running for a late task.
-    cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+    own = miner_resources(cfg)  # a data-parallel miner reserves neither CPU nor GPU: its workers do
+    cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus if own["CPU"] else 0, num_gpus=own.get("GPU", 0.0),
                                     resources=dict(cfg.resources) or None, max_restarts=cfg.max_restarts,
                                     max_concurrency=2,
                                     **_placement(miner_name(identity.name) if named else None, detached),

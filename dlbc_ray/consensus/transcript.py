@@ -69,6 +69,8 @@ class TranscriptHeader(FrozenModel):
     val_fraction: float = Field(ge=0, lt=1)
     threads: int = Field(ge=1, le=1024, description="torch threads training used; replays use the same")
     device: Literal["cpu", "gpu"]
+    workers: int = Field(default=1, ge=1, le=1024, description="data-parallel workers: each batch is split into this "
+                         "many contiguous shards (models.distributed); a replay shards alike")
 
 
 class CheckpointLeaf(FrozenModel):

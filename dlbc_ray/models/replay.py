@@ -4,7 +4,9 @@
 Lightning, on CPU with deterministic algorithms and the header's thread count, so an honest
 segment lands on its next checkpoint bit for bit. ``audit`` fetches only the checkpoints the
 sampled segments need, each proven against the committed root, replays them, and hands what
-it saw to the pure rule ``consensus.transcript.judge_audit``.
+it saw to the pure rule ``consensus.transcript.judge_audit``. A data-parallel run's header names
+its workers: each step is replayed shard by shard as their all-reduce left it (``models.distributed``),
+bit for bit up to 2 workers; beyond, the transport's summation order makes it a tolerance match.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dlbc_ray.errors import ActorUnavailable, DLBCError, InvalidModelFile
 from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.baas import common_seed
 from dlbc_ray.models.data import Split, holdout
+from dlbc_ray.models.distributed import sharded_backward
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.system import ClassifierSystem
@@ -81,6 +84,7 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
     system.train()
     x, y = torch.from_numpy(fit.x), torch.from_numpy(fit.y)
     order, order_epoch = np.arange(0), -1
+    params = [p for p in system.net.parameters() if p.requires_grad]
     with deterministic_cpu(header.threads), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer here: logging is a no-op
         for step in range(start.step, end_step):
@@ -88,10 +92,14 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
             if epoch != order_epoch:
                 order, order_epoch = epoch_order(header.seed, epoch, header.examples), epoch
             index = torch.from_numpy(order[batch * header.batch_size:(batch + 1) * header.batch_size])
-            seed_step(compute_step_seed(header.seed, step))
             optimizer.zero_grad(set_to_none=True)
             try:
-                system.training_step((x[index], y[index]), batch).backward()
+                if header.workers > 1:  # W workers' DDP step, shard by shard (models.distributed)
+                    sharded_backward(system.training_step, params, x, y, index.numpy(), header.workers,
+                                     compute_step_seed(header.seed, step), batch)
+                else:
+                    seed_step(compute_step_seed(header.seed, step))
+                    system.training_step((x[index], y[index]), batch).backward()
                 optimizer.step()
             except RuntimeError as e:  # an optimizer state of the wrong shape: committed, but unreplayable
                 raise InvalidModelFile(f"segment cannot be replayed: {str(e)[:120]}", reason="malformed_checkpoint") from None
@@ -168,7 +176,7 @@ def audit(committed: Committed, derived: Derived, params: AuditParams, seed: byt
     committed = replace(committed, checkpoints_root=croot)
     report = AuditReport(committed.root, header, croot,
                          check_header(header, derived.expected, params) if header else None,
-                         exact=header is None or header.device == derived.device)
+                         exact=header is None or (header.device == derived.device and header.workers <= 2))
     early = judge_audit(report, params)
     if header is None or croot is None or early.reason in (AuditFailure.ROOT_MISMATCH, AuditFailure.WRONG_HEADER):
         return early, AuditCost(seconds=time.perf_counter() - started)
