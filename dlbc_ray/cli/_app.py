@@ -109,6 +109,15 @@ def _click_error(name: str) -> type[Exception]:
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
 
 
+def never_unencodable() -> None:
+    """A path or name the terminal's encoding cannot show (an ASCII or Latin-1 locale, a non-UTF-8 file
+    name) is printed escaped, never an UnicodeEncodeError after the command did its work."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":  # surrogateescape stays
+            reconfigure(errors="backslashreplace")
+
+
 class OneLineGroup(TyperGroup):
     """Click's own refusals (a value it cannot parse, an unknown option or command) as one line, exit 2."""
 
@@ -117,6 +126,7 @@ class OneLineGroup(TyperGroup):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         usage, click_error = _click_error("UsageError"), _click_error("ClickException")
+        never_unencodable()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except usage as e:

@@ -265,3 +265,21 @@ def test_a_job_id_that_is_a_path_is_refused_before_connecting(tmp_path: Path, jo
     result = runner.invoke(app, ["bench", "fetch", job, "--home", str(tmp_path / "home")])
     assert "Reached" not in result.stderr and result.exit_code == 2, result.stderr
     assert "submission id" in result.stderr and not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "utf-8"])
+def test_a_name_the_terminal_cannot_show_is_escaped_not_an_error(tmp_path: Path, encoding: str) -> None:
+    """A real process: its stdout in the terminal's encoding (ASCII under a bare C locale), a home named
+    in another script, and a home whose name is not UTF-8 at all."""
+    import subprocess
+    import sys
+
+    for name in ("hé€", b"h\xff".decode("utf-8", "surrogateescape")):
+        home = tmp_path / encoding / name
+        create_key(open_home(home), "alice")
+        env = {**os.environ, "PYTHONIOENCODING": encoding, "HOME": str(tmp_path)}
+        env.pop("DLBC_HOME", None)
+        done = subprocess.run([sys.executable, "-c", "from dlbc_ray.cli.app import main; main()", "keys", "show",
+                               "--home", str(home)], env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-500:]
+        assert b"alice" in done.stdout and not done.stderr, done.stderr[-500:]
