@@ -4,15 +4,18 @@
 #   2. the `gpu`-marked tests;
 #   3. rounds mined with miners on CPU, on one whole GPU, and two miners at 0.5 GPU on one card;
 #   4. round_overhead.py with the cnn on CUDA (only if it has a --num-gpus flag; else recorded as skipped);
-#   5. one JSON of figures: CUDA training speed vs the CPU run, GPU memory left allocated after each
-#      round (should be 0: miners release it), the 2-miners-on-one-GPU throughput ratio.
+#   5. a miner training on all the machine's GPUs through Ray Train (benchmarks/data_parallel.py --gpu:
+#      one worker per GPU, NCCL), its transcript replayed on CPU: the GPU-vs-CPU distance that
+#      AuditParams.tolerance must cover (0 today: GPU miners' audits are not calibrated);
+#   6. one JSON of figures: CUDA training speed vs the CPU run, GPU memory left allocated after each
+#      round (should be 0: miners release it), the 2-miners-on-one-GPU throughput ratio, the Ray Train run.
 #
 #   benchmarks/gpu_check.sh                    # on the GPU machine, from the repository root
 #   benchmarks/gpu_check.sh --dry-run          # anywhere: checks every step without CUDA, Ray or installs
 #   benchmarks/gpu_check.sh --out FILE         # where the JSON goes (default build/gpu_check.json)
 #
 # NOT YET RUN ON A GPU: written and dry-run on a CPU-only machine. Its first real run is its test.
-# Ray Train data-parallel training (issue 13) is not here yet: it lands with models/training.py.
+# The Ray Train step (5) has run on CPU (gloo, 2 workers) only: it has never run on a GPU either.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -180,7 +183,15 @@ else
   say "round_overhead_cuda: skipped (round_overhead.py has no --num-gpus flag yet)"
 fi
 
-# --------------------------------------------------------------------------------------- 5. JSON
+# ------------------------------------------------- 5. a miner on all the GPUs through Ray Train (NCCL)
+if [[ $DRY == 1 ]]; then
+  run_step data_parallel_dry 120 "$PY" -c 'import ray.train.lightning, ray.train.torch, dlbc_ray.actors.data_parallel, dlbc_ray.models.distributed; print("{\"ray_train\": \"importable\"}")'
+else
+  GPUS=$(nvidia-smi --list-gpus | wc -l)
+  run_step data_parallel_cuda 240 "$PY" benchmarks/data_parallel.py --gpu --workers "$GPUS" --runs 1 --epochs 3 --json
+fi
+
+# --------------------------------------------------------------------------------------- 6. JSON
 "$PY" - "$STEPS" "$WORK" "$OUT" "$DRY" "$(( $(date +%s) - START ))" <<'PY'
 import json
 import pathlib
@@ -190,7 +201,7 @@ import sys
 steps_file, work, out, dry, seconds = sys.argv[1:6]
 steps = [json.loads(line) for line in pathlib.Path(steps_file).read_text().splitlines() if line.strip()]
 figures = {"dry_run": dry == "1", "seconds": int(seconds), "budget_s": 480, "steps": steps}
-for name in ("mine_rounds", "mine_rounds_dry", "round_overhead_cuda"):
+for name in ("mine_rounds", "mine_rounds_dry", "round_overhead_cuda", "data_parallel_cuda", "data_parallel_dry"):
     log = pathlib.Path(work, f"{name}.log")
     lines = [l for l in log.read_text().splitlines() if l.startswith("{")] if log.exists() else []
     if lines:
