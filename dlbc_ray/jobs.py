@@ -46,6 +46,9 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "*.egg-info", "build", "dist", "*.safetensors", "*.ckpt", "*.pt", "*.pth", "*.sqlite", "*.sqlite3", "*.db",
     "*.npz", "*.png", "*.pdf", "plots", "bench-results", ".dlbc-home",
 )
+# Never uploaded whatever the caller asks: signing keys and Ray tokens (a job's files are readable by every
+# job on the cluster), wherever they sit under the working directory.
+SECRET_EXCLUDES: tuple[str, ...] = ("*.key", "auth_token", "*.key.tmp")
 _ADDRESS_OVERRIDES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _SUBMISSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
@@ -153,7 +156,7 @@ def submit_benchmark(
     client = connect(address, token=token)
     submission_id = f"dlbc-bench-{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     entrypoint = shlex.join(["python", relative.as_posix(), *args])
-    runtime_env = {"working_dir": str(working_dir), "excludes": list(excludes),
+    runtime_env = {"working_dir": str(working_dir), "excludes": upload_excludes(working_dir, results_dir, excludes),
                    "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}}
     try:
         client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
@@ -188,6 +191,17 @@ def _is(path: Path, kind: Callable[[int], bool]) -> bool:
         return kind(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
+
+
+def upload_excludes(working_dir: Path, results_dir: Path, excludes: Sequence[str]) -> list[str]:
+    """``excludes``, every key file and token, and the home itself when it lies inside the working directory
+    (its keys, ledger and artifacts are not the benchmark's to ship)."""
+    found = [*excludes, *SECRET_EXCLUDES]
+    try:
+        inside = results_dir.parent.resolve().relative_to(working_dir.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return found
+    return found + ([f"/{inside.as_posix()}/"] if inside.parts else [])
 
 
 def _script_in(script: Path, working_dir: Path) -> Path:
