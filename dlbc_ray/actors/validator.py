@@ -93,6 +93,7 @@ class Validator:
         self._memory = threading.Lock()  # two rounds may validate at once (max_concurrency): caches and refs
         self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]] = {}
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
+        from dlbc_ray.models import replay  # noqa: F401  warm: Lightning loads as the actor starts, not inside a ballot
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "num_cpus": self.cfg.num_cpus,

@@ -76,3 +76,15 @@ def test_the_driver_never_imports_lightning() -> None:
             "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_validator_loads_lightning_as_it_starts_not_in_its_first_ballot() -> None:
+    """A validator audits transcripts by replaying them through Lightning; a fresh one (a restart, an added node)
+    that imported it inside its first ballot spent that ballot's validate_timeout_s importing on a busy node and
+    cast no vote (issue 13's added-node round). It must answer ``info()`` only once the import is done."""
+    code = ("import sys; from dlbc_ray.actors.validator import Validator; from dlbc_ray.config import MINIMAL; "
+            "from dlbc_ray.crypto import Identity; before = 'pytorch_lightning' in sys.modules; "
+            "Validator(MINIMAL.validator, identity=Identity.from_seed('v', b'v'), protection=MINIMAL.protection, "
+            "marks={}); print(before, 'pytorch_lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
