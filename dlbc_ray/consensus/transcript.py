@@ -157,14 +157,24 @@ def _node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def compute_merkle_proof(leaves: Sequence[CheckpointLeaf], index: int) -> MerkleProof:
-    """The path proving leaf ``index`` against ``compute_checkpoints_root(leaves)``."""
+def compute_merkle_levels(leaves: Sequence[CheckpointLeaf]) -> tuple[tuple[bytes, ...], ...]:
+    """Every level of the checkpoints' Merkle tree, leaves first: what a miner keeps to serve many proofs."""
     level = [_leaf_hash(crypto.canonical_bytes(leaf)) for leaf in leaves]
-    path, i = [], index
-    while len(level) > 1:
-        if i % 2 == 1 or i + 1 < len(level):  # an odd last node is promoted without a sibling
-            path.append(level[i ^ 1].hex())
+    levels = [tuple(level)]
+    while len(level) > 1:  # an odd last node is promoted without a sibling
         level = [_node_hash(a, b) for a, b in zip(level[::2], level[1::2])] + ([level[-1]] if len(level) % 2 else [])
+        levels.append(tuple(level))
+    return tuple(levels)
+
+
+def compute_merkle_proof(leaves: Sequence[CheckpointLeaf], index: int,
+                         levels: Sequence[Sequence[bytes]] | None = None) -> MerkleProof:
+    """The path proving leaf ``index`` against ``compute_checkpoints_root(leaves)``; ``levels`` (from
+    ``compute_merkle_levels(leaves)``) spares rehashing every leaf for each proof."""
+    path, i = [], index
+    for level in (levels if levels is not None else compute_merkle_levels(leaves))[:-1]:
+        if i % 2 == 1 or i + 1 < len(level):
+            path.append(level[i ^ 1].hex())
         i //= 2
     return MerkleProof(index=index, size=len(leaves), path=tuple(path))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from dlbc_ray.consensus.transcript import (
     compute_checkpoints_root,
     compute_header_hash,
     compute_interval,
+    compute_merkle_levels,
     compute_merkle_proof,
     compute_step_seed,
     compute_steps_per_epoch,
@@ -247,7 +249,12 @@ class Transcript:
         checkpoint = self.checkpoint(index)
         if checkpoint is None:
             return None
-        return self.leaves[index], compute_merkle_proof(self.leaves, index), checkpoint
+        return self.leaves[index], compute_merkle_proof(self.leaves, index, self._levels), checkpoint
+
+    @cached_property
+    def _levels(self) -> tuple[tuple[bytes, ...], ...]:
+        """The tree, hashed once: every validator asks for about three openings of each submission."""
+        return compute_merkle_levels(self.leaves)
 
 
 def plan(task_id: str, miner: str, round_id: str, *, examples: int, max_epochs: int, hyper: Mapping[str, object],

@@ -25,6 +25,7 @@ from dlbc_ray.consensus.transcript import (
     compute_checkpoints_root,
     compute_header_hash,
     compute_interval,
+    compute_merkle_levels,
     compute_merkle_proof,
     compute_root_from_proof,
     compute_steps_per_epoch,
@@ -110,6 +111,16 @@ def test_zero_steps_is_one_checkpoint() -> None:
 
 
 # ------------------------------------------------------------------ Merkle proofs
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40))
+def test_proofs_from_kept_levels_are_the_proofs(n: int) -> None:
+    """A miner hashes its tree once and serves every proof from it: same paths, and its top is the root."""
+    leaves = _leaves(n)
+    levels = compute_merkle_levels(leaves)
+    assert levels[-1][0].hex() == compute_checkpoints_root(leaves) and len(levels[0]) == n
+    assert all(compute_merkle_proof(leaves, i, levels) == compute_merkle_proof(leaves, i) for i in range(n))
 
 
 @settings(max_examples=60, deadline=None)
