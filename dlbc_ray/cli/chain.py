@@ -71,7 +71,7 @@ def show(home: HomeOpt = None, json: JsonOpt = False) -> None:
 
 @app.command("verify")
 def verify(home: HomeOpt = None, workers: Annotated[int | None, typer.Option(
-        help="Processes that check blocks in parallel (default: one per core).", min=1)] = None) -> None:
+        help="Processes that check blocks in parallel (default: one per core).", min=1, max=256)] = None) -> None:
     """Re-validate every block from genesis: links, heights, times, signatures, quorum, roots, balances.
 
     Every state checkpoint in the ledger is checked against the state its blocks imply.

@@ -283,3 +283,10 @@ def test_a_name_the_terminal_cannot_show_is_escaped_not_an_error(tmp_path: Path,
                                "--home", str(home)], env=env, capture_output=True, timeout=120)
         assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-500:]
         assert b"alice" in done.stdout and not done.stderr, done.stderr[-500:]
+
+
+def test_chain_verify_starts_no_more_processes_than_it_may(world: dict[str, Any], tmp_path: Path) -> None:
+    """--workers is how many processes verify_chain spawns (one per checkpoint stretch): a long chain must
+    not turn --workers 100000 into a fork bomb."""
+    result = runner.invoke(app, ["chain", "verify", "--workers", "100000", "--home", str(world["homes"] / "chain")])
+    assert result.exit_code == 2 and "--workers" in result.stderr, result.stderr
