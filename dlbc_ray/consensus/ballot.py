@@ -8,18 +8,29 @@ one vote per submission under one signature: a block holds V ballot signatures, 
 A block carries whole ballots in one canonical order (by validator, each ballot's votes in
 arrival order): a proposer can neither drop one vote of a ballot (which would cost that
 validator its fee, unseen) nor re-order, repeat or keep an equivocator's ballot to make a
-second encoding of the same block. Two different ballots of one validator for one round
-are equivocation, and one such pair is the evidence that excludes it.
+second encoding of the same block. Two different ballots (or BaaS fusion votes) of one
+validator for one round are equivocation, and one such pair is the evidence that excludes it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from dlbc_ray import crypto
-from dlbc_ray.schema import Ballot, Block, ChainParams, EquivocationEvidence, Signed, Vote
+from dlbc_ray.schema import (
+    Ballot,
+    Block,
+    ChainParams,
+    EquivocationEvidence,
+    Evidence,
+    FusionEquivocationEvidence,
+    FusionVote,
+    Signed,
+    Vote,
+)
 
 Fault = tuple[str, str]  # (reason, message)
 
@@ -44,9 +55,10 @@ def is_fresh_round(ballot: Ballot, recent_hashes: Sequence[str], timestamp_ms: i
     return ballot.base_hash in recent_hashes and timestamp_ms <= ballot.close_ms + params.round_ttl_ms
 
 
-def is_conflicting(a: Ballot, b: Ballot) -> bool:
-    """Two ballots by one validator for one round that say different things: equivocation."""
-    return (a.validator, a.task_id, a.round_id) == (b.validator, b.task_id, b.round_id) and a != b
+def is_conflicting(a: Ballot | FusionVote, b: Ballot | FusionVote) -> bool:
+    """Two ballots (or two fusion votes) by one validator for one round that say different things: equivocation."""
+    return type(a) is type(b) and (a.validator, a.task_id, a.round_id) == (b.validator, b.task_id, b.round_id) \
+        and a != b
 
 
 def is_whole(ballot: Ballot, commits: Sequence[str]) -> bool:
@@ -101,18 +113,24 @@ def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | N
 # ------------------------------------------------------------------ a proposer's choice
 
 
-def find_equivocations(ballots: Sequence[Signed[Ballot]]) -> tuple[EquivocationEvidence, ...]:
-    """One conflicting pair per equivocating validator (its first ballot and the first that differs from it),
-    in the one order the ledger accepts: by validator; within a pair, by message hash."""
-    first: dict[str, Signed[Ballot]] = {}
-    found: dict[str, EquivocationEvidence] = {}
-    for signed in ballots:
+def find_equivocations(ballots: Sequence[Signed[Ballot]], fusion_votes: Sequence[Signed[FusionVote]] = ()
+                       ) -> tuple[Evidence, ...]:
+    """One conflicting pair per equivocating validator (its first ballot, or else fusion vote, and the first that
+    differs from it), in the one order the ledger accepts: by validator; within a pair, by message hash."""
+    found = {**_conflicts(fusion_votes, FusionEquivocationEvidence), **_conflicts(ballots, EquivocationEvidence)}
+    return tuple(found[v] for v in sorted(found))
+
+
+def _conflicts(signeds: Sequence[Signed[Any]], make: Callable[..., Evidence]) -> dict[str, Evidence]:
+    first: dict[str, Signed[Any]] = {}
+    found: dict[str, Evidence] = {}
+    for signed in signeds:
         validator = signed.message.validator
         earlier = first.setdefault(validator, signed)
         if validator not in found and is_conflicting(earlier.message, signed.message):
             a, b = sorted((earlier, signed), key=lambda s: crypto.message_hash(s.message))
-            found[validator] = EquivocationEvidence(first=a, second=b)
-    return tuple(found[v] for v in sorted(found))
+            found[validator] = make(first=a, second=b)
+    return found
 
 
 def select_bound(ballots: Sequence[Signed[Ballot]], round_id: str, commits: Sequence[str]) -> list[Signed[Ballot]]:

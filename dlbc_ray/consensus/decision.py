@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dlbc_ray.consensus.ballot import find_equivocations, select_ballots, select_bound
 from dlbc_ray.consensus.quorum import Tally, complete_voters, compute_tally, group_ballots, is_quorum
 from dlbc_ray.errors import NoQuorum
-from dlbc_ray.schema import Ballot, EquivocationEvidence, Signed, Submission
+from dlbc_ray.schema import Ballot, Evidence, FusionVote, Signed, Submission
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class RoundDecision:
 
     decision: Decision
     ballots: tuple[Signed[Ballot], ...]  # one whole bound ballot per validator not proven to equivocate, sorted
-    evidence: tuple[EquivocationEvidence, ...]
+    evidence: tuple[Evidence, ...]
 
     @property
     def culprits(self) -> frozenset[str]:
@@ -96,15 +96,20 @@ class RoundDecision:
 
 
 def decide_round(submissions: Sequence[Submission], ballots: Sequence[Signed[Ballot]], round_id: str,
-                 validators: Sequence[str], target: int, *, won: Container[str] = ()) -> RoundDecision:
-    """Find the equivocators, keep one whole ballot bound to this round per other validator, and decide.
+                 validators: Sequence[str], target: int, *, won: Container[str] = (),
+                 fusion_votes: Sequence[Signed[FusionVote]] = ()) -> RoundDecision:
+    """Find the equivocators (by their ballots or BaaS fusion votes), keep one whole ballot bound to this
+    round per other validator, and decide.
 
     Ballots bound to another round or submission set are ignored (they cannot go in the
     block), so are they as evidence. Raises NoQuorum as ``decide`` does.
     """
     commits = [s.commit for s in submissions]
     bound = [b for b in select_bound(ballots, round_id, commits) if b.message.validator in validators]
-    evidence = find_equivocations(bound)
+    task_id = submissions[0].task_id if submissions else None
+    fused = [v for v in fusion_votes if v.message.validator in validators
+             and (v.message.task_id, v.message.round_id) == (task_id, round_id)]
+    evidence = find_equivocations(bound, fused)
     culprits = {e.first.message.validator for e in evidence}
     chosen = select_ballots(bound, round_id, commits, validators, culprits)
     decision = decide(submissions, [b.message for b in chosen], validators, target, won=won)

@@ -75,7 +75,8 @@ def propose_task_block(
     task_id = crypto.message_hash(task.message)
     messages = [s.message for s in submissions]
     validators = state.params.validators
-    decided = decide_round(messages, ballots, round_id, validators, task.message.target, won=state.won_models)
+    decided = decide_round(messages, ballots, round_id, validators, task.message.target, won=state.won_models,
+                           fusion_votes=fusion_votes)
     decision = decided.decision
     contributors = compute_contributors(messages, decision)
     fused_votes: tuple[Signed[FusionVote], ...] = ()

@@ -33,6 +33,8 @@ from dlbc_ray.schema import (
     BlockHeader,
     FusionVote,
     ChainParams,
+    EquivocationEvidence,
+    FusionEquivocationEvidence,
     MintTx,
     PayoutTx,
     PenaltyTx,
@@ -174,14 +176,18 @@ def validate_ballots(block: Block, state: ChainState, commits: set[str]) -> list
     return ballots
 
 
-def validate_evidence(block: Block) -> set[str]:
+def validate_evidence(block: Block, params: ChainParams) -> set[str]:
     """Every piece of evidence must prove equivocation; returns the equivocating validators.
 
-    Its ballots were checked with the block's (``validate_ballots``): signed, bound, fresh.
+    A pair of ballots was checked with the block's (``validate_ballots``: signed, bound,
+    fresh); a pair of fusion votes is checked here as a fusion vote of the block would be.
     """
     culprits: set[str] = set()
     for ev in block.evidence:
-        first, second = ev.first.message, ev.second.message
+        if isinstance(ev, FusionEquivocationEvidence):
+            first, second = (validate_fusion_vote(v, block.header, params) for v in (ev.first, ev.second))
+        else:
+            first, second = ev.first.message, ev.second.message
         if not is_conflicting(first, second):
             raise _fail(block.header, "evidence", f"evidence against {first.validator[:12]} shows no conflict")
         culprits.add(first.validator)
@@ -189,7 +195,7 @@ def validate_evidence(block: Block) -> set[str]:
 
 
 def _evidence_ballots(block: Block) -> list[Signed[Ballot]]:
-    return [b for ev in block.evidence for b in (ev.first, ev.second)]
+    return [b for ev in block.evidence if isinstance(ev, EquivocationEvidence) for b in (ev.first, ev.second)]
 
 
 # ------------------------------------------------------------- task and money
@@ -318,7 +324,7 @@ def validate_task_block(block: Block, state: ChainState) -> None:
     submissions = validate_submissions(block)
     commits = {s.commit for s in submissions}
     ballots = validate_ballots(block, state, commits)
-    culprits = validate_evidence(block)
+    culprits = validate_evidence(block, params)
     if (fault := find_ballot_fault(block, task.deadline_ms)) is not None:
         raise _fail(header, *fault)
     decision = validate_decision(block, task, submissions, ballots, state, culprits)

@@ -12,6 +12,7 @@ from dlbc_ray.schema.block import (
     ChainParams,
     EquivocationEvidence,
     Evidence,
+    FusionEquivocationEvidence,
     MintTx,
     PayoutRole,
     PayoutTx,
@@ -28,7 +29,7 @@ from dlbc_ray.schema.task import DatasetSpec, FusionMode, ModelSpec, ParamValue,
 
 __all__ = [
     "Allocation", "Amount", "Ballot", "Block", "BlockHeader", "ChainParams", "DatasetSpec", "EquivocationEvidence", "FusionVote",
-    "Evidence", "FrozenModel", "FusionMode", "Hash", "Millis", "MintTx", "ModelSpec", "ParamValue", "Partition",
+    "Evidence", "FrozenModel", "FusionEquivocationEvidence", "FusionMode", "Hash", "Millis", "MintTx", "ModelSpec", "ParamValue", "Partition",
     "PayoutRole", "PayoutTx", "PenaltyTx", "PostTaskTx", "PublicKey", "RetargetParams", "Reveal", "Score", "SignatureHex", "Signed",
     "Submission", "Task", "Transaction", "Transfer", "TransferTx", "Verdict", "Vote",
 ]

@@ -164,7 +164,15 @@ class EquivocationEvidence(FrozenModel):
     second: Signed[Ballot]
 
 
-Evidence = Annotated[EquivocationEvidence, Field(discriminator="kind")]
+class FusionEquivocationEvidence(FrozenModel):
+    """BaaS: two different fusion votes signed by one validator for one round."""
+
+    kind: Literal["fusion_equivocation"] = "fusion_equivocation"
+    first: Signed[FusionVote]
+    second: Signed[FusionVote]
+
+
+Evidence = Annotated[EquivocationEvidence | FusionEquivocationEvidence, Field(discriminator="kind")]
 
 
 class BlockHeader(FrozenModel):

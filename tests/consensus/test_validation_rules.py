@@ -395,6 +395,31 @@ def test_an_equivocators_fusion_vote_stays_out_of_the_block(world: World) -> Non
     assert reason(cheat, world) == "evidence"
 
 
+def test_a_validator_that_signs_two_fusion_votes_is_named_and_left_out(world: World) -> None:
+    """BaaS: two different fusion votes of one validator for the round are equivocation, as two ballots are."""
+    block = _fusion_block(world)
+    task = next(tx.task for tx in block.txs if isinstance(tx, PostTaskTx))
+    liar = block.fusion_votes[-1]
+    other = world.resign_ballot(liar, score=liar.message.score - 1)  # type: ignore[arg-type]
+    fused, _ = propose_task_block(world.state, task, block.submissions, block.ballots, world.proposer,
+                                  block.header.timestamp_ms, block.header.round_id or "",
+                                  [*block.fusion_votes, other])
+    validate_block(fused, world.state)
+    assert [e.kind for e in fused.evidence] == ["fusion_equivocation"]
+    culprit = liar.message.validator
+    assert culprit not in {b.message.validator for b in fused.ballots} | {v.message.validator for v in
+                                                                        fused.fusion_votes}
+    assert fused.header.fused  # three honest fusion votes of four are still a quorum
+
+
+def test_fusion_votes_that_do_not_conflict_are_no_evidence(world: World) -> None:
+    from dlbc_ray.schema import FusionEquivocationEvidence
+
+    block = _fusion_block(world)
+    same = FusionEquivocationEvidence(first=block.fusion_votes[0], second=block.fusion_votes[0])
+    assert reason(with_body(world, block, evidence=(same,)), world) == "evidence"
+
+
 def test_a_transfer_signed_for_another_chain_is_refused(world: World) -> None:
     from dlbc_ray.consensus import process_block
     from dlbc_ray.schema import Transfer, TransferTx
