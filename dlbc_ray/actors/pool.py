@@ -81,14 +81,21 @@ class TaskPool:
             return self._entries.setdefault(task_id, entry) is entry
 
     def save(self, task_id: str, task: Signed[Task], train: Split, test: Split) -> None:
-        """Keep the task and its data in the home (before its posting is committed, so a restart finds them)."""
+        """Keep the task and its data in the home (before its posting is committed, so a restart finds them).
+
+        The test split is the validators' alone: the folder is 0700 and the files 0600, whatever the
+        home's own mode or the umask (a miner on the same machine must not read it).
+        """
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.folder.chmod(0o700)
         data, spec = self._files(task_id)
         np.savez(data.with_suffix(".tmp.npz"), x_train=train.x, y_train=train.y, x_test=test.x, y_test=test.y)
+        data.with_suffix(".tmp.npz").chmod(0o600)
         data.with_suffix(".tmp.npz").replace(data)
         spec.with_suffix(".tmp").write_text(task.model_dump_json())
+        spec.with_suffix(".tmp").chmod(0o600)
         spec.with_suffix(".tmp").replace(spec)
         self._no_data.discard(task_id)
 
