@@ -42,6 +42,8 @@ class MinerConfig(_Config):
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     target_margin: float = Field(default=0.03, ge=0, lt=1, description="PoLe: stop once the own validation "
                                  "accuracy clears the standing target by this much (test accuracy may be lower)")
+    target_checks: int = Field(default=4, ge=1, le=64, description="PoLe: validations per epoch on a standing "
+                               "task, so a run stops nearer the step its target was reached (other tasks: one)")
     workers: int = Field(default=1, ge=1, le=MAX_DEVICES, description="data-parallel training workers (Ray Train, "
                          "one per GPU when num_gpus >= workers); 1 trains in the miner's own process")
     placement: Literal["PACK", "SPREAD"] = Field(default="PACK", description="how this miner's group and its "

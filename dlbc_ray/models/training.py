@@ -45,10 +45,12 @@ class TrainSettings:
     val_fraction: float = 0.1
     num_threads: int | None = None
     objective: str = "accuracy"  # a registered objective (models.objectives): the loss, and what val_acc scores
+    checks_per_epoch: int = 1  # validations (and ``stop_when`` checks) per epoch; PoLe stops nearer its target
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.devices < 1:
-            raise ConfigError("epochs, batch_size and devices must be at least 1", reason="train_settings")
+        if self.epochs < 1 or self.batch_size < 1 or self.devices < 1 or self.checks_per_epoch < 1:
+            raise ConfigError("epochs, batch_size, devices and checks_per_epoch must be at least 1",
+                              reason="train_settings")
         if self.accelerator not in ACCELERATORS:
             raise ConfigError(f"unknown accelerator '{self.accelerator}'; use one of {', '.join(ACCELERATORS)}", reason="accelerator")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -116,19 +118,25 @@ class _EpochRecorder(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """With several checks an epoch, stop right after the validation that approves: the run ends at the
+        step whose weights were validated (its epoch then counts as begun, ``EpochStat.epoch``)."""
+        if not trainer.sanity_checking and self.stop_when is not None and self.stop_when(self._stat(trainer)):
+            trainer.should_stop = True
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        stat = EpochStat(
-            epoch=trainer.current_epoch + 1,
-            train_loss=float(metrics.get("train_loss", float("nan"))),
-            val_accuracy=float(metrics.get("val_acc", float("nan"))),
-            seconds=time.perf_counter() - self._started,
-        )
+        stat = self._stat(trainer)
         self.history.append(stat)
         if self.on_epoch is not None:
             self.on_epoch(stat)
         if self.stop_when is not None and self.stop_when(stat):
             trainer.should_stop = True
+
+    def _stat(self, trainer: pl.Trainer) -> EpochStat:
+        metrics = trainer.callback_metrics
+        return EpochStat(epoch=trainer.current_epoch + 1, train_loss=float(metrics.get("train_loss", float("nan"))),
+                         val_accuracy=float(metrics.get("val_acc", float("nan"))),
+                         seconds=time.perf_counter() - self._started)
 
 
 def train(
@@ -144,7 +152,8 @@ def train(
 ) -> TrainResult:
     """Train ``net`` in place on ``data`` minus a validation holdout; same inputs, same weights (CPU).
 
-    ``stop_when`` ends training after the first epoch it approves (PoLe: a target reached).
+    ``stop_when`` ends training after the first epoch it approves (PoLe: a target reached), or right after the
+    first of ``settings.checks_per_epoch`` validations an epoch that it approves.
     ``callbacks`` and ``order`` (the fit split's sampler) let a transcript record the run.
     """
     _prepare_process(settings)
@@ -186,6 +195,7 @@ def _trainer(settings: TrainSettings, callbacks: list[pl.Callback], *, validate:
         devices=settings.devices,
         callbacks=callbacks,
         limit_val_batches=None if validate else 0,
+        val_check_interval=1 / settings.checks_per_epoch if validate and settings.checks_per_epoch > 1 else None,
         enable_progress_bar=False,
         logger=False,
         enable_checkpointing=False,

@@ -193,6 +193,20 @@ def test_the_derived_header_passes() -> None:
     assert check_header(_header(), _expected(), PARAMS) is None
 
 
+def test_steps_must_lie_in_the_last_epoch_claimed() -> None:
+    """A run may stop inside its last epoch (PoLe checks its target several times an epoch); the steps
+    must still fall in the claimed epoch: not one step short of it, nor one into the next."""
+    per_epoch = compute_steps_per_epoch(1617, 64)
+
+    def header(steps: int) -> TranscriptHeader:
+        return _header(steps=steps, interval=compute_interval(steps, PARAMS.max_checkpoints))
+    assert all(check_header(header(s), _expected(), PARAMS) is None for s in (per_epoch + 1, 2 * per_epoch - 1))
+    for steps in (per_epoch, 2 * per_epoch + 1):
+        problem = check_header(header(steps), _expected(), PARAMS)
+        assert problem is not None and "steps" in problem
+    assert check_header(header(5 * per_epoch + 1), _expected(epochs=6), PARAMS) is not None  # past max_epochs
+
+
 @pytest.mark.parametrize(("change", "named"), [
     ({"seed": 7}, "seed"), ({"batch_size": 32}, "batch_size"), ({"lr": 0.5}, "lr"), ({"optimizer": "sgd"}, "optimizer"),
     ({"examples": 1600}, "examples"), ({"miner": Identity.from_seed("n", bytes([2]) * 32).public_key}, "miner"),

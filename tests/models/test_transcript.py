@@ -7,6 +7,7 @@ attack is the commitment itself, so each fails only for what it fakes.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
@@ -32,7 +33,7 @@ from dlbc_ray.errors import ActorUnavailable
 from dlbc_ray.models.data import Split, holdout, load_builtin
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.system import ClassifierSystem
-from dlbc_ray.models.training import TrainSettings, train
+from dlbc_ray.models.training import EpochStat, TrainSettings, train
 from dlbc_ray.models.replay import (
     Committed,
     Derived,
@@ -76,15 +77,17 @@ def _net(data: Split, init_seed: int = 0, net: tuple[str, dict] = NET) -> torch.
 
 
 def _run(data: Split, *, order_seed: int = SEED, init_seed: int = 0, threads: int = 1, epochs: int = EPOCHS,
-         net: tuple[str, dict] = NET) -> tuple[Transcript, dict[str, np.ndarray]]:
+         net: tuple[str, dict] = NET, checks: int = 1,
+         stop_when: Callable[[EpochStat], bool] | None = None) -> tuple[Transcript, dict[str, np.ndarray]]:
     """One run recorded the way a miner records it; ``order_seed``/``init_seed`` let a cheater deviate."""
     fit, _ = holdout(data, HYPER["val_fraction"], SEED)
     header = plan(TASK, MINER, ROUND, examples=len(fit), max_epochs=EPOCHS, hyper=HYPER, threads=threads,
                   device="cpu", params=PARAMS)
     recorder = recorder_for(header, PARAMS)
     recorder.seed = order_seed  # an honest miner leaves it: the header's seed
-    settings = TrainSettings(epochs=epochs, batch_size=64, lr=1e-2, seed=SEED, num_threads=threads)
-    result = train(_net(data, init_seed, net), data, settings, callbacks=[recorder],
+    settings = TrainSettings(epochs=epochs, batch_size=64, lr=1e-2, seed=SEED, num_threads=threads,
+                             checks_per_epoch=checks)
+    result = train(_net(data, init_seed, net), data, settings, callbacks=[recorder], stop_when=stop_when,
                    order=lambda n, _seed: DerivedOrder(n, order_seed))
     return finish(header, recorder), result.weights
 
@@ -151,6 +154,26 @@ def test_an_honest_transcript_passes_every_sampled_audit(honest, data: Split) ->
         outcome, cost = _audit(transcript, weights, data, seed=bytes([i]) * 32)
         assert outcome.passed, outcome
         assert len(cost.segments) == PARAMS.segments + 1
+
+
+def test_a_run_stopped_inside_an_epoch_replays_and_claims_the_epochs_it_began(data: Split) -> None:
+    """PoLe checks its target several times an epoch and stops right after the validation that reached it:
+    the transcript ends inside the second epoch, replays bit for bit, and the claim is the epochs begun."""
+    seen: list[EpochStat] = []
+
+    def second_check_of_epoch_two(stat: EpochStat) -> bool:
+        seen.append(stat)
+        return stat.epoch == 2
+    transcript, weights = _run(data, checks=4, stop_when=second_check_of_epoch_two)
+    per_epoch = transcript.header.steps_per_epoch
+    assert per_epoch < transcript.header.steps < 2 * per_epoch  # stopped at its first check of epoch 2
+    assert [s.epoch for s in seen][:4] == [1, 1, 1, 1] and seen[-1].epoch == 2
+    outcome, cost = _audit(transcript, weights, data, params=_full(transcript), epochs=2)
+    assert outcome.passed, outcome
+    assert cost.replayed_steps == transcript.header.steps
+    for claimed in (1, 3):  # the epochs claimed must be the ones begun
+        outcome, _ = _audit(transcript, weights, data, epochs=claimed)
+        assert not outcome.passed and outcome.reason is AuditFailure.WRONG_HEADER
 
 
 def test_checkpoints_are_bounded_and_the_order_is_the_derived_one(honest, data: Split) -> None:
