@@ -50,8 +50,10 @@ VALIDATOR: dict[str, str] = {
     "_copied_by_marks": ORACLE, "_resolve_copies": ORACLE, "_resolve_derived": ORACLE,
 }
 REVIEWS: dict[type, dict[str, str]] = {
-    Miner: {name: SEALED if name in ("reveal", "transcript_opening", "cancel") else PUBLIC
-            for name in MINER_REVIEWED},  # reviewed in tests/actors/test_miner_secrets.py, one test per guard
+    Miner: {**{name: SEALED if name in ("reveal", "transcript_opening", "cancel") else PUBLIC
+               for name in MINER_REVIEWED},  # reviewed in tests/actors/test_miner_secrets.py, one test per guard
+            "mine": "GAP (no secret): trains for any caller's signed task and ctx, unvalidated (Ray does not "
+                    "re-parse), so anyone can keep a rival's two slots busy; see NOTES (proposer-signed ctx)"},
     AdversaryMiner: {},  # the attack suite's own miner: all of Miner's, plus its attacks (test-only actor)
     Validator: VALIDATOR,
     AdversaryValidator: {**VALIDATOR, "arm": "the attack suite's switch (test-only actor)"},
