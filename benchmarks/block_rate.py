@@ -153,12 +153,15 @@ def spread_sources(records: list[dict[str, Any]]) -> str:
             f"CV {cv(rest)}")
 
 
-def run(target: float, blocks: int, miners: int, change_blocks: int, dataset: str) -> dict[str, Any]:
+def run(target: float, blocks: int, miners: int, change_blocks: int, dataset: str,
+        target_checks: int | None = None) -> dict[str, Any]:
     from dlbc_ray.config import DEFAULT, PoleConfig, TaskDefaults
     from dlbc_ray.home import open_home
 
     pole = PoleConfig(target_interval_s=target, **PRESETS[dataset])
-    base = DEFAULT.model_copy(update={"pole": pole, "miners": miners, "task": TaskDefaults(dataset=dataset)})
+    checks = DEFAULT.miner.target_checks if target_checks is None else target_checks
+    base = DEFAULT.model_copy(update={"pole": pole, "miners": miners, "task": TaskDefaults(dataset=dataset),
+                                      "miner": DEFAULT.miner.model_copy(update={"target_checks": checks})})
     home = open_home(tempfile.mkdtemp(prefix="dlbc-blockrate-"))
     t0 = time.perf_counter()
     steady = pole_phase(home, base, blocks)
@@ -171,6 +174,7 @@ def run(target: float, blocks: int, miners: int, change_blocks: int, dataset: st
     gain = pole.retarget().gain_bps / 1e4
     return {
         "target_interval_s": target, "miners": miners, "window": pole.window, "dataset": dataset, "gain": gain,
+        "target_checks": checks,
         "wall_s": time.perf_counter() - t0,
         "pole": {"blocks": len(measured), "mean_s": mean, "cv": coefficient_of_variation(measured),
                  "sensitivity": s, "loop_gain": None if s is None else gain * math.log(2) * s,
@@ -215,7 +219,8 @@ def report(fig: dict[str, Any]) -> str:
     mark = lambda good: "met" if good else "MISSED"  # noqa: E731
     s = "-" if p["sensitivity"] is None else f"{p['sensitivity']:.2f} (loop gain {p['loop_gain']:.2f} per block)"
     lines = [f"block rate: {fig['dataset']}, target interval {t} s, {fig['miners']} miners, retarget every "
-             f"{fig['window']} block(s), gain {fig['gain']}, fitted sensitivity {s}",
+             f"{fig['window']} block(s), gain {fig['gain']}, target checked {fig['target_checks']}x an epoch, "
+             f"fitted sensitivity {s}",
              f"{'chain':<36} {'blocks':>6} {'mean s':>8} {'CV':>6}",
              f"{f'PoLe (after {WARM_UP} blocks of warm-up)':<36} {p['blocks']:>6} {p['mean_s']:>8.2f} {p['cv']:>6.3f}",
              f"{'proof of work, real SHA-256':<36} {w['blocks']:>6} {w['mean_s']:>8.2f} {w['cv']:>6.3f}",
@@ -309,12 +314,14 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(PRESETS), default="mnist1d", help="the standing task's data")
     parser.add_argument("--quick", action="store_true", help="one run, 20 blocks, 8 after each change")
     parser.add_argument("--plot", type=Path, default=Path("build/block_rate.png"))
+    parser.add_argument("--target-checks", type=int, default=None, help="validations per epoch a miner checks "
+                        "the target at (MinerConfig.target_checks; 1 = at epoch ends only)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     blocks, change, runs = (20, 8, 1) if args.quick else (args.blocks, 16, args.runs)
     figs = []
     for i in range(runs):
-        figs.append(run(args.target_interval, blocks, args.miners, change, args.dataset))
+        figs.append(run(args.target_interval, blocks, args.miners, change, args.dataset, args.target_checks))
         if not args.json:
             print(f"\n== run {i + 1} of {runs} ({figs[-1]['wall_s']:.0f} s)\n{report(figs[-1])}\n", flush=True)
     if args.json:

@@ -7,25 +7,15 @@ so the system knows nothing about keys, owners or chains.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from dlbc_ray.errors import ConfigError
 from dlbc_ray.models.objectives import get_objective, score
+from dlbc_ray.models.step import OPTIMIZERS, Regularizer, check_optimizer, compute_loss, make_optimizer, step_loss
 
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-
-
-class Regularizer(Protocol):
-    """A named loss term on the net's own weights; it must return a tensor on their device."""
-
-    name: str
-
-    def __call__(self, net: nn.Module) -> torch.Tensor: ...
+__all__ = ["OPTIMIZERS", "ClassifierSystem", "Regularizer"]
 
 
 class ClassifierSystem(pl.LightningModule):
@@ -42,8 +32,7 @@ class ClassifierSystem(pl.LightningModule):
         regularizers: Sequence[Regularizer] = (),
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{optimizer}'; use one of {', '.join(OPTIMIZERS)}", reason="optimizer")
+        check_optimizer(optimizer)
         self.objective = get_objective(objective)
         self.save_hyperparameters(ignore=["net", "regularizers"])
         self.net = net
@@ -60,21 +49,16 @@ class ClassifierSystem(pl.LightningModule):
                 regularizer.to(self.device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.loss(self(x), y)
-        for regularizer in self.regularizers:
-            term = regularizer(self.net)
-            self.log(f"reg_{regularizer.name}", term, on_step=False, on_epoch=True, batch_size=len(y))
-            loss = loss + term
+        x, y = batch  # the arithmetic is models.step's, which audits replay with
+        loss, terms = step_loss(self.net, self.objective, self.regularizers, x, y)
+        for name, term in terms:
+            self.log(f"reg_{name}", term, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The objective's loss: cross-entropy on logits, or MSE / L1 on a regression net's first output."""
-        if self.objective.loss == "cross_entropy":
-            return F.cross_entropy(outputs, y)
-        prediction = outputs.reshape(len(y), -1)[:, 0]
-        return (F.mse_loss if self.objective.loss == "mse" else F.l1_loss)(prediction, y.to(prediction.dtype))
+        return compute_loss(self.objective, outputs, y)
 
     def on_validation_epoch_start(self) -> None:
         self._val = []
@@ -94,8 +78,4 @@ class ClassifierSystem(pl.LightningModule):
         self._val = []
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.net.parameters() if p.requires_grad]  # the mapping layer stays fixed
-        lr, decay = self.hparams["lr"], self.hparams["weight_decay"]
-        if self.hparams["optimizer"] == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=decay)
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+        return make_optimizer(self.net, self.hparams["optimizer"], self.hparams["lr"], self.hparams["weight_decay"])

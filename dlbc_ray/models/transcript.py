@@ -1,13 +1,13 @@
-"""Recording training transcripts: a Lightning callback, a derived data order, bounded checkpoint storage.
+"""Training transcripts: a derived data order, checkpoints, bounded storage, the miner's Merkle tree.
 
-The miner's trainer runs with ``DerivedOrder`` as its sampler and ``TranscriptRecorder`` as a
-callback; the recorder reseeds torch before every step (so dropout is a function of the
-seed) and keeps a ``Checkpoint`` (weights plus optimizer state) every ``k`` steps in a
-``CheckpointStore``: in memory, or one ``.npz`` per checkpoint in a folder. The number of
-checkpoints is bounded by ``AuditParams.max_checkpoints``, so a run keeps at most that many
-copies of its weights and optimizer moments (about 3x the model's size each with Adam).
-
-Replaying and auditing a transcript is ``models/replay.py``.
+The miner's trainer runs with ``DerivedOrder`` as its sampler and ``TranscriptRecorder``
+(models/recorder.py, the one Lightning part) as a callback; the recorder reseeds torch before
+every step (so dropout is a function of the seed) and keeps a ``Checkpoint`` (weights plus
+optimizer state) every ``k`` steps in a ``CheckpointStore``: in memory, or one ``.npz`` per
+checkpoint in a folder. The number of checkpoints is bounded by ``AuditParams.max_checkpoints``,
+so a run keeps at most that many copies of its weights and optimizer moments (about 3x the
+model's size each with Adam). Nothing here imports Lightning: validators replaying a transcript
+(``models/replay.py``) need only torch.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import Sampler
 
@@ -35,14 +35,15 @@ from dlbc_ray.consensus.transcript import (
     compute_interval,
     compute_merkle_levels,
     compute_merkle_proof,
-    compute_step_seed,
     compute_steps_per_epoch,
     compute_training_seed,
     compute_transcript_root,
 )
 from dlbc_ray.errors import InvalidModelFile
 from dlbc_ray.models.data import Split, holdout
-from dlbc_ray.models.weights import to_numpy
+
+if TYPE_CHECKING:
+    from dlbc_ray.models.recorder import TranscriptRecorder
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -164,64 +165,6 @@ def seed_step(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-class TranscriptRecorder(pl.Callback):
-    """Reseeds torch before each optimizer step and keeps checkpoints at ``checkpoint_steps``.
-
-    The interval starts at one step and doubles (every other checkpoint dropped) whenever more
-    than ``max_checkpoints - 1`` would be kept, so a run of any length, stopped early or not,
-    keeps between about half and all of ``max_checkpoints``: the audit's share stays the same.
-    """
-
-    def __init__(self, seed: int, max_checkpoints: int, store: CheckpointStore | None = None) -> None:
-        self.seed, self.cap, self.interval = seed, max_checkpoints, 1
-        self.store = store if store is not None else CheckpointStore()
-        self.hashes: dict[int, tuple[str, str] | None] = {}  # step -> (weights, optimizer) hashes, made once kept
-        self._deterministic = False
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        self._record(0, pl_module, trainer.optimizers[0])
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
-                             batch_idx: int) -> None:
-        seed_step(compute_step_seed(self.seed, trainer.global_step))
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object,
-                           batch_idx: int) -> None:
-        if trainer.global_step % self.interval == 0:
-            self._record(trainer.global_step, pl_module, trainer.optimizers[0])
-            self._thin()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._record(trainer.global_step, pl_module, trainer.optimizers[0])
-        torch.use_deterministic_algorithms(self._deterministic)
-
-    @property
-    def leaves(self) -> list[CheckpointLeaf]:
-        """The kept checkpoints as committed leaves; hashed here, so thinned-out ones never are."""
-        for step, hashes in self.hashes.items():
-            checkpoint = self.store.get(step) if hashes is None else None
-            if checkpoint is not None:
-                leaf = checkpoint.leaf(0)
-                self.hashes[step] = (leaf.weights_hash, leaf.optimizer_hash)
-        return [CheckpointLeaf(index=i, step=step, weights_hash=h[0], optimizer_hash=h[1])
-                for i, (step, h) in enumerate(sorted(self.hashes.items())) if h is not None]
-
-    def _record(self, step: int, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if step in self.hashes:
-            return
-        self.store.put(Checkpoint(step=step, weights=to_numpy(pl_module.net), optimizer=flatten_optimizer(optimizer)))
-        self.hashes[step] = None
-
-    def _thin(self) -> None:
-        while len(self.hashes) > self.cap - 1:  # one place stays free for the last step
-            self.interval *= 2
-            for step in [s for s in self.hashes if s % self.interval]:
-                del self.hashes[step]
-                self.store.drop(step)
-
-
 # ------------------------------------------------------------------ the miner's transcript
 
 
@@ -303,6 +246,8 @@ class Kept:
 
 def recorder_for(header: TranscriptHeader, params: AuditParams,
                  store: CheckpointStore | None = None) -> TranscriptRecorder:
+    from dlbc_ray.models.recorder import TranscriptRecorder  # Lightning: only a miner's process records
+
     return TranscriptRecorder(header.seed, params.max_checkpoints, store)
 
 

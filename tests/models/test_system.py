@@ -88,3 +88,26 @@ def test_val_acc_is_the_objective_over_the_whole_holdout_not_a_mean_of_batches()
     from sklearn.metrics import f1_score
 
     assert logged["val_acc"] == pytest.approx(f1_score([0, 0, 0, 2, 1], [0, 0, 1, 2, 1], average="macro"))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("objective", ["accuracy", "mse"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_replay_system_steps_bit_for_bit_as_the_lightning_one(objective: str, optimizer: str) -> None:
+    """Audits replay with models.step.StepSystem (no Lightning): three steps from the same weights must land
+    on the same bits as ClassifierSystem's, regularizers included."""
+    from dlbc_ray.models.step import StepSystem
+
+    kwargs = {"regularizers": [L2(0.5)], "optimizer": optimizer, "objective": objective, "lr": 0.05}
+    lightning, plain = _system(**kwargs), StepSystem(build_net("mlp", {"hidden": [5]}, (4,), 3), **kwargs)
+    plain.net.load_state_dict(lightning.net.state_dict())
+    optimizers = lightning.configure_optimizers(), plain.configure_optimizers()
+    x, y = _batch()
+    for _ in range(3):
+        for system, opt in zip((lightning, plain), optimizers):
+            opt.zero_grad()
+            system.training_step((x, y), 0).backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(lightning.net.state_dict().values(), plain.net.state_dict().values()))
+    with pytest.raises(ConfigError):
+        StepSystem(build_net("mlp", {"hidden": [5]}, (4,), 3), optimizer="lbfgs")

@@ -7,6 +7,8 @@ attack is the commitment itself, so each fails only for what it fakes.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
@@ -32,7 +34,7 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ActorUnavailable
 from dlbc_ray.models.data import Split, holdout, load_builtin
 from dlbc_ray.models.nets import build_net
-from dlbc_ray.models.system import ClassifierSystem
+from dlbc_ray.models.step import StepSystem
 from dlbc_ray.models.training import EpochStat, TrainSettings, train
 from dlbc_ray.models.replay import (
     Committed,
@@ -96,7 +98,7 @@ def _derived(data: Split, model_hash: str, *, epochs: int = EPOCHS, net: tuple[s
     fit, _ = holdout(data, HYPER["val_fraction"], SEED)
     expected = Expected(task_id=TASK, miner=MINER, round_id=ROUND, examples=len(fit), max_epochs=EPOCHS,
                         epochs=epochs, hyperparameters=HYPER)
-    return Derived(make_system=lambda: ClassifierSystem(_net(data, 0, net), lr=1e-2, optimizer="adam"), fit=fit,
+    return Derived(make_system=lambda: StepSystem(_net(data, 0, net), lr=1e-2, optimizer="adam"), fit=fit,
                    initial=to_numpy(_net(data, 0, net)), finish=lambda w: w, model_hash=model_hash, expected=expected)
 
 
@@ -174,6 +176,15 @@ def test_a_run_stopped_inside_an_epoch_replays_and_claims_the_epochs_it_began(da
     for claimed in (1, 3):  # the epochs claimed must be the ones begun
         outcome, _ = _audit(transcript, weights, data, epochs=claimed)
         assert not outcome.passed and outcome.reason is AuditFailure.WRONG_HEADER
+
+
+def test_recording_and_replaying_import_no_lightning() -> None:
+    """Validators replay with models.step on plain torch: the transcript's own modules must not pull in
+    Lightning (torchmetrics, SciPy's signal package, matplotlib: ~1.6 s of CPU per validator process)."""
+    code = ("import sys; import dlbc_ray.models.transcript, dlbc_ray.models.step; "
+            "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_checkpoints_are_bounded_and_the_order_is_the_derived_one(honest, data: Split) -> None:

@@ -162,10 +162,10 @@ def test_a_large_linear_host_averages_row_blocks_up_to_the_cap() -> None:
 
 
 def test_conv_filter_mean_averages_filters_in_torch_layout() -> None:
-    weight = torch.randn(8, 4, 3, 3)
+    weight = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))  # unseeded, a mean near 0 failed
     w = filter_mean(weight)
     assert host_size((8, 4, 3, 3)) == w.shape[0] == 36
-    assert torch.isclose(w[2 * 9 + 1 * 3 + 2], weight[:, 2, 1, 2].mean())
+    assert torch.isclose(w[2 * 9 + 1 * 3 + 2], weight[:, 2, 1, 2].mean(), atol=1e-6)  # float32 sums, any order
     assert np.allclose(filter_mean(weight.numpy()), w.numpy(), atol=1e-6)
     assert host_size((8, 4, 5)) == 20
 
