@@ -183,7 +183,24 @@ def _honest_blocks() -> list[tuple[str, World, Block]]:
 
     fused = World()
     out.append(("fusion", fused, fusion_round(fused, fused_score=9_000, without=(8_000, 8_600, 9_000))[0]))
+    twice = World()
+    out.append(("fusion evidence", twice, _double_fusion_vote_block(twice)))
     return out
+
+
+def _double_fusion_vote_block(world: World) -> Block:
+    """A BaaS block whose last validator signed two different fusion votes: named, and left out."""
+    from dlbc_ray.consensus import propose_task_block
+    from tests.consensus.test_baas import fusion_round
+
+    block, _ = fusion_round(world, fused_score=9_000, without=(8_000, 8_600, 9_000))
+    task = next(tx.task for tx in block.txs if isinstance(tx, PostTaskTx))
+    liar = block.fusion_votes[-1]
+    other = world.resign_ballot(liar, score=liar.message.score - 1)  # type: ignore[arg-type]
+    fused, _ = propose_task_block(world.state, task, block.submissions, block.ballots, world.proposer,
+                                  block.header.timestamp_ms, block.header.round_id or "", [*block.fusion_votes, other])
+    assert [e.kind for e in fused.evidence] == ["fusion_equivocation"]
+    return fused
 
 
 HONEST = _honest_blocks()
