@@ -184,3 +184,25 @@ def pids_mentioning(temp_dir: Path) -> list[int]:
             if d.name.isdigit() and str(temp_dir).encode() in (d / "cmdline").read_bytes():
                 found.append(int(d.name))
     return found
+
+
+def cluster_auth_mode(timeout_s: float = 60.0) -> str:
+    """The auth mode the connected cluster's own workers run with: ``token`` or ``disabled``.
+
+    Our driver's mode says nothing about the cluster's: a driver in token mode attaches to a
+    cluster that runs without auth, silently, and every actor it then starts (signing keys
+    included) is open to whoever reaches that cluster's ports. One task asks a worker there.
+    """
+    import ray
+
+    from dlbc_ray.actors._ray import get
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_auth_mode_here)
+    return str(get(probe.remote(), timeout=timeout_s, what="the cluster's auth mode"))
+
+
+def _auth_mode_here() -> str:
+    from ray._private.authentication.authentication_utils import get_authentication_mode_name
+    from ray._raylet import get_authentication_mode
+
+    return str(get_authentication_mode_name(get_authentication_mode()))
