@@ -9,6 +9,7 @@ stopped afterwards); clients run as subprocesses so this test process never atta
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ def open_cluster() -> Iterator[str]:
         proc.wait(timeout=60)
         for pid in localhead.pids_mentioning(temp):
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def client_env(tmp_path: Path) -> dict[str, str]:
