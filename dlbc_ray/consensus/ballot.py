@@ -66,6 +66,12 @@ def is_whole(ballot: Ballot, commits: Sequence[str]) -> bool:
     return [v.commit for v in ballot.votes] == list(commits)
 
 
+def is_well_formed(ballot: Ballot, commits: Sequence[str]) -> bool:
+    """Votes only on the round's submissions, each at most once: what the ledger accepts, as a ballot or as evidence."""
+    judged = [v.commit for v in ballot.votes]
+    return len(set(judged)) == len(judged) and set(judged) <= set(commits)
+
+
 def find_partial_ballot(ballots: Sequence[Ballot], commits: Sequence[str]) -> str | None:
     """The first validator whose ballot does not judge exactly ``commits``, or None: ballots are whole."""
     wanted = set(commits)
@@ -134,13 +140,15 @@ def _conflicts(signeds: Sequence[Signed[Any]], make: Callable[..., Evidence]) ->
 
 
 def select_bound(ballots: Sequence[Signed[Ballot]], round_id: str, commits: Sequence[str]) -> list[Signed[Ballot]]:
-    """The ballots that judged exactly this round's submission set, in the window most validators signed.
+    """The well-formed ballots that judged exactly this round's submission set, in the window most validators
+    signed.
 
-    No other may go in the block (``ballot_set``, ``ballot_round``): one validator that signs
-    another base or window close for the round must not spoil the honest ballots' block.
+    No other may go in the block, as a ballot or as evidence (``ballot_set``, ``ballot_round``,
+    ``vote_commit``, ``duplicate_vote``): one validator that signs such a ballot for the round
+    must not spoil the honest ballots' block.
     """
     root = compute_submissions_root(commits)
-    bound = [b for b in ballots if is_bound_to(b.message, round_id, root)]
+    bound = [b for b in ballots if is_bound_to(b.message, round_id, root) and is_well_formed(b.message, commits)]
     signers = {(b.message.base_hash, b.message.close_ms, b.message.validator) for b in bound}
     windows = Counter((base, close) for base, close, _ in signers)
     if not windows:

@@ -225,6 +225,22 @@ def _equivocating_block(world: World) -> Block:
     return block
 
 
+@pytest.mark.parametrize("malformed", ["ghost vote", "vote twice"])
+def test_a_malformed_second_ballot_is_no_evidence_and_does_not_spoil_the_block(world: World, malformed: str) -> None:
+    """The ledger refuses a malformed ballot even as evidence, so the proposer never offers one."""
+    task = world.task()
+    subs = [world.submission(m, task) for m in world.miners]
+    ballots = [world.ballot(v, subs, [9000, 8000, 7000]) for v in world.validators]
+    votes = ballots[3].message.votes
+    bad = (votes[0].model_copy(update={"commit": fake_hash("ghost")}), *votes[1:]) if malformed == "ghost vote" \
+        else (votes[0], votes[0], *votes[1:])
+    ballots.append(world.resign_ballot(ballots[3], votes=bad))
+    block, _ = propose_task_block(world.state, task, subs, ballots, world.proposer, T0 + 5_000,
+                                  world.round_id(crypto.message_hash(task.message)))
+    validate_block(block, world.state)
+    assert not block.evidence and len(block.ballots) == 4
+
+
 def test_a_partial_ballot_is_refused(world: World) -> None:
     """A validator's ballot that leaves out one submission (quorum still holds) would cost it its fee, unseen.
 
