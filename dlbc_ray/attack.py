@@ -55,7 +55,8 @@ if TYPE_CHECKING:  # torch and Ray load only when a network is assembled
     from dlbc_ray.actors.adversary import MinerAttack
     from dlbc_ray.actors.liars import ValidatorLie
 
-KINDS = ("thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse", "forged-signature",
+REUSES = ("replay", "disguised-replay", "partial-reuse", "layer-reset", "fine-tuned-replay", "pruned-replay")
+KINDS = ("thief", "copy-noise", "random-weights", *REUSES, "forged-signature",
          "hash-mismatch", "wrong-task", "late", "lying-validators", "equivocating-validator", "too-many-liars",
          "false-claim", "secret-probe",
          "cross-chain-replay", "proposer-drop", "fake-transcript")
@@ -189,7 +190,7 @@ class AttackNetwork:
             return MinerAttack(kind, task=task, train=self.bundle.train), {}  # type: ignore[arg-type]
         if kind == "forged-signature":
             return MinerAttack(kind, victim=HONEST_MINERS[index % len(HONEST_MINERS)]), {}
-        if kind in ("replay", "disguised-replay", "partial-reuse"):
+        if kind in REUSES:
             weights, seed = self.earlier_winner()
             return MinerAttack(kind, weights=weights, sml_seed=seed), {}  # type: ignore[arg-type]
         if kind == "secret-probe":

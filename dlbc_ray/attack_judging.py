@@ -32,7 +32,10 @@ Definitions, per trial (a kind's row sums them over its trials):
         and not the winner.
     partial-reuse: the same earlier winner, the layer hosting its owner's mark re-initialised,
         then the task's epochs of training with the thief's own mark; decided ``derived`` (or
-        ``stolen``) and not the winner.
+        ``stolen``) and not the winner. layer-reset: the same with the first layer re-initialised.
+        fine-tuned-replay: disguised as above, then one epoch of training with the thief's mark.
+        pruned-replay: disguised, 30% of the weights pruned and a quarter of the units made dead.
+        All three: decided ``derived`` (or ``stolen``) and not the winner.
     forged-signature / wrong-task / late: the round's outcomes record the adversary's
         sending with ``bad_signature`` / ``wrong_task`` / ``late``, and its commit is not
         in the block. hash-mismatch: in the block, decided ``hash_mismatch``, not the winner.
@@ -310,6 +313,9 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "replay": _adversary_rejected(Verdict.REPLAY.value, Verdict.STOLEN.value),
     "disguised-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
     "partial-reuse": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
+    "layer-reset": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
+    "fine-tuned-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
+    "pruned-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
     "forged-signature": _adversary_dropped(Verdict.BAD_SIGNATURE.value),
     "wrong-task": _adversary_dropped(Verdict.WRONG_TASK.value),
     "late": _adversary_dropped(Verdict.LATE.value),

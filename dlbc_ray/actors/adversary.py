@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,16 +27,16 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import get
 from dlbc_ray.actors.miner import Miner, Sealed, own_marks, settled, training_seed
+from dlbc_ray.actors.secret_probe import probe_rivals
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import DLBCError
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
-from dlbc_ray.models.disguise import embed_mark, host_prefix, permute_and_rescale, remap, reset_layer
-from dlbc_ray.models.nets import build_net, count_parameters
+from dlbc_ray.models.disguise import (embed_mark, host_prefix, kill_units, permute_and_rescale, prune, remap,
+                                     reset_layer)
+from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed
 from dlbc_ray.models.training import TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
@@ -44,11 +44,10 @@ from dlbc_ray.schema import Reveal, Signed, Submission, Task
 from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, RoundContext, WindowClose
 
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
-                    "forged-signature",
+                    "layer-reset", "fine-tuned-replay", "pruned-replay", "forged-signature",
                     "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
                     "cross-chain-replay", "fake-transcript"]
 Weights = dict[str, np.ndarray]
-PROBE_TIMEOUT_S = 10.0  # the secret-probe's wait for one guessed call to a rival
 THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
 
 
@@ -60,7 +59,7 @@ class MinerAttack:
     victim: str | None = None  # thief, copy-noise, forged-signature: the honest miner's name (None: the best)
     task: Signed[Task] | None = None  # thief, copy-noise: the round's task, known when armed ...
     train: Split | None = None  # ... and its training data, so the loot is ready when the round opens
-    weights: Weights | None = None  # replay, disguised-replay, partial-reuse: an earlier winner's weights ...
+    weights: Weights | None = None  # replay and its disguises (REUSES): an earlier winner's weights ...
     sml_seed: str | None = None  # ... and the mapping seed they were trained behind (hex)
     noise: float = 0.01  # copy-noise: Gaussian noise, relative to each tensor's standard deviation
     late_by_s: float = 1.0  # late: how long after the deadline the submission arrives
@@ -159,8 +158,8 @@ class AdversaryMiner(Miner):
         if a.weights is None or a.sml_seed is None:
             raise ValueError("a replay needs the earlier winner's weights and mapping seed")
         weights, seed = dict(a.weights), bytes.fromhex(a.sml_seed)
-        if a.kind == "disguised-replay":
-            weights, seed = self._disguise(task.message, weights, seed, ctx.round_id)
+        if a.kind in ("disguised-replay", "pruned-replay"):
+            weights, seed = self._disguise(task.message, weights, seed, ctx.round_id, thin=a.kind == "pruned-replay")
         return self._submit(task, ctx, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
 
     def _fake_transcript(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -263,36 +262,49 @@ class AdversaryMiner(Miner):
         watermark.settle(net, marks[0].key, margin=self.protection.mark_margin, max_steps=max_steps)
         return to_numpy(net)
 
-    def _disguise(self, spec: Task, weights: Weights, seed: bytes, round_id: str) -> tuple[Weights, bytes]:
+    def _disguise(self, spec: Task, weights: Weights, seed: bytes, round_id: str, *,
+                  thin: bool = False) -> tuple[Weights, bytes]:
         """Every hidden unit permuted and rescaled (the function kept, the owner's mark scrambled), moved
         behind our own mapping layer, and our own mark written with the least change (just past 0: validators
-        ask for the bits, not a margin)."""
+        ask for the bits, not a margin). ``thin``: then 30% of the weights pruned and a quarter of the units
+        made dead ones (random inputs, no outputs), to blur any comparison unit by unit."""
         own = mapping_seed(self.identity, crypto.message_hash(spec), round_id)
         rng = np.random.default_rng(int.from_bytes(self.identity.derive(f"disguise|{round_id}")[:4], "big"))
-        moved = remap(permute_and_rescale(weights, rng), spec.model.name, spec.dataset.input_shape, seed, own)
+        shuffled = permute_and_rescale(weights, rng)
+        if thin:
+            shuffled = kill_units(prune(shuffled, 0.3), rng, 0.25)
+        moved = remap(shuffled, spec.model.name, spec.dataset.input_shape, seed, own)
         marks = own_marks(self.identity, self.protection, self._net(spec), spec)
         return (embed_mark(moved, marks[0].key, THIEF_MARGIN) if marks else moved), own
 
-    def _partial_reuse(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        """An earlier winner behind our own map, the layer that hosts its owner's mark re-initialised, then
-        the task's epochs of training with our own mark, as an honest miner trains."""
+    def _reuse(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """An earlier winner behind our own map, then trained with our own mark as an honest miner trains:
+        ``partial-reuse`` re-initialises the layer that hosts its owner's mark and ``layer-reset`` the first
+        layer, then train the task's epochs; ``fine-tuned-replay`` permutes and rescales every unit, then
+        trains one epoch."""
         if a.weights is None or a.sml_seed is None:
-            raise ValueError("a partial reuse needs the earlier winner's weights and mapping seed")
-        spec = task.message
+            raise ValueError(f"a {a.kind} needs the earlier winner's weights and mapping seed")
+        spec, old = task.message, bytes.fromhex(a.sml_seed)
         own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)
-        moved = remap(a.weights, spec.model.name, spec.dataset.input_shape, bytes.fromhex(a.sml_seed), own)
-        start = reset_layer(moved, spec.model.name, spec.model.params, spec.dataset.input_shape,
-                            spec.dataset.n_classes, host_prefix(spec.model.name),
-                            seed=int.from_bytes(self.identity.derive("reset")[:4], "big"))
+        if a.kind == "fine-tuned-replay":
+            start, own = self._disguise(spec, a.weights, old, ctx.round_id)
+            epochs, what = 1, "permuted and rescaled, one epoch"
+        else:
+            layer = (host_prefix(spec.model.name) if a.kind == "partial-reuse"
+                     else net_info(spec.model.name).first_layer.rsplit(".", 1)[0])
+            moved = remap(a.weights, spec.model.name, spec.dataset.input_shape, old, own)
+            start = reset_layer(moved, spec.model.name, spec.model.params, spec.dataset.input_shape,
+                                spec.dataset.n_classes, layer, seed=int.from_bytes(self.identity.derive("reset")[:4], "big"))
+            epochs, what = spec.max_epochs, f"{layer} reset"
         net = load_into(self._net(spec), start)
         q, kind = mapping_layer(own, net, spec.model.name, spec.dataset.input_shape)
         marks = own_marks(self.identity, self.protection, net, spec)
-        settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
+        settings = TrainSettings(epochs=epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
                                  optimizer=self.cfg.optimizer, seed=training_seed(self.identity, ctx.task_id),
                                  val_fraction=self.cfg.val_fraction, num_threads=self.threads)
         result = train(sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), data, settings, regularizers=marks)
         weights = settled(net, marks, result.weights, self.protection.mark_margin)
-        note = f"earlier winner {crypto.hash_weights(a.weights)[:12]}, {host_prefix(spec.model.name)} reset"
+        note = f"earlier winner {crypto.hash_weights(a.weights)[:12]}, {what}"
         return self._submit(task, ctx, weights, own), weights, note
 
     @staticmethod
@@ -333,48 +345,6 @@ class _Loot:
     round: tuple[str, str]  # (task id, round id) it was made for
 
 
-def probe_rivals(rivals: Mapping[str, Any], closes: Sequence[Signed[WindowClose]],
-                 task_id: str) -> tuple[list[str], int, dict[str, bytes]]:
-    """Call every method each rival's handle exposes (Ray's own ``__ray_*__`` and ``mine`` aside) with every
-    argument list a miner could make; returns what answered with a secret, the calls made, and seeds got."""
-    commit = hashlib.sha256(b"a guess|" + task_id.encode()).hexdigest()
-    guesses: list[tuple[Any, ...]] = [(), (task_id,), (task_id, commit), *((c,) for c in closes),
-                                      *((c, commit) for c in closes)]
-    leaks: list[str] = []
-    seeds: dict[str, bytes] = {}
-    tried = 0
-    for name, handle in rivals.items():
-        for method in sorted({*dir(handle), "watermark_secret", "mapping_seed"} - {"mine"}):
-            if method.startswith("__ray"):
-                continue
-            for args in guesses:
-                tried += 1
-                try:
-                    got = get(getattr(handle, method).remote(*args), timeout=PROBE_TIMEOUT_S,
-                                   what=f"{name}.{method}")
-                except (DLBCError, AttributeError, TypeError):  # refused, no such method, wrong arguments
-                    continue
-                secret = secret_in(got, task_id)
-                if secret is not None:
-                    leaks.append(f"{name}.{method}")
-                    if isinstance(got, Signed):
-                        seeds.setdefault(name, secret)
-    return leaks, tried, seeds
-
-
-def secret_in(value: Any, task_id: str) -> bytes | None:
-    """What a rival's answer gives away: a reveal of its seed for this task, raw bytes, a watermark key or a
-    mapping matrix (nothing an honest answer holds)."""
-    if isinstance(value, Signed) and isinstance(value.message, Reveal) and value.message.task_id == task_id:
-        return bytes.fromhex(value.message.sml_seed)
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, (watermark.WatermarkKey, watermark.WatermarkRegularizer, np.ndarray)):
-        return b"key"
-    if isinstance(value, (tuple, list)):
-        return next((s for s in (secret_in(v, task_id) for v in value) if s is not None), None)
-    return None
-
 PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, RoundContext], _Play]] = {
     "thief": AdversaryMiner._thief,
     "copy-noise": AdversaryMiner._copy_noise,
@@ -382,7 +352,10 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "bait": AdversaryMiner._random,
     "replay": AdversaryMiner._replay,
     "disguised-replay": AdversaryMiner._replay,
-    "partial-reuse": AdversaryMiner._partial_reuse,
+    "partial-reuse": AdversaryMiner._reuse,
+    "layer-reset": AdversaryMiner._reuse,
+    "fine-tuned-replay": AdversaryMiner._reuse,
+    "pruned-replay": AdversaryMiner._replay,
     "forged-signature": AdversaryMiner._forged,
     "hash-mismatch": AdversaryMiner._hash_mismatch,
     "wrong-task": AdversaryMiner._wrong_task,

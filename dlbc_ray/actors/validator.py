@@ -5,17 +5,17 @@ weight hash, architecture, mapping-seed reveal, watermark ownership, reuse of we
 already accepted or already rewarded, then the score on the test split through the
 miner's own mapping layer. Last, over the whole round, near copies: of two valid models
 within ``copy_distance``, the one carrying the other's watermark (or else the later) loses;
-and provenance: a valid model that computes what an earlier valid model computes (one this
-validator judged in an earlier round, or an earlier arrival of this round by another miner)
-is ``derived``, whatever its weights look like (``models.fingerprint``).
+and provenance: a valid model that computes what an earlier valid model computes, or keeps one of
+its layers' learned weights (one this validator judged in an earlier round, a winner of an earlier
+block, or an earlier arrival of this round by another miner) is ``derived``, whatever its weights
+look like at first sight (``models.fingerprint``, ``models.alignment``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,22 +25,21 @@ import torch
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import get
+from dlbc_ray.actors.lineage import Lineage
+from dlbc_ray.actors.winners import WinnerSource
 from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
-from dlbc_ray.consensus.verdicts import (Judgement, check_envelope, check_provenance, check_reuse, check_reveal,
-                                         check_timing)
+from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, check_reveal, check_timing
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError, InvalidModelFile
 from dlbc_ray.models import baas, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.evaluate import evaluate
-from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, compare, fingerprint, null_fingerprints,
-                                         probe_inputs)
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
-from dlbc_ray.models.weights import check_architecture, to_numpy
+from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import BallotReply, RoundContext, SubmissionArrival, ValidatorStats
 
@@ -81,26 +80,24 @@ class Validator:
     """Verifies and scores; only validators ever receive a task's test split."""
 
     def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes]) -> None:
+                 marks: Mapping[str, bytes], winners: WinnerSource | None = None) -> None:
         self.cfg, self.identity, self.protection = cfg, identity, protection
         # miner public key -> watermark secret, from the network's assembler at construction: no method
         # sets it (anyone could re-register a rival) and none hands it out
         self._marks: dict[str, bytes] = dict(marks)
         self._keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
         self._rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
-        # earlier valid models' fingerprints and each task family's probes: never handed out by any method
-        self._refs = ReferenceSet()
         self._memory = threading.Lock()  # two rounds may validate at once (max_concurrency): caches and refs
-        self._probes: dict[str, tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]] = {}
+        # earlier valid models (and winners read back from the chain): never handed out by any method
+        self._lineage = Lineage(self._memory, winners)
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
-        from dlbc_ray.models import replay  # noqa: F401  warm: Lightning loads as the actor starts, not inside a ballot
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "num_cpus": self.cfg.num_cpus,
                 "num_gpus": self.cfg.num_gpus, "device": "cpu", "miners_known": len(self._marks)}
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
-                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
+                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: Collection[str] = frozenset(),
                  progress: Any = None, audits: TranscriptAudits | RoundAudits | None = None) -> BallotReply:
         """One signed ballot: a vote per submission, in arrival order; with ``audits``, each training transcript too."""
         audits = self._resolve_audits(audits)
@@ -113,10 +110,11 @@ class Validator:
         for arrival, ref in zip(arrivals, weight_refs):
             judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock))
         t = time.perf_counter()
-        self._resolve_copies(spec, judged)
-        self._resolve_derived(spec, test, judged, ctx, won_models)
+        near = self._resolve_copies(spec, judged)
+        fresh = self._lineage.resolve(spec, test, judged, ctx, won_models, near)
         if audits is not None:  # last: a copy or a derived model is named as such, not only as a bad transcript
             self._audit(spec, ctx, root, arrivals, judged, audits)
+        self._lineage.remember(spec, fresh, won_models)  # after the audit: a bad transcript is nobody's reference
         t = clock.add("checks_ms", t)
         votes = tuple(Vote(commit=j.sub.commit, verdict=j.verdict, score=j.score if j.valid else 0,
                            detail=j.detail[:200]) for j in judged)
@@ -149,7 +147,7 @@ class Validator:
     # --------------------------------------------------------------- judging
 
     def _judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
-               won: frozenset[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
+               won: Collection[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
         sub = arrival.signed.message
         t = time.perf_counter()
         early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
@@ -258,7 +256,7 @@ class Validator:
         value = evaluate(net, weights, Split(x=x, y=test.y), metric=spec.metric, batch_size=self.cfg.eval_batch_size)
         return round(value * SCORE_SCALE)
 
-    def _resolve_copies(self, spec: Task, judged: Sequence[_Judged]) -> None:
+    def _resolve_copies(self, spec: Task, judged: Sequence[_Judged]) -> set[frozenset[str]]:
         """Two valid models within ``copy_distance`` of each other are one model twice; one is a copy.
 
         The copy is the one that carries the other submitter's watermark (a thief can re-mark
@@ -266,7 +264,9 @@ class Validator:
         the victim's bits stay far better than chance in the copy, while the victim's model
         shows nothing of the thief's key): judged ``stolen``. When the marks do not tell,
         SN9's rule: the later one is a ``copy`` unless it beats the earlier by ``copy_epsilon``.
+        Returns the near pairs (by commit): this rule has judged them, provenance leaves them be.
         """
+        near: set[frozenset[str]] = set()
         for i, later in enumerate(judged):
             for earlier in judged[:i]:
                 if not (later.valid and earlier.valid) or later.sub.miner == earlier.sub.miner:
@@ -275,6 +275,7 @@ class Validator:
                 distance = layer_distance(later.weights, earlier.weights)
                 if distance >= self.protection.copy_distance:
                     continue
+                near.add(frozenset((later.sub.commit, earlier.sub.commit)))
                 owner = self._copied_by_marks(spec, earlier, later)
                 if owner is not None:
                     copy, original, chance = owner
@@ -284,62 +285,7 @@ class Validator:
                 elif later.score <= earlier.score + self.protection.copy_epsilon:
                     later.verdict, later.detail = Verdict.COPY, (
                         f"within {distance:.4f} of {earlier.sub.commit[:12]} without beating it")
-
-    def _resolve_derived(self, spec: Task, test: Split, judged: Sequence[_Judged], ctx: RoundContext,
-                         won: frozenset[str]) -> None:
-        """A valid model that computes what an earlier one by another miner computes is ``derived``.
-
-        Earlier: a valid model of an earlier round on the same data and architecture (the last
-        winners and the best-scored recent ones, ``ReferenceSet``), or an earlier arrival of this round. Only valid models
-        are fingerprinted (one forward pass on the probes each) and compared, all references of a
-        layer in one matrix product. Fusion tasks start every miner from one shared init: skipped.
-        """
-        valid = [j for j in judged if j.valid]
-        if spec.fusion != "winner" or not valid:
-            return
-        key = provenance_key(spec)
-        probes, nulls, init = self._probe_set(spec, test, key)
-        with self._memory:
-            earlier = self._refs.earlier(key, round_id=ctx.round_id)
-        here: list[Reference] = []
-        for j in valid:
-            fp, start = self._fingerprint(spec, j, probes, j.weights), self._fingerprint(spec, j, probes, init)
-            refs = [r for r in earlier + here if r.miner != j.sub.miner]
-            sims = compare(fp, [r.fingerprint for r in refs], nulls, start)
-            judgement = check_provenance([(r.name, s.units, s.agreement) for r, s in zip(refs, sims)])
-            if judgement is not None:
-                j.verdict, j.detail = judgement
-                continue
-            here.append(Reference(j.sub.commit[:12], j.sub.miner, ctx.round_id, j.sub.model_hash, fp))
-        scores = {j.sub.commit[:12]: j.score for j in valid}
-        with self._memory:
-            for ref in sorted(here, key=lambda r: scores[r.name])[-self._refs.recent:]:  # the best scored last: kept
-                self._refs.remember(key, ref, won)
-
-    def _probe_set(self, spec: Task, test: Split,
-                   key: str) -> tuple[np.ndarray, tuple[Fingerprint, ...], dict[str, np.ndarray]]:
-        """This data and architecture's probes (drawn from the test split by its public hash), the random
-        nets that set each layer's chance level, and the shared init every miner starts from; made once."""
-        with self._memory:
-            if key not in self._probes:
-                probes = probe_inputs(test, spec.dataset.test_hash)
-
-                def build(seed: int) -> torch.nn.Module:
-                    return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
-                                     spec.dataset.n_classes, seed=seed)
-
-                self._probes[key] = probes, null_fingerprints(build, probes), to_numpy(build(0))
-            return self._probes[key]
-
-    @staticmethod
-    def _fingerprint(spec: Task, j: _Judged, probes: np.ndarray, weights: Any) -> Fingerprint:
-        """What ``weights`` compute on the raw probes behind ``j``'s submitter's own mapping layer."""
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
-        x = probes
-        if j.seed is not None:
-            q, kind = mapping_layer(j.seed, net, spec.model.name, spec.dataset.input_shape)
-            x = sml.map_inputs(probes, q, kind)
-        return fingerprint(net, weights, x)
+        return near
 
     def _copied_by_marks(self, spec: Task, a: _Judged, b: _Judged) -> tuple[_Judged, _Judged, float] | None:
         """(copy, original, chance) when exactly one of the pair carries the other's mark beyond ``copy_owner_p``."""
@@ -363,12 +309,6 @@ def mark_reading(errors: int, t: int, protection: ProtectionConfig) -> MarkReadi
     chance = watermark.chance_of_matching(errors, t)
     return MarkReading(t=t, errors=errors, ber=errors / t, chance=chance, owned=errors / t <= protection.max_ber,
                        carried=chance < protection.foreign_p)
-
-
-def provenance_key(spec: Task) -> str:
-    """Models are compared only within one (training data, test data, architecture)."""
-    ds = spec.dataset
-    return "|".join((ds.train_hash, ds.test_hash, spec.model.name, json.dumps(dict(spec.model.params), sort_keys=True)))
 
 
 def mark_key(cache: dict[tuple[str, str, Any], watermark.WatermarkKey], marks: Mapping[str, bytes],

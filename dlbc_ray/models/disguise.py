@@ -106,3 +106,30 @@ def _spread(delta: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         out[:rows] = block.reshape(rows, *shape[1:])
         return out
     return delta.reshape(shape)
+
+
+def prune(weights: Mapping[str, np.ndarray], fraction: float) -> Weights:
+    """Magnitude pruning: the smallest ``fraction`` of each layer's weights set to 0 (biases kept)."""
+    out = dict(weights)
+    for layer in layer_chain(weights):
+        w = np.asarray(weights[f"{layer}.weight"])
+        cut = np.quantile(np.abs(w), fraction)
+        out[f"{layer}.weight"] = np.where(np.abs(w) < cut, 0.0, w).astype(w.dtype)
+    return out
+
+
+def kill_units(weights: Mapping[str, np.ndarray], rng: np.random.Generator, fraction: float) -> Weights:
+    """A ``fraction`` of every hidden layer's units turned into dead ones: fresh random incoming weights (so they
+    look alive to a weight comparison) and no outgoing weight (so the function loses only what they carried).
+    What "widening with dead units" becomes when the task fixes the architecture."""
+    out = {k: np.array(v, copy=True) for k, v in weights.items()}
+    chain = layer_chain(out)
+    for layer, after in zip(chain, chain[1:]):
+        w, nxt = out[f"{layer}.weight"], out[f"{after}.weight"]
+        n = w.shape[0]
+        dead = rng.choice(n, size=int(round(fraction * n)), replace=False)
+        w[dead] = rng.standard_normal(w[dead].shape).astype(w.dtype) * np.float32(w.std())
+        grouped = nxt.reshape(nxt.shape[0], n, -1)
+        grouped[:, dead] = 0.0
+        out[f"{after}.weight"] = grouped.reshape(nxt.shape)
+    return out

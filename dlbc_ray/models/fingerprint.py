@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from dlbc_ray.models import sml
+from dlbc_ray.models.alignment import Canon, canonical, layer_similarity
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.disguise import layer_chain
+from dlbc_ray.models.nets import net_info
+from dlbc_ray.models.protect import mapping_layer
 from dlbc_ray.models.weights import load_into, to_numpy
 
 PROBES = 384  # a third natural test inputs, a third mixes, a third noise; the benchmark measures margins at this size
@@ -49,10 +53,11 @@ class Fingerprint:
 
     units: tuple[np.ndarray, ...]
     labels: np.ndarray
+    canon: Canon | None = None  # its weights, gauge-fixed, and the shared init in that gauge (``models.alignment``)
 
     @property
     def nbytes(self) -> int:
-        return sum(u.nbytes for u in self.units) + self.labels.nbytes
+        return sum(u.nbytes for u in self.units) + self.labels.nbytes + (self.canon.nbytes if self.canon else 0)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Similarity:
 
     units: tuple[float, ...]
     agreement: float
+    weights: tuple[float, ...] = ()  # per layer, the kept share of its learned weights (``alignment.layer_similarity``)
 
 
 def probe_inputs(test: Split, key: str, n: int = PROBES) -> np.ndarray:
@@ -99,6 +105,15 @@ def fingerprint(net: nn.Module, weights: Mapping[str, np.ndarray], probes: np.nd
     return Fingerprint(units=units, labels=logits.argmax(1).numpy().astype(np.int16))
 
 
+def fingerprint_model(net: nn.Module, model: str, input_shape: tuple[int, ...], weights: Mapping[str, np.ndarray],
+                      seed: bytes | None, probes: np.ndarray, init: Mapping[str, np.ndarray]) -> Fingerprint:
+    """A submission as validators see it: what it computes on the raw ``probes`` through its submitter's own
+    mapping layer (``seed``; None: no map), and its weights gauge-fixed beside the shared ``init``."""
+    q, kind = mapping_layer(seed, net, model, input_shape) if seed is not None else (None, "dense")
+    fp = fingerprint(net, weights, probes if q is None else sml.map_inputs(probes, q, kind))
+    return replace(fp, canon=canonical(weights, init, net_info(model).first_layer, q, kind))
+
+
 def null_fingerprints(build: Callable[[int], nn.Module], probes: np.ndarray) -> tuple[Fingerprint, ...]:
     """Fingerprints of the public random nets (``build(seed)``) on raw probes: each layer's chance level."""
     return tuple(fingerprint(build(seed), to_numpy(build(seed)), probes) for seed in NULL_SEEDS)
@@ -124,7 +139,7 @@ def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Finger
     """
     if not refs:
         return []
-    excess = []
+    excess: list[list[float]] = []
     for k, a in enumerate(fp.units):
         raw = _unit_match(a, [r.units[k] if k < len(r.units) else None for r in refs])
         chance = float(np.mean(_unit_match(a, [n.units[k] if k < len(n.units) else None for n in nulls]) or [0.0]))
@@ -133,7 +148,9 @@ def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Finger
         excess.append([(m - chance) / (1.0 - chance) if chance < 1.0 - 1e-6 else 0.0 for m in raw])
     return [Similarity(units=tuple(layer[r] for layer in excess),
                        agreement=float(np.mean(fp.labels == ref.labels)) if ref.labels.shape == fp.labels.shape
-                       else 0.0) for r, ref in enumerate(refs)]
+                       else 0.0,
+                       weights=layer_similarity(ref.canon, fp.canon) if ref.canon and fp.canon else ())
+            for r, ref in enumerate(refs)]
 
 
 def _unit_match(a: np.ndarray, refs: Sequence[np.ndarray | None]) -> list[float]:
@@ -192,6 +209,17 @@ class ReferenceSet:
         for queue, bound in ((winners, self.winners), (recent, self.recent)):
             while len(queue) > bound:
                 del queue[next(iter(queue))]
+
+    def knows(self, key: str, model_hash: str) -> bool:
+        return model_hash in self._won.get(key, {}) or model_hash in self._recent.get(key, {})
+
+    def remember_winner(self, key: str, ref: Reference) -> None:
+        """Keep ``ref`` among the winners (one read back from the chain: ``actors.winners``)."""
+        winners = self._won.setdefault(key, {})
+        self._recent.get(key, {}).pop(ref.model_hash, None)
+        winners[ref.model_hash] = ref
+        while len(winners) > self.winners:
+            del winners[next(iter(winners))]
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._won.values()) + sum(len(r) for r in self._recent.values())

@@ -16,10 +16,12 @@ from dlbc_ray import crypto
 from dlbc_ray.actors.adversary import AdversaryMiner, MinerAttack
 from dlbc_ray.actors.miner import Miner
 from dlbc_ray.actors.validator import Validator
+from dlbc_ray.actors.winners import WinnerSource
 from dlbc_ray.config import MINIMAL, ProtectionConfig, ValidatorConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models.data import DatasetBundle, load_builtin
 from dlbc_ray.models.protect import mark_secret
+from dlbc_ray.models.replay import TranscriptAudits
 from dlbc_ray.network import make_task
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival, WindowClose
@@ -80,16 +82,18 @@ def mined_by(miner: Miner, task: Signed[Task], bundle: DatasetBundle, ctx: Round
     return Sent(mined.signed, weights, reveal)
 
 
-def validator(protection: ProtectionConfig = PROTECTION, registered: Sequence[Identity] = (VICTIM, THIEF)) -> Validator:
+def validator(protection: ProtectionConfig = PROTECTION, registered: Sequence[Identity] = (VICTIM, THIEF),
+              winners: WinnerSource | None = None) -> Validator:
     """Told each miner's watermark secret in ``registered`` order (the order its ownership loop reads them)."""
     return Validator(ValidatorConfig(), identity=JUDGE, protection=protection,
-                     marks={m.public_key: mark_secret(m) for m in registered})
+                     marks={m.public_key: mark_secret(m) for m in registered}, winners=winners)
 
 
-def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset[str] = frozenset()) -> list[Vote]:
+def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset[str] = frozenset(),
+          audits: TranscriptAudits | None = None) -> list[Vote]:
     arrivals = [SubmissionArrival(signed=s.signed, arrived_ms=s.arrived_ms, reveal=s.reveal) for s in sent]
     reply = (by or validator()).validate(setup.task, setup.bundle.test, arrivals, [s.weights for s in sent],
-                                         setup.ctx, won)
+                                         setup.ctx, won, audits=audits)
     (ballot,) = reply.ballots  # one signature for the whole round
     assert crypto.is_valid_signature(ballot) and ballot.signer == ballot.message.validator == JUDGE.public_key
     assert (ballot.message.task_id, ballot.message.round_id) == (setup.ctx.task_id, setup.ctx.round_id)
