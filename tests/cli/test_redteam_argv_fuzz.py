@@ -108,11 +108,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     ledger = read_ledger(open_home(chain))
     task = sorted(ledger.state.tasks)[0]
+    spec = ledger.state.tasks[task].task
     ledger.close()
+    from dlbc_ray.ledger import save_safetensors
+    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.weights import to_numpy
+
+    net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+    save_safetensors(to_numpy(net), files / "model.safetensors", metadata={"task_id": task})  # reads to the end
     return {"base": base, "files": files, "homes": homes, "task": task}
 
 
-PATHS = ["adir", "junk.yaml", "junk.bin", "deep.json", "deep.yaml", "bom.yaml", "sparse.yaml", "loop-a.yaml",
+PATHS = ["model.safetensors", "adir", "junk.yaml", "junk.bin", "deep.json", "deep.yaml", "bom.yaml", "sparse.yaml", "loop-a.yaml",
          "bare.safetensors", "nan.safetensors", "script.py", "token", "missing.yaml", "/dev/zero", "/dev/null",
          "", "a\x00b.yaml", "\udcff.yaml", "x" * 5000 + ".yaml", "examples/tasks/iris-mlp.json",
          "examples/tasks/digits-mlp.yaml"]
