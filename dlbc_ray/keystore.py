@@ -131,7 +131,7 @@ def _read_record(path: Path) -> dict[str, object]:
             raise KeyFileError(f"cannot read key file {path} ({e.strerror})", reason="unreadable") from None
     try:
         record = json.loads(raw) if len(raw) <= _MAX_KEY_FILE_BYTES else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # 4 KB of '[' nests past the decoder
         raise KeyFileError(f"key file {path} is not a dlbc-ray key (not JSON)", reason="content") from None
     if not isinstance(record, dict):
         raise KeyFileError(f"key file {path} is not a dlbc-ray key", reason="content")

@@ -42,6 +42,7 @@ def test_loose_permissions_are_refused(home) -> None:
 
 @pytest.mark.parametrize(("content", "message"), [
     ("not json", "not JSON"),
+    ("[" * 3000, "not JSON"),  # nests past the JSON decoder's recursion limit within the 4 KB cap
     (json.dumps({"secret_key": "zz"}), "no hex secret_key"),
     (json.dumps({"secret_key": "ab" * 16}), "16-byte secret"),
     (json.dumps({"secret_key": "ab" * 32, "public_key": "00" * 32}), "does not match"),
