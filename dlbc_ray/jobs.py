@@ -78,7 +78,7 @@ def parse_result(logs: str) -> dict[str, Any] | None:
         if line.startswith(RESULT_PREFIX):
             try:
                 data = json.loads(line[len(RESULT_PREFIX):])
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # a job's logs are anyone's text
                 return None
             return data if isinstance(data, dict) else None
     return None

@@ -62,3 +62,9 @@ def test_no_key_or_token_is_uploaded(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     shipped = uploaded(work, client.runtime_env["excludes"])
     assert {"bench.py", "pkg/code.py"} <= shipped
     assert not [s for s in shipped if s.endswith((".key", "auth_token"))], shipped
+
+
+@pytest.mark.parametrize("line", ["[" * 100_000, '{"a": ' * 5000, "NaN", "\udcff", ""])
+def test_a_jobs_result_line_of_any_text_is_no_result_not_a_crash(line: str) -> None:
+    """Whatever a job prints after DLBC_RESULT (its logs are anyone's text) is a result or none."""
+    assert jobs.parse_result(f"noise\n{jobs.RESULT_PREFIX}{line}\nmore noise") is None
