@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import get, get_retrying
+from dlbc_ray.actors._ray import TRANSIENT, get, get_retrying
 from dlbc_ray.actors.rounds import now_ms
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
@@ -87,8 +87,8 @@ def wait_for(home: Home, task_id: str, *, address: str | None, timeout_s: float,
     while True:
         try:
             view = get(consensus.task_view.remote(task_id), timeout=30, what="task status")
-        except ActorUnavailable as e:  # a consensus restart is a pause, not an end
-            if e.reason != "restarting" or time.monotonic() > deadline:
+        except ActorUnavailable as e:  # a restart or a lost reply to this read is a pause, not an end
+            if e.reason not in TRANSIENT or time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
             continue
