@@ -90,7 +90,8 @@ def exposed(cls: type) -> set[str]:
 @pytest.mark.parametrize("cls", list(REVIEWS), ids=lambda c: c.__name__)
 def test_every_method_ray_exposes_is_reviewed(cls: type) -> None:
     reviewed = REVIEWS[cls] or {name: "attack suite" for name in exposed(cls)}
-    assert exposed(cls) == set(reviewed), f"{cls.__name__}: review {exposed(cls) ^ set(reviewed)} here first"
+    unreviewed = exposed(cls) - set(reviewed)  # a method gone since its review can leak nothing
+    assert not unreviewed, f"{cls.__name__}: review {sorted(unreviewed)} here first"
 
 
 def test_no_reviewed_actor_method_hands_out_a_secret_by_name() -> None:
