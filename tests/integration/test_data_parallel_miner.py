@@ -8,6 +8,7 @@ the suite's Ray session. Slow: Ray Train starts a controller and 2 worker proces
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +133,31 @@ def test_a_two_worker_model_carries_its_own_mark_and_no_other(done: Mined) -> No
     other = watermark_key(mark_secret(rival), rival.public_key, net, spec.model.name, MINIMAL.protection.watermark_bits)
     assert read_mark(done.weights, own, MINIMAL.protection).owned
     assert not read_mark(done.weights, other, MINIMAL.protection).carried
+
+
+def test_a_data_parallel_miner_actor_stops_its_workers_when_the_window_closes(ray_session: None) -> None:
+    """As a Ray actor (how networks run it): Ray Train starts from inside the miner, which holds no CPU of its own,
+    and the proposer's final close reaches the workers, which stop at the end of the epoch they are in."""
+    from dlbc_ray.actors._ray import get
+    from dlbc_ray.actors.spawn import spawn_miner
+    from dlbc_ray.errors import RevealRefused
+
+    bundle = load_builtin("digits")
+    task = make_task(REQUESTER, MINIMAL.task.model_copy(update={"epochs": 40}), bundle, nonce=8, created_ms=T0,
+                     chain_id=CHAIN)
+    ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("dp-cancel"), task_id=crypto.message_hash(task.message),
+                       base_height=1, base_hash=fake_hash("head"), eval_seed=0, submit_deadline_ms=DEADLINE)
+    member = spawn_miner(CFG, MINER, MINIMAL.protection, proposer=PROPOSER.public_key)
+    mined_ref, weights_ref = member.handle.mine.remote(task, bundle.train, ctx)
+    final = crypto.sign(PROPOSER, WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE, opens=(),
+                                              final=True), CHAIN)
+    for _ in range(600):  # until the miner has begun this task (its first lines run before Ray Train starts)
+        try:
+            get(member.handle.cancel.remote(final), timeout=30, what="cancel")
+            break
+        except RevealRefused:
+            time.sleep(0.1)
+    mined = get(mined_ref, timeout=400, what="data-parallel mine")
+    submission = mined.signed.message
+    assert submission.epochs == 1, submission.epochs  # 40 asked: the close stopped both workers after the first
+    assert submission.model_hash == crypto.hash_weights(get(weights_ref, timeout=60, what="weights"))
