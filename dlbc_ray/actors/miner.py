@@ -39,6 +39,7 @@ from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed, mark_secret, watermark_key
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
+from dlbc_ray.schema.base import revalidated
 from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext, WindowClose
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class Miner:
 
     def cancel(self, close: Signed[WindowClose]) -> None:
         """The proposer closed the window: finish the epoch in progress and stop (runs beside ``mine``)."""
+        close = revalidated(close)
         ctx = self._rounds.get(close.message.task_id)
         if ctx is None:
             raise RevealRefused(f"not mining task {close.message.task_id[:12]}", reason="not_mining")
@@ -131,6 +133,7 @@ class Miner:
 
     def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
         """The seed behind ``commit``'s mapping layer, only against the proposer's signed close of its round."""
+        close = revalidated(close)
         sealed = self._sealed.get(commit)
         if sealed is None:
             raise RevealRefused(f"this miner made no submission {commit[:12]}", reason="not_submitted")
@@ -146,6 +149,7 @@ class Miner:
                            index: int) -> tuple[TranscriptHeader, str, Opening | None]:
         """``commit``'s transcript header, checkpoints root and checkpoint ``index`` with its Merkle proof, only
         against the proposer's signed close that opens it (checkpoints hold no secret, but not before the close)."""
+        close = revalidated(close)
         sealed, kept = self._sealed.get(commit), self._transcripts.get(commit)
         if sealed is None or kept is None:
             raise RevealRefused(f"this miner keeps no transcript of {commit[:12]}", reason="not_submitted")
@@ -158,6 +162,7 @@ class Miner:
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
         """Train the task's model on ``data`` (or this miner's private shard) and return the signed
         submission and its weights."""
+        task, ctx = revalidated(task), revalidated(ctx)  # Ray unpickles without validating: re-parse any caller's
         spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
         install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
         task_id = crypto.message_hash(spec)
@@ -177,7 +182,8 @@ class Miner:
                                  optimizer=self.cfg.optimizer,
                                  seed=compute_training_seed(task_id, self.identity.public_key, ctx.round_id),
                                  accelerator=self.accelerator, devices=1, val_fraction=self.cfg.val_fraction,
-                                 num_threads=self.threads, objective=spec.metric)
+                                 num_threads=self.threads, objective=spec.metric,
+                                 checks_per_epoch=self.cfg.target_checks if spec.kind == "standing" else 1)
         parallel = training_workers(self.cfg) > 1
         header, recorder = transcript.start(
             task_id, self.identity.public_key, ctx.round_id, data, max_epochs=spec.max_epochs, threads=self.threads,
@@ -256,7 +262,8 @@ def train_parallel(cfg: MinerConfig, protection: ProtectionConfig, channels: dic
     from dlbc_ray.models.distributed import usable_workers
 
     workers = usable_workers(header.examples, cfg.batch_size, training_workers(cfg))
-    settings = replace(settings, accelerator=worker_device(cfg))  # the miner's actor holds no GPU: its workers do
+    # the miner's actor holds no GPU: its workers do; they validate (and may stop) once an epoch
+    settings = replace(settings, accelerator=worker_device(cfg), checks_per_epoch=1)
     job = data_parallel.Job(net=mapped, data=data, settings=settings, regularizers=tuple(marks),
                             header=header.model_copy(update={"workers": workers}), audit=protection.transcript,
                             workers=workers, report=report, goal=goal(spec, cfg.target_margin), code=spec.code)
