@@ -106,7 +106,8 @@ class _PlacedRestartable(logging.Filter):
 @dataclass(frozen=True)
 class Placement:
     """Where a network's actors run: anywhere (a demo), or a long-lived network's layout: ledger and
-    consensus pinned to this node, each miner group gang-placed in a detached placement group."""
+    consensus pinned to this node, each miner group gang-placed in a detached placement group, packed onto
+    as few nodes as fit or spread across nodes (``MinerConfig.placement``)."""
 
     here: dict[str, Any] = field(default_factory=dict)
     groups: tuple[Any, ...] = ()
@@ -123,7 +124,8 @@ class Placement:
         placed = []
         for index, group in enumerate(groups):
             bundles = [miner_bundle(cfg) for _ in group]
-            pg = placement_group(bundles, strategy="PACK", name=placement_group_name(index), lifetime="detached")
+            pg = placement_group(bundles, strategy=cfg.miner.placement, name=placement_group_name(index),
+                                 lifetime="detached")
             if not pg.wait(timeout_seconds=120):
                 raise ConfigError(f"the cluster cannot place miner group {index}: each miner needs {bundles[0]}",
                                   reason="resources")
@@ -141,7 +143,7 @@ class Placement:
 
 
 def miner_bundle(cfg: NetworkConfig) -> dict[str, float]:
-    bundle = {"CPU": cfg.miner.num_cpus or 1.0, **cfg.miner.resources}
-    if cfg.miner.num_gpus:
-        bundle["GPU"] = cfg.miner.num_gpus
-    return bundle
+    """A miner's bundle is what its actor reserves (a data-parallel miner's workers are placed by Ray Train)."""
+    from dlbc_ray.actors.spawn import miner_resources
+
+    return miner_resources(cfg.miner)
