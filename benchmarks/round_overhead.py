@@ -210,6 +210,8 @@ def print_table(rows: list[dict[str, float]], task: str) -> None:
     for i, row in enumerate(rows, 1):
         print(f"{i:>5} " + " ".join(f"{row[n]:>9.1f}" for n in names))
     print("  med " + " ".join(f"{statistics.median(r[n] for r in rows):>9.1f}" for n in names))
+    print("   +- " + " ".join(f"{max(r[n] for r in rows) - min(r[n] for r in rows):>9.1f}" for n in names)
+          + "   (spread: max - min)")
 
 
 def main() -> None:
@@ -219,10 +221,10 @@ def main() -> None:
     parser.add_argument("--miners", type=int, default=3)
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--model-mb", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 20 MB model")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, 20 MB model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rounds, mb = (2, 20) if args.quick else (args.rounds, args.model_mb)
+    rounds, mb = (3, 20) if args.quick else (args.rounds, args.model_mb)  # every figure: a median of >= 3
     rows, baseline = run_rounds(args.task, rounds, args.miners, args.validators)
     crypto_figures = hash_sign_verify(mb)
     medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -235,10 +237,12 @@ def main() -> None:
     c = crypto_figures
     print(f"\n{c['megabytes']} MB model: hash {c['hash_ms']:.1f} ms + sign {c['sign_ms']:.2f} ms + verify "
           f"{c['verify_ms']:.2f} ms = {c['total_ms']:.1f} ms (target < 50 ms for 100 MB)")
+    spread = {k: max(r[k] for r in rows) - min(r[k] for r in rows) for k in rows[0]}
     print(f"protocol work: {medians['protocol_pct']:.2f}% of the round (target < 1%); everything but training "
-          f"and evaluation: {medians['not_train_eval_pct']:.1f}% (target <= {NOT_TRAIN_EVAL_TARGET_PCT:g}%)")
+          f"and evaluation: {medians['not_train_eval_pct']:.1f}% (spread {spread['not_train_eval_pct']:.1f}; "
+          f"target <= {NOT_TRAIN_EVAL_TARGET_PCT:g}%), median of {len(rows)} rounds")
     print(f"training in a miner actor: {baseline['speed_ratio']:.3f}x the speed of plain Lightning "
-          f"(target >= {SPEED_TARGET:g}x)")
+          f"(target >= {SPEED_TARGET:g}x), medians of {len(baseline['plain_s'])} fits each, taking turns")
 
 
 def print_baseline(b: dict[str, Any]) -> None:
