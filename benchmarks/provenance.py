@@ -7,15 +7,17 @@ miner does (the task's shared init, each behind its own Secure Mapping Layer, it
 watermark, the task's epochs, the mark settled) and, from one of them, the disguises a
 thief can make after the reveal (``dlbc_ray.models.disguise``), each starting with every hidden
 unit permuted and rescaled and the model re-mapped to the thief's own layer: "permuted" (the
-thief's mark written with the least change), "permuted+noise" (1% noise first), "permuted+
-fine-tune" (then one epoch of training with its mark), "partial-reuse" (the mark's host layer
-re-initialised, then the task's epochs) and "reset-first" (the first layer re-initialised, then
-the task's epochs). Every model is fingerprinted on the raw probes through its own mapping layer,
-as a validator does, and every honest pair and every (victim, disguise) pair is compared.
-Printed: per pair the figures the rule reads (unit match above chance per hidden layer, label
-agreement), and per net the most alike honest pair against the least alike claimed disguise, with
-the thresholds of ``consensus.provenance`` beside them. Exit status 1 if an honest pair is judged
-derived or a claimed disguise is not.
+thief's mark written with the least change), "permuted+noise" (1% noise first), "pruned" (30% of
+each layer's weights), "dead-units" (a quarter of the units given random inputs and no outputs),
+"permuted+fine-tune" (one epoch with its mark), "reset <layer>" for every layer (re-initialised,
+then the task's epochs of training: "reset" of the mark's host is the partial-reuse attack) and
+"distilled" (the shared init trained one epoch on the victim's labels). Every model is
+fingerprinted as a validator does (activations on the raw probes through its own mapping layer,
+and its gauge-fixed weights, ``models.alignment``), and every honest pair and every (victim,
+disguise) pair is compared. Printed: per pair the figures the rule reads and its lead (the
+strongest figure past its threshold of ``consensus.provenance``; < 0: judged independent), and per
+net the most alike honest pair against each disguise. Exit status 1 if an honest pair is judged
+derived or a claimed disguise is not. ``--honest 10 --epochs 2|5|10`` is how the thresholds were set.
 """
 
 from __future__ import annotations

@@ -62,10 +62,11 @@ class Lineage:
                 near: set[frozenset[str]]) -> list[tuple[Judged, Reference]]:
         """A valid model that computes what an earlier one computes, or keeps one of its layers, is ``derived``.
 
-        Earlier: a winner of an earlier block (compared with every submitter: work once rewarded is not
-        rewarded again), a valid model of an earlier round by another miner on the same data and
-        architecture, or an earlier arrival of this round by another miner (unless the near-copy rule
-        judged the pair: ``near``). Only valid models are fingerprinted (one forward pass on the probes,
+        Earlier: a winner of an earlier block, or a valid model of an earlier round, on the same data and
+        architecture, or an earlier arrival of this round (unless the near-copy rule judged the pair:
+        ``near``); always another miner's. A miner's own earlier models are never compared: the same
+        watermark key moves its host layer alike in every model the miner trains, which is no theft
+        (the attack suite caught this as a false positive). Only valid models are fingerprinted (one forward pass on the probes,
         and the gauge-fixed weights) and compared. Fusion tasks start every miner from one shared init:
         skipped. Returns the models that passed, with their references (kept by ``remember``).
         """
@@ -83,7 +84,7 @@ class Lineage:
             fp = model_fingerprint(spec, j.seed, probes, j.weights, init)
             start = model_fingerprint(spec, j.seed, probes, init)
             rivals = [ref for k, ref in here if frozenset((k.sub.commit, j.sub.commit)) not in near]
-            refs = [r for r in earlier + rivals if r.miner != j.sub.miner or r.model_hash in won]
+            refs = [r for r in earlier + rivals if r.miner != j.sub.miner]
             sims = compare(fp, [r.fingerprint for r in refs], nulls, start)
             judgement = check_derived([(r.name, s.units, s.agreement, s.weights) for r, s in zip(refs, sims)],
                                       model=measured)

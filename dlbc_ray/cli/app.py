@@ -9,6 +9,7 @@ import typer
 from dlbc_ray.cli import bench, chain, keys, network, watermark
 from dlbc_ray.cli._app import guard, new_app, require_token_auth, set_debug
 from dlbc_ray.cli.attack import attack
+from dlbc_ray.cli.audit import audit
 from dlbc_ray.cli.demo import demo
 from dlbc_ray.cli.explorer import explorer
 from dlbc_ray.cli.nets import nets
@@ -32,6 +33,7 @@ app.command("demo")(demo)
 app.command("attack")(attack)
 app.command("explorer")(explorer)
 app.command("nets")(nets)
+app.command("audit")(audit)
 for command in (network.up, network.down, network.status, network.submit, network.result, network.balance,
                 network.transfer):
     app.command(command.__name__)(command)

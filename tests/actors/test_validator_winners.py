@@ -114,3 +114,16 @@ def test_a_model_voted_bad_transcript_never_becomes_a_reference(setup: Setup) ->
     later = next_round(setup)
     (vote,) = judge(later, adversary(later, _attack("disguised-replay", setup.victim)), by=judge_)
     assert vote.verdict is Verdict.VALID, vote.detail
+
+
+def test_a_miners_new_model_beside_its_own_earlier_winner_is_valid(setup: Setup, tmp_path: Path) -> None:
+    """The same watermark key moves the host layer alike in every model a miner trains: never compared with
+    its own earlier models, winners included (the attack suite's false positive before this rule)."""
+    from tests.actors.test_validator_verdicts import VICTIM
+
+    won, later = setup.victim, next_round(setup)
+    judge_ = validator(winners=_store(tmp_path, won))
+    judge(setup, won, by=judge_)
+    again = mined_by(honest_miner(VICTIM), later.task, later.bundle, later.ctx)
+    (vote,) = judge(later, again, by=judge_, won=frozenset({won.signed.message.model_hash}))
+    assert vote.verdict is Verdict.VALID, vote.detail
