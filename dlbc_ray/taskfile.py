@@ -7,8 +7,9 @@ One schema (``version: 1``), the same in both syntaxes::
       name: mlp                 # a net from the registry (dlbc_ray.models.nets.NETS)
       params: {hidden: [128, 64]}
     dataset: digits             # a built-in name, or a .npz/.csv/.parquet file or image folder, relative to this file
-    metric: accuracy            # optional: an objective from dlbc_ray.models.objectives (accuracy, macro_f1)
-    target: 0.85                # score a winning model must reach, in [0, 1] (every score: higher is better)
+    metric: accuracy            # optional: an objective from dlbc_ray.models.objectives (accuracy, macro_f1, mse, mae)
+    target: 0.85                # score a winning model must reach, in [0, 1]; for mse/mae the error to reach
+                                # (a file dataset with float targets; on chain as the score 1 / (1 + error))
     reward: 1000                # paid to the winner, > 0
     deadline: 900               # seconds after submission, or an ISO 8601 time with a zone
     max_epochs: 5
@@ -39,6 +40,7 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import BUILTIN_DATASETS, DatasetBundle, load_builtin, load_file, split_hash
 from dlbc_ray.schema import DatasetSpec, ModelSpec, Task
+from dlbc_ray.models.objectives import get_objective, target_score
 from dlbc_ray.models.taskcode import code_hash, code_spec
 from dlbc_ray.schema.task import MAX_NAME_CHARS, CodeSpec, MAX_PARAMS, FusionMode, ParamValue, Partition
 from dlbc_ray.untrusted import UntrustedInput, read_document
@@ -91,7 +93,7 @@ class TaskFile(_Strict):
                          description="built-in name, or a .npz/.csv/.parquet file or image folder relative to the file")
     metric: str = Field(default="accuracy", max_length=MAX_NAME_CHARS,
                         description="accuracy, macro_f1, ... (dlbc_ray.models.objectives)")
-    target: float = Field(ge=0, le=1, allow_inf_nan=False)
+    target: float = Field(ge=0, allow_inf_nan=False, description="a score in [0, 1]; for mse/mae the error to reach")
     reward: int = Field(gt=0, le=MAX_REWARD)
     deadline: Deadline
     max_epochs: int = Field(ge=1, le=10_000)
@@ -115,16 +117,22 @@ class TaskFile(_Strict):
 
     @model_validator(mode="after")
     def _known_metric(self) -> TaskFile:
-        from dlbc_ray.models.objectives import get_objective
-
         try:
             objective = get_objective(self.metric)
+            target_score(self.metric, self.target)
         except InvalidTask as e:
-            raise ValueError(f"metric: {e}") from None
-        if objective.kind != "classification":
-            raise ValueError(f"metric: {self.metric!r} is a regression objective; task datasets carry class labels "
-                             "only so far")
+            raise ValueError(f"{'target' if e.reason == 'bad_target' else 'metric'}: {e}") from None
+        if objective.kind == "regression" and not self.is_file_dataset:
+            raise ValueError(f"dataset: the built-in datasets hold classes; metric {self.metric!r} needs a file "
+                             "with float targets")
+        if objective.kind == "regression" and self.partition == "non-iid":
+            raise ValueError(f"partition: non-iid shards skew labels by class; metric {self.metric!r} needs iid "
+                             "or none")
         return self
+
+    @property
+    def is_regression(self) -> bool:
+        return get_objective(self.metric).kind == "regression"
 
     @model_validator(mode="after")
     def _alpha_needs_non_iid(self) -> TaskFile:
@@ -210,7 +218,7 @@ def load_dataset(taskfile: TaskFile, *, cache_dir: Path | None = None, origin: P
     """The task's data: a built-in, or the user's file (its errors keep their own file name)."""
     try:
         if taskfile.is_file_dataset:
-            return load_file(Path(taskfile.dataset), limits=limits)
+            return load_file(Path(taskfile.dataset), limits=limits, regression=taskfile.is_regression)
         return load_builtin(taskfile.dataset, cache_dir=cache_dir)
     except InvalidTask as e:
         raise _fail(origin, "dataset", str(e), reason=e.reason) from None
@@ -345,7 +353,8 @@ def to_task(taskfile: TaskFile, requester_public_key: str, *, nonce: int, now_ms
             n_classes=bundle.n_classes, partition=taskfile.partition, dirichlet_alpha=taskfile.dirichlet_alpha)
         return Task(requester=requester_public_key, nonce=nonce,
                     model=ModelSpec(name=taskfile.model.name, params=dict(taskfile.model.params)), dataset=dataset,
-                    metric=taskfile.metric, target=round(taskfile.target * SCORE_SCALE), reward=taskfile.reward,
+                    metric=taskfile.metric, target=round(target_score(taskfile.metric, taskfile.target) * SCORE_SCALE),
+                    reward=taskfile.reward,
                     deadline_ms=deadline, max_epochs=taskfile.max_epochs, fusion=taskfile.fusion, created_ms=now_ms,
                     code=_code_spec(taskfile))
     except ValidationError as e:

@@ -45,7 +45,7 @@ from dlbc_ray.consensus.decision import Decision
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
-from dlbc_ray.models.objectives import get_objective
+from dlbc_ray.models.objectives import check_task_objective
 from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.base import revalidated
 from dlbc_ray.schema.rounds import ProgressEvent, RoundReport, RoundStatus
@@ -153,8 +153,7 @@ class Consensus:
         task_id = crypto.message_hash(spec)
         task_pool.check_data(spec.dataset, train, test)
         task_code.install(spec.code, allowed=self.cfg.allow_task_code)  # the queue prices the task's own net
-        if get_objective(spec.metric).kind != "classification":  # on the wire any name: admitted only if scorable
-            raise InvalidTask(f"metric {spec.metric!r} is not a classification objective", reason="bad_metric")
+        check_task_objective(spec.metric, spec.dataset.n_classes, spec.dataset.partition)  # on the wire any name
         if task_id not in self.pool and escrow.get_posting(self.snapshot(), task_id) == "new":
             self.pool.save(task_id, task, train, test)  # before the posting: a restart then finds the data
         if self._post_task(task_id, task) == "open":

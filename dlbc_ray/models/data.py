@@ -35,7 +35,8 @@ _SKLEARN = {"digits": "load_digits", "iris": "load_iris", "wine": "load_wine", "
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Examples ``x`` (float32, ``(N, *input_shape)``) and labels ``y`` (int64, ``(N,)``)."""
+    """Examples ``x`` (float32, ``(N, *input_shape)``) and ``y`` (``(N,)``): class labels (int64) or, for a
+    regression task, float targets (float32)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -43,7 +44,8 @@ class Split:
     def __post_init__(self) -> None:
         # Canonical dtypes and layout, so split_hash never depends on how a split was made.
         object.__setattr__(self, "x", np.ascontiguousarray(self.x, dtype=np.float32))
-        object.__setattr__(self, "y", np.ascontiguousarray(self.y, dtype=np.int64))
+        y = np.asarray(self.y)
+        object.__setattr__(self, "y", np.ascontiguousarray(y, dtype=np.float32 if y.dtype.kind == "f" else np.int64))
         if self.y.ndim != 1 or self.x.ndim < 1 or self.x.shape[0] != self.y.shape[0]:
             raise InvalidTask(f"split x {self.x.shape} and y {self.y.shape} do not pair up", reason="length_mismatch")
 
@@ -96,7 +98,8 @@ def _sklearn_bundle(name: str, seed: int, test_fraction: float) -> DatasetBundle
 
 
 def _bundle(name: str, train: Split, test: Split) -> DatasetBundle:
-    n_classes = int(max(train.y.max(), test.y.max())) + 1
+    """``n_classes``: the labels' classes, or 1 (the net's one output) for float regression targets."""
+    n_classes = 1 if train.y.dtype.kind == "f" else int(max(train.y.max(), test.y.max())) + 1
     return DatasetBundle(name, train, test, tuple(int(d) for d in train.x.shape[1:]), n_classes)
 
 
@@ -133,11 +136,12 @@ def _generate_mnist1d() -> tuple[np.ndarray, ...]:
     return tuple(d[k].astype(np.float32 if k.startswith("x") else np.int64) for k in ("x", "y", "x_test", "y_test"))
 
 
-def load_file(path: Path, *, limits: Limits = LIMITS) -> DatasetBundle:
+def load_file(path: Path, *, limits: Limits = LIMITS, regression: bool = False) -> DatasetBundle:
     """A user dataset: ``.npz`` (x_train, y_train, x_test, y_test), ``.csv`` or ``.parquet`` (label, split,
     features), or an image folder (``train/<class>/``, ``test/<class>/``; see ``readers``).
 
-    Sizes are checked before any array is read; labels must be 0..K-1 and features finite as float32.
+    Sizes are checked before any array is read; labels must be 0..K-1 (``regression``: any finite float
+    targets, kept as float32, one output) and features finite as float32.
     """
     path = Path(path)
     try:
@@ -152,10 +156,13 @@ def load_file(path: Path, *, limits: Limits = LIMITS) -> DatasetBundle:
                           "folder", reason="bad_extension")
     if path.suffix.lower() in (".csv", ".parquet") and size is not None and size > limits.max_dataset_bytes:
         raise InvalidTask(f"{path}: {size:,} bytes is over the {limits.max_dataset_bytes:,}-byte limit", reason="too_large")
+    if is_dir and regression:
+        raise InvalidTask(f"{path}: an image folder holds classes; a regression task needs float targets in a "
+                          ".npz, .csv or .parquet file", reason="bad_labels")
     reader = readers.read_image_folder if is_dir else FILE_READERS[path.suffix.lower()]
     x_train, y_train, x_test, y_test = reader(path, limits)
-    train = _checked_split(path, "train", x_train, y_train, limits)
-    test = _checked_split(path, "test", x_test, y_test, limits)
+    train = _checked_split(path, "train", x_train, y_train, limits, regression)
+    test = _checked_split(path, "test", x_test, y_test, limits, regression)
     if train.x.shape[1:] != test.x.shape[1:]:
         shapes = f"{train.x.shape[1:]} but test features {test.x.shape[1:]}"
         raise InvalidTask(f"{path}: train features have shape {shapes}", reason="shape_mismatch")
@@ -216,7 +223,8 @@ def _numbers(path: Path, column: str, values: np.ndarray) -> np.ndarray:
                           reason="not_numeric") from None
 
 
-def _checked_split(path: Path, part: str, x: np.ndarray, y: np.ndarray, limits: Limits) -> Split:
+def _checked_split(path: Path, part: str, x: np.ndarray, y: np.ndarray, limits: Limits,
+                   regression: bool = False) -> Split:
     """One split of a user file, with every problem named; the arrays come back in their canonical dtypes."""
     if not 2 <= x.ndim <= 1 + MAX_INPUT_RANK or y.ndim != 1 or 0 in x.shape[1:]:
         raise InvalidTask(f"{path}: x_{part} must be (N, features...) with at most {MAX_INPUT_RANK} non-empty "
@@ -227,7 +235,9 @@ def _checked_split(path: Path, part: str, x: np.ndarray, y: np.ndarray, limits: 
         raise InvalidTask(f"{path}: the {part} split is empty", reason="empty_split")
     if x.dtype.kind not in "biuf" or y.dtype.kind not in "iuf":
         raise InvalidTask(f"{path}: x_{part} or y_{part} is not numeric", reason="not_numeric")
-    labels = checked_labels(y, limits.max_classes)
+    labels = checked_targets(y) if regression else checked_labels(y, limits.max_classes)
+    if labels is None and regression:
+        raise InvalidTask(f"{path}: y_{part} targets must be finite as float32", reason="not_finite")
     if labels is None:
         raise InvalidTask(f"{path}: y_{part} labels must be integers in 0..{limits.max_classes - 1}", reason="bad_labels")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -245,6 +255,13 @@ def checked_labels(y: np.ndarray, max_classes: int) -> np.ndarray | None:
         if (y < 0).any() or (y >= max_classes).any():
             return None
     return y.astype(np.int64)
+
+
+def checked_targets(y: np.ndarray) -> np.ndarray | None:
+    """``y`` as float32 regression targets when every one is finite as float32, else None."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        targets = y.astype(np.float32)
+    return targets if np.isfinite(targets).all() else None
 
 
 def _clip(text: str, n: int = 120) -> str:

@@ -161,8 +161,8 @@ def checked_kwargs(name: str, params: Mapping[str, Any], input_shape: tuple[int,
     kwargs = checked_params(info, params)
     if len(input_shape) not in info.input_ranks or not all(is_width(d) for d in input_shape):
         raise InvalidTask(f"net '{name}' cannot take inputs of shape {_short(tuple(input_shape))}", reason="bad_input_shape")
-    if not isinstance(n_classes, Integral) or isinstance(n_classes, bool) or n_classes < 2:
-        raise InvalidTask(f"net '{name}' needs at least 2 classes, got {_short(n_classes)}", reason="bad_param")
+    if not isinstance(n_classes, Integral) or isinstance(n_classes, bool) or n_classes < 1:  # 1: regression
+        raise InvalidTask(f"net '{name}' needs at least 1 output, got {_short(n_classes)}", reason="bad_param")
     shape = tuple(int(d) for d in input_shape)
     if limits is not None:
         if info.footprint is not None:  # the formula first: a huge built-in is refused before even a meta build

@@ -2,13 +2,16 @@
 
 Every score is a number in [0, 1] where higher is better, so the target, the median of
 validators' scores and the difficulty treat every objective alike. Regression errors
-(MSE, MAE; lower is better) are mapped to ``1 / (1 + error)``. Scores are computed in
+(MSE, MAE; lower is better) are mapped to ``1 / (1 + error)``, a task file's regression
+target (an error bound) too (``target_score``). A regression dataset has float targets and
+its net one output (``n_classes`` 1 on the wire). Scores are computed in
 float64 from the net's float32 outputs: a pure function of weights and data, the same
 on every validator. Numpy only, no torch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -49,6 +52,31 @@ def get_objective(name: str) -> Objective:
         raise InvalidTask(f"unknown metric {name[:64]!r}; known metrics are {', '.join(OBJECTIVES)}",
                           reason="unknown_metric")
     return OBJECTIVES[name]
+
+
+def target_score(name: str, target: float) -> float:
+    """A task file's ``target`` as the bounded score a winner must reach: a classification score as it is
+    (in [0, 1]); a regression error bound (>= 0, lower is better) mapped as its score is, ``1 / (1 + error)``."""
+    objective = get_objective(name)
+    if not math.isfinite(target) or target < 0 or (objective.kind == "classification" and target > 1):
+        bound = "a score in [0, 1]" if objective.kind == "classification" else "an error bound >= 0"
+        raise InvalidTask(f"target for {name} must be {bound}, got {target!r}", reason="bad_target")
+    return target if objective.kind == "classification" else 1.0 / (1.0 + target)
+
+
+def check_task_objective(name: str, n_outputs: int, partition: str) -> Objective:
+    """The objective a task names, if its data suits it: classification needs >= 2 classes; regression one
+    output (float targets), and no label-skewed (non-iid) shards, which need classes."""
+    objective = get_objective(name)
+    if objective.kind == "classification" and n_outputs < 2:
+        raise InvalidTask(f"metric {name!r} needs at least 2 classes, the dataset has {n_outputs}", reason="bad_metric")
+    if objective.kind == "regression" and n_outputs != 1:
+        raise InvalidTask(f"metric {name!r} is a regression objective: the dataset must have float targets "
+                          f"(1 output), it has {n_outputs} classes", reason="bad_metric")
+    if objective.kind == "regression" and partition == "non-iid":
+        raise InvalidTask(f"metric {name!r}: non-iid shards skew labels by class; use partition iid or none",
+                          reason="bad_partition")
+    return objective
 
 
 def score(name: str, outputs: np.ndarray, targets: np.ndarray) -> float:

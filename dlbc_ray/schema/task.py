@@ -45,7 +45,8 @@ class DatasetSpec(FrozenModel):
     n_train: int = Field(ge=1, le=MAX_EXAMPLES)
     n_test: int = Field(ge=1, le=MAX_EXAMPLES)
     input_shape: tuple[Annotated[int, Field(ge=1, le=MAX_WIDTH)], ...] = Field(min_length=1, max_length=MAX_INPUT_RANK)
-    n_classes: int = Field(ge=2, le=MAX_CLASSES)
+    n_classes: int = Field(ge=1, le=MAX_CLASSES, description="classes, or 1: a regression net's one output "
+                           "(float targets); which one the task's metric needs is checked at admission")
     partition: Partition = Field(default="none", description="BaaS: give each miner its own private shard")
     dirichlet_alpha: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False)
 
