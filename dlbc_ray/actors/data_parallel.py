@@ -89,8 +89,7 @@ def open_channel() -> Any:
 
 def train(job: Job, channel: Any, place: Placement) -> tuple[TrainResult, Transcript]:
     """Train ``job`` on ``job.workers`` Ray Train workers; the result and transcript worker 0 recorded."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.base_trainer import TrainingFailedError
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if place.strategy not in PLACEMENTS:

@@ -161,3 +161,22 @@ def test_a_data_parallel_miner_actor_stops_its_workers_when_the_window_closes(ra
     submission = mined.signed.message
     assert submission.epochs == 1, submission.epochs  # 40 asked: the close stopped both workers after the first
     assert submission.model_hash == crypto.hash_weights(get(weights_ref, timeout=60, what="weights"))
+
+
+def test_a_worker_that_fails_is_a_named_error_not_a_hang(done: Mined) -> None:
+    """A worker's exception (here: 2 workers asked of 65 examples by 64, whose last batch of 1 cannot be
+    shared) ends the run as ActorUnavailable('train_workers'), whatever Ray Train raises."""
+    from dlbc_ray.actors import data_parallel as dp
+    from dlbc_ray.errors import ActorUnavailable
+    from dlbc_ray.models.data import Split
+    from dlbc_ray.models.training import TrainSettings
+
+    committed = _committed(done)
+    tiny = Split(x=done.bundle.train.x[:65], y=done.bundle.train.y[:65])
+    job = dp.Job(net=_derived(done).make_system().net, data=tiny,
+                 settings=TrainSettings(epochs=1, batch_size=64, seed=committed.header.seed, num_threads=1,
+                                        val_fraction=0.0),
+                 regularizers=(), header=committed.header, audit=MINIMAL.protection.transcript, workers=2)
+    with pytest.raises(ActorUnavailable) as caught:
+        dp.train(job, dp.open_channel(), dp.Placement(use_gpu=False, cpus_per_worker=0.5))
+    assert caught.value.reason == "train_workers"
