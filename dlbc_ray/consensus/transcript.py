@@ -289,6 +289,9 @@ def check_header(header: TranscriptHeader, expected: Expected, params: AuditPara
     per_epoch = compute_steps_per_epoch(header.examples, header.batch_size)
     if header.steps_per_epoch != per_epoch:
         return f"steps_per_epoch is {header.steps_per_epoch}, {header.examples} examples make {per_epoch}"
+    last = header.examples % header.batch_size or header.batch_size  # data-parallel: every worker a shard of it
+    if header.workers > last:
+        return f"{header.workers} workers cannot each get a shard of the last batch of {last}"
     if header.interval != compute_interval(header.steps, params.max_checkpoints):
         return f"interval {header.interval} is not the one {header.steps} steps fix"
     # the epochs a run began: PoLe may stop right after a validation inside an epoch (TrainSettings.checks_per_epoch)

@@ -112,3 +112,23 @@ def test_one_worker_is_the_plain_step_and_two_are_not() -> None:
     assert all(torch.equal(p.grad, g) for p, g in zip(params, plain))
     sharded_backward(_step(net), params, x, y, index, 2, 5, 0)
     assert not all(torch.equal(p.grad, g) for p, g in zip(params, plain))
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 400), batch=st.integers(1, 80), workers=st.integers(1, 12))
+def test_validators_accept_a_worker_count_iff_every_batch_can_be_shared(n: int, batch: int, workers: int) -> None:
+    """A header claiming more workers than the last batch has examples is refused (wrong header): its replay
+    would be shards of nothing, and a miner could make every audit pay W tiny backward passes a step."""
+    from dlbc_ray.consensus.transcript import (AuditParams, Expected, TranscriptHeader, check_header,
+                                               compute_interval, compute_steps_per_epoch, compute_training_seed)
+
+    task, round_id = "a" * 64, "b" * 64
+    miner = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  # a point on the curve
+    per_epoch, params = compute_steps_per_epoch(n, batch), AuditParams()
+    hyper = {"batch_size": batch, "lr": 0.01, "optimizer": "adam", "weight_decay": 0.0, "val_fraction": 0.1}
+    header = TranscriptHeader(task_id=task, miner=miner, round_id=round_id, seed=compute_training_seed(task, miner, round_id),
+                              interval=compute_interval(per_epoch, params.max_checkpoints), steps=per_epoch,
+                              steps_per_epoch=per_epoch, examples=n, threads=1, device="cpu", workers=workers, **hyper)
+    expected = Expected(task_id=task, miner=miner, round_id=round_id, examples=n, max_epochs=1, epochs=1,
+                        hyperparameters=hyper)
+    assert (check_header(header, expected, params) is None) == (usable_workers(n, batch, workers) == workers)
