@@ -172,6 +172,8 @@ def measured_net(spec: Task) -> str:
     """The net's name when the task uses its default parameters (where ``benchmarks/provenance.py`` measured
     its thresholds), else "" (cautious defaults apply)."""
     ds, name = spec.dataset, spec.model.name
+    if ds.n_classes < 2:  # measured on classifiers only: a regression net's one output is another last layer
+        return ""
     try:
         same = checked_kwargs(name, spec.model.params, ds.input_shape, ds.n_classes, limits=None) == checked_kwargs(
             name, {}, ds.input_shape, ds.n_classes, limits=None)

@@ -102,7 +102,9 @@ def fingerprint(net: nn.Module, weights: Mapping[str, np.ndarray], probes: np.nd
         for hook in hooks:
             hook.remove()
     units = tuple(_columns(o.flatten(2).mean(2) if o.ndim > 2 else o) for o in seen)
-    return Fingerprint(units=units, labels=logits.argmax(1).numpy().astype(np.int16))
+    # one output (a regression net): no label to predict, argmax would be 0 for every probe and every model
+    labels = logits.argmax(1).numpy() if logits.ndim == 2 and logits.shape[1] > 1 else np.zeros(0)
+    return Fingerprint(units=units, labels=labels.astype(np.int16))
 
 
 def fingerprint_model(net: nn.Module, model: str, input_shape: tuple[int, ...], weights: Mapping[str, np.ndarray],
@@ -147,8 +149,8 @@ def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Finger
             chance = max(chance, _unit_match(a, [start.units[k]])[0])
         excess.append([(m - chance) / (1.0 - chance) if chance < 1.0 - 1e-6 else 0.0 for m in raw])
     return [Similarity(units=tuple(layer[r] for layer in excess),
-                       agreement=float(np.mean(fp.labels == ref.labels)) if ref.labels.shape == fp.labels.shape
-                       else 0.0,
+                       agreement=float(np.mean(fp.labels == ref.labels))
+                       if ref.labels.shape == fp.labels.shape and fp.labels.size else 0.0,
                        weights=layer_similarity(ref.canon, fp.canon) if ref.canon and fp.canon else ())
             for r, ref in enumerate(refs)]
 

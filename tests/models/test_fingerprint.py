@@ -305,3 +305,11 @@ def test_models_of_other_shapes_are_not_compared() -> None:
     wide = {k: np.concatenate([v, v]) if k == "fc.2.bias" else v for k, v in bench.init.items()}
     wide["fc.2.weight"] = np.concatenate([bench.init["fc.2.weight"]] * 2)
     assert layer_similarity(a, canonical(wide, wide, "fc.0.weight")) == ()
+
+
+def test_a_one_output_net_has_no_labels_to_agree_on() -> None:
+    """A regression net's argmax is 0 on every probe for every model: agreement would call any two the same."""
+    rng = np.random.default_rng(2)
+    a, b = _fp(rng), _fp(rng)
+    a, b = Fingerprint(a.units, np.zeros(0, np.int16)), Fingerprint(b.units, np.zeros(0, np.int16))
+    assert compare(a, [b], [_fp(rng)])[0].agreement == 0.0

@@ -186,9 +186,6 @@ def test_a_copied_regression_model_is_caught_by_the_mark(round_: tuple) -> None:
     assert vote.verdict is not Verdict.VALID, vote
 
 
-@pytest.mark.xfail(strict=True, reason="fingerprint labels are the argmax of a 1-output net (always 0): two honest "
-                   "regression models 'predict the same label on 100% of the probes' and the later one is judged "
-                   "derived (REQUEST theft in NOTES.md)")
 def test_two_honest_regression_models_are_both_valid(round_: tuple) -> None:
     task, bundle, ctx = round_
     votes = _judge(task, bundle, ctx, [_mine(ALICE, task, bundle, ctx), _mine(BOB, task, bundle, ctx)])
