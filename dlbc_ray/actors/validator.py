@@ -91,6 +91,7 @@ class Validator:
         # earlier valid models (and winners read back from the chain): never handed out by any method
         self._lineage = Lineage(self._memory, winners)
         torch.set_num_threads(max(1, int(cfg.num_cpus)))
+        from dlbc_ray.models import replay  # noqa: F401  warm: Lightning loads as the actor starts, not inside a ballot
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "num_cpus": self.cfg.num_cpus,
