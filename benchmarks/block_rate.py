@@ -74,7 +74,7 @@ def pole_phase(home: Any, cfg: Any, blocks: int) -> list[BlockRecord]:
 
     from dlbc_ray.ledger import Chain
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import TaskData, assemble, check_home, load_identities, run_round, standing_template, \
+    from dlbc_ray.runtime.network import TaskData, assemble, check_home, load_identities, run_round, standing_template, \
         start_local_ray, teardown
 
     check_home(home, cfg, pole=True)
@@ -156,7 +156,7 @@ def spread_sources(records: list[dict[str, Any]]) -> str:
 def run(target: float, blocks: int, miners: int, change_blocks: int, dataset: str,
         target_checks: int | None = None) -> dict[str, Any]:
     from dlbc_ray.config import DEFAULT, PoleConfig, TaskDefaults
-    from dlbc_ray.home import open_home
+    from dlbc_ray.runtime.home import open_home
 
     pole = PoleConfig(target_interval_s=target, **PRESETS[dataset])
     checks = DEFAULT.miner.target_checks if target_checks is None else target_checks
@@ -273,7 +273,7 @@ def plot(figs: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dlbc_ray.plots import _integer_heights
+    from dlbc_ray.runtime.plots import _integer_heights
 
     t = figs[0]["target_interval_s"]
     fig, (interval, difficulty) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)

@@ -129,7 +129,7 @@ def record_heads(chaos: Chaos, ledger: Path) -> None:
 
 def run_chaos(home: Any, cfg: Any, plan: Plan, *, requester: str = "requester") -> dict[str, Any]:
     """Submit ``plan.tasks`` tasks to the network up in ``home`` under kills; settle, then audit."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
     from dlbc_ray.actors.names import CONSENSUS_NAME, NAMESPACE
     from dlbc_ray.errors import InvalidTask
 
@@ -219,9 +219,9 @@ def drops_in(log: Path) -> int:
 
 def run_once(plan: Plan) -> dict[str, Any]:
     """One run on a private head: up, chaos, audit, down."""
-    from dlbc_ray import service
+    from dlbc_ray.runtime import service
     from dlbc_ray.actors._ray import inject_faults
-    from dlbc_ray.home import open_home
+    from dlbc_ray.runtime.home import open_home
 
     home = open_home(tempfile.mkdtemp(prefix="dlbc-chaos-"))
     home.ray_token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def _inputs(model: str, epochs: int, threads: int) -> dict[str, Any]:
     from dlbc_ray.crypto import Identity
     from dlbc_ray.models.data import load_builtin
     from dlbc_ray.models.nets import build_net
-    from dlbc_ray.network import make_task
+    from dlbc_ray.runtime.network import make_task
 
     miner, requester = Identity.from_seed("miner", b"miner"), Identity.from_seed("requester", b"requester")
     bundle = load_builtin("digits")

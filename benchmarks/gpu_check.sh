@@ -106,11 +106,11 @@ def mine(miners: int, num_gpus: float) -> dict:
     import ray
 
     from dlbc_ray.actors._ray import get
-    from dlbc_ray.actors.consensus import TaskData, now_ms
+    from dlbc_ray.actors.coordinator import TaskData, now_ms
     from dlbc_ray.config import DEFAULT, MinerConfig, TaskDefaults
-    from dlbc_ray.home import open_home
+    from dlbc_ray.runtime.home import open_home
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
+    from dlbc_ray.runtime.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
 
     cfg = DEFAULT.model_copy(update={"miners": miners, "validators": 4,
                                      "miner": MinerConfig(num_cpus=2, num_gpus=num_gpus),

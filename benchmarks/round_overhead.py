@@ -61,11 +61,11 @@ def round_row(timings: dict[str, float], seconds: float) -> dict[str, float]:
 def run_rounds(task: str, rounds: int, miners: int, validators: int) -> list[dict[str, float]]:
     import ray
 
-    from dlbc_ray.actors.consensus import TaskData, now_ms
+    from dlbc_ray.actors.coordinator import TaskData, now_ms
     from dlbc_ray.config import DEFAULT, TaskDefaults
-    from dlbc_ray.home import open_home
+    from dlbc_ray.runtime.home import open_home
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
+    from dlbc_ray.runtime.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
 
     cfg = DEFAULT.model_copy(update={"miners": miners, "validators": validators,
                                      "task": TaskDefaults(**TASKS[task])})
@@ -103,9 +103,9 @@ def miner_vs_plain(net: Any, cfg: Any, bundle: Any, data: Any, repeats: int) -> 
 
     from dlbc_ray import crypto
     from dlbc_ray.actors._ray import get
-    from dlbc_ray.actors.consensus import now_ms
-    from dlbc_ray.network import make_task
-    from dlbc_ray.schema.rounds import RoundContext
+    from dlbc_ray.actors.coordinator import now_ms
+    from dlbc_ray.runtime.network import make_task
+    from dlbc_ray.schema.round_messages import RoundContext
 
     miner, identity = net.miners[0], net.identities.miners[0]
     info = get(miner.handle.info.remote(), timeout=60, what="miner info")

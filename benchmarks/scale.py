@@ -64,10 +64,10 @@ def run_grid_point(miners: int, validators: int, rounds: int) -> list[dict[str, 
     """``rounds`` real rounds (after one warm-up) on a fresh local network; one row of part costs per round."""
     import ray
 
-    from dlbc_ray.actors.consensus import TaskData, now_ms
+    from dlbc_ray.actors.coordinator import TaskData, now_ms
     from dlbc_ray.config import DEFAULT, TaskDefaults
-    from dlbc_ray.home import open_home
-    from dlbc_ray.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
+    from dlbc_ray.runtime.home import open_home
+    from dlbc_ray.runtime.network import assemble, load_identities, make_task, run_round, start_local_ray, teardown
 
     cfg = DEFAULT.model_copy(update={"miners": miners, "validators": validators,
                                      "task": TaskDefaults(epochs=1, target=0.1),

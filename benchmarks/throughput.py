@@ -44,10 +44,10 @@ def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
     """One network of ``miners`` miners mining ``tasks`` copies of ``task_file``; the figures of the run."""
     import ray
 
-    from dlbc_ray import client, service
+    from dlbc_ray.runtime import client, service
     from dlbc_ray.actors.names import CONSENSUS_NAME, NAMESPACE
     from dlbc_ray.config import DEFAULT
-    from dlbc_ray.home import open_home
+    from dlbc_ray.runtime.home import open_home
     from dlbc_ray.ledger import Chain
 
     cfg = DEFAULT.model_copy(update={"miners": miners, "miners_per_task": 1})

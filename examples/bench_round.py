@@ -6,7 +6,7 @@ Meant to run as a Ray job (it needs no Ray itself, for now):
     dlbc-ray bench submit examples/bench_round.py -- --quick      # 8 MB, seconds
 
 Locally: ``python examples/bench_round.py --quick``. It prints one ``DLBC_RESULT {json}``
-line, which ``dlbc_ray.jobs`` saves in the home's results/ folder.
+line, which ``dlbc_ray.runtime.jobs`` saves in the home's results/ folder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from dlbc_ray import crypto
 from dlbc_ray.crypto import Identity
-from dlbc_ray.jobs import emit_result
+from dlbc_ray.runtime.jobs import emit_result
 from dlbc_ray.schema import Submission
 
 TENSOR_MB = 16  # a large layer's size; the last tensor takes the remainder

@@ -16,7 +16,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from dlbc_ray.home import Home, open_home  # noqa: E402
+from dlbc_ray.runtime.home import Home, open_home  # noqa: E402
 
 
 def _cuda() -> bool:
@@ -46,9 +46,9 @@ def ray_session(ray_home: Home) -> Iterator[None]:
     """One real local Ray cluster for every integration test (address='local': never join another)."""
     import ray
 
-    from dlbc_ray.network import configure_ray_auth
+    from dlbc_ray.runtime.network import configure_ray_auth
 
-    from dlbc_ray.localhead import keep_loopback_driver
+    from dlbc_ray.runtime.localhead import keep_loopback_driver
 
     configure_ray_auth(ray_home, local=True)
     keep_loopback_driver()  # the test cluster, like every head the project starts, listens on loopback only

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from dlbc_ray import crypto
-from dlbc_ray.attack import drop_best
-from dlbc_ray.attack_judging import ADVERSARY, DETECTORS, Trial
+from dlbc_ray.attack.harness import drop_best
+from dlbc_ray.attack.judging import ADVERSARY, DETECTORS, Trial
 from dlbc_ray.consensus import validate_block
 from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.proposal import seal
 from dlbc_ray.errors import InvalidBlock
-from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
+from dlbc_ray.schema.round_messages import RoundReport, SubmissionOutcome
 from tests.builders import World, fake_hash
 
 SCORES = {0: [9000] * 4, 1: [8000] * 4, 2: [7000] * 4}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlbc_ray import client, keystore
-from dlbc_ray.home import Home
+from dlbc_ray.runtime import client, keystore
+from dlbc_ray.runtime.home import Home
 
 
 def test_names_skip_a_home_with_a_bad_key_file_but_not_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

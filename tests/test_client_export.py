@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from dlbc_ray import crypto
-from dlbc_ray.client import export_model
+from dlbc_ray.runtime.client import export_model
 from dlbc_ray.errors import InvalidModelFile
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 from dlbc_ray.ledger import ArtifactStore, Chain, load_safetensors
 from dlbc_ray.models import sml
 from dlbc_ray.models.nets import build_net

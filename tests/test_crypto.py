@@ -12,7 +12,7 @@ from dlbc_ray.errors import BadSignature, ConfigError, InvalidModelFile, KeyFile
 from pydantic import ValidationError
 
 from dlbc_ray.schema import Allocation, Ballot, BlockHeader, RetargetParams, Signed, Verdict, Vote
-from dlbc_ray.schema.rounds import MinerStats
+from dlbc_ray.schema.round_messages import MinerStats
 from tests.builders import fake_hash
 
 

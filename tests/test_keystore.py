@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dlbc_ray.errors import ConfigError, KeyFileError
-from dlbc_ray.home import open_home
-from dlbc_ray.keystore import create_key, key_path, list_keys, load_key, load_or_create_key
+from dlbc_ray.runtime.home import open_home
+from dlbc_ray.runtime.keystore import create_key, key_path, list_keys, load_key, load_or_create_key
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_open_keys_folder_is_refused_with_the_fix(home, mode: int) -> None:
 
 def test_keys_folder_of_another_user_is_refused(home, monkeypatch: pytest.MonkeyPatch) -> None:
     create_key(home, "alice")
-    monkeypatch.setattr("dlbc_ray.keystore.os.getuid", lambda: home.keys.stat().st_uid + 1)
+    monkeypatch.setattr("dlbc_ray.runtime.keystore.os.getuid", lambda: home.keys.stat().st_uid + 1)
     with pytest.raises(KeyFileError, match="owned by uid") as info:
         load_key(home, "alice")
     assert str(home.keys) in str(info.value)

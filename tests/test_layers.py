@@ -91,4 +91,4 @@ def test_the_layer_map_catches_an_upward_import(tmp_path: Path) -> None:
     bad.write_text("def f():\n    from dlbc_ray.actors.miner import Miner\n")
     assert (2, "dlbc_ray.actors.miner") in imports(bad)
     assert ORDER.index(layer("dlbc_ray.actors.miner") or "") > ORDER.index(layer("dlbc_ray.schema.block") or "")
-    assert layer("dlbc_ray.network") == layer("dlbc_ray.runtime.network") == "runtime"
+    assert layer("dlbc_ray.runtime.network") == layer("dlbc_ray.runtime.network") == "runtime"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import open_home
-from dlbc_ray.localhead import check_token_file, is_loopback, start
+from dlbc_ray.runtime.home import open_home
+from dlbc_ray.runtime.localhead import check_token_file, is_loopback, start
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:6379", "127.0.1.1:1", "localhost:6379", "[::1]:6379"])
@@ -39,7 +39,7 @@ def test_token_file_open_to_others_is_refused(tmp_path: Path) -> None:
 
 
 def test_home_token_is_made_private_and_refused_once_loosened(tmp_path: Path) -> None:
-    from dlbc_ray.network import ensure_home_token
+    from dlbc_ray.runtime.network import ensure_home_token
 
     home = open_home(tmp_path / "home")
     token = ensure_home_token(home)
@@ -50,7 +50,7 @@ def test_home_token_is_made_private_and_refused_once_loosened(tmp_path: Path) ->
 
 
 def test_local_cluster_auth_never_fails_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlbc_ray.network import configure_ray_auth
+    from dlbc_ray.runtime.network import configure_ray_auth
 
     home = open_home(tmp_path / "home")
     monkeypatch.delenv("DLBC_INSECURE_NO_AUTH", raising=False)

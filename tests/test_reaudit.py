@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from dlbc_ray.cli._app import INSECURE_ENV
 from dlbc_ray.cli.app import app
 from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.errors import InvalidModelFile
-from dlbc_ray.home import Home
-from dlbc_ray.keystore import save_key
+from dlbc_ray.runtime.home import Home
+from dlbc_ray.runtime.keystore import save_key
 from dlbc_ray.models.protect import mapping_seed
 from dlbc_ray.runtime.reaudit import audit_one, keep_transcript, kept_folder, load_transcript
 from tests.actors.test_transcript_miner import CFG, MINER, MINIMAL, Mined, done
@@ -81,7 +82,12 @@ def test_a_missing_or_malformed_kept_transcript_is_named(done: Mined, tmp_path: 
     assert caught.value.reason == "malformed_transcript"
 
 
-def test_the_command_on_a_home_without_a_chain_says_so_in_one_line(tmp_path: Path) -> None:
+def test_the_command_on_a_home_without_a_chain_says_so_in_one_line(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # --insecure-no-auth writes RAY_AUTH_MODE into os.environ: set both here so teardown restores them
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv(INSECURE_ENV, "")  # records "absent" for teardown
+    monkeypatch.delenv(INSECURE_ENV)
     result = CliRunner().invoke(app, ["--insecure-no-auth", "audit", "1", "--home", str(tmp_path)])
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error")]

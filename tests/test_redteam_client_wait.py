@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from dlbc_ray import client
+from dlbc_ray.runtime import client
 from dlbc_ray.actors import _ray
-from dlbc_ray.home import open_home
+from dlbc_ray.runtime.home import open_home
 
 
 class LoseFirst:

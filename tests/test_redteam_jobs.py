@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from ray._private.runtime_env.packaging import _get_excludes  # how Ray itself applies the excludes
 
-from dlbc_ray import jobs
-from dlbc_ray.home import open_home
-from dlbc_ray.keystore import create_key
+from dlbc_ray.runtime import jobs
+from dlbc_ray.runtime.home import open_home
+from dlbc_ray.runtime.keystore import create_key
 
 
 def uploaded(work: Path, excludes: list[str]) -> set[str]:

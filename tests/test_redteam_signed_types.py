@@ -20,7 +20,7 @@ import dlbc_ray.schema as schema
 from dlbc_ray import crypto
 from dlbc_ray.consensus.verdicts import check_reveal
 from dlbc_ray.schema import Reveal, Transfer
-from dlbc_ray.schema.rounds import WindowClose
+from dlbc_ray.schema.round_messages import WindowClose
 from tests.builders import T0, World, fake_hash
 
 TESTS = Path(__file__).parent

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from dlbc_ray import localhead, service
+from dlbc_ray.runtime import localhead, service
 from dlbc_ray.config import NetworkConfig
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import load_builtin, split_hash
-from dlbc_ray.taskfile import TaskFile, load_task_file, load_task_with_data, read_task_file, to_task
+from dlbc_ray.runtime.taskfile import TaskFile, load_task_file, load_task_with_data, read_task_file, to_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
 NOW_MS = 1_800_000_000_000
@@ -427,7 +427,7 @@ def test_submit_of_a_bad_file_prints_one_line_exits_non_zero_and_writes_nothing(
     from typer.testing import CliRunner
 
     from dlbc_ray.cli.app import app
-    from dlbc_ray.home import open_home
+    from dlbc_ray.runtime.home import open_home
 
     home = tmp_path / "home"
     open_home(home, create=True)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError
-from dlbc_ray.taskfile import load_task_with_data, to_task
+from dlbc_ray.runtime.taskfile import load_task_with_data, to_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
 # mnist1d is generated on first use (~5 s); its file differs from the others only in names.

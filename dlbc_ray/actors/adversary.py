@@ -3,7 +3,7 @@
 Plain subclasses of ``Miner`` and ``Validator``, made remote by ``network.assemble(...,
 roles=...)`` like everyone else, so an attack uses exactly the paths an honest actor
 uses. Each one is armed for the next rounds with a frozen description of the attack
-(``arm``) and disarmed with ``arm(None)``; the attack suite (``dlbc_ray.attack``) does it.
+(``arm``) and disarmed with ``arm(None)``; the attack suite (``dlbc_ray.attack.harness``) does it.
 
 Simulation devices, stated plainly: a thief is given its victims' identities only to
 re-derive, bit for bit, the model a victim trains this round (training is deterministic
@@ -41,7 +41,7 @@ from dlbc_ray.models.protect import mapping_layer, mapping_seed
 from dlbc_ray.models.training import TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
-from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, RoundContext, WindowClose
+from dlbc_ray.schema.round_messages import MinedSubmission, MinerStats, RoundContext, WindowClose
 
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
                     "layer-reset", "fine-tuned-replay", "pruned-replay", "forged-signature",

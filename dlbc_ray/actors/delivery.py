@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dlbc_ray.actors.rounds import RoundResult
+from dlbc_ray.actors.round_runner import RoundResult
 from dlbc_ray.consensus.decision import Decision
 from dlbc_ray.schema import Block, Task
-from dlbc_ray.schema.rounds import SubmissionArrival, SubmissionOutcome
+from dlbc_ray.schema.round_messages import SubmissionArrival, SubmissionOutcome
 
 Artifact = tuple[Any, str, dict[str, str]]  # (weights or their object ref, model hash, metadata)
 
@@ -33,7 +33,7 @@ def winner_artifact(decision: Decision, arrivals: Sequence[SubmissionArrival], r
 def fused_artifact(task: Task, block: Block, result: RoundResult, fetch: Callable[[Any], Any]) -> Artifact:
     """BaaS: the contributors fused again (the same bytes validators fused); ``fetch`` reads a weights ref."""
     from dlbc_ray.actors.task_code import install
-    from dlbc_ray.models import baas
+    from dlbc_ray.models import baas_fusion as baas
 
     install(task.code)  # the coordinator builds the task's net to fuse it
     contributors = block.fusion_votes[0].message.contributors

@@ -18,7 +18,7 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models.data import Split
 from dlbc_ray.schema import Ballot, Signed, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import BallotReply, RoundContext, SubmissionArrival
+from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival
 
 LieKind = Literal["random", "approve", "reject", "reject-best", "equivocate"]
 

@@ -31,7 +31,7 @@ from dlbc_ray.models.nets import build_net, checked_kwargs
 from dlbc_ray.models.protect import mapping_layer
 from dlbc_ray.models.weights import check_architecture, to_numpy
 from dlbc_ray.schema import Submission, Task, Verdict
-from dlbc_ray.schema.rounds import RoundContext
+from dlbc_ray.schema.round_messages import RoundContext
 
 
 class Judged(Protocol):

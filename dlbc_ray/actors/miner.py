@@ -34,13 +34,13 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import BadSignature, InvalidTask, RevealRefused
 from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
-from dlbc_ray.models.baas import common_seed
+from dlbc_ray.models.baas_fusion import common_seed
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed, mark_secret, watermark_key
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
 from dlbc_ray.schema.base import revalidated
-from dlbc_ray.schema.rounds import MinedSubmission, MinerStats, ProgressEvent, RoundContext, WindowClose
+from dlbc_ray.schema.round_messages import MinedSubmission, MinerStats, ProgressEvent, RoundContext, WindowClose
 
 if TYPE_CHECKING:
     from dlbc_ray.models.training import EpochStat

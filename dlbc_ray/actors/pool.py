@@ -17,13 +17,13 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors.rounds import TaskData
+from dlbc_ray.actors.round_runner import TaskData
 from dlbc_ray.consensus import ChainState
 from dlbc_ray.consensus.ranking import PendingTask, RankingWeights, estimate_cost, explain, rank_tasks
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.schema import DatasetSpec, Signed, Task
-from dlbc_ray.schema.rounds import RoundReport
+from dlbc_ray.schema.round_messages import RoundReport
 
 Status = Literal["queued", "mining", "done", "failed", "expired"]
 FINAL: frozenset[str] = frozenset({"done", "expired"})  # settled on chain

@@ -15,7 +15,7 @@ from dlbc_ray.actors._ray import get
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.models import watermark
 from dlbc_ray.schema import Reveal, Signed
-from dlbc_ray.schema.rounds import WindowClose
+from dlbc_ray.schema.round_messages import WindowClose
 
 PROBE_TIMEOUT_S = 10.0  # the secret-probe's wait for one guessed call to a rival
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlbc_ray.actors import pool as task_pool
-from dlbc_ray.actors.rounds import compute_round_id, now_ms
+from dlbc_ray.actors.round_runner import compute_round_id, now_ms
 from dlbc_ray.consensus import ChainState, propose_task_block
 from dlbc_ray.consensus import escrow
 from dlbc_ray.crypto import Identity

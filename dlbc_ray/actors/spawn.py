@@ -13,7 +13,7 @@ from typing import Any
 import ray
 
 from dlbc_ray.actors._ray import Member, fault_options
-from dlbc_ray.actors.consensus import Consensus
+from dlbc_ray.actors.coordinator import Consensus
 from dlbc_ray.actors.ledger import Ledger
 from dlbc_ray.actors.miner import Miner, training_workers
 from dlbc_ray.actors.validator import Validator

@@ -9,7 +9,7 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors import pool as task_pool
-from dlbc_ray.actors.rounds import TaskData
+from dlbc_ray.actors.round_runner import TaskData
 from dlbc_ray.consensus import ChainState
 from dlbc_ray.consensus.validation import expected_standing_target
 from dlbc_ray.crypto import Identity

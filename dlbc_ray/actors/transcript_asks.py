@@ -13,7 +13,7 @@ from typing import Any
 
 from dlbc_ray.actors._ray import get_retrying
 from dlbc_ray.schema import Signed
-from dlbc_ray.schema.rounds import WindowClose
+from dlbc_ray.schema.round_messages import WindowClose
 
 
 @dataclass(frozen=True)

@@ -34,17 +34,17 @@ from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, 
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError, InvalidModelFile
-from dlbc_ray.models import baas, sml, watermark
+from dlbc_ray.models import baas_fusion as baas, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.evaluate import evaluate
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Submission, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import BallotReply, RoundContext, SubmissionArrival, ValidatorStats
+from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival, ValidatorStats
 
 if TYPE_CHECKING:
-    from dlbc_ray.actors.rounds import RoundAudits
+    from dlbc_ray.actors.round_runner import RoundAudits
     from dlbc_ray.models.replay import TranscriptAudits
 
 

@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from dlbc_ray.config import config_error
 from dlbc_ray.errors import ConfigError, DLBCError, InvalidBlock
-from dlbc_ray.home import DEFAULT_HOME, Home, open_home
+from dlbc_ray.runtime.home import DEFAULT_HOME, Home, open_home
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -11,13 +11,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dlbc_ray.attack import KINDS, KNOWN_GAPS, check_kinds
+from dlbc_ray.attack.harness import KINDS, KNOWN_GAPS, check_kinds
 from dlbc_ray.cli._app import err, out, print_json, resolve_home
 from dlbc_ray.errors import ConfigError, DLBCError
-from dlbc_ray.home import open_home
+from dlbc_ray.runtime.home import open_home
 
 if TYPE_CHECKING:
-    from dlbc_ray.attack import KindResult, TrialResult
+    from dlbc_ray.attack.harness import KindResult, TrialResult
 
 MAX_TRIALS = 1_000  # rounds per kind: each is a real round on a live network
 
@@ -36,7 +36,7 @@ def attack(
         raise ConfigError(f"--trials must be 1..{MAX_TRIALS} (got {str(trials)[:20]})", reason="trials")
     where = open_home(resolve_home(home).root / "attacks" / time.strftime("%Y%m%d-%H%M%S"))
     with err.status("loading Ray and PyTorch...") as spinner:
-        from dlbc_ray.attack import run_attacks  # torch and Ray load only for commands that run a network
+        from dlbc_ray.attack.harness import run_attacks  # torch and Ray load only for commands that run a network
 
         results = run_attacks(kinds, trials, where, on_trial=_trial_line,
                               on_stage=lambda text: spinner.update(text + "..."))

@@ -11,8 +11,8 @@ import typer
 
 from dlbc_ray.cli._app import later_home, new_app, out, print_json
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import Home
-from dlbc_ray.localhead import check_token_file
+from dlbc_ray.runtime.home import Home
+from dlbc_ray.runtime.localhead import check_token_file
 
 app = new_app("Run benchmark scripts as Ray jobs and keep their results in the home.")
 
@@ -92,7 +92,7 @@ def submit(
     json: JsonOpt = False,
 ) -> None:
     """Upload the working directory, run SCRIPT on the cluster, follow its logs, save its DLBC_RESULT."""
-    from dlbc_ray.jobs import submit_benchmark
+    from dlbc_ray.runtime.jobs import submit_benchmark
 
     h = later_home(home)  # made only when a result is saved into it
     result = submit_benchmark(script, address, working_dir=working_dir or Path.cwd(), wait=wait,
@@ -111,7 +111,7 @@ def fetch(
     json: JsonOpt = False,
 ) -> None:
     """Follow a job submitted with --no-wait to its end and save its result."""
-    from dlbc_ray.jobs import check_submission_id, fetch_benchmark
+    from dlbc_ray.runtime.jobs import check_submission_id, fetch_benchmark
 
     check_submission_id(submission_id)
     h = later_home(home)  # made only when a result is saved into it

@@ -14,8 +14,8 @@ from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
 from dlbc_ray.consensus import compute_block_hash
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import DLBCError
-from dlbc_ray.home import Home, read_ledger
-from dlbc_ray.keystore import list_keys
+from dlbc_ray.runtime.home import Home, read_ledger
+from dlbc_ray.runtime.keystore import list_keys
 from dlbc_ray.ledger import Chain, verify_chain
 from dlbc_ray.schema import Block
 

@@ -16,11 +16,11 @@ from dlbc_ray.cli._app import err, out, print_json, resolve_home
 from dlbc_ray.config import PRESETS, NetworkConfig, network_config
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import ConfigError, ConsensusError
-from dlbc_ray.plots import plot_rounds, time_split
-from dlbc_ray.schema.rounds import RoundReport, RoundStatus
+from dlbc_ray.runtime.plots import plot_rounds, time_split
+from dlbc_ray.schema.round_messages import RoundReport, RoundStatus
 
 if TYPE_CHECKING:
-    from dlbc_ray.network import DemoResult
+    from dlbc_ray.runtime.network import DemoResult
 
 
 class LiveView:
@@ -113,7 +113,7 @@ def demo(
         on_round = lambda r: (view.done(r), web.feed.round_done(r))  # noqa: E731
     with view.live:
         view.stage("loading Ray and PyTorch")
-        from dlbc_ray.network import run_demo  # torch and Ray load only for commands that run a network
+        from dlbc_ray.runtime.network import run_demo  # torch and Ray load only for commands that run a network
 
         result = run_demo(cfg, h, blocks=blocks, mode=mode, new_chain=new_chain, on_status=on_status,
                           on_round=on_round, on_stage=view.stage)
@@ -170,8 +170,8 @@ def _keep_serving(web: Any) -> None:
 
 
 def _pole_plot(home: Any, target_interval_s: float) -> Path:
-    from dlbc_ray.home import read_ledger
-    from dlbc_ray.plots import plot_pole, pole_points
+    from dlbc_ray.runtime.home import read_ledger
+    from dlbc_ray.runtime.plots import plot_pole, pole_points
 
     chain = read_ledger(home)
     try:

@@ -9,7 +9,7 @@ import typer
 
 from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.keystore import create_key, key_path, list_keys, load_key
+from dlbc_ray.runtime.keystore import create_key, key_path, list_keys, load_key
 
 app = new_app("Create and list signing identities.")
 

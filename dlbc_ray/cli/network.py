@@ -39,7 +39,7 @@ def up(
     new_chain: NewChainOpt = False,
 ) -> None:
     """Start a long-lived network (named, detached actors in the 'dlbc' namespace)."""
-    from dlbc_ray import service
+    from dlbc_ray.runtime import service
 
     miner = DEFAULT.miner.model_copy(update={"num_gpus": miner_gpus})
     try:
@@ -64,7 +64,7 @@ def up(
 
 def down(home: HomeOpt = None, address: AddressOpt = None) -> None:
     """Stop the network; the ledger stays on disk and the next `up` resumes from it."""
-    from dlbc_ray import service
+    from dlbc_ray.runtime import service
 
     stopped = service.down(resolve_home(home, create=False), address)
     out.print(f"stopped {len(stopped)} actors" if stopped else "no network was running")
@@ -72,7 +72,7 @@ def down(home: HomeOpt = None, address: AddressOpt = None) -> None:
 
 def status(home: HomeOpt = None, address: AddressOpt = None, json: JsonOpt = False) -> None:
     """Chain head, ranked task queue with its factors, rounds in flight, members, balances."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     info = client.status(resolve_home(home, create=False), address=address)
     if json:
@@ -106,7 +106,7 @@ def submit(
     home: HomeOpt = None, address: AddressOpt = None, json: JsonOpt = False,
 ) -> None:
     """Sign a task, escrow its reward on chain, and queue it for mining."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     h = resolve_home(home, create=False)
     task_id = client.submit(h, task_file, requester=as_, address=address)
@@ -161,7 +161,7 @@ def result(
     home: HomeOpt = None, json: JsonOpt = False,
 ) -> None:
     """The task's winner, score and block, and its model as safetensors that works on raw inputs."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     h = resolve_home(home, create=False)
     info = client.result(h, task_id, output=output)
@@ -179,7 +179,7 @@ def balance(
     home: HomeOpt = None, json: JsonOpt = False,
 ) -> None:
     """Balances as of the chain's head (read from the home's ledger)."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     h = resolve_home(home, create=False)
     info = client.balances(h)
@@ -203,7 +203,7 @@ def transfer(
     home: HomeOpt = None, address: AddressOpt = None, json: JsonOpt = False,
 ) -> None:
     """A signed transfer, included in the next block."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     block = client.transfer(resolve_home(home, create=False), to, amount, sender=as_, address=address)
     if json:

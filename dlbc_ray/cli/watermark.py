@@ -20,8 +20,8 @@ from dlbc_ray.cli._app import new_app, out, print_json, resolve_home
 from dlbc_ray.config import ProtectionConfig
 from dlbc_ray.crypto import Identity, hash_weights
 from dlbc_ray.errors import ConfigError, InvalidModelFile
-from dlbc_ray.home import Home, read_ledger
-from dlbc_ray.keystore import load_key
+from dlbc_ray.runtime.home import Home, read_ledger
+from dlbc_ray.runtime.keystore import load_key
 from dlbc_ray.ledger import load_safetensors
 
 app = new_app("Read a miner's DNN watermark (Uchida, as DLBC uses it) in a model file.")

@@ -11,7 +11,7 @@ from collections.abc import Container, Sequence
 from dlbc_ray import crypto
 from dlbc_ray.consensus.provenance import compute_derived_reason
 from dlbc_ray.schema import Signed, Submission, Verdict
-from dlbc_ray.schema.rounds import SubmissionArrival
+from dlbc_ray.schema.round_messages import SubmissionArrival
 from dlbc_ray.schema.submission import Reveal
 
 Judgement = tuple[Verdict, str]

@@ -29,7 +29,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from dlbc_ray.errors import CorruptLedger, DLBCError
 from dlbc_ray.explorer import reader
 from dlbc_ray.explorer.live import LiveState
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,8 +139,8 @@ def network_view(live: LiveState) -> dict[str, Any]:
 
 
 def charts_view(home: Home, live: LiveState) -> dict[str, Any]:
-    from dlbc_ray.plots import time_split
-    from dlbc_ray.schema.rounds import RoundReport
+    from dlbc_ray.runtime.plots import time_split
+    from dlbc_ray.schema.round_messages import RoundReport
 
     data = read(home, reader.charts)
     times = []
@@ -218,7 +218,7 @@ def model_file(home: Home, task_id: str) -> FileResponse:
     info = read(home, reader.task_detail, task_id)
     if not info["model_available"]:
         raise ExplorerError(404, "not_found", f"task {task_id[:16]} has no delivered model in {home.artifacts}")
-    from dlbc_ray.client import export_model
+    from dlbc_ray.runtime.client import export_model
     from dlbc_ray.schema import Task
 
     folder = Path(tempfile.mkdtemp(prefix="dlbc-explorer-"))

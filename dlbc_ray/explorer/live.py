@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 
 MAX_TRACKED_TASKS = 200  # curves kept in memory, oldest dropped first
 
@@ -127,7 +127,7 @@ class ClusterPoller(threading.Thread):
             self._stop.wait(self.interval_s)
 
     def poll(self) -> None:
-        from dlbc_ray import service
+        from dlbc_ray.runtime import service
         from dlbc_ray.errors import DLBCError
 
         if self.address is None and service.read_record(self.home) is None:
@@ -135,7 +135,7 @@ class ClusterPoller(threading.Thread):
                                             "showing the ledger only")
             return
         try:
-            from dlbc_ray import client
+            from dlbc_ray.runtime import client
 
             status = client.status(self.home, address=self.address)
         except DLBCError as e:
@@ -149,7 +149,7 @@ class ClusterPoller(threading.Thread):
         """Rounds seen running that are gone now: fetch their reports (where each round's time went)."""
         from dlbc_ray.actors._ray import get
         from dlbc_ray.errors import DLBCError
-        from dlbc_ray.service import attach
+        from dlbc_ray.runtime.service import attach
 
         finished, self._watched = self._watched - running, self._watched | running
         for task_id in finished:

@@ -17,7 +17,7 @@ from dlbc_ray.consensus.escrow import find_posting
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import message_hash
 from dlbc_ray.errors import ConfigError, DLBCError, InvalidBlock, InvalidTask
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 from dlbc_ray.ledger import ArtifactStore, Chain, LedgerStore
 from dlbc_ray.ledger.chain import latest_state, replay
 from dlbc_ray.schema import Block

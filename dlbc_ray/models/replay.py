@@ -44,7 +44,7 @@ from dlbc_ray.consensus.transcript import (
 )
 from dlbc_ray.errors import ActorUnavailable, DLBCError, InvalidModelFile
 from dlbc_ray.models import fusion, sml, watermark
-from dlbc_ray.models.baas import common_seed
+from dlbc_ray.models.baas_fusion import common_seed
 from dlbc_ray.models.data import Split, holdout
 from dlbc_ray.models.distributed import sharded_backward
 from dlbc_ray.models.nets import build_net, net_info
@@ -55,7 +55,7 @@ from dlbc_ray.models.transcript import (Checkpoint, Opening, Transcript, epoch_o
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Submission, Task
 from dlbc_ray.schema.base import revalidated
-from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival
+from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival
 
 
 # ------------------------------------------------------------------ replay

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from dlbc_ray.config import NetworkConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import Home, check_chain_choice
-from dlbc_ray.keystore import key_path, load_key, load_or_create_key
+from dlbc_ray.runtime.home import Home, check_chain_choice
+from dlbc_ray.runtime.keystore import key_path, load_key, load_or_create_key
 from dlbc_ray.ledger import Chain, ledger_status
 from dlbc_ray.schema import Allocation, ChainParams
 

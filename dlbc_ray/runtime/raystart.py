@@ -15,8 +15,8 @@ import ray
 from dlbc_ray.actors.names import NAMESPACE, placement_group_name
 from dlbc_ray.config import NetworkConfig
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import Home
-from dlbc_ray.localhead import LOOPBACK, check_token_file, keep_loopback_driver
+from dlbc_ray.runtime.home import Home
+from dlbc_ray.runtime.localhead import LOOPBACK, check_token_file, keep_loopback_driver
 
 
 def configure_ray_auth(home: Home, *, local: bool) -> None:

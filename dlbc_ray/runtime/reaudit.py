@@ -32,8 +32,8 @@ from dlbc_ray.consensus import compute_block_hash
 from dlbc_ray.consensus.ballot import votes_by_commit
 from dlbc_ray.consensus.transcript import CheckpointLeaf, TranscriptHeader, compute_hyperparameters
 from dlbc_ray.errors import DLBCError, InvalidModelFile
-from dlbc_ray.home import Home, read_ledger
-from dlbc_ray.keystore import list_keys, load_key
+from dlbc_ray.runtime.home import Home, read_ledger
+from dlbc_ray.runtime.keystore import list_keys, load_key
 from dlbc_ray.schema import Block, PostTaskTx, Submission, Task
 
 KEPT = "transcripts"

@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError
 from dlbc_ray import crypto
 from dlbc_ray.actors import _ray
 from dlbc_ray.actors._ray import Member
-from dlbc_ray.actors.consensus import Consensus
+from dlbc_ray.actors.coordinator import Consensus
 from dlbc_ray.actors.ledger import Ledger
 from dlbc_ray.config import MINIMAL
 from dlbc_ray.consensus import propose_task_block, propose_tx_block
@@ -122,7 +122,7 @@ class Rig:
         return c
 
     def task(self, *, deadline_in_ms: int = 600_000, reward: int = 100) -> Signed[Task]:
-        from dlbc_ray.network import dataset_spec
+        from dlbc_ray.runtime.network import dataset_spec
         from dlbc_ray.schema import ModelSpec
 
         now = time.time_ns() // 10**6
@@ -186,7 +186,7 @@ def test_a_refused_refund_is_noted_once_and_other_tasks_still_start(rig: Rig,
     wait_past(doomed.message.deadline_ms)
     rig.ledger.refuse = lambda block: block.header.task_id == doomed_id
     first, second = rig.task(), rig.task()
-    with caplog.at_level(logging.WARNING, logger="dlbc_ray.actors.consensus"):
+    with caplog.at_level(logging.WARNING, logger="dlbc_ray.actors.coordinator"):
         rig.submit(c, first)
         assert c.tick() == 1
         for group in c.groups:

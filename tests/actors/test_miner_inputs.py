@@ -12,9 +12,9 @@ from dlbc_ray.config import MINIMAL
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import InvalidMessage
 from dlbc_ray.models.data import load_builtin
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Task
-from dlbc_ray.schema.rounds import RoundContext, WindowClose
+from dlbc_ray.schema.round_messages import RoundContext, WindowClose
 from tests.builders import T0, fake_hash
 
 REQUESTER, MINER, PROPOSER = (Identity.from_seed(n, n.encode()) for n in ("requester", "miner", "consensus"))

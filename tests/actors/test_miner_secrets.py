@@ -21,9 +21,9 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import RevealRefused
 from dlbc_ray.models.data import DatasetBundle, load_builtin
 from dlbc_ray.models.protect import mapping_seed, mark_secret
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Task
-from dlbc_ray.schema.rounds import MinedSubmission, RoundContext, WindowClose
+from dlbc_ray.schema.round_messages import MinedSubmission, RoundContext, WindowClose
 from tests.builders import T0, fake_hash
 
 REQUESTER, MINER, RIVAL = (Identity.from_seed(n, n.encode()) for n in ("requester", "miner", "rival"))

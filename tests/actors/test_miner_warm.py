@@ -19,7 +19,7 @@ from dlbc_ray.models import watermark
 from dlbc_ray.models.data import load_builtin
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.weights import to_numpy
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from tests.builders import T0, fake_hash
 
 MINER = Identity.from_seed("miner", b"miner")
@@ -72,7 +72,7 @@ def test_settled_leaves_readable_weights_alone_and_settles_unreadable_ones() -> 
 
 def test_the_driver_never_imports_lightning() -> None:
     """Spawning miners must not cost the driver Lightning's import (seconds before the first block)."""
-    code = ("import sys, dlbc_ray.network, dlbc_ray.cli.demo, dlbc_ray.actors.spawn, dlbc_ray.actors.miner; "
+    code = ("import sys, dlbc_ray.runtime.network, dlbc_ray.cli.demo, dlbc_ray.actors.spawn, dlbc_ray.actors.miner; "
             "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'torchmetrics') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

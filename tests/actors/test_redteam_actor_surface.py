@@ -17,7 +17,7 @@ import pytest
 
 from dlbc_ray import crypto
 from dlbc_ray.actors.adversary import AdversaryMiner
-from dlbc_ray.actors.consensus import Consensus
+from dlbc_ray.actors.coordinator import Consensus
 from dlbc_ray.actors.ledger import Ledger
 from dlbc_ray.actors.liars import AdversaryValidator
 from dlbc_ray.actors.miner import Miner
@@ -27,9 +27,9 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.models.data import load_builtin
 from dlbc_ray.models.protect import mark_secret
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Verdict
-from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival
+from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival
 from tests.actors.test_miner_secrets import REVIEWED as MINER_REVIEWED
 from tests.builders import T0, fake_hash
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dlbc_ray.actors import _ray
-from dlbc_ray.actors.rounds import TranscriptAsk
+from dlbc_ray.actors.round_runner import TranscriptAsk
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MINIMAL, ValidatorConfig
 from dlbc_ray.crypto import Identity

@@ -14,10 +14,10 @@ from ray import cloudpickle
 from dlbc_ray import crypto
 from dlbc_ray.actors import _ray
 from dlbc_ray.actors._ray import Member
-from dlbc_ray.actors.rounds import RoundAudits, RoundRunner, RoundState, TaskData, TranscriptAsk, miner_policy
+from dlbc_ray.actors.round_runner import RoundAudits, RoundRunner, RoundState, TaskData, TranscriptAsk, miner_policy
 from dlbc_ray.config import MINIMAL, MinerConfig
 from dlbc_ray.consensus.transcript import compute_hyperparameters
-from dlbc_ray.schema.rounds import SubmissionArrival
+from dlbc_ray.schema.round_messages import SubmissionArrival
 from tests.builders import World
 
 

@@ -13,10 +13,10 @@ from ray.exceptions import GetTimeoutError
 from dlbc_ray import crypto
 from dlbc_ray.actors import _ray
 from dlbc_ray.actors._ray import Member
-from dlbc_ray.actors.rounds import RoundRunner, RoundState, TaskData
+from dlbc_ray.actors.round_runner import RoundRunner, RoundState, TaskData
 from dlbc_ray.config import MINIMAL
 from dlbc_ray.schema import Reveal
-from dlbc_ray.schema.rounds import SubmissionArrival
+from dlbc_ray.schema.round_messages import SubmissionArrival
 from tests.builders import World
 
 

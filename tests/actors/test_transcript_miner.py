@@ -22,9 +22,9 @@ from dlbc_ray.models.data import DatasetBundle, load_builtin
 from dlbc_ray.models.protect import mapping_seed, mark_secret
 from dlbc_ray.models.replay import Committed, Secrets, audit, derive_for
 from dlbc_ray.models.transcript import Checkpoint
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Submission, Task, Verdict
-from dlbc_ray.schema.rounds import RoundContext, WindowClose
+from dlbc_ray.schema.round_messages import RoundContext, WindowClose
 from tests.builders import T0, fake_hash
 
 REQUESTER, MINER, RIVAL = (Identity.from_seed(n, n.encode()) for n in ("requester", "miner", "rival"))
@@ -127,7 +127,7 @@ def _vote(done: Mined, ask: Any) -> Any:
     from dlbc_ray.actors.validator import Validator
     from dlbc_ray.config import ValidatorConfig
     from dlbc_ray.models.replay import TranscriptAudits
-    from dlbc_ray.schema.rounds import SubmissionArrival
+    from dlbc_ray.schema.round_messages import SubmissionArrival
 
     commit = done.submission.commit
     opened = close(done.ctx, commit)

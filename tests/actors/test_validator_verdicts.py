@@ -22,9 +22,9 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.models.data import DatasetBundle, load_builtin
 from dlbc_ray.models.protect import mark_secret
 from dlbc_ray.models.replay import TranscriptAudits
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival, WindowClose
+from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, WindowClose
 from tests.builders import T0, fake_hash
 
 PROTECTION = MINIMAL.protection

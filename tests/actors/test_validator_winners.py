@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dlbc_ray.actors.adversary import MinerAttack
-from dlbc_ray.actors.rounds import miner_policy
+from dlbc_ray.actors.round_runner import miner_policy
 from dlbc_ray.actors.winners import StoreWinners, checked
 from dlbc_ray.config import MINIMAL
 from dlbc_ray.crypto import hash_weights

@@ -8,7 +8,7 @@ import pytest
 
 from dlbc_ray import crypto
 from dlbc_ray.errors import RevealRefused
-from dlbc_ray.schema.rounds import WindowClose
+from dlbc_ray.schema.round_messages import WindowClose
 from tests.actors.test_miner_secrets import CHAIN, DEADLINE, PROPOSER, Mined, done, new_miner  # noqa: F401
 
 

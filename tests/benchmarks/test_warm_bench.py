@@ -56,8 +56,8 @@ def test_plain_lightning_baseline_trains_the_miners_model() -> None:
     from dlbc_ray import crypto
     from dlbc_ray.config import MINIMAL
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import make_task
-    from dlbc_ray.schema.rounds import RoundContext
+    from dlbc_ray.runtime.network import make_task
+    from dlbc_ray.schema.round_messages import RoundContext
 
     bench, bundle = load("round_overhead"), load_builtin("digits")
     identity = crypto.Identity.from_seed("miner", b"miner")

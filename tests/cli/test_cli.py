@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dlbc_ray.cli.app import app
-from dlbc_ray.home import open_home
-from dlbc_ray.keystore import create_key, key_path
+from dlbc_ray.runtime.home import open_home
+from dlbc_ray.runtime.keystore import create_key, key_path
 from dlbc_ray.ledger import Chain
 from tests.builders import World
 

@@ -11,8 +11,8 @@ from dlbc_ray.cli import keys
 from dlbc_ray.cli._app import UNEXPECTED_EXIT
 from dlbc_ray.cli.app import app
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.home import open_home
-from dlbc_ray.keystore import create_key
+from dlbc_ray.runtime.home import open_home
+from dlbc_ray.runtime.keystore import create_key
 
 runner = CliRunner()
 

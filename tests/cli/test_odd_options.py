@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlbc_ray import network, service
+from dlbc_ray.runtime import network, service
 from dlbc_ray.cli._app import UNEXPECTED_EXIT
 from dlbc_ray.cli.app import app
 
@@ -30,7 +30,7 @@ def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module, name in [(network, "run_demo"), (service, "up"), (service, "connect")]:
         monkeypatch.setattr(module, name, reached)
-    import dlbc_ray.attack as attack
+    import dlbc_ray.attack.harness as attack
 
     monkeypatch.setattr(attack, "run_attacks", reached, raising=False)
 

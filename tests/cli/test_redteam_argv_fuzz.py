@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from dlbc_ray.cli._app import UNEXPECTED_EXIT
 from dlbc_ray.cli.app import app
-from dlbc_ray.home import open_home
-from dlbc_ray.keystore import create_key
+from dlbc_ray.runtime.home import open_home
+from dlbc_ray.runtime.keystore import create_key
 from tests.cli.test_cli import write_chain
 
 runner = CliRunner()
@@ -38,11 +38,11 @@ class Reached(Exception):
 
 @pytest.fixture(autouse=True)
 def nothing_starts(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    import dlbc_ray.attack as attack
-    import dlbc_ray.client as client
+    import dlbc_ray.attack.harness as attack
+    import dlbc_ray.runtime.client as client
     import dlbc_ray.explorer.server as server
-    import dlbc_ray.jobs as jobs
-    from dlbc_ray import network, service
+    import dlbc_ray.runtime.jobs as jobs
+    from dlbc_ray.runtime import network, service
 
     def reached(*args: Any, **kwargs: Any) -> None:
         raise Reached("reached")
@@ -104,7 +104,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     dirledger = homes / "dirledger"
     (dirledger / "ledger.sqlite").mkdir(parents=True)
     (homes / "afile").write_text("x")
-    from dlbc_ray.home import read_ledger
+    from dlbc_ray.runtime.home import read_ledger
 
     ledger = read_ledger(open_home(chain))
     task = sorted(ledger.state.tasks)[0]

@@ -22,8 +22,8 @@ from dlbc_ray import crypto
 from dlbc_ray.cli import watermark as watermark_cli
 from dlbc_ray.cli._app import new_app
 from dlbc_ray.crypto import Identity
-from dlbc_ray.home import Home, open_home
-from dlbc_ray.keystore import key_path, save_key
+from dlbc_ray.runtime.home import Home, open_home
+from dlbc_ray.runtime.keystore import key_path, save_key
 from dlbc_ray.ledger import Chain, save_safetensors
 from dlbc_ray.models import watermark
 from dlbc_ray.models.nets import build_net

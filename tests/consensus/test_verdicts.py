@@ -9,7 +9,7 @@ from dlbc_ray.consensus.decision import decide
 from dlbc_ray.crypto import Identity
 from dlbc_ray.consensus.verdicts import check_envelope, check_reuse, check_reveal, check_timing
 from dlbc_ray.schema import Reveal, Signed, Submission, Verdict
-from dlbc_ray.schema.rounds import SubmissionArrival
+from dlbc_ray.schema.round_messages import SubmissionArrival
 from tests.builders import World, fake_hash
 
 SEED = bytes(range(32))

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from dlbc_ray import crypto
 from dlbc_ray.cli.chain import block_row
 from dlbc_ray.explorer import LiveState, create_app
-from dlbc_ray.home import Home, open_home
+from dlbc_ray.runtime.home import Home, open_home
 from dlbc_ray.ledger import Chain
 from dlbc_ray.schema import DatasetSpec, ModelSpec, Task
 from tests.builders import T0, World, fake_hash

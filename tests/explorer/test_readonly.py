@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from dlbc_ray.errors import ConfigError
 from dlbc_ray.explorer import ClusterPoller, LiveState, create_app
 from dlbc_ray.explorer.server import allowed_hosts, is_loopback
-from dlbc_ray.home import open_home
+from dlbc_ray.runtime.home import open_home
 from dlbc_ray.ledger import Chain, LedgerStore
 from tests.builders import World
 

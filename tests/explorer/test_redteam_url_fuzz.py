@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dlbc_ray.explorer import LiveState, create_app
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 from tests.explorer.test_api import world_home  # noqa: F401 -- the module fixture: a ledger of real blocks
 
 ROUTES = ["/api/blocks/{}", "/api/tasks/{}", "/api/tasks/{}/model", "/api/accounts/{}", "/blocks/{}", "/tasks/{}",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dlbc_ray.config import MINIMAL, NetworkConfig
-from dlbc_ray.home import Home, open_home
+from dlbc_ray.runtime.home import Home, open_home
 
 
 @dataclass
@@ -25,9 +25,9 @@ class Live:
 def live(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     import ray
 
-    from dlbc_ray.actors.consensus import TaskData
+    from dlbc_ray.actors.coordinator import TaskData
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import assemble, load_identities, teardown
+    from dlbc_ray.runtime.network import assemble, load_identities, teardown
 
     cfg = MINIMAL.model_copy(update={"miners": 3})
     home = open_home(tmp_path_factory.mktemp("live-home"))

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dlbc_ray.attack import ADVERSARY, HONEST_MINERS, KINDS, AttackNetwork, KindResult, attack_config
+from dlbc_ray.attack.harness import ADVERSARY, HONEST_MINERS, KINDS, AttackNetwork, KindResult, attack_config
 from dlbc_ray.cli._app import new_app
 from dlbc_ray.cli.attack import attack
-from dlbc_ray.home import open_home
+from dlbc_ray.runtime.home import open_home
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_json_is_one_object_per_kind_and_a_beaten_defense_fails_the_command(
         seen.update(kinds=kinds, trials=trials, home=home.root)
         return [KindResult("thief", 2, detected, 2, 0, ("stolen", "stolen"))]
 
-    monkeypatch.setattr("dlbc_ray.attack.run_attacks", fake)
+    monkeypatch.setattr("dlbc_ray.attack.harness.run_attacks", fake)
     result = runner.invoke(cli(), ["attack", "--kind", "thief", "--trials", "2", "--home", str(tmp_path), "--json"])
     assert result.exit_code == code, result.output
     assert json.loads(result.stdout) == [{"kind": "thief", "trials": 2, "detected": detected,
@@ -176,7 +176,7 @@ def test_a_rivals_handle_answers_no_probe_with_a_secret(network: AttackNetwork) 
     """Ray exposes every method of a class on its handle; none of a miner's hands out a secret."""
     from dlbc_ray import crypto
     from dlbc_ray.actors.adversary import probe_rivals
-    from dlbc_ray.schema.rounds import WindowClose
+    from dlbc_ray.schema.round_messages import WindowClose
 
     rival = network.handles[HONEST_MINERS[0]]
     assert {"watermark_secret", "mapping_seed"}.isdisjoint(dir(rival))

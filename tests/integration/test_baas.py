@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from dlbc_ray import client, crypto
+from dlbc_ray.runtime import client
+from dlbc_ray import crypto
 from dlbc_ray.ledger import Chain, load_safetensors, verify_chain
-from dlbc_ray.network import make_task, run_round
+from dlbc_ray.runtime.network import make_task, run_round
 from dlbc_ray.schema import PayoutTx
 
 pytestmark = pytest.mark.ray

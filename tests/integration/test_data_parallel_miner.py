@@ -23,9 +23,9 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.models.data import DatasetBundle, holdout, load_builtin
 from dlbc_ray.models.protect import mapping_seed, mark_secret
 from dlbc_ray.models.replay import Committed, Secrets, audit, derive_for, replay
-from dlbc_ray.network import make_task
+from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Submission, Task, Verdict
-from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival, WindowClose
+from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, WindowClose
 from tests.builders import T0, fake_hash
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

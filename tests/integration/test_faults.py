@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from benchmarks.chaos import Plan, chaos_config, drops_in, run_chaos
-from dlbc_ray import service
+from dlbc_ray.runtime import service
 from dlbc_ray.actors._ray import inject_faults
-from dlbc_ray.home import Home, open_home
+from dlbc_ray.runtime.home import Home, open_home
 
 pytestmark = pytest.mark.ray
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from dlbc_ray import localhead
+from dlbc_ray.runtime import localhead
 from dlbc_ray.errors import ConfigError, RuntimeFailure
-from dlbc_ray.jobs import (
+from dlbc_ray.runtime.jobs import (
     DEFAULT_EXCLUDES,
     JobResult,
     emit_result,
@@ -71,7 +71,7 @@ def wait_for_jobs_api(url: str, token: str, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
-    """A second Ray head, the product's own private loopback head (dlbc_ray.localhead)."""
+    """A second Ray head, the product's own private loopback head (dlbc_ray.runtime.localhead)."""
     if not Path(sys.executable).with_name("ray").exists():
         pytest.skip(f"no ray executable beside {sys.executable}")
     # Short: Ray's unix socket paths under the temp dir must stay under 108 bytes.
@@ -152,7 +152,7 @@ def test_cli_submit_no_wait_then_fetch(head: Head, tmp_path: Path, monkeypatch: 
 
     from dlbc_ray.cli.bench import app
 
-    script = small_job(tmp_path, "import sys\nfrom dlbc_ray.jobs import emit_result\n"
+    script = small_job(tmp_path, "import sys\nfrom dlbc_ray.runtime.jobs import emit_result\n"
                            "emit_result({'args': sys.argv[1:]})\n")
     monkeypatch.chdir(script.parent)
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")

@@ -91,7 +91,7 @@ def _placement_groups(node_types: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _submit(home: Any, root: Path, epochs: int) -> str:
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     path = root / f"task-{time.time_ns()}.yaml"
     path.write_text(TASK.format(epochs=epochs))
@@ -99,7 +99,7 @@ def _submit(home: Any, root: Path, epochs: int) -> str:
 
 
 def _summary(home: Any, view: dict[str, Any]) -> dict[str, Any]:
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     names = client.names(home)
     report = view.get("report") or {}
@@ -137,7 +137,7 @@ class Scenario:
         return {node.node_id: name for name, node in self.nodes.items()}
 
     def round(self, key: str, task: str | None = None, epochs: int = 1) -> None:
-        from dlbc_ray import client
+        from dlbc_ray.runtime import client
 
         task = task or _submit(self.home, self.root, epochs)
         self.facts[key] = _summary(self.home, client.wait_for(self.home, task, address=None, timeout_s=240))
@@ -147,7 +147,7 @@ class Scenario:
 def _up(sc: Scenario) -> None:
     import ray
 
-    from dlbc_ray import service
+    from dlbc_ray.runtime import service
 
     # "auto", as README's `dlbc-ray up --address auto` on a head: Ray finds this cluster through the address file
     # in this process's private RAY_TMPDIR, never another session's cluster.
@@ -174,7 +174,7 @@ def _lose_miner_node(sc: Scenario) -> None:
 
 def _lose_validators_then_add_a_node(sc: Scenario) -> None:
     """2 of 4 validators go (> f = 1): the round fails. A new node takes them back: the next round commits."""
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
 
     sc.cluster.remove_node(sc.nodes.pop("cpu-validator-b"))
     sc.round("round_validators_lost")
@@ -196,7 +196,7 @@ def _lose_validators_then_add_a_node(sc: Scenario) -> None:
 
 
 def _chain(sc: Scenario) -> None:
-    from dlbc_ray import client
+    from dlbc_ray.runtime import client
     from dlbc_ray.consensus import compute_block_hash
     from dlbc_ray.ledger import verify_chain
 
@@ -210,10 +210,10 @@ def scenario(root: Path) -> dict[str, Any]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from dlbc_ray import service
-    from dlbc_ray.home import open_home
-    from dlbc_ray.localhead import keep_loopback_driver
-    from dlbc_ray.network import ensure_home_token
+    from dlbc_ray.runtime import service
+    from dlbc_ray.runtime.home import open_home
+    from dlbc_ray.runtime.localhead import keep_loopback_driver
+    from dlbc_ray.runtime.network import ensure_home_token
 
     home = open_home(root / "home")
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_home_token(home))

@@ -12,11 +12,11 @@ import pytest
 import ray
 import torch
 
-from dlbc_ray import client, service
+from dlbc_ray.runtime import client, service
 from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name
 from dlbc_ray.config import MINIMAL
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.home import Home, open_home
+from dlbc_ray.runtime.home import Home, open_home
 from dlbc_ray.ledger import load_safetensors, verify_chain
 
 pytestmark = pytest.mark.ray

@@ -10,18 +10,18 @@ import ray
 from dlbc_ray.config import MINIMAL, PoleConfig
 from dlbc_ray.consensus.difficulty import compute_standing_difficulty
 from dlbc_ray.constants import SCORE_SCALE
-from dlbc_ray.home import open_home
+from dlbc_ray.runtime.home import open_home
 from dlbc_ray.ledger import Chain, verify_chain
-from dlbc_ray.plots import pole_points
+from dlbc_ray.runtime.plots import pole_points
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def pole_net(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    from dlbc_ray.actors.rounds import TaskData
+    from dlbc_ray.actors.round_runner import TaskData
     from dlbc_ray.models.data import load_builtin
-    from dlbc_ray.network import assemble, load_identities, standing_template, teardown
+    from dlbc_ray.runtime.network import assemble, load_identities, standing_template, teardown
 
     pole = PoleConfig(target_interval_s=60, window=2, initial=0.7, floor=0.5, ceiling=0.95, max_step=0.05)
     cfg = MINIMAL.model_copy(update={"pole": pole})
@@ -33,7 +33,7 @@ def pole_net(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def test_blocks_faster_than_the_target_interval_raise_the_difficulty(pole_net) -> None:
-    from dlbc_ray.network import run_round
+    from dlbc_ray.runtime.network import run_round
 
     home, net, data, template = pole_net
     committed = 0

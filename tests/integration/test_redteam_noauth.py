@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from dlbc_ray import localhead
-from dlbc_ray.home import open_home
+from dlbc_ray.runtime import localhead
+from dlbc_ray.runtime.home import open_home
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 from dlbc_ray import crypto
 from dlbc_ray.consensus.quorum import compute_median_score
 from dlbc_ray.ledger import ArtifactStore, Chain, verify_chain
-from dlbc_ray.network import make_task, run_round
+from dlbc_ray.runtime.network import make_task, run_round
 from dlbc_ray.schema import PayoutTx, Verdict
-from dlbc_ray.schema.rounds import RoundStatus
+from dlbc_ray.schema.round_messages import RoundStatus
 
 pytestmark = pytest.mark.ray
 

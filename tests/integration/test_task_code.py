@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from dlbc_ray import client, service
+from dlbc_ray.runtime import client, service
 from dlbc_ray.config import MINIMAL, NetworkConfig
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.home import Home, open_home
-from dlbc_ray.keystore import load_key
+from dlbc_ray.runtime.home import Home, open_home
+from dlbc_ray.runtime.keystore import load_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

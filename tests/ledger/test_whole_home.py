@@ -15,8 +15,8 @@ from dlbc_ray.actors.ledger import Ledger
 from dlbc_ray.cli.app import app
 from dlbc_ray.config import network_config
 from dlbc_ray.errors import ConfigError, CorruptLedger
-from dlbc_ray.home import check_chain_choice, open_home
-from dlbc_ray.keystore import create_key
+from dlbc_ray.runtime.home import check_chain_choice, open_home
+from dlbc_ray.runtime.keystore import create_key
 from dlbc_ray.ledger import Chain, ledger_status, verify_chain
 from dlbc_ray.ledger.store import SCHEMA_VERSION
 from dlbc_ray.schema import RetargetParams
@@ -85,7 +85,7 @@ def test_half_made_ledger_is_refused_with_the_command_that_repairs_it(tmp_path: 
 
 
 def test_demo_and_up_accept_a_half_made_home_and_write_genesis_into_it(tmp_path: Path) -> None:
-    from dlbc_ray.network import check_home
+    from dlbc_ray.runtime.network import check_home
 
     home = open_home(tmp_path)
     create_key(home, "consensus")
@@ -94,7 +94,7 @@ def test_demo_and_up_accept_a_half_made_home_and_write_genesis_into_it(tmp_path:
 
 
 def test_a_vanished_ledger_needs_new_chain(tmp_path: Path) -> None:
-    from dlbc_ray.network import check_home
+    from dlbc_ray.runtime.network import check_home
 
     home = open_home(tmp_path)
     check_chain_choice(home, new_chain=False)  # a fresh home: a new chain silently

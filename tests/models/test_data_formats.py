@@ -12,7 +12,7 @@ from dlbc_ray.config import Limits
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import load_file, split_hash
-from dlbc_ray.taskfile import load_task_with_data, to_task
+from dlbc_ray.runtime.taskfile import load_task_with_data, to_task
 
 
 REQUESTER = Identity.from_seed("requester", b"requester")

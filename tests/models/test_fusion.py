@@ -228,7 +228,7 @@ def geometric() -> Iterator[str]:
 
 
 def test_a_registered_rule_is_what_fuse_runs(geometric: str) -> None:
-    from dlbc_ray.models import baas
+    from dlbc_ray.models import baas_fusion as baas
 
     members = [{"w": np.full(3, v, dtype=np.float32)} for v in (1.0, 4.0, 16.0)]
     fused = fuse([Contribution(weights=m, examples=1) for m in members], geometric, first_layer="w")

@@ -27,8 +27,8 @@ from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.objectives import check_task_objective, score, target_score
 from dlbc_ray.models.protect import mapping_layer, mark_secret
 from dlbc_ray.schema import Reveal, Signed, Task, Verdict, Vote
-from dlbc_ray.schema.rounds import RoundContext, SubmissionArrival, WindowClose
-from dlbc_ray.taskfile import load_task_with_data, read_task_file, to_task
+from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, WindowClose
+from dlbc_ray.runtime.taskfile import load_task_with_data, read_task_file, to_task
 from tests.builders import T0, fake_hash
 
 CHAIN = fake_hash("chain")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dlbc_ray.crypto import SECRET_BYTES, Identity
 from dlbc_ray.errors import ConfigError, KeyFileError
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _MAX_KEY_FILE_BYTES = 4096

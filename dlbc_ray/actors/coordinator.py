@@ -27,7 +27,7 @@ from dlbc_ray.actors import task_code
 from dlbc_ray.actors._ray import Member, current_actor, get, get_retrying, named_actor, resolve
 from dlbc_ray.actors.delivery import Artifact
 from dlbc_ray.actors.names import LEDGER_NAME, NAMESPACE, miner_name, validator_name
-from dlbc_ray.actors.rounds import (
+from dlbc_ray.actors.round_runner import (
     RoundResult,
     RoundRunner,
     RoundState,
@@ -48,7 +48,7 @@ from dlbc_ray.ledger.chain import BlockImportResult
 from dlbc_ray.models.objectives import check_task_objective
 from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.base import revalidated
-from dlbc_ray.schema.rounds import ProgressEvent, RoundReport, RoundStatus
+from dlbc_ray.schema.round_messages import ProgressEvent, RoundReport, RoundStatus
 
 __all__ = ["Consensus", "StandingTemplate", "TaskData", "now_ms"]
 

@@ -14,15 +14,15 @@ from typing import Any
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import TRANSIENT, get, get_retrying
-from dlbc_ray.actors.rounds import now_ms
+from dlbc_ray.actors.round_runner import now_ms
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ActorUnavailable, ConfigError, DLBCError, InvalidModelFile, InvalidTask
-from dlbc_ray.home import Home, read_ledger
-from dlbc_ray.keystore import key_path, list_keys, load_key
+from dlbc_ray.runtime.home import Home, read_ledger
+from dlbc_ray.runtime.keystore import key_path, list_keys, load_key
 from dlbc_ray.ledger import ArtifactStore, Chain, save_safetensors
 from dlbc_ray.schema import Signed, Task, Transfer
-from dlbc_ray.service import attach, ship_code
+from dlbc_ray.runtime.service import attach, ship_code
 
 SUBMIT_PATIENCE_S = 300.0  # how long a submit keeps asking a network that does not answer
 
@@ -53,7 +53,7 @@ def open_chain(home: Home) -> Chain:
 
 def prepare_task(home: Home, path: Path, requester: str) -> tuple[Task, Identity, Any, Any]:
     """Check the task file, its data and the requester's key; nothing is signed or sent yet."""
-    from dlbc_ray.taskfile import load_task_with_data, to_task
+    from dlbc_ray.runtime.taskfile import load_task_with_data, to_task
 
     taskfile, bundle = load_task_with_data(path, cache_dir=home.datasets)
     identity = load_key(home, requester)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlbc_ray.constants import SCORE_SCALE
-from dlbc_ray.schema.rounds import RoundReport
+from dlbc_ray.schema.round_messages import RoundReport
 
 
 def time_split(report: RoundReport) -> tuple[float, float, float]:

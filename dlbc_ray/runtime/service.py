@@ -21,13 +21,13 @@ from typing import Any
 import ray
 from pydantic import Field, ValidationError
 
-from dlbc_ray import localhead
+from dlbc_ray.runtime import localhead
 from dlbc_ray.actors.names import CONSENSUS_NAME, LEDGER_NAME, NAMESPACE, miner_name, placement_group_name, validator_name
 from dlbc_ray.actors.standing import StandingTemplate
 from dlbc_ray.config import NetworkConfig
 from dlbc_ray.errors import ConfigError, NetworkNotRunning
-from dlbc_ray.home import Home
-from dlbc_ray.network import assemble, standing_template
+from dlbc_ray.runtime.home import Home
+from dlbc_ray.runtime.network import assemble, standing_template
 from dlbc_ray.runtime.identities import check_home, load_identities
 from dlbc_ray.runtime.raystart import ensure_home_token, local_resources
 from dlbc_ray.schema.base import FrozenModel, Millis
@@ -151,7 +151,7 @@ def ship_code(task_file: Path, task: Any) -> None:
     if task.code is None:
         return
     from dlbc_ray.actors.task_code import upload
-    from dlbc_ray.taskfile import read_task_file
+    from dlbc_ray.runtime.taskfile import read_task_file
 
     upload(Path(read_task_file(task_file).code or ""), task.code)
 

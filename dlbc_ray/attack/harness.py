@@ -24,7 +24,7 @@ round with the real miners and validators, signs the block without the best subm
 (``drop_best``) and hands it to the ledger before the honest block.
 
 How each trial is judged (false positives, honest winner kept, detected per kind) is defined in
-``dlbc_ray.attack_judging``.
+``dlbc_ray.attack.judging``.
 
 Known gaps, run by name or with ``gaps`` (not in ``all``): none at present.
 """
@@ -44,12 +44,12 @@ from dlbc_ray.consensus.state import ChainState
 from dlbc_ray.consensus.validation import get_block_task
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.errors import ConfigError
-from dlbc_ray.home import Home
-from dlbc_ray.attack_judging import (ADVERSARY, HONEST_MINERS, LIARS, LIE_CYCLE, KindResult, Trial, TrialResult,
+from dlbc_ray.runtime.home import Home
+from dlbc_ray.attack.judging import (ADVERSARY, HONEST_MINERS, LIARS, LIE_CYCLE, KindResult, Trial, TrialResult,
                                      judge, summarize)
 from dlbc_ray.crypto import Identity
 from dlbc_ray.schema import Block, PostTaskTx, Signed, Task
-from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
+from dlbc_ray.schema.round_messages import RoundReport, SubmissionOutcome
 
 if TYPE_CHECKING:  # torch and Ray load only when a network is assembled
     from dlbc_ray.actors.adversary import MinerAttack
@@ -121,9 +121,9 @@ class AttackNetwork:
 
         from dlbc_ray.actors.adversary import AdversaryMiner
         from dlbc_ray.actors.liars import AdversaryValidator
-        from dlbc_ray.actors.rounds import TaskData
+        from dlbc_ray.actors.round_runner import TaskData
         from dlbc_ray.models.data import load_builtin
-        from dlbc_ray.network import Role, assemble, check_home, load_identities
+        from dlbc_ray.runtime.network import Role, assemble, check_home, load_identities
 
         check_home(self.home, self.cfg)
         ids = load_identities(self.home, self.cfg)
@@ -139,7 +139,7 @@ class AttackNetwork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from dlbc_ray.network import teardown
+        from dlbc_ray.runtime.network import teardown
 
         if self.net is not None:
             teardown(self.net)
@@ -212,9 +212,9 @@ class AttackNetwork:
 
     def other_chain_id(self) -> str:
         """The chain id of a second genesis with this network's identities, made a moment later."""
-        from dlbc_ray.actors.rounds import now_ms
+        from dlbc_ray.actors.round_runner import now_ms
         from dlbc_ray.consensus import make_genesis
-        from dlbc_ray.network import genesis_params
+        from dlbc_ray.runtime.network import genesis_params
 
         if self._other_chain is None:
             ids, when = self.net.identities, now_ms()
@@ -227,8 +227,8 @@ class AttackNetwork:
         """The requester's transfer to the adversary and a task, both signed for the other chain, sent to the
         consensus actor here; returns what became of each ('accepted' or the reason refused)."""
         from dlbc_ray import crypto
-        from dlbc_ray.actors.rounds import now_ms
-        from dlbc_ray.network import make_task
+        from dlbc_ray.actors.round_runner import now_ms
+        from dlbc_ray.runtime.network import make_task
         from dlbc_ray.schema import Transfer
 
         requester, other = self.net.identities.requester, self.other_chain_id()
@@ -247,7 +247,7 @@ class AttackNetwork:
         import threading
 
         from dlbc_ray import crypto
-        from dlbc_ray.actors.rounds import RoundRunner, RoundState, miner_policy, now_ms
+        from dlbc_ray.actors.round_runner import RoundRunner, RoundState, miner_policy, now_ms
         from dlbc_ray.consensus import propose_task_block
         from dlbc_ray.consensus.ballot import compute_round_id
         from dlbc_ray.errors import InvalidBlock
@@ -296,15 +296,15 @@ class AttackNetwork:
         raise ConfigError("three honest rounds produced no winner to replay", reason="no_winner")
 
     def _task(self) -> Signed[Task]:
-        from dlbc_ray.actors.rounds import now_ms
-        from dlbc_ray.network import make_task
+        from dlbc_ray.actors.round_runner import now_ms
+        from dlbc_ray.runtime.network import make_task
 
         return make_task(self.net.identities.requester, self.cfg.task, self.bundle, nonce=time.time_ns(),
                          created_ms=now_ms(), chain_id=self.net.chain_id)
 
     def _round(self, task: Signed[Task] | None) -> RoundReport:
         """A round on ``task``, or (None) on PoLe's standing task at the chain's difficulty."""
-        from dlbc_ray.network import run_round, standing_template
+        from dlbc_ray.runtime.network import run_round, standing_template
 
         timeout = self.cfg.consensus.collect_timeout_s + self.cfg.consensus.validate_timeout_s + 120
         standing = None if task else standing_template(self.cfg, self.bundle)
@@ -344,7 +344,7 @@ def run_attacks(kinds: Sequence[str], trials: int, home: Home, *, cfg: NetworkCo
     """``trials`` rounds of each kind on one local network in ``home``; starts and stops Ray if none is up."""
     import ray
 
-    from dlbc_ray.network import start_local_ray
+    from dlbc_ray.runtime.network import start_local_ray
 
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1 (got {trials})", reason="trials")

@@ -27,7 +27,7 @@ from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Task
-from dlbc_ray.schema.rounds import (
+from dlbc_ray.schema.round_messages import (
     ActorProgress,
     BallotReply,
     MinedSubmission,
@@ -354,7 +354,7 @@ def assign_shards(task: Task, task_id: str, data: TaskData, miners: Sequence[Mem
     """BaaS: miner (by public key order) -> (its shard index, the examples in it); {} unless partitioned."""
     if task.dataset.partition == "none":
         return {}
-    from dlbc_ray.models.baas import common_seed
+    from dlbc_ray.models.baas_fusion import common_seed
     from dlbc_ray.models.data import shard_indices
 
     labels = get(data.train, timeout=timeout_s, what="training labels").y

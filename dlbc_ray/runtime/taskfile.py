@@ -21,7 +21,7 @@ One schema (``version: 1``), the same in both syntaxes::
 
 Every problem is one line (at most 300 characters) naming the file and the field, e.g.
 ``tasks/bad.yaml: reward: must be greater than 0``. Files are read within
-``config.Limits`` (size, nesting, aliases; see ``dlbc_ray.untrusted``). ``to_task`` turns
+``config.Limits`` (size, nesting, aliases; see ``dlbc_ray.runtime.untrusted``). ``to_task`` turns
 a checked file into an unsigned ``Task``; the requester signs it. Only the dataset's
 file name goes into the task: where it lives on this machine stays off chain.
 """
@@ -43,7 +43,7 @@ from dlbc_ray.schema import DatasetSpec, ModelSpec, Task
 from dlbc_ray.models.objectives import get_objective, target_score
 from dlbc_ray.models.taskcode import code_hash, code_spec
 from dlbc_ray.schema.task import MAX_NAME_CHARS, CodeSpec, MAX_PARAMS, FusionMode, ParamValue, Partition
-from dlbc_ray.untrusted import UntrustedInput, read_document
+from dlbc_ray.runtime.untrusted import UntrustedInput, read_document
 
 TASK_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 DATASET_FILE_SUFFIXES = (".npz", ".csv", ".parquet")  # or an image folder (a path to a directory)

@@ -2,7 +2,7 @@
 
 Pure reading of a finished round (its report, block and the adversary's record): each kind has
 one detector saying whether the attack was caught and how; ``judge`` adds whether the honest
-winner was kept and how many honest miners were wrongly refused. ``dlbc_ray.attack`` plays the
+winner was kept and how many honest miners were wrongly refused. ``dlbc_ray.attack.harness`` plays the
 trials; this module only reads them, so the rules are testable on hand-built trials.
 
 Definitions, per trial (a kind's row sums them over its trials):
@@ -76,7 +76,7 @@ from dlbc_ray.consensus.decision import compute_winner
 from dlbc_ray.consensus.quorum import compute_tally
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.schema import Block, Verdict
-from dlbc_ray.schema.rounds import RoundReport, SubmissionOutcome
+from dlbc_ray.schema.round_messages import RoundReport, SubmissionOutcome
 
 if TYPE_CHECKING:
     from dlbc_ray.actors.adversary import AttackRecord

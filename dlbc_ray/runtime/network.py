@@ -17,20 +17,20 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, is_ready
-from dlbc_ray.actors.consensus import StandingTemplate
-from dlbc_ray.actors.rounds import TaskData, miner_policy, now_ms
+from dlbc_ray.actors.coordinator import StandingTemplate
+from dlbc_ray.actors.round_runner import TaskData, miner_policy, now_ms
 from dlbc_ray.config import NetworkConfig, TaskDefaults
 from dlbc_ray.consensus import make_genesis
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError
-from dlbc_ray.home import Home
+from dlbc_ray.runtime.home import Home
 from dlbc_ray.ledger import ledger_status, verify_chain
 from dlbc_ray.runtime.identities import Identities, check_home, genesis_params, load_identities
 from dlbc_ray.runtime.raystart import (Placement, check_resources, configure_ray_auth, ensure_home_token,
                                        local_resources, share_cpus, start_local_ray)
 from dlbc_ray.schema import DatasetSpec, ModelSpec, Signed, Task
-from dlbc_ray.schema.rounds import RoundReport, RoundStatus
+from dlbc_ray.schema.round_messages import RoundReport, RoundStatus
 
 log = logging.getLogger(__name__)
 __all__ = ["DemoResult", "Identities", "Network", "Role", "TaskData", "assemble", "check_home", "configure_ray_auth",
