@@ -1,6 +1,6 @@
 """Replaying training transcripts and auditing them: what a validator runs after the reveal.
 
-``replay`` runs the same ``ClassifierSystem.training_step`` and ``configure_optimizers`` as
+``replay`` runs the same ``StepSystem.training_step`` and ``configure_optimizers`` as
 Lightning, on CPU with deterministic algorithms and the header's thread count, so an honest
 segment lands on its next checkpoint bit for bit. ``audit`` fetches only the checkpoints the
 sampled segments need, each proven against the committed root, replays them, and hands what
@@ -46,10 +46,9 @@ from dlbc_ray.errors import ActorUnavailable, DLBCError, InvalidModelFile
 from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.baas_fusion import common_seed
 from dlbc_ray.models.data import Split, holdout
-from dlbc_ray.models.distributed import sharded_backward
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
-from dlbc_ray.models.system import ClassifierSystem
+from dlbc_ray.models.step import StepSystem
 from dlbc_ray.models.transcript import (Checkpoint, Opening, Transcript, epoch_order, flatten_optimizer, load_optimizer,
                                         seed_step)
 from dlbc_ray.models.weights import load_into, to_numpy
@@ -74,8 +73,8 @@ def deterministic_cpu(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(was_det)
 
 
-def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: TranscriptHeader, start: Checkpoint,
-           end_step: int, *, on_step: Callable[[int, ClassifierSystem, torch.optim.Optimizer], None] | None = None) -> Checkpoint:
+def replay(make_system: Callable[[], StepSystem], fit: Split, header: TranscriptHeader, start: Checkpoint,
+           end_step: int, *, on_step: Callable[[int, StepSystem, torch.optim.Optimizer], None] | None = None) -> Checkpoint:
     """Train from ``start`` to ``end_step`` with the derived order and seeds, as the miner's trainer did."""
     system = make_system()
     load_into(system.net, start.weights)
@@ -95,6 +94,8 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
             optimizer.zero_grad(set_to_none=True)
             try:
                 if header.workers > 1:  # W workers' DDP step, shard by shard (models.distributed)
+                    from dlbc_ray.models.distributed import sharded_backward  # Lightning: only for W > 1
+
                     sharded_backward(system.training_step, params, x, y, index.numpy(), header.workers,
                                      compute_step_seed(header.seed, step), batch)
                 else:
@@ -108,12 +109,12 @@ def replay(make_system: Callable[[], ClassifierSystem], fit: Split, header: Tran
     return Checkpoint(step=end_step, weights=to_numpy(system.net), optimizer=flatten_optimizer(optimizer))
 
 
-def step_hashes(make_system: Callable[[], ClassifierSystem], fit: Split, header: TranscriptHeader,
+def step_hashes(make_system: Callable[[], StepSystem], fit: Split, header: TranscriptHeader,
                 start: Checkpoint, end_step: int) -> dict[int, str]:
     """The state hash after every step of a segment: what each side of a dispute commits to before bisecting."""
     hashes: dict[int, str] = {}
 
-    def keep(step: int, system: ClassifierSystem, optimizer: torch.optim.Optimizer) -> None:
+    def keep(step: int, system: StepSystem, optimizer: torch.optim.Optimizer) -> None:
         hashes[step] = compute_state_hash(Checkpoint(step, to_numpy(system.net), flatten_optimizer(optimizer)).leaf(0))
 
     replay(make_system, fit, header, start, end_step, on_step=keep)
@@ -146,7 +147,7 @@ class Derived:
     """What the validator derives itself: the system to replay, the fit split, the initial weights,
     how the miner finishes its last checkpoint (the watermark settle), and the submitted model's hash."""
 
-    make_system: Callable[[], ClassifierSystem]
+    make_system: Callable[[], StepSystem]
     fit: Split
     initial: dict[str, np.ndarray]
     finish: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -307,9 +308,9 @@ def derive_for(spec: Task, task_id: str, round_id: str, train: Split, submission
            if secrets.mark is not None and secrets.protection.watermark else None)
     marks = [watermark.WatermarkRegularizer(key, secrets.protection.watermark_lambda)] if key is not None else []
 
-    def make_system() -> ClassifierSystem:
-        return ClassifierSystem(trainable(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]),  # type: ignore[arg-type]
-                                optimizer=str(hyper["optimizer"]), regularizers=marks, objective=spec.metric)
+    def make_system() -> StepSystem:
+        return StepSystem(trainable(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]),  # type: ignore[arg-type]
+                          optimizer=str(hyper["optimizer"]), regularizers=marks, objective=spec.metric)
 
     def finish(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if key is None:
