@@ -24,7 +24,7 @@ import ray
 import torch
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import get
+from dlbc_ray.actors._ray import get, get_retrying
 from dlbc_ray.actors.lineage import Lineage
 from dlbc_ray.actors.winners import WinnerSource
 from dlbc_ray.actors.task_code import install as install_task_code
@@ -199,7 +199,9 @@ class Validator:
 
     def _fetch(self, ref: Any) -> dict[str, np.ndarray] | None:
         try:
-            weights = (get(ref, timeout=self.cfg.fetch_timeout_s, what="submission weights")
+            # an object-store read is safe to repeat: a lost reply is asked again, not judged as altered weights
+            weights = (get_retrying(lambda: ref, timeout=self.cfg.fetch_timeout_s, what="submission weights",
+                                    patience_s=self.cfg.fetch_timeout_s)
                        if isinstance(ref, ray.ObjectRef) else ref)
         except DLBCError:  # a lost object or a dead miner (the boundary names both): the weights are not there
             return None

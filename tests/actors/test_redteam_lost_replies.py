@@ -70,9 +70,6 @@ def test_a_lost_transcript_opening_is_asked_again(monkeypatch: pytest.MonkeyPatc
     assert plan.lost and handle.asked == [3, 3]  # lost once, asked again, answered
 
 
-@pytest.mark.xfail(strict=True, reason="Validator._fetch asks once: one lost reply of a submission's weights "
-                   "(an object-store read, safe to repeat) is voted hash_mismatch ('weights do not hash to "
-                   "model_hash') against an honest miner (REQUEST theft: actors/validator.py, retry the get)")
 def test_a_lost_weights_fetch_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = LoseFirst(("submission weights",))
     monkeypatch.setattr(_ray, "_plan", plan)
