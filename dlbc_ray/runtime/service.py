@@ -105,7 +105,21 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
         hint = "start one with `ray start --head` or use `dlbc-ray up --address local`"
         raise NetworkNotRunning(f"no Ray cluster at {target}: {str(e).splitlines()[0][:100]}; {hint}",
                                 reason="no_cluster") from None
+    if not (record and record.head_pid and target == record.address):  # a head we did not start ourselves
+        check_cluster_auth(target)
     return record
+
+
+def check_cluster_auth(target: str) -> None:
+    """Refuse a cluster whose workers run without token auth (our driver's own mode says nothing about it)."""
+    if os.environ.get("DLBC_INSECURE_NO_AUTH") == "1":
+        return
+    mode = localhead.cluster_auth_mode()
+    if mode != "token":
+        ray.shutdown()
+        raise ConfigError(f"the Ray cluster at {target} runs without token auth ({mode}): anyone who reaches its "
+                          "ports could run code in our actors; restart it with RAY_AUTH_MODE=token, or pass "
+                          "--insecure-no-auth to use it anyway", reason="auth")
 
 
 def check_listening(target: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
