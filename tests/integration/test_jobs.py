@@ -180,8 +180,14 @@ def test_unreachable_address_is_one_line(tmp_path: Path) -> None:
                          results_dir=tmp_path)
 
 
-def test_cli_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+def test_cli_errors_are_one_line_without_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # not this machine's ~/.ray/auth_token (whatever its mode)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("ab" * 32)
+    (tmp_path / ".ray" / "auth_token").chmod(0o600)
 
     from dlbc_ray.cli.bench import app
 
@@ -189,7 +195,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     runner = CliRunner()
     missing = runner.invoke(app, ["submit", str(tmp_path / "nope.py"), "--home", str(tmp_path / "h")])
     assert missing.exit_code == ConfigError.exit_code
-    assert missing.output == f"error: {tmp_path}/nope.py: no such script\n"
+    assert missing.output == f"error: {tmp_path}/nope.py: no such script (a regular .py file)\n"
     down = runner.invoke(app, ["submit", str(REPO / "examples" / "bench_round.py"), "--working-dir", str(REPO),
                                "--home", str(tmp_path / "h"), "--address", f"http://127.0.0.1:{port}"])
     assert down.exit_code == RuntimeFailure.exit_code
