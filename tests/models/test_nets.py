@@ -96,9 +96,15 @@ def test_build_net_names_what_is_wrong(name: str, params: dict[str, Any], shape:
         build_net(name, params, shape, 10)
 
 
-def test_one_class_is_not_a_task() -> None:
-    with pytest.raises(InvalidTask, match="2 classes"):
-        build_net("mlp", {}, (4,), 1)
+def test_one_class_is_not_a_classification_task() -> None:
+    """One output is a regression net; a classification objective on it is refused at admission."""
+    from dlbc_ray.models.objectives import check_task_objective
+
+    assert build_net("mlp", {}, (4,), 1)(torch.zeros(2, 4)).shape == (2, 1)
+    with pytest.raises(InvalidTask, match="at least 2 classes"):
+        check_task_objective("accuracy", 1, "iid")
+    with pytest.raises(InvalidTask, match="at least 1 output"):
+        build_net("mlp", {}, (4,), 0)
 
 
 def test_flops_of_a_known_linear_are_exact() -> None:
