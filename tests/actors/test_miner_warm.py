@@ -78,13 +78,13 @@ def test_the_driver_never_imports_lightning() -> None:
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_a_validator_loads_lightning_as_it_starts_not_in_its_first_ballot() -> None:
-    """A validator audits transcripts by replaying them through Lightning; a fresh one (a restart, an added node)
-    that imported it inside its first ballot spent that ballot's validate_timeout_s importing on a busy node and
-    cast no vote (issue 13's added-node round). It must answer ``info()`` only once the import is done."""
+def test_a_validator_loads_its_replay_code_as_it_starts_and_never_lightning() -> None:
+    """A fresh validator (a restart, an added node) that imported its replay code inside its first ballot spent
+    that ballot's validate_timeout_s importing on a busy node and cast no vote (issue 13's added-node round): it
+    loads models.replay as it starts, and replays with models.step, so Lightning is never imported at all."""
     code = ("import sys; from dlbc_ray.actors.validator import Validator; from dlbc_ray.config import MINIMAL; "
-            "from dlbc_ray.crypto import Identity; before = 'pytorch_lightning' in sys.modules; "
+            "from dlbc_ray.crypto import Identity; before = 'dlbc_ray.models.replay' in sys.modules; "
             "Validator(MINIMAL.validator, identity=Identity.from_seed('v', b'v'), protection=MINIMAL.protection, "
-            "marks={}); print(before, 'pytorch_lightning' in sys.modules)")
+            "marks={}); print(before, 'dlbc_ray.models.replay' in sys.modules, 'pytorch_lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+    assert out.stdout.split() == ["False", "True", "False"], out.stdout + out.stderr
