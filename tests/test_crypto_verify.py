@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dlbc_ray import crypto
+from dlbc_ray.crypto import sigpool
 from dlbc_ray.crypto import Identity
 from dlbc_ray.schema import Ballot, Signed, Verdict, Vote
 from tests.builders import fake_hash
@@ -56,4 +57,4 @@ def test_a_small_order_key_verifies_nothing() -> None:
     ("ff" * 32, "ff" * 64),          # not a point, S out of range
 ])
 def test_malformed_keys_and_signatures_are_false_never_an_error(signer: str, signature: str) -> None:
-    assert crypto._verifies(signer, signature, b"\x00" * 32) is False
+    assert sigpool._verifies(signer, signature, b"\x00" * 32) is False

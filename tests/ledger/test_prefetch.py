@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from dlbc_ray import crypto
+from dlbc_ray.crypto import sigpool
 from dlbc_ray.consensus import compute_block_hash, validate_block
 from dlbc_ray.consensus.validation import compute_roots
 from dlbc_ray.errors import InvalidBlock
@@ -62,11 +63,11 @@ def test_prefetched_verdicts_equal_serial_ones_and_a_forgery_is_refused_by_name(
     assert len(signeds) == 3 * 9  # header, 3 submissions, 4 ballots (one per validator, not per vote), the task
 
     crypto.prefetch_signatures(signeds)
-    assert not crypto._ROOTS and not crypto._CANONICAL  # encodings are remembered within ``prefetched`` only
+    assert not sigpool._ROOTS and not sigpool._CANONICAL  # encodings are remembered within ``prefetched`` only
     root = crypto.signing_root(forged_vote.message, forged_vote.chain_id)
-    assert crypto._VERDICTS.get((forged_vote.signer, forged_vote.signature, root)) in (False, None)
+    assert sigpool._VERDICTS.get((forged_vote.signer, forged_vote.signature, root)) in (False, None)
     for s in signeds:
-        serial = crypto._verifies(s.signer, s.signature, crypto.signing_root(s.message, s.chain_id))
+        serial = sigpool._verifies(s.signer, s.signature, crypto.signing_root(s.message, s.chain_id))
         assert crypto.is_valid_signature(s) is serial
     assert [crypto.is_valid_signature(s) for s in signeds].count(False) == 1
 
@@ -156,7 +157,7 @@ def test_a_message_changed_after_its_block_is_encoded_afresh() -> None:
 @pytest.fixture
 def blocked_pool() -> Any:
     """Every pool thread held busy: background chunks queue up and nobody starts them until released."""
-    pool = crypto._hash_pool()
+    pool = sigpool.hash_pool()
     release, started = threading.Event(), threading.Semaphore(0)
 
     def hold() -> None:
@@ -182,7 +183,7 @@ def test_a_rule_verifies_itself_a_chunk_no_pool_thread_has_started(tmp_path: Pat
     with pytest.raises(InvalidBlock) as refused:
         chain.import_blocks([good[0], with_ballot(world, good[1], 1, forged)])
     assert (refused.value.reason, refused.value.height) == ("ballot_signature", 2)
-    assert not crypto._PENDING  # nothing left waiting for a pool thread once the scope ended
+    assert not sigpool._PENDING  # nothing left waiting for a pool thread once the scope ended
     chain.import_blocks(good)
     assert chain.height == 2
 
@@ -193,15 +194,15 @@ def test_each_signature_is_verified_once_however_many_threads_ask(monkeypatch: p
     signeds = [s for b in blocks_of(world, 2) for s in block_signatures(b)]
     crypto.clear_signature_cache()  # building the blocks checked their tasks' signatures
     calls: list[tuple[str, str, bytes]] = []
-    real = crypto._verifies
+    real = sigpool._verifies
 
     def counted(signer: str, signature: str, root: bytes) -> bool:
         calls.append((signer, signature, root))
         return real(signer, signature, root)
 
-    monkeypatch.setattr(crypto, "_verifies", counted)
+    monkeypatch.setattr(sigpool, "_verifies", counted)
     with crypto.prefetched(signeds):
-        assert len(crypto._PENDING) == len(signeds) and not calls  # queued, none started
+        assert len(sigpool._PENDING) == len(signeds) and not calls  # queued, none started
         answers: list[list[bool]] = []
         askers = [threading.Thread(target=lambda: answers.append([crypto.is_valid_signature(s) for s in signeds]))
                   for _ in range(4)]
@@ -220,9 +221,9 @@ def test_chunks_nobody_needed_are_dropped_and_verdicts_stay_right(blocked_pool: 
     signeds = block_signatures(block)
     with crypto.prefetched(signeds):
         pass  # a block refused before any signature rule ran
-    assert not crypto._PENDING
+    assert not sigpool._PENDING
     blocked_pool.set()
-    crypto._hash_pool().submit(lambda: None).result(timeout=30)  # the pool has passed the dropped chunks
+    sigpool.hash_pool().submit(lambda: None).result(timeout=30)  # the pool has passed the dropped chunks
     forged = signeds[5].model_copy(update={"signature": signeds[6].signature})
     assert [crypto.is_valid_signature(s) for s in signeds] == [True] * len(signeds)
     assert not crypto.is_valid_signature(forged)
