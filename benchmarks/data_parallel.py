@@ -82,13 +82,15 @@ def one_device(model: str, epochs: int, threads: int) -> float:
 
 def workers_run(model: str, epochs: int, threads: int, workers: int, gpu: bool) -> dict[str, Any]:
     from dlbc_ray.actors import data_parallel as dp
+    from dlbc_ray.config import MinerConfig
 
     i = _inputs(model, epochs, threads)
     header, _ = _header(i, "gpu" if gpu else "cpu", workers)
     job = dp.Job(net=i["net"], data=i["bundle"].train, settings=_settings(i, "gpu" if gpu else "cpu"),
                  regularizers=tuple(i["marks"]), header=header, audit=i["protection"].transcript, workers=workers)
     t0 = time.perf_counter()
-    result, kept = dp.train(job, dp.open_channel(), dp.Placement(use_gpu=gpu, cpus_per_worker=float(threads)))
+    result, kept = dp.train(job, dp.open_channel(), dp.Placement(use_gpu=gpu, cpus_per_worker=float(threads),
+                                                                 timeout_s=MinerConfig().train_call_timeout_s))
     wall = time.perf_counter() - t0
     return {"fit_s": result.seconds, "startup_s": wall - result.seconds, **replay_check(i, kept)}
 

@@ -48,6 +48,8 @@ class MinerConfig(_Config):
                          "one per GPU when num_gpus >= workers); 1 trains in the miner's own process")
     placement: Literal["PACK", "SPREAD"] = Field(default="PACK", description="how this miner's group and its "
                                                  "training workers are placed on nodes")
+    train_call_timeout_s: float = Field(default=60.0, gt=0, le=86_400, description="data-parallel miners: how long "
+                                        "each call between the Ray Train workers and the miner's channel may take")
     max_restarts: int = Field(default=3, ge=-1)
     data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
                                  "a task names a file by name only, never by a path on the requester's machine")
@@ -83,6 +85,9 @@ class ProtectionConfig(_Config):
     copy_owner_p: float = Field(default=1e-2, gt=0, lt=0.5, description="of a near pair, the model that carries the "
                                 "other submitter's mark with less than this chance (and the other not) is the copy")
     copy_epsilon: int = Field(default=50, ge=0, description="score margin (x1e-4) a near copy must beat (SN9)")
+    all_marks_up_to: int = Field(default=16, ge=0, description="validators read every registered miner's mark "
+                                 "while at most this many are registered; beyond, only the round's submitters' and "
+                                 "the owners' of the earlier models they compare against (consensus.marks)")
     theft_penalty: int = Field(default=100, ge=0, description="taken from a miner caught with a stolen model")
     transcript: AuditParams = Field(default_factory=AuditParams, description="how miners record training "
                                     "transcripts and validators audit them")

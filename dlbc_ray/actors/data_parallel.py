@@ -57,9 +57,9 @@ class Placement:
     """Where the workers run: ``use_gpu`` gives each one whole GPU; ``strategy`` packs or spreads them."""
 
     use_gpu: bool
+    timeout_s: float  # for each call between the workers and the channel (MinerConfig.train_call_timeout_s)
     cpus_per_worker: float = 1.0
     strategy: str = "PACK"
-    timeout_s: float = 60.0  # for each call between the workers and the channel
 
 
 class Channel:

@@ -268,7 +268,7 @@ def train_parallel(cfg: MinerConfig, protection: ProtectionConfig, channels: dic
                             header=header.model_copy(update={"workers": workers}), audit=protection.transcript,
                             workers=workers, report=report, goal=goal(spec, cfg.target_margin), code=spec.code)
     place = data_parallel.Placement(use_gpu=cfg.num_gpus >= 1, cpus_per_worker=cfg.num_cpus or 1.0,
-                                    strategy=cfg.placement)
+                                    strategy=cfg.placement, timeout_s=cfg.train_call_timeout_s)
     channels[task_id] = channel = data_parallel.open_channel()
     try:
         if task_id in cancelled:  # closed while the channel opened

@@ -25,11 +25,12 @@ import torch
 
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import get, get_retrying
-from dlbc_ray.actors.lineage import Lineage
+from dlbc_ray.actors.lineage import Lineage, provenance_key
 from dlbc_ray.actors.winners import WinnerSource
 from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
+from dlbc_ray.consensus.marks import compute_mark_candidates
 from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, check_reveal, check_timing
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
@@ -42,6 +43,8 @@ from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, 
 from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival, ValidatorStats
+
+RINGS_KEPT = 4  # key rings a validator keeps (one per host and candidate set)
 
 if TYPE_CHECKING:
     from dlbc_ray.actors.round_runner import RoundAudits
@@ -108,8 +111,9 @@ class Validator:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
         clock, judged = _Clock(), []
         root = compute_submissions_root([a.signed.message.commit for a in arrivals])
+        owners = mark_candidates(self._lineage, self._memory, list(self._marks), self.protection, spec, ctx, arrivals)
         for arrival, ref in zip(arrivals, weight_refs):
-            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock))
+            judged.append(self._judge(spec, test, arrival, ref, ctx, won_models, judged, clock, owners))
         t = time.perf_counter()
         near = self._resolve_copies(spec, judged)
         fresh = self._lineage.resolve(spec, test, judged, ctx, won_models, near)
@@ -148,7 +152,7 @@ class Validator:
     # --------------------------------------------------------------- judging
 
     def _judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
-               won: Collection[str], judged: Sequence[_Judged], clock: _Clock) -> _Judged:
+               won: Collection[str], judged: Sequence[_Judged], clock: _Clock, owners: Sequence[str]) -> _Judged:
         sub = arrival.signed.message
         t = time.perf_counter()
         early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
@@ -164,7 +168,7 @@ class Validator:
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
         # Ownership before reuse: a thief who copies a victim's weights and arrives first must
         # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
-        rejection = self._check_model(spec, net, sub, weights, arrival, ctx.chain_id)
+        rejection = self._check_model(spec, net, sub, weights, arrival, ctx.chain_id, owners)
         earlier_valid = {j.sub.model_hash for j in judged if j.valid}
         rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
         t = clock.add("checks_ms", t)
@@ -208,7 +212,7 @@ class Validator:
         return weights if isinstance(weights, dict) else None
 
     def _check_model(self, spec: Task, net: torch.nn.Module, sub: Submission, weights: dict[str, np.ndarray],
-                     arrival: SubmissionArrival, chain_id: str) -> Judgement | None:
+                     arrival: SubmissionArrival, chain_id: str, owners: Sequence[str]) -> Judgement | None:
         try:
             check_architecture(net, weights)
         except DLBCError as e:
@@ -219,13 +223,14 @@ class Validator:
         if self.protection.secure_mapping and sub.sml_commitment is None:
             return Verdict.BAD_REVEAL, "no Secure Mapping Layer commitment"
         reveal = check_reveal(sub, arrival.reveal, sml.seed_commitment(seed) if seed else None, chain_id)
-        return reveal or self._check_marks(spec, sub, weights)
+        return reveal or self._check_marks(spec, sub, weights, owners)
 
-    def _check_marks(self, spec: Task, sub: Submission, weights: dict[str, np.ndarray]) -> Judgement | None:
-        """The submitter's own mark must be there and nobody else's (DLBC's anti-theft rule)."""
+    def _check_marks(self, spec: Task, sub: Submission, weights: dict[str, np.ndarray],
+                     owners: Sequence[str]) -> Judgement | None:
+        """The submitter's own mark must be there and nobody else's of ``owners`` (DLBC's anti-theft rule)."""
         if not self.protection.watermark:
             return None
-        for owner, mark in zip(self._marks, self._read_marks(spec.model.name, weights)):
+        for owner, mark in zip(owners, self._read_marks(spec.model.name, weights, owners)):
             if owner == sub.miner and not mark.owned:
                 return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {mark.ber:.3f})"
             if owner != sub.miner and mark.carried:
@@ -235,15 +240,19 @@ class Validator:
             return Verdict.STOLEN, "the submitter is not a registered miner"
         return None
 
-    def _read_marks(self, model: str, weights: dict[str, np.ndarray]) -> list[MarkReading]:
-        """Every registered owner's mark in ``weights``, in registration order, from one projection
-        (``watermark.key_ring``: the same counts as reading key by key, one BLAS call)."""
-        keys = [mark_key(self._keys, self._marks, self.protection, owner, model, weights) for owner in self._marks]
+    def _read_marks(self, model: str, weights: dict[str, np.ndarray],
+                    owners: Sequence[str] | None = None) -> list[MarkReading]:
+        """Each of ``owners``' marks in ``weights`` (every registered owner's, in registration order, when None),
+        from one projection (``watermark.key_ring``: the same counts as reading key by key, one BLAS call)."""
+        owners = list(self._marks) if owners is None else owners
+        keys = [mark_key(self._keys, self._marks, self.protection, owner, model, weights) for owner in owners]
         if not keys:
             return []
-        ring_key = (model, keys[0].layer, keys[0].x.shape[0])
+        ring_key = (model, keys[0].layer, keys[0].x.shape[0], tuple(owners))
         with self._memory:
             if ring_key not in self._rings:
+                while len(self._rings) >= RINGS_KEPT:  # a ring per candidate set: the oldest go (M x sum T each)
+                    del self._rings[next(iter(self._rings))]
                 self._rings[ring_key] = watermark.key_ring(keys)
             ring = self._rings[ring_key]
         errors = watermark.bit_errors(weights, ring)
@@ -305,6 +314,17 @@ class Validator:
         if a_has_b < p <= b_has_a:
             return a, b, a_has_b
         return None
+
+
+def mark_candidates(lineage: Lineage, lock: threading.Lock, registered: Sequence[str], protection: ProtectionConfig,
+                    spec: Task, ctx: RoundContext, arrivals: Sequence[SubmissionArrival]) -> tuple[str, ...]:
+    """Whose marks a ballot reads (``consensus.marks``): every registered miner's in a small network, else this
+    ballot's submitters' and the owners' of the earlier models on this data it compares against, so a
+    submission's check does not grow with the registry."""
+    with lock:
+        earlier = lineage.refs.earlier(provenance_key(spec), round_id=ctx.round_id)
+    return compute_mark_candidates(registered, (a.signed.message.miner for a in arrivals), (r.miner for r in earlier),
+                                   all_up_to=protection.all_marks_up_to)
 
 
 def mark_reading(errors: int, t: int, protection: ProtectionConfig) -> MarkReading:

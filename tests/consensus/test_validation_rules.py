@@ -482,7 +482,8 @@ def test_every_named_reason_has_a_test_that_expects_it() -> None:
     import dlbc_ray.consensus as package
 
     root = Path(package.__file__).parent
-    sources = "".join((root / name).read_text() for name in ("validation.py", "state.py", "ballot.py", "verdicts.py"))
+    sources = "".join((root / name).read_text() for name in ("validation.py", "task_rules.py", "state.py", "ballot.py",
+                                                                  "verdicts.py"))
     reasons = set(re.findall(r'_fail\(\s*(?:[a-z_.]+,\s*)?"([a-z_]+)"', sources))
     reasons |= set(re.findall(r'^\s*return "([a-z_]+)", (?:Verdict\.[A-Z_]+, )?f?"', sources, re.M))
     reasons |= set(re.findall(r'\(.*?, "([a-z_]+)", "', sources))

@@ -178,5 +178,6 @@ def test_a_worker_that_fails_is_a_named_error_not_a_hang(done: Mined) -> None:
                                         val_fraction=0.0),
                  regularizers=(), header=committed.header, audit=MINIMAL.protection.transcript, workers=2)
     with pytest.raises(ActorUnavailable) as caught:
-        dp.train(job, dp.open_channel(), dp.Placement(use_gpu=False, cpus_per_worker=0.5))
+        dp.train(job, dp.open_channel(), dp.Placement(use_gpu=False, timeout_s=MINIMAL.miner.train_call_timeout_s,
+                                                      cpus_per_worker=0.5))
     assert caught.value.reason == "train_workers"
