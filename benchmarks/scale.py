@@ -3,13 +3,15 @@
 Real rounds on a local Ray network (fractional CPUs; 300 training samples, 1 epoch) for each (M, V) of the
 grid; per part of a round the median cost over the rounds with its spread, and its growth exponent k in
 cost ~ (M x V)^k (least squares on log-log; target k <= 1). Then, without Ray, a validator's watermark
-check of one submission against N registered miners, key by key (today) and as one key ring (target: flat
-in N once only the round's candidates are checked), and a projection to 1,000 miners and 100 validators
-built from the measured per-unit costs.
+check of one submission against N registered miners (every key, as before, and the owners it reads now,
+``consensus.marks``; target: flat in N), one ballot's signature and size, and a projection to 1,000 miners
+and 100 validators from the fitted costs: per signature (M submissions + V ballots, one per validator and
+round) and per vote line (M x V), not per M x V signatures.
 
     python benchmarks/scale.py --quick            # M in {4, 16}, V in {4, 16} (not 16 x 16), 3 rounds each
     python benchmarks/scale.py                    # M in {4, 16, 64} x V in {4, 16}, 3 rounds each
     python benchmarks/scale.py --quick --json --plot build/scale.png
+    python benchmarks/scale.py --grid 64x16 --rounds 1   # one big network; prints its actors' memory
 """
 
 from __future__ import annotations
@@ -32,23 +34,38 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._scale_units import actor_memory, ballot_costs, exponent, mark_checks  # noqa: E402
+
 QUICK_GRID = [(4, 4), (16, 4), (4, 16)]
 FULL_GRID = [(m, v) for m in (4, 16, 64) for v in (4, 16)]
 TRAIN_SAMPLES, TEST_SAMPLES = 300, 100
 PROJECT_M, PROJECT_V = 1_000, 100
 
-# part -> how to read it (ms) from a round's timings and wall seconds; the unit it is paid per
-PARTS: dict[str, tuple[Any, str]] = {
-    "scheduling": (lambda t, s: max(0.0, 1e3 * (t.get("collect_s", 0.0) - t.get("train_s", 0.0))), "M"),
-    "transfer": (lambda t, s: t.get("fetch_ms", 0.0), "M"),
-    "checks": (lambda t, s: t.get("checks_ms", 0.0) + t.get("hash_ms", 0.0) + t.get("verify_ms", 0.0), "M"),
-    "votes": (lambda t, s: t.get("sign_ms", 0.0) + t.get("consensus_verify_ms", 0.0), "MV"),
+# part -> (how to read it (ms) from a round's timings and wall seconds, who pays it, what its cost is made of).
+# Terms: "1" once; "M" per submission; "M2" per pair of submissions (near copies, provenance rivals); "sig" per
+# signature (M submissions + V ballots: one signed ballot per validator and round); "vote" per vote line (M x V:
+# each ballot holds M votes, hashed, tallied and stored). Validators run on their own machines in parallel, so
+# their parts are one validator's wall time; the coordinator is one actor.
+PARTS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
+    "scheduling": (lambda t, s: max(0.0, 1e3 * (t.get("collect_s", 0.0) - t.get("train_s", 0.0))), "coordinator",
+                   ("M",)),
+    "transfer": (lambda t, s: t.get("fetch_ms", 0.0), "validator", ("M",)),
+    "checks": (lambda t, s: t.get("checks_ms", 0.0) + t.get("hash_ms", 0.0) + t.get("verify_ms", 0.0), "validator",
+               ("M", "M2")),
+    "ballot signing": (lambda t, s: t.get("sign_ms", 0.0), "validator", ("1", "M")),
+    "signature checks": (lambda t, s: t.get("consensus_verify_ms", 0.0), "coordinator", ("sig", "vote")),
     "decision+block": (lambda t, s: max(0.0, 1e3 * t.get("commit_s", 0.0) - t.get("ledger_validate_ms", 0.0)
-                                        - t.get("ledger_persist_ms", 0.0)), "MV"),
-    "ledger import": (lambda t, s: t.get("ledger_validate_ms", 0.0) + t.get("ledger_persist_ms", 0.0), "MV"),
-    "round": (lambda t, s: s * 1e3, "MV"),
+                                        - t.get("ledger_persist_ms", 0.0)), "coordinator", ("sig", "vote")),
+    "ledger import": (lambda t, s: t.get("ledger_validate_ms", 0.0) + t.get("ledger_persist_ms", 0.0), "coordinator",
+                      ("sig", "vote")),
+    "round": (lambda t, s: s * 1e3, "round", ("M",)),
 }
+TERMS: dict[str, Any] = {"1": lambda m, v: 1, "M": lambda m, v: m, "M2": lambda m, v: m * (m - 1) / 2,
+                         "sig": lambda m, v: m + v, "vote": lambda m, v: m * v}
 TARGET_EXPONENT = 1.0
+MEMORY: dict[tuple[int, int], dict[str, Any]] = {}  # grid point -> actor_memory() after its last round
 
 
 def tiny_bundle(home: Any) -> Any:
@@ -71,8 +88,9 @@ def run_grid_point(miners: int, validators: int, rounds: int) -> list[dict[str, 
 
     cfg = DEFAULT.model_copy(update={"miners": miners, "validators": validators,
                                      "task": TaskDefaults(epochs=1, target=0.1),
-                                     "consensus": DEFAULT.consensus.model_copy(update={"max_faulty": (validators - 1)
-                                                                                        // 3})})
+                                     "consensus": DEFAULT.consensus.model_copy(update={  # costs, not deadlines
+                                         "max_faulty": (validators - 1) // 3, "collect_timeout_s": 1800.0,
+                                         "validate_timeout_s": 1800.0})})
     home = open_home(tempfile.mkdtemp(prefix="dlbc-scale-"))
     start_local_ray(home, cfg, object_store_mb=512)
     rows: list[dict[str, float]] = []
@@ -87,108 +105,87 @@ def run_grid_point(miners: int, validators: int, rounds: int) -> list[dict[str, 
             if not report.committed:
                 raise SystemExit(f"M={miners} V={validators}: round failed: {report.failure}")
             if i:
-                rows.append({p: read(report.timings, report.round_seconds) for p, (read, _) in PARTS.items()})
+                rows.append({p: read(report.timings, report.round_seconds) for p, (read, *_) in PARTS.items()})
+        MEMORY[(miners, validators)] = actor_memory()
         teardown(net)
     finally:
         ray.shutdown()
     return rows
 
 
-def exponent(points: list[tuple[float, float]]) -> float:
-    """k of cost ~ units^k by least squares on logs; nan with fewer than 2 distinct unit counts."""
-    xs = [math.log(u) for u, c in points if c > 0]
-    ys = [math.log(c) for u, c in points if c > 0]
-    if len(set(xs)) < 2:
-        return float("nan")
-    return float(np.polyfit(xs, ys, 1)[0])
-
-
-def summarize(grid: dict[tuple[int, int], list[dict[str, float]]]) -> dict[str, Any]:
-    """Per part: median and spread per grid point, growth exponents (vs M x V; vs M at the smallest V;
-    vs V at the smallest M) and a per-unit cost (per miner, or per miner x validator)."""
+def summarize(grid: dict[tuple[int, int], list[dict[str, float]]], cores: int) -> dict[str, Any]:
+    """Per part: median and spread per grid point, growth exponents (vs M x V; vs M at the smallest V; vs V at
+    the smallest M) and its cost per term (``fit``). Validators share this machine's ``cores`` here (each has its
+    own node on a cluster), so their parts are fitted on the wall time divided by V / cores (at least 1)."""
     out: dict[str, Any] = {}
     m0, v0 = min(m for m, _ in grid), min(v for _, v in grid)
-    for part, (_, unit) in PARTS.items():
-        cells, per_unit = {}, []
-        medians: dict[tuple[int, int], float] = {}
+    for part, (_, payer, terms) in PARTS.items():
+        cells, medians, own = {}, {}, {}
         for (m, v), rows in grid.items():
             vals = [r[part] for r in rows]
             medians[(m, v)] = med = statistics.median(vals)
+            own[(m, v)] = med / max(1.0, v / cores) if payer == "validator" else med
             cells[f"{m}x{v}"] = {"median_ms": med, "min_ms": min(vals), "max_ms": max(vals), "n": len(vals)}
-            per_unit.append(med / (m if unit == "M" else m * v))
-        out[part] = {"cells": cells, "unit": unit, "per_unit_ms": statistics.median(per_unit),
+        out[part] = {"cells": cells, "payer": payer, "coef_ms": fit(own, terms),
                      "exponent_mv": exponent([(m * v, c) for (m, v), c in medians.items()]),
                      "exponent_m": exponent([(m, c) for (m, v), c in medians.items() if v == v0]),
                      "exponent_v": exponent([(v, c) for (m, v), c in medians.items() if m == m0])}
     return out
 
 
-# ------------------------------------------------------------------ the validator's mark check, without Ray
+def fit(costs: dict[tuple[int, int], float], terms: tuple[str, ...]) -> dict[str, float]:
+    """ms per unit of each term, cost ~ sum_t c_t * count_t(M, V), c_t >= 0: non-negative least squares on relative
+    errors (every grid point counts alike); one term: the median of cost / count."""
+    from scipy.optimize import nnls
 
-
-def mark_checks(registered: list[int], repeats: int) -> dict[str, Any]:
-    """One submission checked against N registered miners' keys: key by key (today's validator) and as a ring."""
-    from dlbc_ray.config import ProtectionConfig
-    from dlbc_ray.crypto import Identity
-    from dlbc_ray.models.nets import build_net
-    from dlbc_ray.models.protect import mark_secret, read_mark, watermark_key
-    from dlbc_ray.models.watermark import bit_errors, key_ring
-
-    protection = ProtectionConfig()
-    net = build_net("mlp", {}, (64,), 10)
-    weights = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
-    ids = [Identity.from_seed(f"miner-{i}", f"scale/{i}".encode()) for i in range(max(registered))]
-    keys = [watermark_key(mark_secret(i), i.public_key, weights, "mlp", protection.watermark_bits) for i in ids]
-    rows = {}
-    for n in registered:
-        ring = key_ring(keys[:n])
-
-        def loop() -> None:
-            for key in keys[:n]:
-                read_mark(weights, key, protection)
-
-        rows[n] = {"loop_ms": _median_ms(loop, repeats), "ring_ms": _median_ms(lambda: bit_errors(weights, ring),
-                                                                              repeats)}
-    m, t = keys[0].x.shape
-    return {"host_m": int(m), "bits_t": int(t), "per_n": rows,
-            "loop_exponent": exponent([(n, r["loop_ms"]) for n, r in rows.items()]),
-            "ring_exponent": exponent([(n, r["ring_ms"]) for n, r in rows.items()])}
-
-
-def _median_ms(fn: Any, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+    points = [(mv, c) for mv, c in costs.items() if c > 0]
+    if not points:
+        return dict.fromkeys(terms, 0.0)
+    if len(terms) == 1:
+        return {terms[0]: statistics.median(c / TERMS[terms[0]](*mv) for mv, c in points)}
+    a = np.array([[TERMS[t](*mv) / c for t in terms] for mv, c in points], dtype=np.float64)
+    coef, _ = nnls(a, np.ones(len(points)))
+    return dict(zip(terms, (float(x) for x in coef)))
 
 
 # --------------------------------------------------------------------------------- projection
 
 
-def projection(parts: dict[str, Any], marks: dict[str, Any], m: int = PROJECT_M, v: int = PROJECT_V,
-               candidates: int = 16) -> dict[str, float]:
-    """Seconds per block at M miners and V validators from per-unit costs (linear in the unit, as measured).
+def projection(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int, dict[str, float]],
+               m: int = PROJECT_M, v: int = PROJECT_V) -> dict[str, Any]:
+    """Seconds per block at M miners (all submitting) and V validators, from the fitted cost per term.
 
-    The validator's side runs on V machines in parallel, so its wall time is one validator's: per
-    submission transfer and checks, plus the mark check against ``candidates`` keys (the round's
-    participants and earlier winners) or, today, against all M registered miners. The coordinator
-    (one actor) pays votes, decision, block and ledger import per vote, M x V of them.
+    Validators run on V machines in parallel, so their side is one validator's wall time: transfer, checks
+    (per submission and per pair), its ballot's signature, and the mark check of each submission against the
+    owners it reads (``consensus.marks``: its round's submitters and the earlier models' owners; with every
+    registered miner submitting, that is all M, as before; measured apart, so the part of ``checks`` fitted on
+    small rounds that is marks counts twice: an upper bound). The coordinator (one actor) pays per signature
+    (M submissions + V ballots) and per vote line (M x V) to check, decide, build and import the block, plus
+    scheduling per miner.
     """
-    per_key_loop = _per_key(marks, "loop_ms")
-    per_key_ring = _per_key(marks, "ring_ms")
-    validator = m * (parts["transfer"]["per_unit_ms"] + parts["checks"]["per_unit_ms"]) / 1e3
-    coordinator = m * v * sum(parts[p]["per_unit_ms"] for p in ("votes", "decision+block", "ledger import")) / 1e3
-    return {"miners": m, "validators": v, "validator_s": validator,
-            "validator_marks_all_registered_s": m * m * per_key_loop / 1e3,
-            "validator_marks_ring_candidates_s": m * candidates * per_key_ring / 1e3,
-            "coordinator_s": coordinator, "scheduling_s": m * parts["scheduling"]["per_unit_ms"] / 1e3}
+    cost = {p: sum(c * TERMS[t](m, v) for t, c in info["coef_ms"].items()) / 1e3 for p, info in parts.items()}
+    per_key = _per_key(marks)
+    read = m  # all M submit, so the round's submitters are the whole registry (``earlier`` owners among them)
+    validator = {p: cost[p] for p, info in parts.items() if info["payer"] == "validator"}
+    validator["marks"] = m * read * per_key / 1e3
+    coordinator = {p: cost[p] for p, info in parts.items() if info["payer"] == "coordinator"}
+    biggest = max(ballots)
+    per_vote_bytes = ballots[biggest]["bytes"] / biggest
+    load = {"signatures_checked": 2 * (m + v), "vote_lines": m * v, "block_mib": v * m * per_vote_bytes / 2**20,
+            "ballot_verify_ms": ballots[biggest]["verify_ms"] * m / biggest}
+    ring_gib = read * marks["host_m"] * marks["bits_t"] * 4 / 2**30
+    sides = {"validator": sum(validator.values()), "coordinator": sum(coordinator.values())}
+    worst = max([*((f"validator: {p}", c) for p, c in validator.items()),
+                 *((f"coordinator: {p}", c) for p, c in coordinator.items())], key=lambda x: x[1])
+    return {"miners": m, "validators": v, "validator_s": validator, "coordinator_s": coordinator, "sides_s": sides,
+            "marks_read": read, "ring_gib": ring_gib, "coordinator_load": load, "first_bottleneck": worst[0],
+            "first_bottleneck_s": worst[1]}
 
 
-def _per_key(marks: dict[str, Any], field: str) -> float:
+def _per_key(marks: dict[str, Any]) -> float:
+    """ms per key and submission of the ring (read at the largest ring measured)."""
     biggest = max(marks["per_n"])
-    return marks["per_n"][biggest][field] / biggest
+    return marks["per_n"][biggest]["all_ms"] / biggest
 
 
 # ------------------------------------------------------------------------------------- output
@@ -221,40 +218,55 @@ def plot(grid: dict[tuple[int, int], list[dict[str, float]]], path: Path) -> Pat
     return path
 
 
-def print_report(parts: dict[str, Any], marks: dict[str, Any], proj: dict[str, float]) -> None:
+def print_report(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int, dict[str, float]],
+                 proj: dict[str, Any]) -> None:
     cells = list(next(iter(parts.values()))["cells"])
     print("\nper part of a round: median ms [min-max] per grid point MxV; growth exponent k of cost ~ x^k for x = "
-          f"M x V, M, V (target k <= {TARGET_EXPONENT:g})")
-    print(f"{'part':>15} " + " ".join(f"{c:>20}" for c in cells) + f" {'k(MxV)':>7} {'k(M)':>6} {'k(V)':>6}"
-          f" {'target':>7}")
+          f"M x V, M, V (target k <= {TARGET_EXPONENT:g});\nfitted ms per term (1, M, M2 = pairs, sig = M + V, "
+          "vote = M x V)")
+    print(f"{'part':>16} " + " ".join(f"{c:>20}" for c in cells) + f" {'k(MxV)':>7} {'k(M)':>6} {'k(V)':>6}"
+          f" {'target':>7}  fit")
     for part, info in parts.items():
         row = " ".join(f"{c['median_ms']:>8.1f} [{c['min_ms']:.0f}-{c['max_ms']:.0f}]".rjust(20)
                        for c in info["cells"].values())
         worst = max((info[k] for k in ("exponent_mv", "exponent_m", "exponent_v") if not math.isnan(info[k])),
                     default=float("nan"))
         ok = "ok" if not worst > TARGET_EXPONENT else "OVER"
-        print(f"{part:>15} {row} {info['exponent_mv']:>7.2f} {info['exponent_m']:>6.2f} {info['exponent_v']:>6.2f}"
-              f" {ok:>7}")
-    print("  (validators share this machine's cores, so parts paid by each validator grow with V here; on a cluster")
-    print("   each has its own node. Figures from a contended 2-core machine are provisional.)")
-    print(f"\nwatermark check of one submission (host M={marks['host_m']}, T={marks['bits_t']}) against N registered "
-          "miners (target: flat in N)")
+        terms = " + ".join(f"{c:.3g}/{t}" for t, c in info["coef_ms"].items())
+        print(f"{part:>16} {row} {info['exponent_mv']:>7.2f} {info['exponent_m']:>6.2f} {info['exponent_v']:>6.2f}"
+              f" {ok:>7}  {terms} ({info['payer']})")
+    print("  (validators share this machine's cores, so their parts grow with V here; on a cluster each has its own")
+    print("   node: they are fitted on wall / max(1, V / cores). Figures from a contended 2-core machine are "
+          "provisional.)")
+    print("\none ballot of M votes, without Ray (each validator signs one a round; the coordinator checks V of them, "
+          "the ledger again at import):")
+    for m, r in ballots.items():
+        print(f"  M={m:>5}: sign {r['sign_ms']:7.3f} ms   check {r['verify_ms']:7.3f} ms   "
+              f"{r['bytes'] / 1024:8.1f} KiB")
+    print(f"\nmark check of one submission (host M={marks['host_m']}, T={marks['bits_t']}) with N registered miners: "
+          f"every registered key (before) vs the owners read now (all up to {marks['bound']}; beyond, a round of "
+          f"{marks['submitters']} submitters + {marks['earlier']} earlier owners)")
     for n, r in marks["per_n"].items():
-        print(f"  N={n:>3}: key by key {r['loop_ms']:8.2f} ms   one ring {r['ring_ms']:8.2f} ms")
-    print(f"  exponent in N: key by key {marks['loop_exponent']:.2f}, ring {marks['ring_exponent']:.2f} "
-          "(grows while every registered miner is checked; a fixed candidate set keeps it flat)")
+        print(f"  N={n:>3}: all {r['all_ms']:8.2f} ms   now {r['ring_ms']:8.2f} ms ({r['read']} keys read)")
+    print(f"  exponent in N: all {marks['all_exponent']:.2f}, now {marks['ring_exponent']:.2f} (target: flat in N)")
     p = proj
-    print(f"\nprojection at {p['miners']} miners, {p['validators']} validators (from per-unit costs above):")
-    print(f"  per validator: transfer+checks {p['validator_s']:.1f} s; marks vs all registered "
-          f"{p['validator_marks_all_registered_s']:.1f} s, ring over 16 candidates "
-          f"{p['validator_marks_ring_candidates_s']:.2f} s")
-    print(f"  coordinator (one actor): votes+decision+block+ledger {p['coordinator_s']:.1f} s per block; "
-          f"scheduling {p['scheduling_s']:.1f} s")
+    print(f"\nprojection at {p['miners']} miners (all submitting), {p['validators']} validators, seconds per block:")
+    print("  each validator (in parallel): " + ", ".join(f"{k} {c:.1f}" for k, c in p["validator_s"].items())
+          + f" = {p['sides_s']['validator']:.1f} s; marks read per submission {p['marks_read']}, "
+          f"ring {p['ring_gib']:.1f} GiB")
+    print("  coordinator (one actor): " + ", ".join(f"{k} {c:.1f}" for k, c in p["coordinator_s"].items())
+          + f" = {p['sides_s']['coordinator']:.1f} s")
+    load = p["coordinator_load"]
+    print(f"  coordinator load: {load['signatures_checked']} signatures checked (M + V, again at import), "
+          f"{load['vote_lines']} vote lines ({load['ballot_verify_ms']:.1f} ms to check one ballot of M votes), block "
+          f"{load['block_mib']:.1f} MiB of ballots")
+    print(f"  first bottleneck: {p['first_bottleneck']} ({p['first_bottleneck_s']:.0f} s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"grid {QUICK_GRID}, 3 rounds each")
+    parser.add_argument("--grid", default=None, help="grid points as MxV,MxV (e.g. 64x16), instead of the preset")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="write the log-log plot here (PNG)")
@@ -263,29 +275,39 @@ def main() -> None:
                         help="summarize the rounds of an earlier --out file instead of running new ones")
     args = parser.parse_args()
     grid_points, rounds = (QUICK_GRID, 3) if args.quick else (FULL_GRID, args.rounds)
-    grid, marks = {}, None
+    if args.grid:
+        grid_points = [tuple(int(x) for x in point.split("x")) for point in args.grid.split(",")]
+    grid, marks, cores = {}, None, os.cpu_count() or 1
     if args.source:
         saved = json.loads(args.source.read_text())
         grid = {tuple(int(x) for x in k.split("x")): rows for k, rows in saved["grid"].items()}
+        cores = saved.get("cores", 2)
+        if "ballot signing" not in next(iter(grid.values()))[0]:
+            raise SystemExit(f"{args.source}: rounds from before votes were split by ballot; run them again")
         marks = {**saved["marks"], "per_n": {int(n): r for n, r in saved["marks"]["per_n"].items()}}
     for m, v in [] if args.source else grid_points:
         t0 = time.monotonic()
         grid[(m, v)] = run_grid_point(m, v, rounds)
-        print(f"M={m} V={v}: {rounds} rounds in {time.monotonic() - t0:.0f} s (with start-up)", flush=True)
-    parts = summarize(grid)
-    marks = marks or mark_checks([4, 16, 64], repeats=5 if args.quick else 9)
-    proj = projection(parts, marks)
+        print(f"M={m} V={v}: {rounds} rounds in {time.monotonic() - t0:.0f} s (with start-up); actors' memory "
+              + json.dumps(MEMORY[(m, v)]), flush=True)
+    parts = summarize(grid, cores)
+    marks = marks if marks and "all_ms" in next(iter(marks["per_n"].values())) else mark_checks(
+        [4, 16, 64], repeats=5 if args.quick else 9)
+    ballots = ballot_costs([16, 256, 1_000], repeats=5)
+    proj = projection(parts, marks, ballots)
     if args.plot:
         plot(grid, args.plot)
-    figures = {"command": " ".join(["python", *sys.argv]), "grid": {f"{m}x{v}": rows for (m, v), rows in grid.items()},
-               "parts": parts, "marks": marks, "projection": proj}
+    figures = {"command": " ".join(["python", *sys.argv]), "cores": cores,
+               "grid": {f"{m}x{v}": rows for (m, v), rows in grid.items()},
+               "memory": {f"{m}x{v}": mem for (m, v), mem in MEMORY.items()},
+               "parts": parts, "marks": marks, "ballots": ballots, "projection": proj}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=1))
     if args.json:
         print(json.dumps(figures))
         return
-    print_report(parts, marks, proj)
+    print_report(parts, marks, ballots, proj)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""What ``scale.py`` measures without Ray: a validator's mark check against N registered miners, one ballot's
+signature and size, and the memory of a network's actor processes."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+
+def exponent(points: list[tuple[float, float]]) -> float:
+    """k of cost ~ units^k by least squares on logs; nan with fewer than 2 distinct unit counts."""
+    xs = [math.log(u) for u, c in points if c > 0]
+    ys = [math.log(c) for u, c in points if c > 0]
+    if len(set(xs)) < 2:
+        return float("nan")
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+def mark_checks(registered: list[int], repeats: int, submitters: int = 4, earlier: int = 8) -> dict[str, Any]:
+    """One submission's mark check with N registered miners: as one ring over every registered key (before), and
+    over the owners the validator reads now (``consensus.marks``: every registered one up to the bound, beyond it
+    a round of ``submitters`` with ``earlier`` owners of earlier models)."""
+    from dlbc_ray.config import ProtectionConfig
+    from dlbc_ray.consensus.marks import compute_mark_candidates
+    from dlbc_ray.crypto import Identity
+    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.protect import mark_secret, watermark_key
+    from dlbc_ray.models.watermark import bit_errors, key_ring
+
+    protection = ProtectionConfig()
+    net = build_net("mlp", {}, (64,), 10)
+    weights = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    ids = [Identity.from_seed(f"miner-{i}", f"scale/{i}".encode()) for i in range(max(registered))]
+    keys = {i.public_key: watermark_key(mark_secret(i), i.public_key, weights, "mlp", protection.watermark_bits)
+            for i in ids}
+    names = list(keys)
+    rows = {}
+    for n in registered:
+        owners = compute_mark_candidates(names[:n], names[:submitters], names[n - earlier:n],
+                                         all_up_to=protection.all_marks_up_to)
+        every, narrowed = key_ring([keys[o] for o in names[:n]]), key_ring([keys[o] for o in owners])
+        rows[n] = {"read": len(owners), "all_ms": _median_ms(lambda: bit_errors(weights, every), repeats),
+                   "ring_ms": _median_ms(lambda: bit_errors(weights, narrowed), repeats)}
+    m, t = keys[names[0]].x.shape
+    return {"host_m": int(m), "bits_t": int(t), "bound": protection.all_marks_up_to, "submitters": submitters,
+            "earlier": earlier, "per_n": rows, "all_exponent": exponent([(n, r["all_ms"]) for n, r in rows.items()]),
+            "ring_exponent": exponent([(n, r["ring_ms"]) for n, r in rows.items()])}
+
+
+def ballot_costs(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]:
+    """One ballot of M votes, without Ray: its signature (a validator's), its check (the coordinator's, and the
+    ledger's again at import) and its size on the wire, what a block holds V of."""
+    from dlbc_ray import crypto
+    from dlbc_ray.canonical import canonical_bytes
+    from dlbc_ray.crypto import Identity
+    from dlbc_ray.schema import Ballot, Verdict, Vote
+
+    who = Identity.from_seed("scale-validator", b"scale/validator")
+    h = lambda i: f"{i:064x}"  # noqa: E731
+    out = {}
+    for m in sizes:
+        votes = tuple(Vote(commit=h(i + 1), verdict=Verdict.VALID, score=9000 + i % 999) for i in range(m))
+        ballots = [Ballot(task_id=h(0), round_id=h(0), submissions_root=h(0), base_hash=h(0), close_ms=1 + i,
+                          validator=who.public_key, votes=votes) for i in range(repeats)]
+        signing, checking, signed = [], [], []
+        for ballot in ballots:  # each one new: signature verdicts may be cached
+            signing.append(_median_ms(lambda: signed.append(crypto.sign(who, ballot, h(0))), 1))
+        for one in (pickle.loads(pickle.dumps(x)) for x in signed):  # as it arrives: no cached bytes
+            checking.append(_median_ms(lambda: crypto.is_valid_signature(one), 1))
+        out[m] = {"sign_ms": statistics.median(signing), "verify_ms": statistics.median(checking),
+                  "bytes": len(canonical_bytes(signed[0]))}
+    return out
+
+
+def actor_memory() -> dict[str, dict[str, float]]:
+    """Per actor class of this Ray cluster (the GCS's actor table: other clusters on the machine do not count),
+    RSS and PSS in MiB of its live processes: median, max, the PSS total, and how many."""
+    import psutil
+    from ray._private import state  # the GCS's table gives each actor's pid without a dashboard
+
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for actor in state.actors().values():
+        if actor["State"] != "ALIVE" or not actor["Pid"]:
+            continue
+        try:
+            mem = psutil.Process(actor["Pid"]).memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        kinds.setdefault(actor["ActorClassName"], []).append((mem.rss / 2**20, getattr(mem, "pss", mem.rss) / 2**20))
+    return {k: {"rss_mib": statistics.median(r for r, _ in v), "rss_max_mib": max(r for r, _ in v),
+                "pss_mib": statistics.median(p for _, p in v), "pss_total_mib": sum(p for _, p in v), "n": len(v)}
+            for k, v in sorted(kinds.items())}
+
+
+def _median_ms(fn: Any, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
