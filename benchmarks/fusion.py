@@ -33,7 +33,8 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import hash_weights
 from dlbc_ray.models.data import DatasetBundle, Split, load_builtin, shard_indices
 from dlbc_ray.models.evaluate import evaluate
-from dlbc_ray.models.fusion import Contribution, common_start, evaluate_ensemble, fuse, fused_net, to_raw
+from dlbc_ray.models.ensemble import evaluate_ensemble
+from dlbc_ray.models.fusion import Contribution, common_start, fuse, fused_net, to_raw
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.sml import MappedNet, SecureMappingLayer, derive_seed

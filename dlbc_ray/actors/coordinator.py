@@ -45,6 +45,7 @@ from dlbc_ray.consensus.decision import Decision
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
 from dlbc_ray.ledger.chain import BlockImportResult
+from dlbc_ray.models.fusion import check_fusion_mode
 from dlbc_ray.models.objectives import check_task_objective
 from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
 from dlbc_ray.schema.base import revalidated
@@ -154,6 +155,7 @@ class Consensus:
         task_pool.check_data(spec.dataset, train, test)
         task_code.install(spec.code, allowed=self.cfg.allow_task_code)  # the queue prices the task's own net
         check_task_objective(spec.metric, spec.dataset.n_classes, spec.dataset.partition)  # on the wire any name
+        check_fusion_mode(spec.fusion)  # the wire carries any well-formed name; the registry decides
         if task_id not in self.pool and escrow.get_posting(self.snapshot(), task_id) == "new":
             self.pool.save(task_id, task, train, test)  # before the posting: a restart then finds the data
         if self._post_task(task_id, task) == "open":

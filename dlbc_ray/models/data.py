@@ -6,12 +6,9 @@ function is deterministic in its seed; every bad input is an ``InvalidTask``.
 
 from __future__ import annotations
 
-import csv
 import os
 import random
-import tokenize
 import zipfile
-import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,15 +18,11 @@ import numpy as np
 from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.crypto import hash_weights
 from dlbc_ray.errors import InvalidTask
-from dlbc_ray.models import readers
+from dlbc_ray.models.formats import dataset_format
 from dlbc_ray.schema.task import MAX_INPUT_RANK
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "iris", "wine", "breast_cancer")
 MNIST1D_CACHE_NAME = "mnist1d-v1.npz"
-NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-# What a damaged .npz can raise from zipfile, zlib and numpy's header parser.
-_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, zipfile.BadZipFile, zlib.error,
-               tokenize.TokenError)
 _SKLEARN = {"digits": "load_digits", "iris": "load_iris", "wine": "load_wine", "breast_cancer": "load_breast_cancer"}
 
 
@@ -137,8 +130,8 @@ def _generate_mnist1d() -> tuple[np.ndarray, ...]:
 
 
 def load_file(path: Path, *, limits: Limits = LIMITS, regression: bool = False) -> DatasetBundle:
-    """A user dataset: ``.npz`` (x_train, y_train, x_test, y_test), ``.csv`` or ``.parquet`` (label, split,
-    features), or an image folder (``train/<class>/``, ``test/<class>/``; see ``readers``).
+    """A user dataset in a registered format (``models.formats``): ``.npz`` (x_train, y_train, x_test,
+    y_test), ``.csv`` or ``.parquet`` (label, split, features), or an image folder (see ``readers``).
 
     Sizes are checked before any array is read; labels must be 0..K-1 (``regression``: any finite float
     targets, kept as float32, one output) and features finite as float32.
@@ -151,76 +144,19 @@ def load_file(path: Path, *, limits: Limits = LIMITS, regression: bool = False) 
         raise InvalidTask(f"{_clip(str(path))}: cannot read ({type(e).__name__})", reason="unreadable") from None
     if size is None and not is_dir:
         raise InvalidTask(f"{path}: no such dataset file or image folder", reason="missing_file")
-    if not is_dir and path.suffix.lower() not in FILE_READERS:
-        raise InvalidTask(f"{path}: unknown dataset extension '{path.suffix}'; use .npz, .csv, .parquet or an image "
-                          "folder", reason="bad_extension")
-    if path.suffix.lower() in (".csv", ".parquet") and size is not None and size > limits.max_dataset_bytes:
+    fmt = dataset_format(path, is_dir=is_dir)
+    if fmt.size_first and size is not None and size > limits.max_dataset_bytes:
         raise InvalidTask(f"{path}: {size:,} bytes is over the {limits.max_dataset_bytes:,}-byte limit", reason="too_large")
-    if is_dir and regression:
-        raise InvalidTask(f"{path}: an image folder holds classes; a regression task needs float targets in a "
-                          ".npz, .csv or .parquet file", reason="bad_labels")
-    reader = readers.read_image_folder if is_dir else FILE_READERS[path.suffix.lower()]
-    x_train, y_train, x_test, y_test = reader(path, limits)
+    if fmt.classes_only and regression:
+        raise InvalidTask(f"{path}: {fmt.what} holds classes; a regression task needs float targets in a format "
+                          "that holds them", reason="bad_labels")
+    x_train, y_train, x_test, y_test = fmt.read(path, limits)
     train = _checked_split(path, "train", x_train, y_train, limits, regression)
     test = _checked_split(path, "test", x_test, y_test, limits, regression)
     if train.x.shape[1:] != test.x.shape[1:]:
         shapes = f"{train.x.shape[1:]} but test features {test.x.shape[1:]}"
         raise InvalidTask(f"{path}: train features have shape {shapes}", reason="shape_mismatch")
     return _bundle(path.stem, train, test)
-
-
-def _read_npz(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename.removesuffix(".npy"): info.file_size for info in archive.infolist()}
-        missing = [k for k in NPZ_ARRAYS if k not in members]
-        if missing:
-            raise InvalidTask(f"{path}: missing array '{missing[0]}'", reason="missing_array")
-        total = sum(members[k] for k in NPZ_ARRAYS)
-        if total > limits.max_dataset_bytes:
-            raise InvalidTask(f"{path}: its arrays hold {total:,} bytes, over the {limits.max_dataset_bytes:,}-byte "
-                              "limit", reason="too_large")
-        with np.load(path, allow_pickle=False) as f:
-            return tuple(f[k] for k in NPZ_ARRAYS)
-    except _NPZ_ERRORS as e:
-        raise InvalidTask(f"{path}: not a readable .npz file ({_clip(' '.join(str(e).split()), 80)})",
-                          reason="unreadable") from None
-
-
-def _read_csv(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InvalidTask(f"{path}: not a readable .csv file ({_clip(str(e), 80)})", reason="unreadable") from None
-    header = [h.strip() for h in rows[0]] if rows else []
-    features = [h for h in header if h not in ("label", "split")]
-    for column in ("label", "split"):
-        if column not in header:
-            raise InvalidTask(f"{path}: missing column '{column}'", reason="missing_column")
-    if not features:
-        raise InvalidTask(f"{path}: no feature columns besides 'label' and 'split'", reason="missing_column")
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise InvalidTask(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}", reason="bad_row")
-    columns = {h: np.array([row[i].strip() for row in rows[1:]], dtype=str) for i, h in enumerate(header)}
-    is_train = columns["split"] == "train"
-    if not (is_train | (columns["split"] == "test")).all():
-        raise InvalidTask(f"{path}: column 'split' may only hold 'train' or 'test'", reason="bad_split")
-    x = np.stack([_numbers(path, h, columns[h]) for h in features], axis=1)
-    y = _numbers(path, "label", columns["label"])
-    return x[is_train], y[is_train], x[~is_train], y[~is_train]
-
-
-FILE_READERS = {".npz": _read_npz, ".csv": _read_csv, ".parquet": readers.read_parquet}
-
-
-def _numbers(path: Path, column: str, values: np.ndarray) -> np.ndarray:
-    try:
-        return values.astype(np.float64)
-    except ValueError:
-        raise InvalidTask(f"{path}: column {_clip(repr(column), 60)} holds a non-numeric value",
-                          reason="not_numeric") from None
 
 
 def _checked_split(path: Path, part: str, x: np.ndarray, y: np.ndarray, limits: Limits,

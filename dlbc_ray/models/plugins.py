@@ -58,8 +58,8 @@ def net_factory(*, description: str = "", defaults: Mapping[str, Any] | None = N
                 first_layer: str = "") -> Callable[[NetFactory], NetFactory]:
     """Decorate a user's factory with what ``dlbc-ray nets`` shows and the parameters it takes."""
     def mark(factory: NetFactory) -> NetFactory:
-        factory.__dlbc_net__ = {"description": description, "defaults": dict(defaults or {}),  # type: ignore[attr-defined]
-                                "watermark_layer": watermark_layer, "first_layer": first_layer}
+        setattr(factory, "__dlbc_net__", {"description": description, "defaults": dict(defaults or {}),
+                                          "watermark_layer": watermark_layer, "first_layer": first_layer})
         return factory
     return mark
 

@@ -1,9 +1,11 @@
-"""Dataset formats beyond npz/csv: Parquet tables and image folders, each read within ``Limits``.
+"""The built-in dataset readers (registered in ``formats``), each reading within ``Limits``.
 
 Each reader returns ``(x_train, y_train, x_test, y_test)`` as raw arrays; ``data.load_file``
 checks them (shapes, labels 0..K-1, finite features) like any other format's. Sizes are
 checked from metadata or headers before the data is read.
 
+- npz: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (no pickles).
+- CSV: a header with ``label``, ``split`` (``train``/``test``) and numeric feature columns.
 - Parquet: columns ``label``, ``split`` (``train``/``test``) and numeric feature columns,
   the same layout as a CSV file. Needs pyarrow.
 - Image folder: ``train/<class>/*`` and ``test/<class>/*`` (png, jpg, bmp, gif); classes are
@@ -13,15 +15,78 @@ checked from metadata or headers before the data is read.
 
 from __future__ import annotations
 
+import csv
 import math
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlbc_ray.config import Limits
 from dlbc_ray.errors import InvalidTask
 
+if TYPE_CHECKING:  # pyarrow is imported only for a .parquet file
+    import pyarrow as pa
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+# What a damaged .npz can raise from zipfile, zlib and numpy's header parser.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, zipfile.BadZipFile, zlib.error,
+               tokenize.TokenError)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def read_npz(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info.file_size for info in archive.infolist()}
+        missing = [k for k in NPZ_ARRAYS if k not in members]
+        if missing:
+            raise InvalidTask(f"{path}: missing array '{missing[0]}'", reason="missing_array")
+        total = sum(members[k] for k in NPZ_ARRAYS)
+        if total > limits.max_dataset_bytes:
+            raise InvalidTask(f"{path}: its arrays hold {total:,} bytes, over the {limits.max_dataset_bytes:,}-byte "
+                              "limit", reason="too_large")
+        with np.load(path, allow_pickle=False) as f:
+            return tuple(f[k] for k in NPZ_ARRAYS)
+    except _NPZ_ERRORS as e:
+        raise InvalidTask(f"{path}: not a readable .npz file ({_clip(' '.join(str(e).split()), 80)})",
+                          reason="unreadable") from None
+
+
+def read_csv(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InvalidTask(f"{path}: not a readable .csv file ({_clip(str(e), 80)})", reason="unreadable") from None
+    header = [h.strip() for h in rows[0]] if rows else []
+    features = [h for h in header if h not in ("label", "split")]
+    for column in ("label", "split"):
+        if column not in header:
+            raise InvalidTask(f"{path}: missing column '{column}'", reason="missing_column")
+    if not features:
+        raise InvalidTask(f"{path}: no feature columns besides 'label' and 'split'", reason="missing_column")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InvalidTask(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}", reason="bad_row")
+    columns = {h: np.array([row[i].strip() for row in rows[1:]], dtype=str) for i, h in enumerate(header)}
+    is_train = columns["split"] == "train"
+    if not (is_train | (columns["split"] == "test")).all():
+        raise InvalidTask(f"{path}: column 'split' may only hold 'train' or 'test'", reason="bad_split")
+    x = np.stack([_numbers(path, h, columns[h]) for h in features], axis=1)
+    y = _numbers(path, "label", columns["label"])
+    return x[is_train], y[is_train], x[~is_train], y[~is_train]
+
+
+def _numbers(path: Path, column: str, values: np.ndarray) -> np.ndarray:
+    try:
+        return values.astype(np.float64)
+    except ValueError:
+        raise InvalidTask(f"{path}: column {_clip(repr(column), 60)} holds a non-numeric value",
+                          reason="not_numeric") from None
 
 
 def read_parquet(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
@@ -61,8 +126,8 @@ def _check_columns(path: Path, columns: list[str]) -> None:
         raise InvalidTask(f"{path}: no feature columns besides 'label' and 'split'", reason="missing_column")
 
 
-def _numeric(path: Path, table: object, column: str) -> np.ndarray:
-    values = table.column(column)  # type: ignore[attr-defined]
+def _numeric(path: Path, table: pa.Table, column: str) -> np.ndarray:
+    values = table.column(column)
     if values.null_count or not (str(values.type).startswith(("int", "uint", "float", "double", "bool"))):
         raise InvalidTask(f"{path}: column {_clip(repr(column), 60)} holds a non-numeric or missing value",
                           reason="not_numeric")

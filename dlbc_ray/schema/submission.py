@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field
 
 from dlbc_ray.constants import BALLOT_DOMAIN, FUSION_VOTE_DOMAIN, MAX_SUBMISSIONS, REVEAL_DOMAIN, SUBMISSION_DOMAIN
 from dlbc_ray.schema.base import MAX_NONCE, FrozenModel, Hash, Millis, PublicKey, Score
+from dlbc_ray.schema.task import FusionMode
 
 
 class Submission(FrozenModel):
@@ -105,7 +106,7 @@ class FusionVote(FrozenModel):
     task_id: Hash
     round_id: Hash
     validator: PublicKey
-    rule: Literal["fedavg", "trimmed-mean", "median", "ensemble"]
+    rule: FusionMode = Field(description="the task's fusion rule (a registered one: its task passed admission)")
     contributors: tuple[Hash, ...] = Field(min_length=2, max_length=MAX_SUBMISSIONS,
                                            description="commits fused, in arrival order")
     fused_hash: Hash

@@ -23,7 +23,10 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS,
 ParamInt = Annotated[int, Field(ge=-MAX_WIDTH, le=MAX_WIDTH)]
 ParamValue = (ParamInt | Annotated[float, Field(allow_inf_nan=False)] | Name | bool
               | Annotated[list[ParamInt], Field(max_length=MAX_LIST_ITEMS)])
-FusionMode = Literal["winner", "fedavg", "trimmed-mean", "median", "ensemble"]
+FUSION_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+# "winner", or a rule of the fusion registry (dlbc_ray.models.fusion), which admission checks: the
+# wire names no rule, so a rule registered in one place is usable everywhere.
+FusionMode = Annotated[str, StringConstraints(pattern=FUSION_NAME)]
 Partition = Literal["none", "iid", "non-iid"]
 
 
@@ -75,7 +78,8 @@ class Task(FrozenModel):
     reward: Amount = Field(gt=0)
     deadline_ms: Millis
     max_epochs: int = Field(ge=1, le=10_000)
-    fusion: FusionMode = "winner"
+    fusion: FusionMode = Field(default="winner", description="'winner', or a registered fusion rule "
+                               "(dlbc_ray.models.fusion.FUSION_RULES): on the wire any such name, checked at admission")
     kind: Literal["request", "standing"] = Field(
         default="request", description="standing: PoLe's open-ended task, target = the chain's difficulty")
     created_ms: Millis

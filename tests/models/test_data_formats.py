@@ -127,13 +127,13 @@ def test_a_task_file_names_the_new_formats_and_only_their_name_goes_on_chain(tmp
 
 
 def test_a_new_file_format_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dlbc_ray.models import data
+    from dlbc_ray.models import formats
 
     def read_tsv(path: Path, limits: Limits) -> tuple[np.ndarray, ...]:
         rows = np.loadtxt(path, delimiter="\t")
         return rows[:4, 1:], rows[:4, 0], rows[4:, 1:], rows[4:, 0]
 
-    monkeypatch.setitem(data.FILE_READERS, ".tsv", read_tsv)
+    monkeypatch.setitem(formats.DATASET_FORMATS, ".tsv", formats.DatasetFormat(".tsv", read_tsv, ".tsv"))
     path = tmp_path / "t.tsv"
     path.write_text("\n".join(f"{i % 2}\t{i}\t{i * 2}" for i in range(6)) + "\n")
     bundle = load_file(path)

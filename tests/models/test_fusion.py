@@ -13,14 +13,12 @@ from dlbc_ray.crypto import hash_weights
 from dlbc_ray.errors import InvalidTask
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.evaluate import evaluate, predict
+from dlbc_ray.models.ensemble import EnsembleNet, ensemble_predict, evaluate_ensemble
 from dlbc_ray.models.fusion import (
     Contribution,
-    EnsembleNet,
     common_start,
     coordinate_median,
     ensemble_hash,
-    ensemble_predict,
-    evaluate_ensemble,
     fedavg,
     fuse,
     fused_net,
