@@ -8,80 +8,32 @@ with a status code and one line: never a traceback.
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader
 from starlette.background import BackgroundTask
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from dlbc_ray.errors import CorruptLedger, DLBCError
+from dlbc_ray.errors import DLBCError
 from dlbc_ray.explorer import reader
+from dlbc_ray.explorer.errors import ExplorerError, as_explorer_error, install_error_pages, read, scrub
 from dlbc_ray.explorer.live import LiveState
 from dlbc_ray.runtime.home import Home
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-NOT_FOUND_REASONS = {"missing", "unknown_task", "unknown_account"}
-UNAVAILABLE_REASONS = {"missing_ledger", "empty"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-class ExplorerError(Exception):
-    """What a request could not get: an HTTP status, a stable code and one line for the user."""
-
-    def __init__(self, status: int, code: str, detail: str, height: int | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.height = status, code, detail, height
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
-        if self.height is not None:
-            body["height"] = self.height
-        return body
-
-
-def as_explorer_error(error: DLBCError) -> ExplorerError:
-    reason = error.reason or ""
-    height = getattr(error, "height", None)
-    if reason in UNAVAILABLE_REASONS:
-        return ExplorerError(503, "ledger_unavailable", str(error), height)
-    if reason in NOT_FOUND_REASONS:
-        return ExplorerError(404, "not_found", str(error))
-    if isinstance(error, CorruptLedger):
-        return ExplorerError(500, "corrupt_ledger", f"the ledger cannot be read: {error}", height)
-    return ExplorerError(500, reason or "ledger_error", str(error), height)
-
-
-def read(home: Home, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(ledger, *args)`` on the home's ledger opened read-only; ledger errors become ExplorerError."""
-    try:
-        with reader.open_ledger(home) as ledger:
-            return fn(ledger, *args)
-    except DLBCError as e:
-        raise as_explorer_error(e) from None
-    except sqlite3.DatabaseError as e:
-        raise ExplorerError(500, "corrupt_ledger", f"the ledger cannot be read: {home.ledger}: {e}") from None
-
-
-def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or request.url.path == "/api"
 
 
 def create_app(home: Home, live: LiveState | None = None, *, allowed_hosts: list[str] | None = None) -> FastAPI:
@@ -97,7 +49,7 @@ def create_app(home: Home, live: LiveState | None = None, *, allowed_hosts: list
     app.mount("/static", StaticFiles(packages=[("dlbc_ray.explorer", "static")]), name="static")
     app.include_router(api_routes(home, live))
     app.include_router(page_routes(home, live, templates))
-    install_error_pages(app, templates)
+    install_error_pages(app, templates, home)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -130,11 +82,12 @@ def task_view(home: Home, live: LiveState, task_id: str) -> dict[str, Any]:
     return info
 
 
-def network_view(live: LiveState) -> dict[str, Any]:
+def network_view(home: Home, live: LiveState) -> dict[str, Any]:
     """``dlbc-ray status --json``'s object under ``status`` when a network answers, else why not."""
     status, detail = live.network()
     snapshot = live.snapshot()
-    return {"up": snapshot["up"], "source": snapshot["source"], "detail": detail, "status": status,
+    return {"up": snapshot["up"], "source": snapshot["source"], "detail": scrub(detail, home) if detail else detail,
+            "status": status,
             "rounds": snapshot["rounds"]}
 
 
@@ -200,7 +153,7 @@ def api_routes(home: Home, live: LiveState) -> APIRouter:
 
     @api.get("/network", summary="Members, health, resources and rounds in flight (`dlbc-ray status --json`)")
     def network() -> dict[str, Any]:
-        return network_view(live)
+        return network_view(home, live)
 
     @api.get("/charts", summary="Accuracy per block, intervals and difficulty, contribution shares, round times")
     def charts() -> dict[str, Any]:
@@ -217,7 +170,7 @@ def model_file(home: Home, task_id: str) -> FileResponse:
     """Export the winner's model to a temporary file (never into the home) and send it."""
     info = read(home, reader.task_detail, task_id)
     if not info["model_available"]:
-        raise ExplorerError(404, "not_found", f"task {task_id[:16]} has no delivered model in {home.artifacts}")
+        raise ExplorerError(404, "not_found", f"task {task_id[:16]} has no delivered model in this home")
     from dlbc_ray.runtime.client import export_model
     from dlbc_ray.schema import Task
 
@@ -276,7 +229,7 @@ def page_routes(home: Home, live: LiveState, templates: Jinja2Templates) -> APIR
 
     @pages.get("/network", response_class=HTMLResponse)
     def network(request: Request) -> HTMLResponse:
-        return page(request, "network.html", n=network_view(live))
+        return page(request, "network.html", n=network_view(home, live))
 
     @pages.get("/charts", response_class=HTMLResponse)
     def charts(request: Request) -> HTMLResponse:
@@ -284,35 +237,3 @@ def page_routes(home: Home, live: LiveState, templates: Jinja2Templates) -> APIR
 
     return pages
 
-
-def install_error_pages(app: FastAPI, templates: Jinja2Templates) -> None:
-    def render(request: Request, error: ExplorerError) -> Response:
-        if wants_json(request):
-            return JSONResponse(error.body(), status_code=error.status)
-        return templates.TemplateResponse(request, "error.html", {"error": error, "head": None, "page_data":
-                                          {"page": "error", "code": error.code}, "live": None},
-                                          status_code=error.status)
-
-    @app.exception_handler(ExplorerError)
-    async def explorer_error(request: Request, exc: ExplorerError) -> Response:
-        return render(request, exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = "not_found" if exc.status_code == 404 else "http_error"
-        detail = f"no page at {request.url.path[:200]}" if exc.status_code == 404 else str(exc.detail)
-        return render(request, ExplorerError(exc.status_code, code, detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        if wants_json(request):
-            first = exc.errors()[0] if exc.errors() else {}
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return render(request, ExplorerError(422, "bad_request", f"{where}: {first.get('msg', 'invalid')}"))
-        return render(request, ExplorerError(404, "not_found", f"no page at {request.url.path[:200]}"))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("explorer: unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
-        return render(request, ExplorerError(500, "internal_error", f"unexpected {type(exc).__name__}; the "
-                                                                    "explorer's log has the details"))

@@ -131,7 +131,7 @@ class ClusterPoller(threading.Thread):
         from dlbc_ray.errors import DLBCError
 
         if self.address is None and service.read_record(self.home) is None:
-            self.live.observe_network(None, f"no network is up for {self.home.root} (no network.json); "
+            self.live.observe_network(None, "no network is up for this home (no network.json); "
                                             "showing the ledger only")
             return
         try:

@@ -38,7 +38,7 @@ class Ledger:
 def open_ledger(home: Home) -> Iterator[Ledger]:
     """The home's ledger, read-only; ConfigError if missing, CorruptLedger if it cannot be read."""
     if not home.ledger.exists():
-        raise ConfigError(f"no ledger in {home.root}; run `dlbc-ray demo` or `dlbc-ray up` first",
+        raise ConfigError("no ledger in this home yet; run `dlbc-ray demo` or `dlbc-ray up` first",
                           reason="missing_ledger")
     store = LedgerStore(home.ledger, read_only=True)
     try:

@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from dlbc_ray.errors import ConfigError
+from dlbc_ray.runtime.home import Home
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
@@ -75,15 +76,14 @@ class Background:
 class DemoExplorer:
     """The explorer beside ``dlbc-ray demo --explorer``: the demo's callbacks keep its live state current."""
 
-    def __init__(self, home: object, host: str, port: int) -> None:
+    def __init__(self, home: Home, host: str, port: int) -> None:
         from dlbc_ray.explorer.app import create_app
         from dlbc_ray.explorer.live import DemoFeed, LiveState
 
         self.live = LiveState(source="demo")
         self.feed = DemoFeed(self.live)
         self.url = url(host, port)
-        self.background = Background(create_app(home, self.live, allowed_hosts=allowed_hosts(host)),  # type: ignore[arg-type]
-                                     host, port)
+        self.background = Background(create_app(home, self.live, allowed_hosts=allowed_hosts(host)), host, port)
 
     def start(self) -> str:
         self.background.start()
