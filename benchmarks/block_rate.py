@@ -273,7 +273,7 @@ def plot(figs: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dlbc_ray.runtime.plots import _integer_heights
+    from dlbc_ray.runtime.plots import save_figure
 
     t = figs[0]["target_interval_s"]
     fig, (interval, difficulty) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
@@ -297,12 +297,7 @@ def plot(figs: list[dict[str, Any]], path: Path) -> Path:
                  ylabel="seconds", ylim=(0, 4 * t))
     interval.legend(fontsize=8, ncol=3)
     difficulty.set(title="difficulty (accuracy target of the standing task)", xlabel="block height", ylabel="accuracy")
-    _integer_heights(interval, difficulty)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, interval, difficulty)
 
 
 def main() -> None:

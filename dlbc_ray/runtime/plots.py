@@ -36,20 +36,22 @@ def plot_rounds(reports: Sequence[RoundReport], path: Path) -> Path:
         bottom = [b + p for b, p in zip(bottom, part)]
     secs.set(title="where each round's time went", xlabel="block height", ylabel="seconds")
     secs.legend()
-    _integer_heights(acc, secs)
+    return save_figure(fig, path, acc, secs)
+
+
+def save_figure(fig: Any, path: Path, *height_axes: Any) -> Path:
+    """Whole-number ticks on the block-height axes (no 1.25), then the figure laid out, written to ``path``
+    (its folder made) and closed."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in height_axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _integer_heights(*axes: Any) -> None:
-    """Block heights are whole numbers: no 1.25 ticks."""
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def pole_points(chain: Any) -> list[tuple[int, float, float]]:
@@ -79,9 +81,4 @@ def plot_pole(points: Sequence[tuple[int, float, float]], target_interval_s: flo
     difficulty.step(heights, [p[2] for p in points], where="mid", color="tab:red")
     difficulty.set(title="difficulty (accuracy target of the standing task)", xlabel="block height",
                    ylabel="accuracy")
-    _integer_heights(interval, difficulty)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, interval, difficulty)
