@@ -91,7 +91,7 @@ class Consensus:
         self.groups = [_Group([self.miners[n] for n in g]) for g in names]
         self.live = _Live()
         self._chain_id: str | None = None
-        self.pool = task_pool.TaskPool(Path(home) / "tasks" if home else None)
+        self.pool = task_pool.TaskPool(Path(home) / "tasks" if home else None, allow_code=self.cfg.allow_task_code)
         self._commit = threading.Lock()
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None

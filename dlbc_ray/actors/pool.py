@@ -7,6 +7,7 @@ consensus can rebuild the pool from the ledger's open tasks.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors.round_runner import TaskData
+from dlbc_ray.actors.task_code import install
 from dlbc_ray.consensus import ChainState
 from dlbc_ray.consensus.ranking import PendingTask, RankingWeights, estimate_cost, explain, rank_tasks
 from dlbc_ray.errors import InvalidTask
@@ -25,6 +27,7 @@ from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.schema import DatasetSpec, Signed, Task
 from dlbc_ray.schema.round_messages import RoundReport
 
+log = logging.getLogger(__name__)
 Status = Literal["queued", "mining", "done", "failed", "expired"]
 FINAL: frozenset[str] = frozenset({"done", "expired"})  # settled on chain
 
@@ -49,7 +52,8 @@ def check_data(dataset: DatasetSpec, train: Split, test: Split) -> None:
 
 
 def task_cost(task: Task) -> PendingTask:
-    """DLBC's factors for one task, from its model and dataset spec."""
+    """DLBC's factors for one task, from its model and dataset spec; a net from the task's own code needs
+    that code installed first (``TaskPool.add`` does)."""
     from dlbc_ray.models.nets import build_net, count_parameters, estimate_flops
 
     net = build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes)
@@ -61,10 +65,15 @@ def task_cost(task: Task) -> PendingTask:
 
 
 class TaskPool:
-    """Thread-safe; ``folder`` (None in the demo) keeps task data, so the chain's open tasks can be adopted."""
+    """Thread-safe; ``folder`` (None in the demo) keeps task data, so the chain's open tasks can be adopted.
 
-    def __init__(self, folder: Path | None) -> None:
+    ``allow_code``: the operator's --allow-task-code; a task with its own code is priced (its net built)
+    only after that code is installed, and is not adopted at all without the opt-in.
+    """
+
+    def __init__(self, folder: Path | None, *, allow_code: bool = False) -> None:
         self.folder = folder
+        self.allow_code = allow_code
         self._entries: dict[str, PoolEntry] = {}
         self._lock = threading.Lock()
         self._no_data: set[str] = set()
@@ -76,6 +85,7 @@ class TaskPool:
         """Queue a task once: False (and no change) if it is already in the pool."""
         if task_id in self:
             return False
+        install(task.message.code, allowed=self.allow_code)  # before pricing: the net may be the task's own
         entry = PoolEntry(task_id, task, TaskData(ray.put(train), ray.put(test)), task_cost(task.message))
         with self._lock:
             return self._entries.setdefault(task_id, entry) is entry
@@ -119,6 +129,11 @@ class TaskPool:
             self._no_data.add(task_id)
             return False
         task = Signed[Task].model_validate_json(spec.read_text())
+        if task.message.code is not None and not self.allow_code:
+            log.warning("open task %s ships its own code; start the network with --allow-task-code to mine it",
+                        task_id[:12])
+            self._no_data.add(task_id)
+            return False
         with np.load(data, allow_pickle=False) as z:
             self.add(task_id, task, Split(z["x_train"], z["y_train"]), Split(z["x_test"], z["y_test"]))
         return True
