@@ -121,7 +121,8 @@ def miner_vs_plain(net: Any, cfg: Any, bundle: Any, data: Any, repeats: int) -> 
                                base_height=0, base_hash="00" * 32, eval_seed=0,
                                submit_deadline_ms=now_ms() + 3_600_000)
             cpu0 = process_cpu_s(info["pid"])
-            mined_ref, _ = miner.handle.mine.remote(task, data.train, ctx, None)
+            signed = crypto.sign(net.identities.consensus, ctx, net.chain_id)  # miners train for the proposer's rounds
+            mined_ref, _ = miner.handle.mine.remote(task, data.train, signed, None)
             miner_s.append(get(mined_ref, timeout=600, what="solo miner").stats.train_s)
             miner_cpu.append(process_cpu_s(info["pid"]) - cpu0)
             torch.set_num_threads(threads)

@@ -21,6 +21,7 @@ REVEAL_DOMAIN = b"dlbc/reveal/v1"
 CHAIN_DOMAIN = b"dlbc/chain/v1"
 FUSION_VOTE_DOMAIN = b"dlbc/fusion-vote/v1"
 WINDOW_CLOSE_DOMAIN = b"dlbc/window-close/v1"
+ROUND_CONTEXT_DOMAIN = b"dlbc/round-context/v1"  # the proposer's word that a round of a task is open
 
 # Counts a block may carry: bounded so that no block can exhaust a validator's memory.
 MAX_VALIDATORS = 256

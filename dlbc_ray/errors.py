@@ -90,6 +90,10 @@ class RevealRefused(InvalidMessage):
     """A miner keeps its seed (or goes on mining): no window close signed by the proposer for its round."""
 
 
+class RoundRefused(InvalidMessage):
+    """A miner or validator works only for a round the proposer signed, of the task it was handed."""
+
+
 class InvalidModelFile(DLBCError):
     """A model file is not safetensors, is truncated, or has the wrong architecture."""
 

@@ -28,9 +28,15 @@ from dlbc_ray.schema import (
     Verdict,
     Vote,
 )
+from dlbc_ray.schema.round_messages import RoundContext
 
 T0 = 1_700_000_000_000
 M = TypeVar("M", bound=BaseModel)
+
+
+def signed_round(proposer: Identity, ctx: RoundContext) -> Signed[RoundContext]:
+    """``ctx`` as the proposer signs it for its chain: miners train, and validators judge, for no other round."""
+    return crypto.sign(proposer, ctx, ctx.chain_id)
 
 
 def fake_hash(label: str) -> str:

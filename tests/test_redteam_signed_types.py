@@ -20,7 +20,7 @@ import dlbc_ray.schema as schema
 from dlbc_ray import crypto
 from dlbc_ray.consensus.verdicts import check_reveal
 from dlbc_ray.schema import Reveal, Transfer
-from dlbc_ray.schema.round_messages import WindowClose
+from dlbc_ray.schema.round_messages import RoundContext, WindowClose
 from tests.builders import T0, World, fake_hash
 
 TESTS = Path(__file__).parent
@@ -33,6 +33,7 @@ CROSS_CHAIN: dict[str, tuple[str, str, str]] = {
     "FusionVote": ("ledger", "fusion_vote_chain", "consensus/test_validation_rules.py"),
     "BlockHeader": ("ledger", "chain_id", "consensus/test_validation.py"),
     "WindowClose": ("miner (reveal, cancel)", "wrong_chain", "actors/test_miner_secrets.py"),
+    "RoundContext": ("miner (mine), validator (validate, fuse)", "round_chain", "consensus/test_round_context.py"),
     "Reveal": ("validator (check_reveal)", "Verdict.BAD_REVEAL", "consensus/test_verdicts.py"),
     "ChainParams": ("genesis: the chain id is the hash of these parameters", "chain_id",
                     "consensus/test_validation.py"),
@@ -67,6 +68,8 @@ def samples(world: World) -> list[pydantic.BaseModel]:
     return [task.message, sub.message, ballot.message, world.genesis.header, world.params,
             Transfer(sender=world.requester.public_key, recipient=world.miners[0].public_key, amount=5, nonce=0),
             WindowClose(task_id=sub.message.task_id, round_id=fake_hash("r"), closed_ms=T0, opens=()),
+            RoundContext(chain_id=world.chain_id, round_id=fake_hash("r"), task_id=sub.message.task_id, base_height=0,
+                         base_hash=fake_hash("h"), eval_seed=0, submit_deadline_ms=T0),
             Reveal(task_id=sub.message.task_id, commit=sub.message.commit, sml_seed="ab" * 32)]
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import ray
 
 from dlbc_ray import crypto
-from dlbc_ray.actors.miner import Miner, Sealed, own_marks, settled, training_seed
+from dlbc_ray.actors import inbound
+from dlbc_ray.actors.miner import Miner, Sealed, mine_round, own_marks, settled, training_seed
 from dlbc_ray.actors.secret_probe import probe_rivals
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
@@ -93,6 +94,7 @@ class AdversaryMiner(Miner):
         self.records: list[AttackRecord] = []
         self.closes: list[Signed[WindowClose]] = []  # every real close it was shown: a prober replays them
         self._leaks: tuple[str, ...] = ()
+        self._signed: Signed[RoundContext] | None = None  # the round being attacked, as the proposer signed it
         self._loot: _Loot | None = None
 
     def arm(self, attack: MinerAttack | None) -> None:
@@ -104,17 +106,18 @@ class AdversaryMiner(Miner):
         return self.records[-1] if self.records else None
 
     @ray.method(num_returns=2)
-    def mine(self, task: Signed[Task], data: Split | None, ctx: RoundContext,
+    def mine(self, task: Signed[Task], data: Split | None, ctx: Signed[RoundContext],
              progress: Any = None) -> tuple[MinedSubmission, Weights]:
         attack = self.attack
         if attack is None or data is None:  # private shards (BaaS): no attack is written for them
             return super().mine(task, data, ctx, progress)
-        self._leaks = ()
-        mined, weights, note = PLAYS[attack.kind](self, attack, task, data, ctx)
+        self._leaks, self._signed = (), ctx  # the proposer's signed round: plays that train honestly pass it on
+        _, round_ = inbound.round_of(task, ctx, self.proposer)  # it attacks real rounds only, as a miner would
+        mined, weights, note = PLAYS[attack.kind](self, attack, task, data, round_)
         sub = mined.signed.message
         self.records.append(AttackRecord(attack.kind, sub.commit, sub.model_hash, note, self._leaks))
         if attack.kind == "late":  # recorded first: the suite may ask while this call still sleeps
-            time.sleep(max(0.0, ctx.submit_deadline_ms / 1e3 + attack.late_by_s - time.time()))
+            time.sleep(max(0.0, round_.submit_deadline_ms / 1e3 + attack.late_by_s - time.time()))
         return mined, weights
 
     def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
@@ -166,7 +169,7 @@ class AdversaryMiner(Miner):
         """Seed shopping: train (and record, honestly) under another round's seed, as if it had kept the best
         of several runs, and commit that run's transcript; the round's public seed is not the one it used."""
         other = ctx.model_copy(update={"round_id": hashlib.sha256(b"another seed|" + ctx.round_id.encode()).hexdigest()})
-        mined, weights = super().mine(task, data, other)
+        mined, weights = mine_round(self, task.message, data, other)  # its own code: no signed round needed
         commit = mined.signed.message.commit
         self._rounds[crypto.message_hash(task.message)] = ctx  # cancels and reveals are of the real round
         self._sealed[commit] = Sealed(ctx, self._sealed[commit].seed)
@@ -182,7 +185,7 @@ class AdversaryMiner(Miner):
         return MinedSubmission(signed=signed, stats=mined.stats), weights, f"claims to be {a.victim}"
 
     def _hash_mismatch(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        mined, weights = super().mine(task, data, ctx)
+        mined, weights = super().mine(task, data, self._signed)
         first = next(iter(weights))
         shipped = {**weights, first: weights[first] + np.float32(1e-3)}
         return mined, shipped, "signs its trained weights' hash, ships others"
@@ -197,7 +200,7 @@ class AdversaryMiner(Miner):
         return MinedSubmission(signed=signed, stats=mined.stats), weights, "another task"
 
     def _late(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        mined, weights = super().mine(task, data, ctx)  # an honest model; ``mine`` holds it past the deadline
+        mined, weights = super().mine(task, data, self._signed)  # an honest model; ``mine`` holds it past the deadline
         return mined, weights, f"{a.late_by_s:g} s after the deadline"
 
     def _probe(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
@@ -218,7 +221,7 @@ class AdversaryMiner(Miner):
         """An honestly trained model, its submission signed for the other chain and replayed into this round."""
         if a.chain_id is None:
             raise ValueError("a cross-chain replay needs the other chain's id")
-        mined, weights = super().mine(task, data, ctx)
+        mined, weights = super().mine(task, data, self._signed)
         replayed = crypto.sign(self.identity, mined.signed.message, a.chain_id)
         return MinedSubmission(signed=replayed, stats=mined.stats), weights, f"signed for chain {a.chain_id[:12]}"
 
@@ -248,7 +251,7 @@ class AdversaryMiner(Miner):
         for name in names:
             victim = Miner(self.cfg, identity=self.victims[name or ""], protection=self.protection,
                            proposer=self.proposer)
-            mined, weights = victim.mine(task, data, ctx)
+            mined, weights = victim.mine(task, data, self._signed)
             loot.append(_Loot(name or "", mined.signed.message, weights, (ctx.task_id, ctx.round_id)))
         return max(loot, key=lambda x: x.submission.claimed_score)
 

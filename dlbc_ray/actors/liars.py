@@ -36,20 +36,20 @@ class AdversaryValidator(Validator):
     """A validator that judges honestly, then, when armed, signs lies about what it found."""
 
     def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes]) -> None:
-        super().__init__(cfg, identity=identity, protection=protection, marks=marks)
+                 marks: Mapping[str, bytes], proposer: str) -> None:
+        super().__init__(cfg, identity=identity, protection=protection, marks=marks, proposer=proposer)
         self.lie: ValidatorLie | None = None
 
     def arm(self, lie: ValidatorLie | None) -> None:
         self.lie = lie
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
-                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: frozenset[str] = frozenset(),
+                 weight_refs: Sequence[Any], ctx: Signed[RoundContext], won_models: frozenset[str] = frozenset(),
                  progress: Any = None, audits: Any = None) -> BallotReply:
         reply = super().validate(task, test, arrivals, weight_refs, ctx, won_models, progress, audits)
         if self.lie is None:
             return reply
-        rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.round_id}")
+        rng = random.Random(f"{self.lie.seed}|{self.identity.public_key}|{ctx.message.round_id}")
         (honest,) = reply.ballots
         lies = compute_lies(self.lie.kind, honest.message, rng)
         return BallotReply(ballots=tuple(crypto.sign(self.identity, b, ctx.chain_id) for b in lies), stats=reply.stats)

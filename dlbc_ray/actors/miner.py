@@ -26,6 +26,7 @@ import ray
 import torch
 
 from dlbc_ray import crypto
+from dlbc_ray.actors import inbound
 from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
@@ -39,7 +40,6 @@ from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed, mark_secret, watermark_key
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
-from dlbc_ray.schema.base import revalidated
 from dlbc_ray.schema.round_messages import MinedSubmission, MinerStats, ProgressEvent, RoundContext, WindowClose
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Miner:
 
     def cancel(self, close: Signed[WindowClose]) -> None:
         """The proposer closed the window: finish the epoch in progress and stop (runs beside ``mine``)."""
-        close = revalidated(close)
+        close = inbound.wire(Signed[WindowClose], close, "close")  # parsed as declared, whoever sent it
         ctx = self._rounds.get(close.message.task_id)
         if ctx is None:
             raise RevealRefused(f"not mining task {close.message.task_id[:12]}", reason="not_mining")
@@ -133,7 +133,7 @@ class Miner:
 
     def reveal(self, close: Signed[WindowClose], commit: str) -> Signed[Reveal]:
         """The seed behind ``commit``'s mapping layer, only against the proposer's signed close of its round."""
-        close = revalidated(close)
+        close, commit = inbound.wire(Signed[WindowClose], close, "close"), inbound.commit(commit, "commit")
         sealed = self._sealed.get(commit)
         if sealed is None:
             raise RevealRefused(f"this miner made no submission {commit[:12]}", reason="not_submitted")
@@ -149,7 +149,8 @@ class Miner:
                            index: int) -> tuple[TranscriptHeader, str, Opening | None]:
         """``commit``'s transcript header, checkpoints root and checkpoint ``index`` with its Merkle proof, only
         against the proposer's signed close that opens it (checkpoints hold no secret, but not before the close)."""
-        close = revalidated(close)
+        close, commit = inbound.wire(Signed[WindowClose], close, "close"), inbound.commit(commit, "commit")
+        index = inbound.index(index, "index")
         sealed, kept = self._sealed.get(commit), self._transcripts.get(commit)
         if sealed is None or kept is None:
             raise RevealRefused(f"this miner keeps no transcript of {commit[:12]}", reason="not_submitted")
@@ -158,68 +159,12 @@ class Miner:
         return kept.header, kept.checkpoints_root, kept.opening(index)
 
     @ray.method(num_returns=2)
-    def mine(self, task: Signed[Task], data: Split | None, ctx: RoundContext,
+    def mine(self, task: Signed[Task], data: Split | None, ctx: Signed[RoundContext],
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
         """Train the task's model on ``data`` (or this miner's private shard) and return the signed
-        submission and its weights."""
-        task, ctx = revalidated(task), revalidated(ctx)  # Ray unpickles without validating: re-parse any caller's
-        spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
-        install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
-        task_id = crypto.message_hash(spec)
-        data = private_shard(self.identity, spec, task_id, ctx, self.cfg.data_dir) if ctx.shards else data
-        check_inputs(spec, task_id, data, ctx)
-        self._rounds[task_id] = ctx
-        seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
-        mapped, sml_seed = mapped_net(self.identity, self.protection, net, spec, task_id, ctx.round_id)
-        report = reporter(progress, self.identity, task_id, spec.max_epochs)
-        marks = kept_marks(self._marks, self.identity, self.protection, net, spec)
-        from dlbc_ray.models import transcript
-        from dlbc_ray.models.training import TrainSettings, train
-
-        # the seed is public (task, miner, round): validators replay the run in the same data order
-        settings = TrainSettings(epochs=spec.max_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                                 optimizer=self.cfg.optimizer,
-                                 seed=compute_training_seed(task_id, self.identity.public_key, ctx.round_id),
-                                 accelerator=self.accelerator, devices=1, val_fraction=self.cfg.val_fraction,
-                                 num_threads=self.threads, objective=spec.metric,
-                                 checks_per_epoch=self.cfg.target_checks if spec.kind == "standing" else 1)
-        parallel = training_workers(self.cfg) > 1
-        header, recorder = transcript.start(
-            task_id, self.identity.public_key, ctx.round_id, data, max_epochs=spec.max_epochs, threads=self.threads,
-            hyper=compute_hyperparameters(self.cfg.batch_size, self.cfg.lr, self.cfg.optimizer, self.cfg.val_fraction),
-            device=worker_device(self.cfg) if parallel else self.accelerator, params=self.protection.transcript)
-        if parallel:
-            result, kept = train_parallel(self.cfg, self.protection, self._channels, self._cancelled, spec, task_id,
-                                          data, mapped, marks, settings, header, report)
-            load_into(net, result.weights)  # trained elsewhere: the mark is settled and hashed here
-        else:
-            result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
-                           stop_when=stop_rule(self._cancelled, spec, task_id, self.cfg.target_margin),
-                           callbacks=[recorder], order=transcript.DerivedOrder)
-            kept = transcript.finish(header, recorder)
-        weights = settled(net, marks, result.weights, self.protection.mark_margin)
-        t0 = time.perf_counter()
-        model_hash = crypto.hash_weights(weights)
-        t1 = time.perf_counter()
-        submission = Submission(
-            task_id=task_id, miner=self.identity.public_key, model_hash=model_hash,
-            commit=crypto.compute_commit(model_hash, self.identity.public_key, task_id),
-            num_params=count_parameters(net), claimed_score=claimed_score(result.val_accuracy),
-            epochs=result.epochs, train_ms=round(result.seconds * 1e3), examples=result.examples,
-            sml_commitment=sml.seed_commitment(sml_seed) if sml_seed is not None else None,
-            transcript_root=kept.root,
-        )
-        signed = crypto.sign(self.identity, submission, ctx.chain_id)
-        self._sealed[submission.commit] = Sealed(ctx, sml_seed)
-        self._transcripts.put(submission.commit, kept)
-        t2 = time.perf_counter()
-        stats = MinerStats(train_s=result.seconds, epochs=result.epochs, hash_ms=(t1 - t0) * 1e3,
-                           sign_ms=(t2 - t1) * 1e3, put_ms=0.0, device=self.accelerator)
-        report(None, stage="submitted")
-        del mapped, net
-        self.release_gpu()
-        return MinedSubmission(signed=signed, stats=stats), weights
+        submission and its weights: only for a round the proposer signed, every argument re-parsed first."""
+        spec, round_ = inbound.round_of(task, ctx, self.proposer)  # a stranger's round trains nothing (RoundRefused)
+        return mine_round(self, spec, inbound.split(data, "data", optional=True), round_, progress)
 
     def release_gpu(self) -> None:
         """Give this task's GPU memory back: the actor lives on, its cached blocks must not."""
@@ -230,6 +175,68 @@ class Miner:
     def gpu_memory(self) -> int:
         """Bytes this miner holds on its GPU now (0 on CPU)."""
         return int(torch.cuda.memory_allocated()) if self.accelerator == "gpu" else 0
+
+
+def mine_round(miner: Miner, spec: Task, data: Split | None, ctx: RoundContext,
+               progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
+    """``Miner.mine`` once its round is checked: a module function, so no caller reaches it through Ray
+    (the attack suite's cheaters call it directly: a cheater runs its own code)."""
+    install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
+    task_id = crypto.message_hash(spec)
+    data = private_shard(miner.identity, spec, task_id, ctx, miner.cfg.data_dir) if ctx.shards else data
+    check_inputs(spec, task_id, data, ctx)
+    miner._rounds[task_id] = ctx
+    seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
+    net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
+    mapped, sml_seed = mapped_net(miner.identity, miner.protection, net, spec, task_id, ctx.round_id)
+    report = reporter(progress, miner.identity, task_id, spec.max_epochs)
+    marks = kept_marks(miner._marks, miner.identity, miner.protection, net, spec)
+    from dlbc_ray.models import transcript
+    from dlbc_ray.models.training import TrainSettings, train
+
+    # the seed is public (task, miner, round): validators replay the run in the same data order
+    settings = TrainSettings(epochs=spec.max_epochs, batch_size=miner.cfg.batch_size, lr=miner.cfg.lr,
+                             optimizer=miner.cfg.optimizer,
+                             seed=compute_training_seed(task_id, miner.identity.public_key, ctx.round_id),
+                             accelerator=miner.accelerator, devices=1, val_fraction=miner.cfg.val_fraction,
+                             num_threads=miner.threads, objective=spec.metric,
+                             checks_per_epoch=miner.cfg.target_checks if spec.kind == "standing" else 1)
+    parallel = training_workers(miner.cfg) > 1
+    header, recorder = transcript.start(
+        task_id, miner.identity.public_key, ctx.round_id, data, max_epochs=spec.max_epochs, threads=miner.threads,
+        hyper=compute_hyperparameters(miner.cfg.batch_size, miner.cfg.lr, miner.cfg.optimizer, miner.cfg.val_fraction),
+        device=worker_device(miner.cfg) if parallel else miner.accelerator, params=miner.protection.transcript)
+    if parallel:
+        result, kept = train_parallel(miner.cfg, miner.protection, miner._channels, miner._cancelled, spec, task_id,
+                                      data, mapped, marks, settings, header, report)
+        load_into(net, result.weights)  # trained elsewhere: the mark is settled and hashed here
+    else:
+        result = train(mapped, data, settings, regularizers=marks, on_epoch=report,
+                       stop_when=stop_rule(miner._cancelled, spec, task_id, miner.cfg.target_margin),
+                       callbacks=[recorder], order=transcript.DerivedOrder)
+        kept = transcript.finish(header, recorder)
+    weights = settled(net, marks, result.weights, miner.protection.mark_margin)
+    t0 = time.perf_counter()
+    model_hash = crypto.hash_weights(weights)
+    t1 = time.perf_counter()
+    submission = Submission(
+        task_id=task_id, miner=miner.identity.public_key, model_hash=model_hash,
+        commit=crypto.compute_commit(model_hash, miner.identity.public_key, task_id),
+        num_params=count_parameters(net), claimed_score=claimed_score(result.val_accuracy),
+        epochs=result.epochs, train_ms=round(result.seconds * 1e3), examples=result.examples,
+        sml_commitment=sml.seed_commitment(sml_seed) if sml_seed is not None else None,
+        transcript_root=kept.root,
+    )
+    signed = crypto.sign(miner.identity, submission, ctx.chain_id)
+    miner._sealed[submission.commit] = Sealed(ctx, sml_seed)
+    miner._transcripts.put(submission.commit, kept)
+    t2 = time.perf_counter()
+    stats = MinerStats(train_s=result.seconds, epochs=result.epochs, hash_ms=(t1 - t0) * 1e3,
+                       sign_ms=(t2 - t1) * 1e3, put_ms=0.0, device=miner.accelerator)
+    report(None, stage="submitted")
+    del mapped, net
+    miner.release_gpu()
+    return MinedSubmission(signed=signed, stats=stats), weights
 
 
 # ---------------------------------------------------------------------- parts

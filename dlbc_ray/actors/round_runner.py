@@ -103,6 +103,8 @@ class RoundRunner:
                                                        now_ms() + int(cfg.collect_timeout_s * 1e3)),
                                 shards=assign_shards(task.message, state.task_id, data, self.miners,
                                                      cfg.validate_timeout_s))
+        # the proposer's word for this round: miners train, and validators read marks, for no other round
+        self.signed_ctx = crypto.sign(proposer, self.ctx, self.ctx.chain_id)
         self.outcomes: list[SubmissionOutcome] = []
         self.timings: dict[str, float] = {}
         self.closes: dict[str, Signed[WindowClose]] = {}  # commit -> the signed close that opened it
@@ -145,7 +147,7 @@ class RoundRunner:
         # Private shards (BaaS) are loaded by each miner itself; nothing of them travels.
         train = None if self.ctx.shards else self.data.train
         self._names: dict[Any, str] = {}
-        calls = {m.name: m.handle.mine.remote(self.task, train, self.ctx, self.sink) for m in self.miners}
+        calls = {m.name: m.handle.mine.remote(self.task, train, self.signed_ctx, self.sink) for m in self.miners}
         self._names = {sub_ref: name for name, (sub_ref, _) in calls.items()}
         return calls
 
@@ -274,7 +276,7 @@ class RoundRunner:
         weight_refs = [refs[a.signed.message.commit] for a in arrivals]
         won = frozenset(self.base.won_models)
         audits = self.transcript_audits(arrivals)
-        calls = {v.handle.validate.remote(self.task, self.data.test, list(arrivals), weight_refs, self.ctx, won,
+        calls = {v.handle.validate.remote(self.task, self.data.test, list(arrivals), weight_refs, self.signed_ctx, won,
                                           self.sink, audits=audits): v for v in self.validators}
         for v in self.validators:
             self._mark(v.name, stage="validating")
@@ -327,7 +329,7 @@ class RoundRunner:
         t0 = time.perf_counter()
         picked = [a for a in arrivals if a.signed.message.commit in commits]
         calls = {v.handle.fuse.remote(self.task, self.data.test, picked, [refs[a.signed.message.commit] for a in picked],
-                                      self.ctx): v for v in self.validators}
+                                      self.signed_ctx): v for v in self.validators}
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
         found = [v for ref, _ in done for v in self._verified([_try_get(ref, self.cfg.commit_timeout_s)],
                                                               calls[ref].public_key)]

@@ -67,9 +67,10 @@ def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConf
 
 
 def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: ProtectionConfig, *,
-                    marks: Mapping[str, bytes], named: bool = False, detached: bool = False,
+                    marks: Mapping[str, bytes], proposer: str, named: bool = False, detached: bool = False,
                     actor_class: type = Validator, init: dict[str, Any] | None = None, **options: Any) -> Member:
-    """``marks``: every miner's watermark secret by public key, handed over here and by no method."""
+    """``marks``: every miner's watermark secret by public key, handed over here and by no method; ``proposer``:
+    the only key whose signed rounds this validator judges (no mark oracle for anyone else)."""
     # Every miner group's round is judged at once (one queue here serialised a 4-group network), and health
     # checks (info) still answer meanwhile; validate() guards its caches with a lock.
     cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
@@ -78,7 +79,8 @@ def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: Protec
                                         **_placement(validator_name(identity.name) if named else None,
                                                      detached), **options)
     return Member(identity.name, identity.public_key,
-                  cls.remote(cfg, identity=identity, protection=protection, marks=dict(marks), **(init or {})))
+                  cls.remote(cfg, identity=identity, protection=protection, marks=dict(marks), proposer=proposer,
+                             **(init or {})))
 
 
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],

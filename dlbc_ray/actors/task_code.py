@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dlbc_ray.errors import ActorUnavailable, InvalidTask
 from dlbc_ray.models import plugins
-from dlbc_ray.models.taskcode import archive, check_allowed, check_code, code_hash, code_uri, unpack
+from dlbc_ray.models.taskcode import archive, check_allowed, check_code, code_hash, code_uri, import_name, unpack
 from dlbc_ray.schema.task import CodeSpec
 
 ROOT = Path(tempfile.gettempdir()) / "dlbc-task-code"
@@ -52,8 +52,8 @@ def install(code: CodeSpec | None, *, allowed: bool = True) -> None:
     with _LOCK:
         if _LOADED.get(name, ("", ""))[0] == code.hash:
             return
+        _unload(name)  # first: the hash check refuses a name this process already imports (check_import_name)
         entry = _fetch(code)
-        _unload(name)
         sys.path.insert(0, str(entry))
         _LOADED[name] = (code.hash, str(entry))
 
@@ -70,10 +70,6 @@ def install_local(path: Path) -> None:
         sys.path.insert(0, entry)
         _LOADED[name] = ("local", entry)
 
-
-def import_name(package: str) -> str:
-    """The top-level module a folder or wheel (``name-1.0-py3-none-any.whl``) provides."""
-    return package.split("-")[0] if package.endswith(".whl") else package
 
 
 def _fetch(code: CodeSpec) -> Path:

@@ -24,6 +24,7 @@ import ray
 import torch
 
 from dlbc_ray import crypto
+from dlbc_ray.actors import inbound
 from dlbc_ray.actors._ray import get, get_retrying
 from dlbc_ray.actors.lineage import Lineage, provenance_key
 from dlbc_ray.actors.winners import WinnerSource
@@ -83,8 +84,9 @@ class Validator:
     """Verifies and scores; only validators ever receive a task's test split."""
 
     def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes], winners: WinnerSource | None = None) -> None:
+                 marks: Mapping[str, bytes], proposer: str, winners: WinnerSource | None = None) -> None:
         self.cfg, self.identity, self.protection = cfg, identity, protection
+        self.proposer = proposer  # from the assembler, as marks are: it alone signs the rounds this validator judges
         # miner public key -> watermark secret, from the network's assembler at construction: no method
         # sets it (anyone could re-register a rival) and none hands it out
         self._marks: dict[str, bytes] = dict(marks)
@@ -101,11 +103,15 @@ class Validator:
                 "num_gpus": self.cfg.num_gpus, "device": "cpu", "miners_known": len(self._marks)}
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
-                 weight_refs: Sequence[Any], ctx: RoundContext, won_models: Collection[str] = frozenset(),
+                 weight_refs: Sequence[Any], ctx: Signed[RoundContext], won_models: Collection[str] = frozenset(),
                  progress: Any = None, audits: TranscriptAudits | RoundAudits | None = None) -> BallotReply:
-        """One signed ballot: a vote per submission, in arrival order; with ``audits``, each training transcript too."""
-        audits = self._resolve_audits(audits)
-        spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
+        """One signed ballot: a vote per submission, in arrival order; with ``audits``, each training transcript too.
+        Only for a round the proposer signed (no mark oracle for strangers); every argument re-parsed first."""
+        spec, ctx = inbound.round_of(task, ctx, self.proposer)  # RoundRefused before any secret is read
+        test, arrivals = inbound.split(test, "test"), inbound.wires(SubmissionArrival, arrivals, "arrivals", least=1)
+        weight_refs = inbound.refs(weight_refs, "weight_refs", len(arrivals))
+        won_models = inbound.hashes(won_models, "won_models")
+        audits = self._resolve_audits(inbound.audits(audits, "audits"))
         install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
@@ -130,10 +136,13 @@ class Validator:
         return BallotReply(ballots=(ballot,), stats=ValidatorStats(**clock.ms))
 
     def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
-             weight_refs: Sequence[Any], ctx: RoundContext) -> Signed[FusionVote]:
+             weight_refs: Sequence[Any], ctx: Signed[RoundContext]) -> Signed[FusionVote]:
         """BaaS: fuse the accepted models (each unmapped with its revealed seed), score it and each
-        leave-one-out fusion on the test split, and sign what it found."""
-        spec = crypto.verify(task, chain_id=ctx.chain_id, expected_signer=task.message.requester)
+        leave-one-out fusion on the test split, and sign what it found (for the proposer's rounds only)."""
+        spec, ctx = inbound.round_of(task, ctx, self.proposer)
+        test = inbound.split(test, "test")
+        contributors = inbound.wires(SubmissionArrival, contributors, "contributors", least=2)
+        weight_refs = inbound.refs(weight_refs, "weight_refs", len(contributors))
         install_task_code(spec.code)
         parts = []
         for arrival, ref in zip(contributors, weight_refs):

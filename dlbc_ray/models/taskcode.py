@@ -11,7 +11,9 @@ URI) and installs it in a node's process after checking this hash.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
+import sys
 import zipfile
 from pathlib import Path
 
@@ -45,11 +47,13 @@ def code_hash(path: Path) -> str:
     digest = hashlib.sha256(CODE_DOMAIN)
     if path.is_file() and path.suffix == ".whl":
         _check_size(path, path.stat().st_size)
+        check_import_name(path)
         digest.update(b"wheel|" + path.read_bytes())
         return digest.hexdigest()
     if not path.is_dir() or not (path / "__init__.py").is_file():
         raise InvalidTask(f"{path}: task code must be a package folder (with __init__.py) or a .whl file",
                           reason="bad_code")
+    check_import_name(path)
     files = code_files(path)
     _check_size(path, sum(f.stat().st_size for f in files))
     digest.update(b"package|" + path.name.encode() + b"\0")
@@ -57,6 +61,35 @@ def code_hash(path: Path) -> str:
         data = file.read_bytes()
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()
+
+
+def import_name(package: str) -> str:
+    """The top-level module a folder or wheel (``name-1.0-py3-none-any.whl``) provides."""
+    return package.split("-")[0] if package.endswith(".whl") else package
+
+
+def check_import_name(path: Path) -> None:
+    """Refuse a package whose import name is a module this Python already has (stdlib or installed): first on
+    ``sys.path`` it would replace that module in every later import of the process (``json``, ``safetensors``
+    inside a validator). The package's own copy at ``path`` (the requester's process may import it) is no clash."""
+    name = import_name(path.name)
+    if not name.isidentifier():
+        raise InvalidTask(f"{path}: '{name}' is not a Python import name", reason="bad_code")
+    try:
+        found = importlib.util.find_spec(name)
+        clash = found is not None and not _inside(found.origin, path)
+    except (ImportError, ValueError):  # loaded already, without a spec (e.g. __main__): the name is taken
+        clash = True
+    if clash or name in sys.stdlib_module_names:
+        raise InvalidTask(f"{path}: task code named '{name}' would shadow the module '{name}' this Python already "
+                          "has; rename the package", reason="shadows_module")
+
+
+def _inside(origin: str | None, path: Path) -> bool:
+    if origin is None:
+        return False
+    root, found = path.resolve(), Path(origin).resolve()
+    return found == root or root in found.parents
 
 
 def check_allowed(code: CodeSpec | None, allowed: bool) -> None:

@@ -102,7 +102,8 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     miners = [spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=proposer, **kept,
                           **place.miner(index, slot), **options(name))
               for index, group in enumerate(groups) for slot, name in enumerate(group)]
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, **kept, **options(i.name))
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, proposer=proposer, **kept,
+                                  **options(i.name))
                   for i in ids.validators]
     if detached:  # ... and the miners and validators
         _wait_started(miners, validators)

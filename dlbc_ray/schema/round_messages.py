@@ -1,7 +1,8 @@
 """Messages between actors during a round: context, progress, per-actor stats and the report.
 
 None of these is stored in blocks; they carry what the user sees and what the benchmarks
-measure. One is signed: the proposer's ``WindowClose``, the only key to a miner's reveal.
+measure. Two are signed by the proposer: the ``RoundContext`` (miners train and validators judge
+only for a round it signed) and the ``WindowClose``, the only key to a miner's reveal.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from dlbc_ray.constants import MAX_SUBMISSIONS, WINDOW_CLOSE_DOMAIN
+from dlbc_ray.constants import MAX_SUBMISSIONS, ROUND_CONTEXT_DOMAIN, WINDOW_CLOSE_DOMAIN
 from dlbc_ray.schema.base import FrozenModel, Hash, Millis, PublicKey
 from dlbc_ray.schema.signed import Signed
 from dlbc_ray.schema.submission import Ballot, Reveal, Submission, Verdict
 
 
 class RoundContext(FrozenModel):
-    """What every participant of one round agrees on before it starts."""
+    """What every participant of one round agrees on before it starts, signed by the proposer
+    (``consensus.round_context``): a miner trains, and a validator reads marks and scores, for no other round."""
+
+    DOMAIN: ClassVar[bytes] = ROUND_CONTEXT_DOMAIN
 
     chain_id: Hash = Field(description="the chain every message of this round is signed for")
     round_id: Hash

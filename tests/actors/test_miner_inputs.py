@@ -15,7 +15,7 @@ from dlbc_ray.models.data import load_builtin
 from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Task
 from dlbc_ray.schema.round_messages import RoundContext, WindowClose
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 REQUESTER, MINER, PROPOSER = (Identity.from_seed(n, n.encode()) for n in ("requester", "miner", "consensus"))
 CHAIN = fake_hash("chain")
@@ -37,14 +37,15 @@ def test_a_task_escaping_its_bounds_is_refused_before_training() -> None:
     forever = Task.model_construct(**{**dict(honest), "max_epochs": 10**9})  # no validator ran: a stranger's task
     signed = crypto.sign(REQUESTER, forever, CHAIN)
     with pytest.raises(InvalidMessage, match="max_epochs"):
-        _miner().mine(signed, bundle.train, _ctx(crypto.message_hash(forever)))
+        _miner().mine(signed, bundle.train, signed_round(PROPOSER, _ctx(crypto.message_hash(forever))))
 
 
 def test_a_round_context_out_of_bounds_is_refused() -> None:
     bundle = load_builtin("digits")
     task = make_task(REQUESTER, MINIMAL.task, bundle, nonce=2, created_ms=T0, chain_id=CHAIN)
     with pytest.raises(InvalidMessage):
-        _miner().mine(task, bundle.train, _ctx(crypto.message_hash(task.message), round_id="not a hash"))
+        _miner().mine(task, bundle.train,
+                      signed_round(PROPOSER, _ctx(crypto.message_hash(task.message), round_id="not a hash")))
 
 
 @pytest.mark.parametrize("method", ["cancel", "reveal", "transcript_opening"])

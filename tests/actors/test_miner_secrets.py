@@ -24,7 +24,7 @@ from dlbc_ray.models.protect import mapping_seed, mark_secret
 from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Task
 from dlbc_ray.schema.round_messages import MinedSubmission, RoundContext, WindowClose
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 REQUESTER, MINER, RIVAL = (Identity.from_seed(n, n.encode()) for n in ("requester", "miner", "rival"))
 PROPOSER = Identity.from_seed("consensus", b"consensus")
@@ -55,7 +55,7 @@ def done() -> Mined:
     ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("round"), task_id=crypto.message_hash(task.message),
                        base_height=1, base_hash=fake_hash("head"), eval_seed=0, submit_deadline_ms=DEADLINE)
     miner = new_miner()
-    mined, weights = miner.mine(task, bundle.train, ctx)
+    mined, weights = miner.mine(task, bundle.train, signed_round(PROPOSER, ctx))
     return Mined(miner, bundle, task, ctx, mined, weights)
 
 

@@ -85,6 +85,7 @@ def test_a_validator_loads_its_replay_code_as_it_starts_and_never_lightning() ->
     code = ("import sys; from dlbc_ray.actors.validator import Validator; from dlbc_ray.config import MINIMAL; "
             "from dlbc_ray.crypto import Identity; before = 'dlbc_ray.models.replay' in sys.modules; "
             "Validator(MINIMAL.validator, identity=Identity.from_seed('v', b'v'), protection=MINIMAL.protection, "
-            "marks={}); print(before, 'dlbc_ray.models.replay' in sys.modules, 'pytorch_lightning' in sys.modules)")
+            "marks={}, proposer=Identity.from_seed('c', b'c').public_key); "
+            "print(before, 'dlbc_ray.models.replay' in sys.modules, 'pytorch_lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split() == ["False", "True", "False"], out.stdout + out.stderr

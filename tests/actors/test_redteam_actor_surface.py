@@ -3,16 +3,19 @@ answers ``handle._private.remote()``) is reviewed here, one line each: what it h
 call it. A new method fails the test until someone has decided whether it can leak a secret (a mark
 secret, a mapping seed, a task's test split, a signing key, a transcript before the close).
 
-Then the one the review found leaking, tried directly (no Ray: ``Validator`` built as
-tests/actors/test_validator_verdicts.py builds it). Limit, as the README says: Ray is not a sandbox;
-whoever holds the cluster token can run code in any actor (``__ray_call__``). The promise checked
-here is narrower: no method of ours hands a secret, or an answer computed from one, to the wrong caller.
+Then the one the review found leaking (a validator as a mark oracle), tried directly (no Ray:
+``Validator`` built as tests/actors/test_validator_verdicts.py builds it): closed for ``validate`` and
+``fuse`` by the proposer's signed round; the underscored mark helpers are still listed as open.
+Limit, as the README says: Ray is not a sandbox; whoever holds the cluster token can run code in any
+actor (``__ray_call__``). The promise checked here is narrower: no method of ours hands a secret, or an answer computed from one, to the wrong caller.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from dlbc_ray import crypto
@@ -24,25 +27,29 @@ from dlbc_ray.actors.miner import Miner
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MINIMAL, ValidatorConfig
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import DLBCError
-from dlbc_ray.models.data import load_builtin
+from dlbc_ray.errors import RoundRefused
+from dlbc_ray.models import sml
+from dlbc_ray.models.data import DatasetBundle, load_builtin
 from dlbc_ray.models.protect import mark_secret
 from dlbc_ray.runtime.network import make_task
-from dlbc_ray.schema import Verdict
-from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival
+from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict
+from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival
 from tests.actors.test_miner_secrets import REVIEWED as MINER_REVIEWED
 from tests.builders import T0, fake_hash
 
 SEALED = "guarded: answers only against the proposer's signed close of the caller's round (check_close)"
 PUBLIC = "harmless: chain data or public configuration, nothing secret"
 INTERNAL = "internal helper: takes no secret as input and returns none; called by the actor itself"
-ORACLE = "LEAK: answers from the miners' mark secrets for any caller (test_a_validator_is_no_mark_oracle)"
+ROUND = ("guarded: only for a round the proposer signed, of the very task handed over (consensus.round_context, "
+         "RoundRefused before anything is read); every argument re-parsed as declared (actors/inbound.py)")
+ORACLE = ("LEAK (open): reads the miners' marks for any caller who calls it by name through Ray "
+          "(handle._read_marks.remote(...)), no round check; to move off the class (NOTES, oracle)")
 
 VALIDATOR: dict[str, str] = {
     "__init__": "constructor (Ray calls it once; marks come from the network's assembler)",
     "info": PUBLIC + " (counts of known miners, no secrets)",
-    "validate": ORACLE + "; signs a ballot for any ctx whose test split hash matches the caller's own task",
-    "fuse": "signs a fusion vote for the caller's ctx; reads no mark secret",
+    "validate": ROUND + " (test_a_validator_is_no_mark_oracle); the test split must hash to the task's test_hash",
+    "fuse": ROUND + "; reads no mark secret",
     "_audit": INTERNAL, "_fetch": INTERNAL + " (an object ref the caller already holds)",
     "_fingerprint": INTERNAL, "_probe_set": INTERNAL + " (probes derive from the public task spec)",
     "_score": INTERNAL + " (scores on the test split the caller passes in)", "_resolve_audits": INTERNAL,
@@ -52,8 +59,8 @@ VALIDATOR: dict[str, str] = {
 REVIEWS: dict[type, dict[str, str]] = {
     Miner: {**{name: SEALED if name in ("reveal", "transcript_opening", "cancel") else PUBLIC
                for name in MINER_REVIEWED},  # reviewed in tests/actors/test_miner_secrets.py, one test per guard
-            "mine": "GAP (no secret): trains for any caller's signed task and ctx, unvalidated (Ray does not "
-                    "re-parse), so anyone can keep a rival's two slots busy; see NOTES (proposer-signed ctx)"},
+            "mine": ROUND + " (test_a_miner_trains_for_no_strangers_round). Left: a replay of the proposer's own "
+                    "signed round of that task trains it again"},
     AdversaryMiner: {},  # the attack suite's own miner: all of Miner's, plus its attacks (test-only actor)
     Validator: VALIDATOR,
     AdversaryValidator: {**VALIDATOR, "arm": "the attack suite's switch (test-only actor)"},
@@ -62,6 +69,8 @@ REVIEWS: dict[type, dict[str, str]] = {
         "import_block": "validates every rule before it writes (the ledger re-checks; a caller gains nothing)",
         "store_artifact": "anyone may store weights by hash; readers trust only the seed the winner committed "
                           "to on chain (client.committed_seed)",
+        "artifact": PUBLIC + " (a delivered model by its hash: what a committed block made public; readers check "
+                    "the hash again, actors.winners.checked)",
     },
     Consensus: {
         "__init__": "constructor", "chain": PUBLIC, "snapshot": PUBLIC, "members": PUBLIC, "queue": PUBLIC,
@@ -100,19 +109,28 @@ def test_no_reviewed_actor_method_hands_out_a_secret_by_name() -> None:
         assert not exposed(cls) & {"watermark_secret", "mapping_seed", "mark_secret", "secret_key", "test_split"}
 
 
-# ------------------------------------------------------------------ the leak the review found
+# ------------------------------------------------------------------ the leak the review found, now closed
 
 REQUESTER, VICTIM, THIEF = (Identity.from_seed(n, n.encode()) for n in ("requester", "victim", "thief"))
 PROPOSER = Identity.from_seed("consensus", b"consensus")
 CHAIN = fake_hash("chain")
 
 
-@pytest.mark.xfail(strict=True, reason="validate() answers any caller: a thief posts nothing, signs its own task "
-                   "with its own test split and asks whether stolen weights still carry the victim's mark "
-                   "(REQUEST theft: validate only against the proposer's signed round, as a miner's reveal)")
-def test_a_validator_is_no_mark_oracle() -> None:
-    """During the window a thief holds the victim's weights (the object store is shared) and wants to know
-    when its edits have removed the victim's watermark. The validator must not tell it."""
+@dataclass(frozen=True)
+class Theft:
+    """A thief's question: the victim's weights (the object store is shared) under the thief's own submission, on
+    the thief's own task (same net, the public data, its own test split; never posted on chain)."""
+
+    bundle: DatasetBundle
+    real_ctx: RoundContext  # the round the victim mines in
+    own: Signed[Task]
+    own_ctx: RoundContext
+    arrival: SubmissionArrival
+    stolen: dict[str, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def theft() -> Theft:
     from tests.actors.test_validator_verdicts import honest_miner, mined_by
 
     bundle = load_builtin("digits")
@@ -120,12 +138,8 @@ def test_a_validator_is_no_mark_oracle() -> None:
     ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("round"), task_id=crypto.message_hash(real.message),
                        base_height=1, base_hash=fake_hash("head"), eval_seed=0, submit_deadline_ms=T0 + 60_000)
     stolen = mined_by(honest_miner(VICTIM), real, bundle, ctx).weights  # what the victim will submit
-    # The thief's own task: same net, the public data, its own test split; never posted on chain.
     own = make_task(THIEF, MINIMAL.task, bundle, nonce=7, created_ms=T0, chain_id=CHAIN)
     own_ctx = ctx.model_copy(update={"task_id": crypto.message_hash(own.message), "round_id": fake_hash("mine")})
-    from dlbc_ray.models import sml
-    from dlbc_ray.schema import Reveal, Submission
-
     seed, model_hash = b"any seed the thief likes 0123456", crypto.hash_weights(stolen)
     sub = Submission(task_id=own_ctx.task_id, miner=THIEF.public_key, model_hash=model_hash,
                      commit=crypto.compute_commit(model_hash, THIEF.public_key, own_ctx.task_id),
@@ -133,12 +147,58 @@ def test_a_validator_is_no_mark_oracle() -> None:
                      examples=len(bundle.train.y), sml_commitment=sml.seed_commitment(seed))
     reveal = crypto.sign(THIEF, Reveal(task_id=sub.task_id, commit=sub.commit, sml_seed=seed.hex()), CHAIN)
     arrival = SubmissionArrival(signed=crypto.sign(THIEF, sub, CHAIN), arrived_ms=T0 + 1, reveal=reveal)
-    judge = Validator(ValidatorConfig(), identity=Identity.from_seed("validator", b"validator"),
-                      protection=MINIMAL.protection, marks={m.public_key: mark_secret(m) for m in (VICTIM, THIEF)})
-    try:
-        reply = judge.validate(own, bundle.test, [arrival], [stolen], own_ctx)
-    except DLBCError:  # refused: the validator answered nothing
-        return
+    return Theft(bundle, ctx, own, own_ctx, arrival, stolen)
+
+
+def judge() -> Validator:
+    return Validator(ValidatorConfig(), identity=Identity.from_seed("validator", b"validator"),
+                     protection=MINIMAL.protection, marks={m.public_key: mark_secret(m) for m in (VICTIM, THIEF)},
+                     proposer=PROPOSER.public_key)
+
+
+def told(reply: BallotReply) -> bool:
     (vote,) = reply.ballots[0].message.votes
-    told = vote.verdict is Verdict.STOLEN and VICTIM.public_key[:12] in vote.detail
-    assert not told, f"the validator told a stranger: {vote.verdict.value}: {vote.detail}"
+    return vote.verdict is Verdict.STOLEN and VICTIM.public_key[:12] in vote.detail
+
+
+def asked_round(t: Theft, how: str) -> Signed[RoundContext]:
+    """Every round context a thief can lay hands on during the window."""
+    own = crypto.sign(THIEF, t.own_ctx, CHAIN)
+    return {"self-signed": own,
+            "claims the proposer's key": own.model_copy(update={"signer": PROPOSER.public_key}),
+            "the real round, its own task": crypto.sign(PROPOSER, t.real_ctx, CHAIN),
+            "the proposer's round, altered": crypto.sign(PROPOSER, t.real_ctx, CHAIN).model_copy(
+                update={"message": t.own_ctx}),
+            "another chain's round": crypto.sign(PROPOSER, t.own_ctx, fake_hash("another chain"))}[how]
+
+
+REFUSED = {"self-signed": "round_signer", "claims the proposer's key": "round_signature",
+           "the real round, its own task": "round_task", "the proposer's round, altered": "round_signature",
+           "another chain's round": "round_chain"}
+
+
+@pytest.mark.parametrize("how", sorted(REFUSED))
+def test_a_validator_is_no_mark_oracle(theft: Theft, how: str) -> None:
+    """During the window a thief holds the victim's weights and wants to know when its edits have removed the
+    victim's watermark. The validator judges only rounds the proposer signed, for the task handed over."""
+    with pytest.raises(RoundRefused) as refused:
+        judge().validate(theft.own, theft.bundle.test, [theft.arrival], [theft.stolen], asked_round(theft, how))
+    assert refused.value.reason == REFUSED[how]
+    with pytest.raises(RoundRefused):  # nor fuses for it
+        judge().fuse(theft.own, theft.bundle.test, [theft.arrival], [theft.stolen], asked_round(theft, how))
+
+
+def test_the_question_would_be_answered_in_a_round_the_proposer_signed(theft: Theft) -> None:
+    """The control: the same question in a round the proposer signed for that task is answered (the refusal
+    above is the round check, not a broken question). Reaching it takes a task posted on chain and a round."""
+    signed = crypto.sign(PROPOSER, theft.own_ctx, CHAIN)
+    assert told(judge().validate(theft.own, theft.bundle.test, [theft.arrival], [theft.stolen], signed))
+
+
+@pytest.mark.parametrize("how", sorted(REFUSED))
+def test_a_miner_trains_for_no_strangers_round(theft: Theft, how: str) -> None:
+    """A stranger cannot keep a rival's slots busy: the miner refuses before any training."""
+    miner = Miner(MINIMAL.miner, identity=VICTIM, protection=MINIMAL.protection, proposer=PROPOSER.public_key)
+    with pytest.raises(RoundRefused) as refused:
+        miner.mine(theft.own, theft.bundle.train, asked_round(theft, how))
+    assert refused.value.reason == REFUSED[how]

@@ -25,7 +25,7 @@ from dlbc_ray.models.transcript import Checkpoint
 from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Submission, Task, Verdict
 from dlbc_ray.schema.round_messages import RoundContext, WindowClose
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 REQUESTER, MINER, RIVAL = (Identity.from_seed(n, n.encode()) for n in ("requester", "miner", "rival"))
 PROPOSER = Identity.from_seed("consensus", b"consensus")
@@ -56,7 +56,7 @@ def done() -> Mined:
     ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("round"), task_id=crypto.message_hash(task.message),
                        base_height=1, base_hash=fake_hash("head"), eval_seed=0, submit_deadline_ms=DEADLINE)
     miner = Miner(CFG, identity=MINER, protection=MINIMAL.protection, proposer=PROPOSER.public_key)
-    mined, weights = miner.mine(task, bundle.train, ctx)
+    mined, weights = miner.mine(task, bundle.train, signed_round(PROPOSER, ctx))
     return Mined(miner, bundle, task, ctx, mined.signed.message, weights)
 
 
@@ -135,10 +135,11 @@ def _vote(done: Mined, ask: Any) -> Any:
     signed = crypto.sign(MINER, done.submission, CHAIN)
     arrival = SubmissionArrival(signed=signed, arrived_ms=DEADLINE - 1, reveal=reveal)
     judge = Validator(ValidatorConfig(), identity=Identity.from_seed("judge", b"judge"), protection=MINIMAL.protection,
-                      marks={MINER.public_key: mark_secret(MINER)})
+                      marks={MINER.public_key: mark_secret(MINER)}, proposer=PROPOSER.public_key)
     policy = compute_hyperparameters(CFG.batch_size, CFG.lr, CFG.optimizer, CFG.val_fraction)
     audits = TranscriptAudits(done.bundle.train, policy, {commit: (opened.signature, ask(opened, commit))})
-    reply = judge.validate(done.task, done.bundle.test, [arrival], [done.weights], done.ctx, audits=audits)
+    reply = judge.validate(done.task, done.bundle.test, [arrival], [done.weights], signed_round(PROPOSER, done.ctx),
+                           audits=audits)
     return reply.ballots[0].message.votes[0]
 
 

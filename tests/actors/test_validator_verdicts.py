@@ -25,7 +25,7 @@ from dlbc_ray.models.replay import TranscriptAudits
 from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict, Vote
 from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, WindowClose
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 PROTECTION = MINIMAL.protection
 DEADLINE = T0 + 60_000
@@ -77,7 +77,7 @@ def closed(ctx: RoundContext, commit: str) -> Signed[WindowClose]:
 
 
 def mined_by(miner: Miner, task: Signed[Task], bundle: DatasetBundle, ctx: RoundContext) -> Sent:
-    mined, weights = miner.mine(task, bundle.train, ctx)
+    mined, weights = miner.mine(task, bundle.train, signed_round(PROPOSER, ctx))
     reveal = miner.reveal(closed(ctx, mined.signed.message.commit), mined.signed.message.commit)
     return Sent(mined.signed, weights, reveal)
 
@@ -86,14 +86,15 @@ def validator(protection: ProtectionConfig = PROTECTION, registered: Sequence[Id
               winners: WinnerSource | None = None) -> Validator:
     """Told each miner's watermark secret in ``registered`` order (the order its ownership loop reads them)."""
     return Validator(ValidatorConfig(), identity=JUDGE, protection=protection,
-                     marks={m.public_key: mark_secret(m) for m in registered}, winners=winners)
+                     marks={m.public_key: mark_secret(m) for m in registered}, proposer=PROPOSER.public_key,
+                     winners=winners)
 
 
 def judge(setup: Setup, *sent: Sent, by: Validator | None = None, won: frozenset[str] = frozenset(),
           audits: TranscriptAudits | None = None) -> list[Vote]:
     arrivals = [SubmissionArrival(signed=s.signed, arrived_ms=s.arrived_ms, reveal=s.reveal) for s in sent]
     reply = (by or validator()).validate(setup.task, setup.bundle.test, arrivals, [s.weights for s in sent],
-                                         setup.ctx, won, audits=audits)
+                                         signed_round(PROPOSER, setup.ctx), won, audits=audits)
     (ballot,) = reply.ballots  # one signature for the whole round
     assert crypto.is_valid_signature(ballot) and ballot.signer == ballot.message.validator == JUDGE.public_key
     assert (ballot.message.task_id, ballot.message.round_id) == (setup.ctx.task_id, setup.ctx.round_id)

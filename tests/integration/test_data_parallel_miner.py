@@ -26,7 +26,7 @@ from dlbc_ray.models.replay import Committed, Secrets, audit, derive_for, replay
 from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Submission, Task, Verdict
 from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, WindowClose
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def done(ray_session: None) -> Mined:
     ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("dp-round"), task_id=crypto.message_hash(task.message),
                        base_height=1, base_hash=fake_hash("head"), eval_seed=0, submit_deadline_ms=DEADLINE)
     miner = Miner(CFG, identity=MINER, protection=MINIMAL.protection, proposer=PROPOSER.public_key)
-    mined, weights = miner.mine(task, bundle.train, ctx)
+    mined, weights = miner.mine(task, bundle.train, signed_round(PROPOSER, ctx))
     return Mined(miner, bundle, task, ctx, mined.signed.message, weights)
 
 
@@ -111,10 +111,11 @@ def test_the_watermark_and_the_mapping_layer_are_the_miners_and_a_validator_vote
     arrival = SubmissionArrival(signed=crypto.sign(MINER, done.submission, CHAIN), arrived_ms=DEADLINE - 1,
                                 reveal=done.miner.reveal(opened, commit))
     judge = Validator(ValidatorConfig(), identity=Identity.from_seed("judge", b"judge"), protection=MINIMAL.protection,
-                      marks={MINER.public_key: mark_secret(MINER)})
+                      marks={MINER.public_key: mark_secret(MINER)}, proposer=PROPOSER.public_key)
     audits = TranscriptAudits(done.bundle.train, POLICY,
                               {commit: (opened.signature, lambda i: done.miner.transcript_opening(opened, commit, i))})
-    reply = judge.validate(done.task, done.bundle.test, [arrival], [done.weights], done.ctx, audits=audits)
+    reply = judge.validate(done.task, done.bundle.test, [arrival], [done.weights], signed_round(PROPOSER, done.ctx),
+                           audits=audits)
     vote = reply.ballots[0].message.votes[0]
     assert vote.verdict is Verdict.VALID, vote.detail  # own mark read, no other; scored behind its mapping layer
     assert vote.score > 0
@@ -148,7 +149,7 @@ def test_a_data_parallel_miner_actor_stops_its_workers_when_the_window_closes(ra
     ctx = RoundContext(chain_id=CHAIN, round_id=fake_hash("dp-cancel"), task_id=crypto.message_hash(task.message),
                        base_height=1, base_hash=fake_hash("head"), eval_seed=0, submit_deadline_ms=DEADLINE)
     member = spawn_miner(CFG, MINER, MINIMAL.protection, proposer=PROPOSER.public_key)
-    mined_ref, weights_ref = member.handle.mine.remote(task, bundle.train, ctx)
+    mined_ref, weights_ref = member.handle.mine.remote(task, bundle.train, signed_round(PROPOSER, ctx))
     final = crypto.sign(PROPOSER, WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE, opens=(),
                                               final=True), CHAIN)
     for _ in range(600):  # until the miner has begun this task (its first lines run before Ray Train starts)

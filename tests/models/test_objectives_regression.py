@@ -29,7 +29,7 @@ from dlbc_ray.models.protect import mapping_layer, mark_secret
 from dlbc_ray.schema import Reveal, Signed, Task, Verdict, Vote
 from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, WindowClose
 from dlbc_ray.runtime.taskfile import load_task_with_data, read_task_file, to_task
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 CHAIN = fake_hash("chain")
 DEADLINE = T0 + 60_000
@@ -141,7 +141,7 @@ def round_(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 
 def _mine(identity: Identity, task: Signed[Task], bundle: object, ctx: RoundContext) -> SubmissionArrival:
     miner = Miner(MINIMAL.miner, identity=identity, protection=MINIMAL.protection, proposer=PROPOSER.public_key)
-    mined, weights = miner.mine(task, bundle.train, ctx)  # type: ignore[attr-defined]
+    mined, weights = miner.mine(task, bundle.train, signed_round(PROPOSER, ctx))  # type: ignore[attr-defined]
     commit = mined.signed.message.commit
     close = crypto.sign(PROPOSER, WindowClose(task_id=ctx.task_id, round_id=ctx.round_id, closed_ms=DEADLINE,
                                               opens=(commit,)), CHAIN)
@@ -151,8 +151,9 @@ def _mine(identity: Identity, task: Signed[Task], bundle: object, ctx: RoundCont
 
 def _judge(task: Signed[Task], bundle: object, ctx: RoundContext, sent: list) -> list[Vote]:
     judge = Validator(ValidatorConfig(), identity=JUDGE, protection=MINIMAL.protection,
-                      marks={m.public_key: mark_secret(m) for m in (ALICE, BOB, THIEF)})
-    reply = judge.validate(task, bundle.test, [a for a, _ in sent], [w for _, w in sent], ctx)  # type: ignore
+                      marks={m.public_key: mark_secret(m) for m in (ALICE, BOB, THIEF)}, proposer=PROPOSER.public_key)
+    reply = judge.validate(task, bundle.test, [a for a, _ in sent], [w for _, w in sent],  # type: ignore
+                           signed_round(PROPOSER, ctx))
     return list(reply.ballots[0].message.votes)
 
 
