@@ -1,20 +1,25 @@
 """What a committed round leaves behind: the delivered model for the artifact store, and each submission's outcome.
 
 The winner's weights go from the object store to the ledger's artifact folder as they
-are; a delivered fusion is fused again here from the same contributors, mapping layers
-and shard sizes the validators used, so its bytes hash to the block's ``model_hash``.
+are. A delivered fusion is not fused again here: the validators fused it, and the block
+names the fused model's hash their votes agreed on, so the coordinator takes the copy of
+a validator that voted for that hash and keeps it only if its bytes hash to it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from dlbc_ray.actors.round_runner import RoundResult
 from dlbc_ray.consensus.decision import Decision
+from dlbc_ray.crypto import hash_weights
+from dlbc_ray.errors import ConsensusError, DLBCError
 from dlbc_ray.schema import Block, Task
 from dlbc_ray.schema.round_messages import SubmissionArrival, SubmissionOutcome
 
+log = logging.getLogger(__name__)
 Artifact = tuple[Any, str, dict[str, str]]  # (weights or their object ref, model hash, metadata)
 
 
@@ -31,22 +36,31 @@ def winner_artifact(decision: Decision, arrivals: Sequence[SubmissionArrival], r
 
 
 def fused_artifact(task: Task, block: Block, result: RoundResult, fetch: Callable[[Any], Any]) -> Artifact:
-    """BaaS: the contributors fused again (the same bytes validators fused); ``fetch`` reads a weights ref."""
-    from dlbc_ray.actors.task_code import install
-    from dlbc_ray.models import baas_fusion as baas
+    """BaaS: the fused model the block delivers, as a validator whose vote names its hash made it.
 
-    install(task.code)  # the coordinator builds the task's net to fuse it
-    contributors = block.fusion_votes[0].message.contributors
-    by_commit = {a.signed.message.commit: a for a in result.arrivals}
-    parts = []
-    for commit in contributors:
-        arrival = by_commit[commit]
-        seed = arrival.reveal.message.sml_seed if arrival.reveal else None
-        size = result.ctx.shards.get(arrival.signed.message.miner, (0, arrival.signed.message.examples))[1]
-        parts.append(baas.contribution(task, fetch(result.weight_refs[commit]), seed, size))
-    metadata = {"task_id": block.header.task_id or "", "fusion": task.fusion, "members": str(len(parts)),
-                "contributors": ",".join(by_commit[c].signed.message.miner for c in contributors)}
-    return baas.fuse(task, parts), block.header.model_hash or "", metadata
+    ``fetch`` reads a weights ref. Validators are tried in the block's order; a copy that is
+    missing, unreadable or hashes otherwise (a validator that lied or failed) is passed over,
+    so what is stored is the model the chain names, or the round fails by name.
+    """
+    want = block.header.model_hash or ""
+    votes = [v.message for v in block.fusion_votes]
+    contributors = votes[0].contributors if votes else ()
+    miners = {a.signed.message.commit: a.signed.message.miner for a in result.arrivals}
+    metadata = {"task_id": block.header.task_id or "", "fusion": task.fusion, "members": str(len(contributors)),
+                "contributors": ",".join(miners.get(c, "?") for c in contributors)}
+    for vote in votes:
+        ref = result.fused_refs.get(vote.validator) if vote.fused_hash == want else None
+        if ref is None:
+            continue
+        try:
+            weights = fetch(ref)
+            if isinstance(weights, dict) and hash_weights(weights) == want:
+                return weights, want, metadata
+        except DLBCError as e:
+            log.warning("fused model of validator %s unavailable: %s", vote.validator[:12], e)
+            continue
+        log.warning("fused model of validator %s does not hash to the block's %s", vote.validator[:12], want[:12])
+    raise ConsensusError(f"no validator that voted for fused model {want[:12]} delivered it", reason="delivery")
 
 
 def outcomes(decision: Decision, arrivals: Sequence[SubmissionArrival]) -> tuple[SubmissionOutcome, ...]:

@@ -83,6 +83,7 @@ class RoundResult:
     outcomes: list[SubmissionOutcome]
     timings: dict[str, float]
     fusion_votes: list[Signed[FusionVote]] = field(default_factory=list)
+    fused_refs: dict[str, Any] = field(default_factory=dict)  # validator key -> its fused weights (a ref)
 
 
 class RoundRunner:
@@ -108,6 +109,7 @@ class RoundRunner:
         self.outcomes: list[SubmissionOutcome] = []
         self.timings: dict[str, float] = {}
         self.closes: dict[str, Signed[WindowClose]] = {}  # commit -> the signed close that opened it
+        self.fused_refs: dict[str, Any] = {}  # BaaS: validator key -> the fused weights it made, left in the store
 
     def run(self) -> RoundResult:
         """One round; PoLe's standing rounds reopen while no claim of the target is confirmed."""
@@ -130,7 +132,8 @@ class RoundRunner:
         self._advance(Event.VOTES_CLOSED)
         fusion_votes = self.fuse(arrivals, ballots, refs)
         self._advance(Event.FUSION_CLOSED)
-        return RoundResult(self.ctx, arrivals, ballots, refs, self.outcomes, self.timings, fusion_votes)
+        return RoundResult(self.ctx, arrivals, ballots, refs, self.outcomes, self.timings, fusion_votes,
+                           self.fused_refs)
 
     def _advance(self, event: Event) -> None:
         with self.lock:
@@ -328,11 +331,16 @@ class RoundRunner:
             return []
         t0 = time.perf_counter()
         picked = [a for a in arrivals if a.signed.message.commit in commits]
-        calls = {v.handle.fuse.remote(self.task, self.data.test, picked, [refs[a.signed.message.commit] for a in picked],
-                                      self.signed_ctx): v for v in self.validators}
+        weights = [refs[a.signed.message.commit] for a in picked]
+        calls: dict[Any, tuple[Member, Any]] = {}  # vote ref -> (validator, its fused weights, left in the store)
+        for v in self.validators:
+            vote, fused = v.handle.fuse.options(num_returns=2).remote(self.task, self.data.test, picked, weights,
+                                                                       self.signed_ctx)
+            calls[vote] = (v, fused)
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
         found = [v for ref, _ in done for v in self._verified([_try_get(ref, self.cfg.commit_timeout_s)],
-                                                              calls[ref].public_key)]
+                                                              calls[ref][0].public_key)]
+        self.fused_refs = {calls[ref][0].public_key: calls[ref][1] for ref, _ in done}
         self.timings["fuse_s"] = time.perf_counter() - t0
         return found
 

@@ -136,9 +136,12 @@ class Validator:
         return BallotReply(ballots=(ballot,), stats=ValidatorStats(**clock.ms))
 
     def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
-             weight_refs: Sequence[Any], ctx: Signed[RoundContext]) -> Signed[FusionVote]:
+             weight_refs: Sequence[Any], ctx: Signed[RoundContext]) -> tuple[Signed[FusionVote], dict[str, Any]]:
         """BaaS: fuse the accepted models (each unmapped with its revealed seed), score it and each
-        leave-one-out fusion on the test split, and sign what it found (for the proposer's rounds only)."""
+        leave-one-out fusion on the test split, and sign what it found (for the proposer's rounds only).
+
+        Also returns the fused weights (a second object the caller leaves in the object store): the
+        coordinator delivers the fusion the votes agreed on from a validator that made it, by hash."""
         spec, ctx = inbound.round_of(task, ctx, self.proposer)
         test = inbound.split(test, "test")
         contributors = inbound.wires(SubmissionArrival, contributors, "contributors", least=2)
@@ -156,7 +159,7 @@ class Validator:
         vote = FusionVote(task_id=ctx.task_id, round_id=ctx.round_id, validator=self.identity.public_key,
                           rule=spec.fusion, contributors=tuple(a.signed.message.commit for a in contributors),
                           fused_hash=scores.fused_hash, score=scores.score, without=scores.without)
-        return crypto.sign(self.identity, vote, ctx.chain_id)
+        return crypto.sign(self.identity, vote, ctx.chain_id), scores.weights
 
     # --------------------------------------------------------------- judging
 
