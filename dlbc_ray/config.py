@@ -53,6 +53,10 @@ class MinerConfig(_Config):
     max_restarts: int = Field(default=3, ge=-1)
     data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
                                  "a task names a file by name only, never by a path on the requester's machine")
+    keep_transcripts: int = Field(default=16, ge=0, le=10_000, description="training transcripts a miner keeps in "
+                                  "its home after the reveal, for `dlbc-ray audit`; 0 keeps none (oldest go first)")
+    keep_transcripts_mb: int = Field(default=512, ge=1, le=1_000_000, description="their size on disk at most, in "
+                                     "MiB (the newest is always kept)")
 
 
 class ValidatorConfig(_Config):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from dlbc_ray.cli._app import INSECURE_ENV
 from dlbc_ray.cli.app import app
 from dlbc_ray.consensus.transcript import compute_hyperparameters
-from dlbc_ray.errors import InvalidModelFile
+from dlbc_ray.errors import ConfigError, InvalidModelFile
 from dlbc_ray.runtime.home import Home
 from dlbc_ray.runtime.keystore import save_key
 from dlbc_ray.models.protect import mapping_seed
@@ -92,3 +92,19 @@ def test_the_command_on_a_home_without_a_chain_says_so_in_one_line(tmp_path: Pat
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "no ledger" in errors[0], result.output
+
+
+def test_the_networks_own_settings_are_kept_in_the_home_and_read_back(tmp_path: Path) -> None:
+    from dlbc_ray.config import MINIMAL as NETWORK
+    from dlbc_ray.runtime.reaudit import keep_config, read_config
+
+    home = Home(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        read_config(home)
+    assert caught.value.reason == "no_config"  # never defaults in their place
+    path = keep_config(home, NETWORK)
+    assert read_config(home) == NETWORK and (path.stat().st_mode & 0o777) == 0o600
+    path.write_text(path.read_text().replace('"lr": 0.01', '"lr": -1'))
+    with pytest.raises(ConfigError) as caught:
+        read_config(home)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)

@@ -28,7 +28,7 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors import inbound
-from dlbc_ray.actors.miner import Miner, Sealed, mine_round, own_marks, settled, training_seed
+from dlbc_ray.actors.miner import Miner, Sealed, mine_round, own_marks, settled, train_round, training_seed
 from dlbc_ray.actors.secret_probe import probe_rivals
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
@@ -36,7 +36,7 @@ from dlbc_ray.crypto import Identity
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.disguise import (embed_mark, host_prefix, kill_units, permute_and_rescale, prune, remap,
-                                     reset_layer)
+                                     reset_layer, teacher_labels)
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed
 from dlbc_ray.models.training import TrainSettings, train
@@ -47,7 +47,7 @@ from dlbc_ray.schema.round_messages import MinedSubmission, MinerStats, RoundCon
 MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
                     "layer-reset", "fine-tuned-replay", "pruned-replay", "forged-signature",
                     "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
-                    "cross-chain-replay", "fake-transcript"]
+                    "cross-chain-replay", "fake-transcript", "distilled"]
 Weights = dict[str, np.ndarray]
 THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
 
@@ -87,8 +87,8 @@ class AdversaryMiner(Miner):
     """A miner that mines honestly until ``arm`` gives it an attack."""
 
     def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str,
-                 victims: Mapping[str, Identity] | None = None) -> None:
-        super().__init__(cfg, identity=identity, protection=protection, proposer=proposer)
+                 victims: Mapping[str, Identity] | None = None, keep_dir: str | None = None) -> None:
+        super().__init__(cfg, identity=identity, protection=protection, proposer=proposer, keep_dir=keep_dir)
         self.victims = dict(victims or {})
         self.attack: MinerAttack | None = None
         self.records: list[AttackRecord] = []
@@ -174,6 +174,20 @@ class AdversaryMiner(Miner):
         self._rounds[crypto.message_hash(task.message)] = ctx  # cancels and reveals are of the real round
         self._sealed[commit] = Sealed(ctx, self._sealed[commit].seed)
         return mined, weights, "trained and recorded under another round's seed"
+
+    def _distill(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
+        """Distillation: a fresh model trained exactly as an honest miner trains (its own init, mapping layer and
+        mark, the round's derived data order, every checkpoint recorded and committed), but on the labels an
+        earlier winner predicts for the task's inputs; the transcript it commits claims the task's labels."""
+        if a.weights is None or a.sml_seed is None:
+            raise ValueError("a distiller needs the earlier winner's weights and mapping seed")
+        spec = task.message
+        taught = teacher_labels(self._net(spec), a.weights, bytes.fromhex(a.sml_seed), spec.model.name,
+                                spec.dataset.input_shape, data)
+        mined, weights = train_round(self, spec, crypto.message_hash(spec), taught, ctx)  # its own code: no checks
+        agree = float(np.mean(taught.y == data.y))
+        return mined, weights, (f"trained on earlier winner {crypto.hash_weights(a.weights)[:12]}'s labels "
+                                f"({agree:.1%} of them the task's)")
 
     def _forged(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         victim = self.victims[a.victim or ""].public_key
@@ -367,4 +381,5 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "secret-probe": AdversaryMiner._probe,
     "cross-chain-replay": AdversaryMiner._cross_chain,
     "fake-transcript": AdversaryMiner._fake_transcript,
+    "distilled": AdversaryMiner._distill,
 }

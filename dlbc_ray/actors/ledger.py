@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dlbc_ray.consensus import ChainState, compute_block_hash
-from dlbc_ray.errors import ConfigError, InvalidBlock, InvalidMessage
+from dlbc_ray.errors import ConfigError, DLBCError, InvalidBlock, InvalidMessage
 from dlbc_ray.ledger import ArtifactStore, BlockImportResult, Chain
 from dlbc_ray.schema import Block, ChainParams
 from dlbc_ray.schema.base import revalidated
@@ -57,3 +57,14 @@ class Ledger:
 
     def store_artifact(self, weights: dict[str, Any], model_hash: str, metadata: dict[str, str]) -> str:
         return str(self.artifacts.put(weights, model_hash, metadata=metadata))
+
+    def artifact(self, model_hash: str) -> tuple[dict[str, Any], dict[str, str]] | None:
+        """A delivered model's weights and metadata by hash (validators read earlier winners back), or None
+        when it is not kept or damaged; the caller checks the hash again (``actors.winners.checked``)."""
+        if not isinstance(model_hash, str) or len(model_hash) != 64 or not set(model_hash) <= set("0123456789abcdef"):
+            return None  # a name, never a path
+        try:
+            return (self.artifacts.get(model_hash), self.artifacts.metadata(model_hash)) \
+                if self.artifacts.has(model_hash) else None
+        except (DLBCError, OSError, ValueError):  # altered or truncated on disk: no reference
+            return None

@@ -36,8 +36,9 @@ class AdversaryValidator(Validator):
     """A validator that judges honestly, then, when armed, signs lies about what it found."""
 
     def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes], proposer: str) -> None:
-        super().__init__(cfg, identity=identity, protection=protection, marks=marks, proposer=proposer)
+                 marks: Mapping[str, bytes], proposer: str, winners: Any = None) -> None:
+        super().__init__(cfg, identity=identity, protection=protection, marks=marks, proposer=proposer,
+                         winners=winners)
         self.lie: ValidatorLie | None = None
 
     def arm(self, lie: ValidatorLie | None) -> None:

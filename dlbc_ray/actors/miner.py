@@ -37,6 +37,7 @@ from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.models.baas_fusion import common_seed
 from dlbc_ray.models.nets import build_net, count_parameters, net_info
+from dlbc_ray.models.transcript_files import Keeper
 from dlbc_ray.models.protect import mapping_layer, mapping_seed, mark_secret, watermark_key
 from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
@@ -97,7 +98,8 @@ def check_close(close: Signed[WindowClose], ctx: RoundContext, proposer: str) ->
 class Miner:
     """Trains, watermarks, hashes and signs; weights leave through the object store."""
 
-    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str) -> None:
+    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str,
+                 keep_dir: str | None = None) -> None:
         self.cfg, self.identity, self.protection, self.proposer = cfg, identity, protection, proposer
         self.threads = torch_threads(cfg.num_cpus)
         torch.set_num_threads(self.threads)
@@ -111,6 +113,9 @@ class Miner:
         from dlbc_ray.models.transcript import Kept
 
         self._transcripts = Kept()  # commit -> training transcript (bounded, in memory), opened after the close
+        # after the close, each opened transcript is also written to the home (``dlbc-ray audit``), off the round's path
+        self._keeper = (Keeper(Path(keep_dir), cfg.keep_transcripts, cfg.keep_transcripts_mb << 20)
+                        if keep_dir and cfg.keep_transcripts else None)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "threads": self.threads,
@@ -143,6 +148,8 @@ class Miner:
         if sealed.seed is None:
             raise RevealRefused(f"submission {commit[:12]} has no mapping layer to reveal", reason="no_mapping")
         message = Reveal(task_id=ctx.task_id, commit=commit, sml_seed=sealed.seed.hex())
+        if self._keeper is not None:
+            self._keeper.keep(commit, self._transcripts.get(commit), sealed.seed)
         return crypto.sign(self.identity, message, ctx.chain_id)
 
     def transcript_opening(self, close: Signed[WindowClose], commit: str,
@@ -156,6 +163,8 @@ class Miner:
             raise RevealRefused(f"this miner keeps no transcript of {commit[:12]}", reason="not_submitted")
         if commit not in check_close(close, sealed.ctx, self.proposer).opens:
             raise RevealRefused(f"window close does not open submission {commit[:12]}", reason="not_opened")
+        if self._keeper is not None and sealed.seed is None:  # no mapping layer, so no reveal: kept from here
+            self._keeper.keep(commit, kept, None)
         return kept.header, kept.checkpoints_root, kept.opening(index)
 
     @ray.method(num_returns=2)
@@ -184,7 +193,13 @@ def mine_round(miner: Miner, spec: Task, data: Split | None, ctx: RoundContext,
     install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
     task_id = crypto.message_hash(spec)
     data = private_shard(miner.identity, spec, task_id, ctx, miner.cfg.data_dir) if ctx.shards else data
-    check_inputs(spec, task_id, data, ctx)
+    return train_round(miner, spec, task_id, check_inputs(spec, task_id, data, ctx), ctx, progress)
+
+
+def train_round(miner: Miner, spec: Task, task_id: str, data: Split, ctx: RoundContext,
+                progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
+    """Train, record, mark, hash and sign on inputs ``mine_round`` checked (a cheater calls it on data of its
+    own: the attack suite's distiller trains on another model's labels and commits that run's transcript)."""
     miner._rounds[task_id] = ctx
     seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
     net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
@@ -290,13 +305,15 @@ def worker_device(cfg: MinerConfig) -> str:
     return "gpu" if cfg.num_gpus >= 1 else "cpu"
 
 
-def check_inputs(spec: Task, task_id: str, data: Split | None, ctx: RoundContext) -> None:
+def check_inputs(spec: Task, task_id: str, data: Split | None, ctx: RoundContext) -> Split:
+    """``data``, when it is this round's task's training data (or a shard of it), else InvalidTask."""
     if task_id != ctx.task_id:
         raise InvalidTask(f"round is for task {ctx.task_id[:12]}, got {task_id[:12]}", reason="wrong_task")
     if data is None:
         raise InvalidTask("no training data for this task", reason="data")
     if not ctx.shards and split_hash(data) != spec.dataset.train_hash:
         raise InvalidTask("training data does not match the task's train_hash", reason="data_hash")
+    return data
 
 
 def private_shard(identity: Identity, spec: Task, task_id: str, ctx: RoundContext, data_dir: str | None) -> Split:

@@ -17,6 +17,7 @@ from dlbc_ray.actors.coordinator import Consensus
 from dlbc_ray.actors.ledger import Ledger
 from dlbc_ray.actors.miner import Miner, training_workers
 from dlbc_ray.actors.validator import Validator
+from dlbc_ray.actors.winners import LedgerWinners
 from dlbc_ray.config import ConsensusConfig, MinerConfig, ProtectionConfig, ValidatorConfig
 from dlbc_ray.crypto import Identity
 from dlbc_ray.schema import Block
@@ -51,10 +52,11 @@ def miner_resources(cfg: MinerConfig) -> dict[str, float]:
 
 
 def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConfig, *, proposer: str,
-                named: bool = False, detached: bool = False, actor_class: type = Miner,
+                keep_dir: str | None = None, named: bool = False, detached: bool = False, actor_class: type = Miner,
                 init: dict[str, Any] | None = None, **options: Any) -> Member:
     """``actor_class`` (a Miner subclass, e.g. an adversary) gets ``init`` as extra constructor arguments;
-    ``proposer`` is the only key whose window close opens this miner's reveals."""
+    ``proposer`` is the only key whose window close opens this miner's reveals; ``keep_dir``: where it keeps
+    its opened transcripts for ``dlbc-ray audit`` (the home's ``transcripts``, on the miner's node)."""
     # max_concurrency=2: reveal() must answer while mine() is still running for a late task.
     own = miner_resources(cfg)  # a data-parallel miner reserves neither CPU nor GPU: its workers do
     cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus if own["CPU"] else 0, num_gpus=own.get("GPU", 0.0),
@@ -63,14 +65,19 @@ def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConf
                                     **_placement(miner_name(identity.name) if named else None, detached),
                                     **options)
     return Member(identity.name, identity.public_key,
-                  cls.remote(cfg, identity=identity, protection=protection, proposer=proposer, **(init or {})))
+                  cls.remote(cfg, identity=identity, protection=protection, proposer=proposer, keep_dir=keep_dir,
+                             **(init or {})))
 
 
 def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: ProtectionConfig, *,
-                    marks: Mapping[str, bytes], proposer: str, named: bool = False, detached: bool = False,
-                    actor_class: type = Validator, init: dict[str, Any] | None = None, **options: Any) -> Member:
+                    marks: Mapping[str, bytes], proposer: str, ledger: Any = None, named: bool = False,
+                    detached: bool = False, actor_class: type = Validator, init: dict[str, Any] | None = None,
+                    **options: Any) -> Member:
     """``marks``: every miner's watermark secret by public key, handed over here and by no method; ``proposer``:
-    the only key whose signed rounds this validator judges (no mark oracle for anyone else)."""
+    the only key whose signed rounds this validator judges (no mark oracle for anyone else); ``ledger``: the
+    ledger actor, where a validator that restarts or joins later reads earlier blocks' winners back
+    (``actors.winners``), so a disguised copy of one is still ``derived``."""
+    winners = LedgerWinners(ledger, cfg.fetch_timeout_s) if ledger is not None else None
     # Every miner group's round is judged at once (one queue here serialised a 4-group network), and health
     # checks (info) still answer meanwhile; validate() guards its caches with a lock.
     cls = ray.remote(actor_class).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
@@ -80,7 +87,7 @@ def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: Protec
                                                      detached), **options)
     return Member(identity.name, identity.public_key,
                   cls.remote(cfg, identity=identity, protection=protection, marks=dict(marks), proposer=proposer,
-                             **(init or {})))
+                             winners=winners, **(init or {})))
 
 
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],

@@ -199,10 +199,14 @@ class Validator:
         for arrival, j in zip(arrivals, judged):
             if not j.valid:
                 continue
-            outcome, _ = audit_arrival(spec, ctx, root, arrival, audits, mark=self._marks.get(j.sub.miner),
-                                       protection=self.protection, validator=self.identity.public_key)
+            outcome, cost = audit_arrival(spec, ctx, root, arrival, audits, mark=self._marks.get(j.sub.miner),
+                                          protection=self.protection, validator=self.identity.public_key)
             if not outcome.passed:
                 j.verdict, j.detail = Verdict.BAD_TRANSCRIPT, describe(outcome)
+            else:  # evidence of the work checked: which segments, how compared, how many steps replayed
+                tolerance = self.protection.transcript.tolerance
+                j.detail = (f"audit: segments {','.join(map(str, cost.segments))} "
+                            f"{'bitwise' if tolerance == 0 else f'within {tolerance:g}'}, {cost.replayed_steps} steps")
 
     def _resolve_audits(self, audits: TranscriptAudits | RoundAudits | None) -> TranscriptAudits | None:
         """A round's audits (rounds.RoundAudits: the training split a ref) as models.replay audits them."""

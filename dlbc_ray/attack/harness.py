@@ -55,7 +55,8 @@ if TYPE_CHECKING:  # torch and Ray load only when a network is assembled
     from dlbc_ray.actors.adversary import MinerAttack
     from dlbc_ray.actors.liars import ValidatorLie
 
-REUSES = ("replay", "disguised-replay", "partial-reuse", "layer-reset", "fine-tuned-replay", "pruned-replay")
+REUSES = ("replay", "disguised-replay", "partial-reuse", "layer-reset", "fine-tuned-replay", "pruned-replay",
+          "distilled")
 KINDS = ("thief", "copy-noise", "random-weights", *REUSES, "forged-signature",
          "hash-mismatch", "wrong-task", "late", "lying-validators", "equivocating-validator", "too-many-liars",
          "false-claim", "secret-probe",

@@ -59,6 +59,15 @@ Definitions, per trial (a kind's row sums them over its trials):
         (seed shopping): the transcript it commits is not the run the round's public seed derives;
         decided ``bad_transcript`` and not the winner.
 
+    distilled: a fresh model of the adversary's own, trained as an honest miner trains (its init, map, mark,
+        the round's derived data order, every checkpoint recorded and committed) but on the labels the latest
+        earlier winner predicts; its weights owe the winner nothing, so provenance does not name it. Detected
+        when the block does not accept it (not decided ``valid``; a 2-2 split of 4 validators leaves it
+        undecided, which pays nothing either), it does not win, and at least one validator voted it
+        ``bad_transcript`` (the audit replays with the task's labels: a replayed segment whose batches hold a
+        label the winner got wrong diverges). Each validator samples its segments, so a round catches it with
+        a probability, not for sure (``benchmarks/pol.py``).
+
     false-claim: PoLe's standing task; the adversary sends untrained weights at once, claiming
         a perfect score. Detected when it does not win and a block is still committed: the
         validators refute the claim and the window reopens for the honest miners still
@@ -239,6 +248,17 @@ def _never_wins(trial: Trial) -> tuple[bool, str]:
     return score < trial.target or score < max(honest, default=0), f"valid at {score / SCORE_SCALE:.2f}"
 
 
+def _refused_for_its_transcript(trial: Trial) -> tuple[bool, str]:
+    """Not accepted, not the winner, and named ``bad_transcript`` by at least one validator's vote."""
+    commit = trial.record.commit if trial.record else None
+    outcome = decided(trial, commit)
+    votes = [v for b in (trial.block.ballots if trial.block else ()) for v in b.message.votes if v.commit == commit]
+    bad = sum(v.verdict is Verdict.BAD_TRANSCRIPT for v in votes)
+    won = trial.report.winner == trial.key(ADVERSARY)
+    refused = outcome is not None and _verdict(outcome) != Verdict.VALID.value
+    return refused and bad > 0 and not won, f"{_verdict(outcome)} ({bad}/{len(votes)} bad_transcript votes)"
+
+
 def _liar_caught(trial: Trial) -> tuple[bool, str]:
     if trial.block is None:
         return False, f"no block: {trial.report.failure}"
@@ -328,4 +348,5 @@ DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
     "cross-chain-replay": _replays_refused,
     "proposer-drop": _drop_refused,
     "fake-transcript": _adversary_rejected(Verdict.BAD_TRANSCRIPT.value),
+    "distilled": _refused_for_its_transcript,
 }

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from dlbc_ray.models import sml, watermark
+from dlbc_ray.models.data import Split
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mapping_layer
 from dlbc_ray.models.weights import to_numpy
@@ -133,3 +135,17 @@ def kill_units(weights: Mapping[str, np.ndarray], rng: np.random.Generator, frac
         grouped[:, dead] = 0.0
         out[f"{after}.weight"] = grouped.reshape(nxt.shape)
     return out
+
+
+def teacher_labels(net: Any, weights: Mapping[str, np.ndarray], seed: bytes | None, model: str,
+                   input_shape: tuple[int, ...], data: Split) -> Split:
+    """``data``'s inputs labelled by what ``weights`` (in ``net``) predict through their own mapping layer
+    (``seed``): a distiller's training data, which keeps the inputs, so the task's data order still applies,
+    but not the labels."""
+    from dlbc_ray.models.evaluate import predict
+
+    x = data.x
+    if seed is not None:
+        q, kind = mapping_layer(seed, weights, model, input_shape)
+        x = sml.map_inputs(x, q, kind)
+    return Split(x=data.x, y=predict(net, weights, x).astype(data.y.dtype))

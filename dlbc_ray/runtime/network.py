@@ -83,6 +83,7 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     """
     # torch loads here, in the driver only for the validators' and miners' classes, once Ray is already starting
     from dlbc_ray.actors.spawn import spawn_consensus, spawn_ledger, spawn_miner, spawn_validator
+    from dlbc_ray.runtime.reaudit import keep_config
 
     roles = roles or {}
     options = lambda name: ({"actor_class": roles[name].actor_class, "init": roles[name].init}  # noqa: E731
@@ -99,11 +100,12 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     if detached:  # consensus finds the ledger by name as it starts: it must answer first
         get(ledger.head.remote(), timeout=120, what="ledger start")
     proposer, marks, by_name = ids.consensus.public_key, miner_marks(ids), {m.name: m for m in ids.miners}
-    miners = [spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=proposer, **kept,
+    keep_dir = str(keep_config(home, cfg).parent) if cfg.miner.keep_transcripts else None  # for `dlbc-ray audit`
+    miners = [spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=proposer, keep_dir=keep_dir, **kept,
                           **place.miner(index, slot), **options(name))
               for index, group in enumerate(groups) for slot, name in enumerate(group)]
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, proposer=proposer, **kept,
-                                  **options(i.name))
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, proposer=proposer, ledger=ledger,
+                                  **kept, **options(i.name))
                   for i in ids.validators]
     if detached:  # ... and the miners and validators
         _wait_started(miners, validators)

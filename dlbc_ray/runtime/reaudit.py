@@ -6,8 +6,10 @@ audit leaves no evidence in the block; this module lets anyone holding the artif
 and see what was checked and what it cost. It reads, from the home:
 
 - the chain: the block (by height, or the latest carrying TASK_ID), its task, its submissions;
-- ``transcripts/<commit>/``: a transcript as its miner kept it (``keep_transcript``: header, leaves,
-  one ``.npz`` per checkpoint, and the mapping seed the miner revealed after the window);
+- ``transcripts/<commit>/``: a transcript as its miner kept it after the reveal (``models.transcript_files``:
+  header, leaves, one ``.npz`` per checkpoint, and the mapping seed it revealed);
+- ``transcripts/config.json``: the network's own settings (``keep_config``, written by the assembler), so the
+  replay uses the hyperparameters, marks and audit parameters the network ran with, not defaults;
 - the miner's key, where the home holds it (a local network's home holds every identity): its
   watermark is part of the training a replay must redo;
 - the task's built-in dataset (its training split checked against the task's hash).
@@ -20,24 +22,30 @@ with a reason, never a traceback.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dlbc_ray import crypto
-from dlbc_ray.config import MinerConfig, ProtectionConfig
+from dlbc_ray.config import MinerConfig, NetworkConfig, ProtectionConfig, config_error
 from dlbc_ray.consensus import compute_block_hash
 from dlbc_ray.consensus.ballot import votes_by_commit
-from dlbc_ray.consensus.transcript import CheckpointLeaf, TranscriptHeader, compute_hyperparameters
-from dlbc_ray.errors import DLBCError, InvalidModelFile
+from dlbc_ray.consensus.transcript import compute_hyperparameters
+from dlbc_ray.errors import ConfigError, DLBCError, InvalidModelFile
+from dlbc_ray.models.transcript_files import keep_transcript, load_transcript, private_dir
 from dlbc_ray.runtime.home import Home, read_ledger
 from dlbc_ray.runtime.keystore import list_keys, load_key
 from dlbc_ray.schema import Block, PostTaskTx, Submission, Task
 
 KEPT = "transcripts"
+CONFIG = "config.json"
+MAX_CONFIG_BYTES = 256 * 1024
 REAUDIT_DOMAIN = b"dlbc/reaudit/v1|"
+__all__ = ["AuditRow", "audit_one", "find_block", "keep_config", "keep_transcript", "kept_folder", "load_transcript",
+           "read_config", "reaudit", "training_split"]
 
 
 @dataclass(frozen=True)
@@ -59,37 +67,26 @@ def kept_folder(home: Home, commit: str) -> Path:
     return home.root / KEPT / commit
 
 
-def keep_transcript(folder: Path, transcript: Any, sml_seed: str | None) -> Path:
-    """Write a finished ``models.transcript.Transcript`` where ``dlbc-ray audit`` finds it (after the reveal:
-    the mapping seed is public by then)."""
-    from dlbc_ray.models.transcript import CheckpointStore
-
-    store = CheckpointStore(folder)
-    for leaf in transcript.leaves:
-        checkpoint = transcript.store.get(leaf.step)
-        if checkpoint is not None:
-            store.put(checkpoint)
-    (folder / "header.json").write_text(transcript.header.model_dump_json())
-    (folder / "leaves.json").write_text(json.dumps([leaf.model_dump() for leaf in transcript.leaves]))
-    (folder / "reveal.json").write_text(json.dumps({"sml_seed": sml_seed}))
-    return folder
+def keep_config(home: Home, cfg: NetworkConfig) -> Path:
+    """The network's own settings beside its kept transcripts: ``dlbc-ray audit`` replays with them, not defaults."""
+    path = private_dir(home.root / KEPT) / CONFIG
+    path.write_text(cfg.model_dump_json(indent=1))
+    path.chmod(0o600)
+    return path
 
 
-def load_transcript(folder: Path) -> tuple[Any, bytes | None]:
-    """The kept transcript and its revealed mapping seed; InvalidModelFile names what is missing or malformed."""
-    from dlbc_ray.models.transcript import CheckpointStore, Transcript
-
+def read_config(home: Home) -> NetworkConfig:
+    """The settings the network kept in this home (``keep_config``); ConfigError naming the file otherwise."""
+    path = home.root / KEPT / CONFIG
     try:
-        header = TranscriptHeader.model_validate_json((folder / "header.json").read_text())
-        leaves = [CheckpointLeaf.model_validate(x) for x in json.loads((folder / "leaves.json").read_text())]
-        seed = json.loads((folder / "reveal.json").read_text()).get("sml_seed")
-        return Transcript(header, leaves, CheckpointStore(folder)), bytes.fromhex(seed) if seed else None
-    except FileNotFoundError as e:
-        raise InvalidModelFile(f"{folder}: no kept transcript ({Path(str(e.filename)).name} missing)",
-                               reason="no_transcript") from None
-    except (ValueError, TypeError, AttributeError) as e:  # pydantic's ValidationError is a ValueError
-        raise InvalidModelFile(f"{folder}: malformed kept transcript ({str(e).splitlines()[0][:100]})",
-                               reason="malformed_transcript") from None
+        return NetworkConfig.model_validate_json(path.read_bytes()[:MAX_CONFIG_BYTES])
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no network settings kept in this home (a network started from it writes "
+                          "them): its audits cannot be replayed as it ran them", reason="no_config") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the network settings ({e.strerror})", reason="no_config") from None
+    except ValidationError as e:
+        raise config_error(e, prefix=f"{path}: ") from None
 
 
 def find_block(home: Home, target: str) -> tuple[Block, Task]:
@@ -113,12 +110,14 @@ def find_block(home: Home, target: str) -> tuple[Block, Task]:
 
 def reaudit(home: Home, target: str, *, segments: int | None = None, protection: ProtectionConfig | None = None,
             miner: MinerConfig | None = None) -> tuple[Block, list[AuditRow]]:
-    """Every submission of the block, audited again from the home's artifacts where they are kept."""
-    protection = protection or ProtectionConfig()
-    params = protection.transcript if segments is None else protection.transcript.model_copy(update={"segments": segments})
-    miner = miner or MinerConfig()
-    policy = compute_hyperparameters(miner.batch_size, miner.lr, miner.optimizer, miner.val_fraction)
+    """Every submission of the block, audited again from the home's artifacts where they are kept, with the
+    settings the network ran with (kept in the home: ``read_config``) unless others are given."""
     block, task = find_block(home, target)
+    if protection is None or miner is None:
+        kept = read_config(home)
+        protection, miner = protection or kept.protection, miner or kept.miner
+    params = protection.transcript if segments is None else protection.transcript.model_copy(update={"segments": segments})
+    policy = compute_hyperparameters(miner.batch_size, miner.lr, miner.optimizer, miner.val_fraction)
     voted = votes_by_commit(b.message for b in block.ballots)
     train: Any = None
     rows = []

@@ -127,3 +127,21 @@ def test_a_miners_new_model_beside_its_own_earlier_winner_is_valid(setup: Setup,
     again = mined_by(honest_miner(VICTIM), later.task, later.bundle, later.ctx)
     (vote,) = judge(later, again, by=judge_, won=frozenset({won.signed.message.model_hash}))
     assert vote.verdict is Verdict.VALID, vote.detail
+
+
+def test_the_ledger_actor_hands_a_kept_winner_back_by_hash_and_nothing_else(setup: Setup, tmp_path: Path) -> None:
+    """What ``LedgerWinners`` asks the ledger actor (built directly here): weights and metadata by hash; None
+    for a hash it does not keep, a name that is no hash (never a path), or a file altered on disk."""
+    from dlbc_ray.actors.ledger import Ledger
+    from tests.builders import World
+
+    ledger = Ledger(str(tmp_path / "ledger.sqlite"), genesis=World().genesis)
+    won = setup.victim
+    model_hash = won.signed.message.model_hash
+    ledger.store_artifact(won.weights, model_hash, {"miner": won.signed.message.miner})
+    weights, metadata = ledger.artifact(model_hash)  # type: ignore[misc]
+    assert checked((weights, metadata), model_hash) is not None and metadata["miner"] == won.signed.message.miner
+    assert ledger.artifact("0" * 64) is None and ledger.artifact("../ledger.sqlite") is None
+    path = ledger.artifacts.path(model_hash)
+    path.write_bytes(path.read_bytes()[:-8] + b"\x00" * 8)  # a tensor's last bytes altered
+    assert ledger.artifact(model_hash) is None

@@ -211,3 +211,43 @@ def test_live_rounds_audit_transcripts_a_run_under_another_seed_is_bad_transcrip
     assert all(len(votes[c]) == 4 and all(v.verdict is Verdict.VALID for v in votes[c]) for c in honest)
     assert all(s.message.transcript_root for s in trial.block.submissions)
     assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
+
+
+@pytest.mark.ray
+def test_a_restarted_validator_reads_the_earlier_winner_back_from_the_chain(network: AttackNetwork) -> None:
+    """The assembler gives every validator the ledger as its source of earlier winners: ``validator-0``,
+    restarted after the warm-up block (its memory gone), still calls a disguised copy of that block's
+    winner ``derived``, naming the winner it read back from the chain's artifacts."""
+    import ray
+
+    from dlbc_ray.actors._ray import get_retrying
+    from dlbc_ray.schema import Verdict
+
+    restarted = network.handles["validator-0"]
+    ray.kill(restarted, no_restart=False)  # Ray restarts it (max_restarts): a fresh process, a fresh memory
+    after = get_retrying(lambda: restarted.info.remote(), timeout=30, what="restarted validator", patience_s=180)
+    assert after["name"] == "validator-0"
+    result = network.trial("disguised-replay", 0)
+    trial = network.last
+    assert trial is not None and trial.block is not None and trial.record is not None
+    (vote,) = [v for b in trial.block.ballots if b.message.validator == trial.key("validator-0")
+               for v in b.message.votes if v.commit == trial.record.commit]
+    # a validator that remembers names the model by its commit; only one that read it back says "winner"
+    assert vote.verdict is Verdict.DERIVED and "from winner " in vote.detail, vote.detail
+    assert result.detected and result.honest_winner_kept and result.false_positives == 0, result
+
+
+@pytest.mark.ray
+def test_a_distiller_is_refused_by_the_transcript_audit_and_honest_audits_leave_evidence(
+        network: AttackNetwork) -> None:
+    """Trained on the latest winner's labels with a transcript claiming the task's: refused, with at least one
+    ``bad_transcript`` vote (each validator samples its segments: benchmarks/pol.py measures how often);
+    each honest valid vote names the segments it replayed."""
+    result = network.trial("distilled", 0)
+    trial = network.last
+    assert trial is not None and trial.block is not None and trial.record is not None
+    assert "labels" in trial.record.note, trial.record.note
+    assert result.detected and result.honest_winner_kept and result.false_positives == 0, (result, trial.record.note)
+    honest = {s.message.commit for s in trial.block.submissions if s.message.miner != trial.key(ADVERSARY)}
+    valid = [v for b in trial.block.ballots for v in b.message.votes if v.commit in honest]
+    assert valid and all(v.detail.startswith("audit: segments ") and " bitwise, " in v.detail for v in valid), valid
