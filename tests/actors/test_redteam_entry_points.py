@@ -173,10 +173,11 @@ def test_odd_arguments_through_ray_are_one_named_error_and_the_actor_lives_on() 
                              marks={MINER.public_key: mark_secret(MINER)}, proposer=PROPOSER.public_key)
     handle = member.handle
     self_signed = crypto.sign(REQUESTER, CTX, CHAIN)
-    for args in ([TASK, BUNDLE.test, [], [], CTX], [TASK, BUNDLE.test, [], [], self_signed],
-                 [TASK, BUNDLE.test, "junk", [], SIGNED], [TASK, 7, [], [], SIGNED],
-                 [TASK.message, BUNDLE.test, [], [], SIGNED]):
-        with pytest.raises(InvalidMessage):
+    one, weights = [ARRIVAL], [WEIGHTS]
+    for args in ([TASK, BUNDLE.test, one, weights, CTX], [TASK, BUNDLE.test, one, weights, self_signed],
+                 [TASK, BUNDLE.test, "junk", weights, SIGNED], [TASK, 7, one, weights, SIGNED],
+                 [TASK, BUNDLE.test, one, [], SIGNED], [TASK.message, BUNDLE.test, one, weights, SIGNED]):
+        with pytest.raises(InvalidMessage):  # RoundRefused is one too
             get(handle.validate.remote(*args), timeout=120, what="validator")
-    reply = get(handle.validate.remote(TASK, BUNDLE.test, [], [], SIGNED), timeout=120, what="validator")
-    assert reply.ballots[0].message.round_id == CTX.round_id
+    reply = get(handle.validate.remote(TASK, BUNDLE.test, one, weights, SIGNED), timeout=120, what="validator")
+    assert reply.ballots[0].message.round_id == CTX.round_id  # the actor lives on and judges the proposer's round
