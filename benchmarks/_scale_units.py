@@ -4,7 +4,6 @@ signature and size, and the memory of a network's actor processes."""
 from __future__ import annotations
 
 import math
-import pickle
 import statistics
 import time
 from typing import Any
@@ -55,6 +54,8 @@ def mark_checks(registered: list[int], repeats: int, submitters: int = 4, earlie
 def ballot_costs(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]:
     """One ballot of M votes, without Ray: its signature (a validator's), its check (the coordinator's, and the
     ledger's again at import) and its size on the wire, what a block holds V of."""
+    from ray import cloudpickle  # how a ballot crosses to the coordinator
+
     from dlbc_ray import crypto
     from dlbc_ray.canonical import canonical_bytes
     from dlbc_ray.crypto import Identity
@@ -70,7 +71,7 @@ def ballot_costs(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]:
         signing, checking, signed = [], [], []
         for ballot in ballots:  # each one new: signature verdicts may be cached
             signing.append(_median_ms(lambda: signed.append(crypto.sign(who, ballot, h(0))), 1))
-        for one in (pickle.loads(pickle.dumps(x)) for x in signed):  # as it arrives: no cached bytes
+        for one in (cloudpickle.loads(cloudpickle.dumps(x)) for x in signed):  # as it arrives: no cached bytes
             checking.append(_median_ms(lambda: crypto.is_valid_signature(one), 1))
         out[m] = {"sign_ms": statistics.median(signing), "verify_ms": statistics.median(checking),
                   "bytes": len(canonical_bytes(signed[0]))}

@@ -285,15 +285,19 @@ def main() -> None:
         if "ballot signing" not in next(iter(grid.values()))[0]:
             raise SystemExit(f"{args.source}: rounds from before votes were split by ballot; run them again")
         marks = {**saved["marks"], "per_n": {int(n): r for n, r in saved["marks"]["per_n"].items()}}
+    marks = marks if marks and "all_ms" in next(iter(marks["per_n"].values())) else mark_checks(
+        [4, 16, 64], repeats=5 if args.quick else 9)
+    ballots = ballot_costs([16, 256, 1_000], repeats=5)
     for m, v in [] if args.source else grid_points:
         t0 = time.monotonic()
         grid[(m, v)] = run_grid_point(m, v, rounds)
         print(f"M={m} V={v}: {rounds} rounds in {time.monotonic() - t0:.0f} s (with start-up); actors' memory "
               + json.dumps(MEMORY[(m, v)]), flush=True)
+        if args.out:  # each grid point as it ends: a later failure keeps the rounds already run
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"cores": cores, "grid": {f"{a}x{b}": r for (a, b), r in grid.items()},
+                                            "marks": marks}, indent=1))
     parts = summarize(grid, cores)
-    marks = marks if marks and "all_ms" in next(iter(marks["per_n"].values())) else mark_checks(
-        [4, 16, 64], repeats=5 if args.quick else 9)
-    ballots = ballot_costs([16, 256, 1_000], repeats=5)
     proj = projection(parts, marks, ballots)
     if args.plot:
         plot(grid, args.plot)
