@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from dlbc_ray import crypto
-from dlbc_ray.attack.harness import drop_best
-from dlbc_ray.attack.judging import ADVERSARY, DETECTORS, Trial
+from dlbc_ray.attack.kinds import attack_kind
+from dlbc_ray.attack.judging import ADVERSARY, Trial
+from dlbc_ray.attack.plays import drop_best
 from dlbc_ray.consensus import validate_block
 from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.proposal import seal
@@ -74,7 +75,8 @@ def trial(kind: str, refusals: dict[str, str], *, after: int = 6, committed: boo
 ])
 def test_a_cross_chain_replay_is_caught_only_when_nothing_of_it_moves_the_chain(
         refusals: dict[str, str], after: int, verdict: str, detected: bool) -> None:
-    caught, how = DETECTORS["cross-chain-replay"](trial("cross-chain-replay", refusals, after=after, verdict=verdict))
+    detect = attack_kind("cross-chain-replay").detect
+    caught, how = detect(trial("cross-chain-replay", refusals, after=after, verdict=verdict))
     assert caught is detected and "transfer" in how
 
 
@@ -87,5 +89,5 @@ def test_a_cross_chain_replay_is_caught_only_when_nothing_of_it_moves_the_chain(
 def test_a_dropping_proposer_is_caught_by_its_ballots_and_the_honest_block_commits(
         refused: str, after: int, committed: bool, detected: bool) -> None:
     t = trial("proposer-drop", {DROP: refused}, after=after, committed=committed)
-    caught, how = DETECTORS["proposer-drop"](t)
+    caught, how = attack_kind("proposer-drop").detect(t)
     assert caught is detected and refused in how

@@ -21,7 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import ray
@@ -44,10 +44,7 @@ from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
 from dlbc_ray.schema.round_messages import MinedSubmission, MinerStats, RoundContext, WindowClose
 
-MinerKind = Literal["thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse",
-                    "layer-reset", "fine-tuned-replay", "pruned-replay", "forged-signature",
-                    "hash-mismatch", "wrong-task", "late", "bait", "false-claim", "secret-probe",
-                    "cross-chain-replay", "fake-transcript", "distilled"]
+MinerKind = str  # a key of PLAYS: the behaviour an attack kind's plan (attack/kinds.py) arms a miner with
 Weights = dict[str, np.ndarray]
 THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
 

@@ -76,24 +76,24 @@ Definitions, per trial (a kind's row sums them over its trials):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dlbc_ray.consensus.ballot import votes_by_commit
 from dlbc_ray.consensus.decision import compute_winner
 from dlbc_ray.consensus.quorum import compute_tally
-from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.schema import Block, Verdict
 from dlbc_ray.schema.round_messages import RoundReport, SubmissionOutcome
 
 if TYPE_CHECKING:
     from dlbc_ray.actors.adversary import AttackRecord
+    from dlbc_ray.actors.liars import LieKind
 
 HONEST_MINERS = ("miner-0", "miner-1")
 ADVERSARY = "miner-2"
 LIARS = ("validator-3", "validator-2")  # the first lies alone (f = 1 < n/3); both in too-many-liars
-LIE_CYCLE = ("random", "approve", "reject")
+LIE_CYCLE: tuple[LieKind, ...] = ("random", "approve", "reject")
 
 # ------------------------------------------------------------------ results
 
@@ -154,7 +154,10 @@ def summarize(kind: str, results: Sequence[TrialResult]) -> KindResult:
 
 
 def judge(trial: Trial, seconds: float = 0.0) -> TrialResult:
-    detected, how = DETECTORS[trial.kind](trial)
+    """The trial's result: its kind's detector (``attack.kinds``), the honest winner, the false positives."""
+    from dlbc_ray.attack.kinds import attack_kind  # the registry imports this module's definitions
+
+    detected, how = attack_kind(trial.kind).detect(trial)
     return TrialResult(trial.kind, trial.index, detected, is_honest_winner_kept(trial), count_false_positives(trial),
                        how, seconds)
 
@@ -162,7 +165,7 @@ def judge(trial: Trial, seconds: float = 0.0) -> TrialResult:
 # -------------------------------------------------------------- definitions
 
 
-def _verdict(outcome: SubmissionOutcome | None) -> str:
+def verdict_of(outcome: SubmissionOutcome | None) -> str:
     return "none" if outcome is None else str(getattr(outcome.verdict, "value", outcome.verdict))
 
 
@@ -181,11 +184,11 @@ def count_false_positives(trial: Trial) -> int:
 
     def refused(name: str) -> bool:
         cut = dropped(trial, name)
-        if cut and race and _verdict(cut) == Verdict.LATE.value:
+        if cut and race and verdict_of(cut) == Verdict.LATE.value:
             return False
         if cut:
             return True
-        accepted = any(o.miner == trial.key(name) and o.commit and _verdict(o) == Verdict.VALID.value
+        accepted = any(o.miner == trial.key(name) and o.commit and verdict_of(o) == Verdict.VALID.value
                        for o in trial.report.outcomes)
         return trial.report.committed and not accepted
 
@@ -215,138 +218,3 @@ def is_honest_winner_kept(trial: Trial) -> bool:
         return False
     present = {s.message.miner for s in trial.block.submissions}
     return all(trial.key(n) in present for n in HONEST_MINERS) and trial.block.header.winner == honest_choice(trial)
-
-
-def _adversary_rejected(*verdicts: str) -> Callable[[Trial], tuple[bool, str]]:
-    def detect(trial: Trial) -> tuple[bool, str]:
-        outcome = decided(trial, trial.record.commit if trial.record else None)
-        won = trial.report.winner == trial.key(ADVERSARY)
-        return _verdict(outcome) in verdicts and not won, _verdict(outcome)
-
-    return detect
-
-
-def _adversary_dropped(verdict: str) -> Callable[[Trial], tuple[bool, str]]:
-    def detect(trial: Trial) -> tuple[bool, str]:
-        outcome = dropped(trial, ADVERSARY)
-        commits = {s.message.commit for s in trial.block.submissions} if trial.block else set()
-        in_block = trial.record is not None and trial.record.commit in commits
-        return _verdict(outcome) == verdict and not in_block, _verdict(outcome)
-
-    return detect
-
-
-def _never_wins(trial: Trial) -> tuple[bool, str]:
-    outcome = decided(trial, trial.record.commit if trial.record else None)
-    if outcome is None or trial.report.winner == trial.key(ADVERSARY):
-        return False, _verdict(outcome)
-    if _verdict(outcome) != Verdict.VALID.value:
-        return True, _verdict(outcome)
-    honest = [o.score or 0 for o in trial.report.outcomes
-              if o.commit and o.miner in {trial.key(n) for n in HONEST_MINERS} and _verdict(o) == "valid"]
-    score = outcome.score or 0
-    return score < trial.target or score < max(honest, default=0), f"valid at {score / SCORE_SCALE:.2f}"
-
-
-def _refused_for_its_transcript(trial: Trial) -> tuple[bool, str]:
-    """Not accepted, not the winner, and named ``bad_transcript`` by at least one validator's vote."""
-    commit = trial.record.commit if trial.record else None
-    outcome = decided(trial, commit)
-    votes = [v for b in (trial.block.ballots if trial.block else ()) for v in b.message.votes if v.commit == commit]
-    bad = sum(v.verdict is Verdict.BAD_TRANSCRIPT for v in votes)
-    won = trial.report.winner == trial.key(ADVERSARY)
-    refused = outcome is not None and _verdict(outcome) != Verdict.VALID.value
-    return refused and bad > 0 and not won, f"{_verdict(outcome)} ({bad}/{len(votes)} bad_transcript votes)"
-
-
-def _liar_caught(trial: Trial) -> tuple[bool, str]:
-    if trial.block is None:
-        return False, f"no block: {trial.report.failure}"
-    liar = trial.key(LIARS[0])
-    tallies = {o.commit: o for o in trial.report.outcomes if o.commit}
-    wrong = 0
-    for vote in (v for b in trial.block.ballots if b.message.validator == liar for v in b.message.votes):
-        o = tallies.get(vote.commit)
-        says_valid, is_valid = vote.verdict is Verdict.VALID, _verdict(o) == Verdict.VALID.value
-        wrong += says_valid != is_valid or (says_valid and o is not None and o.score != vote.score)
-    return wrong > 0, f"{LIE_CYCLE[trial.index % len(LIE_CYCLE)]}: {wrong} lies seen"
-
-
-def _equivocation_evidenced(trial: Trial) -> tuple[bool, str]:
-    if trial.block is None:
-        return False, f"no block: {trial.report.failure}"
-    liar = trial.key(LIARS[0])
-    evidence = [e for e in trial.block.evidence if e.first.message.validator == liar]
-    ballots = [b for b in trial.block.ballots if b.message.validator == liar]
-    return bool(evidence) and not ballots, f"evidence x{len(evidence)}, {len(ballots)} ballots kept"
-
-
-def _failed_safely(trial: Trial) -> tuple[bool, str]:
-    failure = trial.report.failure
-    reason = "split" if "split" in failure else "quorum" if "quorum" in failure else ""
-    unmoved = not trial.report.committed and trial.height_after == trial.height_before
-    return bool(reason) and unmoved, f"no block ({reason or failure[:40]})" if unmoved else "committed"
-
-
-def _claim_ignored(trial: Trial) -> tuple[bool, str]:
-    """PoLe: a false claim of the target must not win, nor stall the chain by cutting honest miners off."""
-    cut = [n for n in HONEST_MINERS if _verdict(dropped(trial, n)) == Verdict.LATE.value]
-    won = trial.report.winner == trial.key(ADVERSARY)
-    refuted = int(trial.report.timings.get("refuted_claims", 0))
-    how = f"{refuted} claim(s) refuted, {len(cut)} honest cut off" + ("" if trial.report.committed else ", no block")
-    return trial.report.committed and len(cut) < len(HONEST_MINERS) and not won, how
-
-
-def _nothing_leaked(trial: Trial) -> tuple[bool, str]:
-    """Secrets are sealed: every probe of a rival during the window was refused or answered nothing secret."""
-    leaks = trial.record.leaks if trial.record else ("no record",)
-    won = trial.report.winner == trial.key(ADVERSARY)
-    how = trial.record.note if trial.record else "no record"
-    return not leaks and not won, how + (f"; leaked: {', '.join(leaks)}" if leaks else "")
-
-
-def _replays_refused(trial: Trial) -> tuple[bool, str]:
-    """Nothing signed for another chain moves this one: not a transfer, not a task, not a submission."""
-    outcome = dropped(trial, ADVERSARY)
-    in_block = trial.block is not None and trial.record is not None and \
-        trial.record.commit in {s.message.commit for s in trial.block.submissions}
-    moved = trial.height_after - trial.height_before - int(trial.report.committed)
-    refused = [trial.refusals.get(what) for what in ("transfer", "task")]
-    how = f"transfer {refused[0]}, task {refused[1]}, submission {_verdict(outcome)}"
-    return (refused == ["wrong_chain"] * 2 and _verdict(outcome) == Verdict.WRONG_CHAIN.value and not in_block
-            and moved == 0), how + (f", {moved} extra block(s)" if moved else "")
-
-
-def _drop_refused(trial: Trial) -> tuple[bool, str]:
-    """The censoring block is refused for its ballots, and the honest block of the round still commits."""
-    refused = trial.refusals.get("block without the best submission", "not tried")
-    moved = trial.height_after - trial.height_before
-    how = f"forged block {refused}, honest block " + (f"{trial.report.height}" if trial.report.committed else
-                                                       f"lost ({trial.report.failure[:60]})")
-    return refused == "ballot_set" and trial.report.committed and moved == 1, how
-
-
-DETECTORS: dict[str, Callable[[Trial], tuple[bool, str]]] = {
-    "thief": _adversary_rejected(Verdict.STOLEN.value, Verdict.DUPLICATE.value),
-    "copy-noise": _adversary_rejected(Verdict.STOLEN.value, Verdict.COPY.value),
-    "random-weights": _never_wins,
-    "replay": _adversary_rejected(Verdict.REPLAY.value, Verdict.STOLEN.value),
-    "disguised-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
-    "partial-reuse": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
-    "layer-reset": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
-    "fine-tuned-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
-    "pruned-replay": _adversary_rejected(Verdict.DERIVED.value, Verdict.STOLEN.value),
-    "forged-signature": _adversary_dropped(Verdict.BAD_SIGNATURE.value),
-    "wrong-task": _adversary_dropped(Verdict.WRONG_TASK.value),
-    "late": _adversary_dropped(Verdict.LATE.value),
-    "hash-mismatch": _adversary_rejected(Verdict.HASH_MISMATCH.value),
-    "lying-validators": _liar_caught,
-    "equivocating-validator": _equivocation_evidenced,
-    "too-many-liars": _failed_safely,
-    "false-claim": _claim_ignored,
-    "secret-probe": _nothing_leaked,
-    "cross-chain-replay": _replays_refused,
-    "proposer-drop": _drop_refused,
-    "fake-transcript": _adversary_rejected(Verdict.BAD_TRANSCRIPT.value),
-    "distilled": _refused_for_its_transcript,
-}
