@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from dlbc_ray.models import sml
 from dlbc_ray.models.disguise import layer_chain
@@ -96,6 +95,10 @@ def _with_bias(row: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def match(ref: Canon, other: Canon, sweeps: int = SWEEPS) -> list[np.ndarray]:
     """Per hidden layer, which unit of ``other`` plays each unit of ``ref`` (weight matching)."""
+    # scipy here, not at the top: every process that imports the validator module (the consensus actor too,
+    # to deserialize validators' handles) would load scipy.optimize, 0.4 s of CPU, to match nothing
+    from scipy.optimize import linear_sum_assignment
+
     a, b = ref.layers, other.layers
     perms = [np.arange(x.shape[0]) for x in a[:-1]]
     for sweep in range(sweeps):
