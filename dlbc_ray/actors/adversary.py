@@ -28,25 +28,24 @@ import ray
 
 from dlbc_ray import crypto
 from dlbc_ray.actors import inbound
-from dlbc_ray.actors.miner import Miner, Sealed, mine_round, own_marks, settled, train_round, training_seed
+from dlbc_ray.actors import reuse_plays
+from dlbc_ray.actors.miner import Miner, Sealed, mine_round
+from dlbc_ray.actors.reuse_plays import THIEF_MARGIN, fresh_net, own_mark
 from dlbc_ray.actors.secret_probe import probe_rivals
 from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
-from dlbc_ray.models import sml, watermark
+from dlbc_ray.models import sml
 from dlbc_ray.models.data import Split
-from dlbc_ray.models.disguise import (embed_mark, host_prefix, kill_units, permute_and_rescale, prune, remap,
-                                     reset_layer, teacher_labels)
-from dlbc_ray.models.nets import build_net, count_parameters, net_info
-from dlbc_ray.models.protect import mapping_layer, mapping_seed
-from dlbc_ray.models.training import TrainSettings, train
-from dlbc_ray.models.weights import load_into, to_numpy
+from dlbc_ray.models.nets import build_net, count_parameters
+from dlbc_ray.models.protect import mapping_seed
+from dlbc_ray.models.weights import to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
 from dlbc_ray.schema.round_messages import MinedSubmission, MinerStats, RoundContext, WindowClose
 
 MinerKind = str  # a key of PLAYS: the behaviour an attack kind's plan (attack/kinds.py) arms a miner with
 Weights = dict[str, np.ndarray]
-THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (validators check only the bits)
+__all__ = ["PLAYS", "THIEF_MARGIN", "AdversaryMiner", "AttackRecord", "MinerAttack", "MinerKind"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ class AdversaryMiner(Miner):
         rng = np.random.default_rng(int(ctx.round_id[:8], 16))
         noisy = {k: (v + rng.standard_normal(v.shape).astype(v.dtype) * a.noise * float(v.std()))
                  if np.issubdtype(v.dtype, np.floating) else v for k, v in loot.weights.items()}
-        noisy = self._own_mark(task.message, noisy, a.settle_steps)
+        noisy = own_mark(self, task.message, noisy, a.settle_steps)
         note = f"{loot.victim}'s weights + {a.noise:g} noise, under its own mapping seed"
         own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)
         return self._submit(task, ctx, noisy, own, template=loot.submission), noisy, note
@@ -148,19 +147,11 @@ class AdversaryMiner(Miner):
         net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes,
                         seed=seed)
         bait = a.kind in ("bait", "false-claim")
-        weights = to_numpy(net) if bait else self._own_mark(spec, to_numpy(net), a.settle_steps)
+        weights = to_numpy(net) if bait else own_mark(self, spec, to_numpy(net), a.settle_steps)
         note = "untrained, unmarked" if bait else "untrained, own mark settled"
         claimed = SCORE_SCALE if a.kind == "false-claim" else None
         mined = self._submit(task, ctx, weights, mapping_seed(self.identity, ctx.task_id, ctx.round_id), claimed=claimed)
         return mined, weights, note + (", claims a perfect score" if claimed else "")
-
-    def _replay(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        if a.weights is None or a.sml_seed is None:
-            raise ValueError("a replay needs the earlier winner's weights and mapping seed")
-        weights, seed = dict(a.weights), bytes.fromhex(a.sml_seed)
-        if a.kind in ("disguised-replay", "pruned-replay"):
-            weights, seed = self._disguise(task.message, weights, seed, ctx.round_id, thin=a.kind == "pruned-replay")
-        return self._submit(task, ctx, weights, seed), weights, f"earlier winner {crypto.hash_weights(a.weights)[:12]}"
 
     def _fake_transcript(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         """Seed shopping: train (and record, honestly) under another round's seed, as if it had kept the best
@@ -171,20 +162,6 @@ class AdversaryMiner(Miner):
         self._rounds[crypto.message_hash(task.message)] = ctx  # cancels and reveals are of the real round
         self._sealed[commit] = Sealed(ctx, self._sealed[commit].seed)
         return mined, weights, "trained and recorded under another round's seed"
-
-    def _distill(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        """Distillation: a fresh model trained exactly as an honest miner trains (its own init, mapping layer and
-        mark, the round's derived data order, every checkpoint recorded and committed), but on the labels an
-        earlier winner predicts for the task's inputs; the transcript it commits claims the task's labels."""
-        if a.weights is None or a.sml_seed is None:
-            raise ValueError("a distiller needs the earlier winner's weights and mapping seed")
-        spec = task.message
-        taught = teacher_labels(self._net(spec), a.weights, bytes.fromhex(a.sml_seed), spec.model.name,
-                                spec.dataset.input_shape, data)
-        mined, weights = train_round(self, spec, crypto.message_hash(spec), taught, ctx)  # its own code: no checks
-        agree = float(np.mean(taught.y == data.y))
-        return mined, weights, (f"trained on earlier winner {crypto.hash_weights(a.weights)[:12]}'s labels "
-                                f"({agree:.1%} of them the task's)")
 
     def _forged(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
         victim = self.victims[a.victim or ""].public_key
@@ -243,7 +220,7 @@ class AdversaryMiner(Miner):
         own = crypto.sign(self.identity, close, ctx.chain_id)
         return [own, own.model_copy(update={"signer": self.proposer}), *self.closes[-3:]]
 
-    # ------------------------------------------------------------- parts
+    # ------------------------------------------------------------- parts (reuse plays: actors/reuse_plays.py)
 
     def _loot_for(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Loot:
         loot, key = self._loot, (crypto.message_hash(task.message), ctx.round_id)
@@ -266,72 +243,13 @@ class AdversaryMiner(Miner):
             loot.append(_Loot(name or "", mined.signed.message, weights, (ctx.task_id, ctx.round_id)))
         return max(loot, key=lambda x: x.submission.claimed_score)
 
-    def _own_mark(self, spec: Task, weights: Weights, max_steps: int) -> Weights:
-        """Settle this miner's watermark onto ``weights`` the way an honest miner does, but to the end."""
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
-        load_into(net, weights)
-        marks = own_marks(self.identity, self.protection, net, spec)
-        if not marks:
-            return weights
-        watermark.settle(net, marks[0].key, margin=self.protection.mark_margin, max_steps=max_steps)
-        return to_numpy(net)
-
-    def _disguise(self, spec: Task, weights: Weights, seed: bytes, round_id: str, *,
-                  thin: bool = False) -> tuple[Weights, bytes]:
-        """Every hidden unit permuted and rescaled (the function kept, the owner's mark scrambled), moved
-        behind our own mapping layer, and our own mark written with the least change (just past 0: validators
-        ask for the bits, not a margin). ``thin``: then 30% of the weights pruned and a quarter of the units
-        made dead ones (random inputs, no outputs), to blur any comparison unit by unit."""
-        own = mapping_seed(self.identity, crypto.message_hash(spec), round_id)
-        rng = np.random.default_rng(int.from_bytes(self.identity.derive(f"disguise|{round_id}")[:4], "big"))
-        shuffled = permute_and_rescale(weights, rng)
-        if thin:
-            shuffled = kill_units(prune(shuffled, 0.3), rng, 0.25)
-        moved = remap(shuffled, spec.model.name, spec.dataset.input_shape, seed, own)
-        marks = own_marks(self.identity, self.protection, self._net(spec), spec)
-        return (embed_mark(moved, marks[0].key, THIEF_MARGIN) if marks else moved), own
-
-    def _reuse(self, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> _Play:
-        """An earlier winner behind our own map, then trained with our own mark as an honest miner trains:
-        ``partial-reuse`` re-initialises the layer that hosts its owner's mark and ``layer-reset`` the first
-        layer, then train the task's epochs; ``fine-tuned-replay`` permutes and rescales every unit, then
-        trains one epoch."""
-        if a.weights is None or a.sml_seed is None:
-            raise ValueError(f"a {a.kind} needs the earlier winner's weights and mapping seed")
-        spec, old = task.message, bytes.fromhex(a.sml_seed)
-        own = mapping_seed(self.identity, ctx.task_id, ctx.round_id)
-        if a.kind == "fine-tuned-replay":
-            start, own = self._disguise(spec, a.weights, old, ctx.round_id)
-            epochs, what = 1, "permuted and rescaled, one epoch"
-        else:
-            layer = (host_prefix(spec.model.name) if a.kind == "partial-reuse"
-                     else net_info(spec.model.name).first_layer.rsplit(".", 1)[0])
-            moved = remap(a.weights, spec.model.name, spec.dataset.input_shape, old, own)
-            start = reset_layer(moved, spec.model.name, spec.model.params, spec.dataset.input_shape,
-                                spec.dataset.n_classes, layer, seed=int.from_bytes(self.identity.derive("reset")[:4], "big"))
-            epochs, what = spec.max_epochs, f"{layer} reset"
-        net = load_into(self._net(spec), start)
-        q, kind = mapping_layer(own, net, spec.model.name, spec.dataset.input_shape)
-        marks = own_marks(self.identity, self.protection, net, spec)
-        settings = TrainSettings(epochs=epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                                 optimizer=self.cfg.optimizer, seed=training_seed(self.identity, ctx.task_id),
-                                 val_fraction=self.cfg.val_fraction, num_threads=self.threads)
-        result = train(sml.MappedNet(net, sml.SecureMappingLayer(q, kind)), data, settings, regularizers=marks)
-        weights = settled(net, marks, result.weights, self.protection.mark_margin)
-        note = f"earlier winner {crypto.hash_weights(a.weights)[:12]}, {what}"
-        return self._submit(task, ctx, weights, own), weights, note
-
-    @staticmethod
-    def _net(spec: Task) -> Any:
-        return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
-
     def _submit(self, task: Signed[Task], ctx: RoundContext, weights: Weights, seed: bytes | None, *,
                 template: Submission | None = None, claimed: int | None = None) -> MinedSubmission:
         """Sign ``weights`` as our own submission for ``task``, committing to ``seed``'s mapping layer."""
         spec = task.message
         task_id = crypto.message_hash(spec)
         model_hash = crypto.hash_weights(weights)
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        net = fresh_net(spec)
         commit = crypto.compute_commit(model_hash, self.identity.public_key, task_id)
         self._rounds[task_id] = ctx
         self._sealed[commit] = Sealed(ctx, seed)  # revealed, like an honest miner's, against the proposer's close
@@ -364,12 +282,12 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "copy-noise": AdversaryMiner._copy_noise,
     "random-weights": AdversaryMiner._random,
     "bait": AdversaryMiner._random,
-    "replay": AdversaryMiner._replay,
-    "disguised-replay": AdversaryMiner._replay,
-    "partial-reuse": AdversaryMiner._reuse,
-    "layer-reset": AdversaryMiner._reuse,
-    "fine-tuned-replay": AdversaryMiner._reuse,
-    "pruned-replay": AdversaryMiner._replay,
+    "replay": reuse_plays.replay,
+    "disguised-replay": reuse_plays.replay,
+    "partial-reuse": reuse_plays.reuse,
+    "layer-reset": reuse_plays.reuse,
+    "fine-tuned-replay": reuse_plays.reuse,
+    "pruned-replay": reuse_plays.replay,
     "forged-signature": AdversaryMiner._forged,
     "hash-mismatch": AdversaryMiner._hash_mismatch,
     "wrong-task": AdversaryMiner._wrong_task,
@@ -378,5 +296,5 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "secret-probe": AdversaryMiner._probe,
     "cross-chain-replay": AdversaryMiner._cross_chain,
     "fake-transcript": AdversaryMiner._fake_transcript,
-    "distilled": AdversaryMiner._distill,
+    "distilled": reuse_plays.distill,
 }
