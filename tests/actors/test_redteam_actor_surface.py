@@ -5,7 +5,7 @@ secret, a mapping seed, a task's test split, a signing key, a transcript before 
 
 Then the one the review found leaking (a validator as a mark oracle), tried directly (no Ray:
 ``Validator`` built as tests/actors/test_validator_verdicts.py builds it): closed for ``validate`` and
-``fuse`` by the proposer's signed round; the underscored mark helpers are still listed as open.
+``fuse`` by the proposer's signed round; the mark-reading helpers are off the class (``actors.judging``).
 Limit, as the README says: Ray is not a sandbox; whoever holds the cluster token can run code in any
 actor (``__ray_call__``). The promise checked here is narrower: no method of ours hands a secret, or an answer computed from one, to the wrong caller.
 """
@@ -42,19 +42,18 @@ PUBLIC = "harmless: chain data or public configuration, nothing secret"
 INTERNAL = "internal helper: takes no secret as input and returns none; called by the actor itself"
 ROUND = ("guarded: only for a round the proposer signed, of the very task handed over (consensus.round_context, "
          "RoundRefused before anything is read); every argument re-parsed as declared (actors/inbound.py)")
-ORACLE = ("LEAK (open): reads the miners' marks for any caller who calls it by name through Ray "
-          "(handle._read_marks.remote(...)), no round check; to move off the class (NOTES, oracle)")
+SECRET_HELPERS = {"_judge", "_check_model", "_check_marks", "_read_marks", "_copied_by_marks", "_resolve_copies",
+                  "_score"}  # moved off the class to actors/judging.py's Bench: no handle answers them
 
 VALIDATOR: dict[str, str] = {
-    "__init__": "constructor (Ray calls it once; marks come from the network's assembler)",
+    "__init__": "constructor (Ray calls it once; marks and the proposer's key come from the network's assembler)",
     "info": PUBLIC + " (counts of known miners, no secrets)",
     "validate": ROUND + " (test_a_validator_is_no_mark_oracle); the test split must hash to the task's test_hash",
     "fuse": ROUND + "; reads no mark secret",
-    "_audit": INTERNAL, "_fetch": INTERNAL + " (an object ref the caller already holds)",
+    "_audit": INTERNAL + " (returns nothing: it changes the caller's own copy of the verdicts)",
+    "_fetch": INTERNAL + " (an object ref the caller already holds)",
     "_fingerprint": INTERNAL, "_probe_set": INTERNAL + " (probes derive from the public task spec)",
-    "_score": INTERNAL + " (scores on the test split the caller passes in)", "_resolve_audits": INTERNAL,
-    "_check_model": ORACLE, "_judge": ORACLE, "_check_marks": ORACLE, "_read_marks": ORACLE,
-    "_copied_by_marks": ORACLE, "_resolve_copies": ORACLE, "_resolve_derived": ORACLE,
+    "_resolve_audits": INTERNAL,
 }
 REVIEWS: dict[type, dict[str, str]] = {
     Miner: {**{name: SEALED if name in ("reveal", "transcript_opening", "cancel") else PUBLIC
@@ -101,6 +100,13 @@ def test_every_method_ray_exposes_is_reviewed(cls: type) -> None:
     reviewed = REVIEWS[cls] or {name: "attack suite" for name in exposed(cls)}
     unreviewed = exposed(cls) - set(reviewed)  # a method gone since its review can leak nothing
     assert not unreviewed, f"{cls.__name__}: review {sorted(unreviewed)} here first"
+
+
+def test_no_validator_method_reads_marks_for_a_caller() -> None:
+    """Each helper that reads a mark secret lives on a plain object the validator holds (Ray answers every function
+    of an actor's class, underscored or not: ``handle._read_marks.remote(model, weights)`` needed no round at all)."""
+    for cls in (Validator, AdversaryValidator):
+        assert not exposed(cls) & SECRET_HELPERS, sorted(exposed(cls) & SECRET_HELPERS)
 
 
 def test_no_reviewed_actor_method_hands_out_a_secret_by_name() -> None:

@@ -75,7 +75,7 @@ def test_a_lost_weights_fetch_is_asked_again(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(_ray, "_plan", plan)
     monkeypatch.setattr(_ray.ray, "ObjectRef", dict)  # a plain dict stands for the ref the round passes
     judge = Validator(ValidatorConfig(), identity=Identity.from_seed("v", b"v"), protection=MINIMAL.protection,
-                      marks={})
+                      marks={}, proposer=Identity.from_seed("consensus", b"consensus").public_key)
     weights = {"w": [1.0]}
     assert judge._fetch(weights) == weights
     assert plan.lost

@@ -25,7 +25,7 @@ def large(all_up_to: int = 16) -> Validator:
 
 
 def owners_read(by: Validator) -> set[str]:
-    return {owner for owner, _, _ in by._keys}
+    return {owner for owner, _, _ in by._bench.keys}
 
 
 def test_a_copy_beside_its_victim_is_named_reading_only_the_rounds_submitters(setup: Setup) -> None:

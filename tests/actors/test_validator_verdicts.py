@@ -236,14 +236,14 @@ def test_a_thief_armed_with_the_victims_model_is_stolen_and_the_victim_after_it_
 
 
 def test_one_projection_reads_every_owners_mark_as_key_by_key_reading_does(setup: Setup) -> None:
-    from dlbc_ray.actors.validator import mark_key
+    from dlbc_ray.actors.judging import mark_key
     from dlbc_ray.models.protect import read_mark
 
     by = validator()
     for weights in (setup.victim.weights, _copy_noise(setup).weights):
         keys = [mark_key({}, by._marks, PROTECTION, o, setup.task.message.model.name, weights) for o in by._marks]
-        assert by._read_marks(setup.task.message.model.name, weights) == [read_mark(weights, k, PROTECTION)
-                                                                          for k in keys]
+        assert by._bench.read_marks(setup.task.message.model.name, weights) == [read_mark(weights, k, PROTECTION)
+                                                                                for k in keys]
 
 
 # -------------------------------------------------------------------- reuse

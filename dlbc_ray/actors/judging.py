@@ -1,0 +1,225 @@
+"""What a validator judges with its secrets: each submission's checks, mark readings and score.
+
+A plain object the ``Validator`` holds (``Validator._bench``), never methods of the actor: Ray
+answers every function of an actor's class, underscored or not, for whoever holds its handle
+(``handle._read_marks.remote(model, weights)`` read every registered miner's mark for anyone,
+with no round at all), and none of an attribute's. Only ``Validator.validate`` calls in here,
+after the proposer's signed round is checked (``consensus.round_context``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlbc_ray import crypto
+from dlbc_ray.config import ProtectionConfig, ValidatorConfig
+from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, check_reveal, check_timing
+from dlbc_ray.constants import SCORE_SCALE
+from dlbc_ray.errors import DLBCError
+from dlbc_ray.models import sml, watermark
+from dlbc_ray.models.data import Split
+from dlbc_ray.models.evaluate import evaluate
+from dlbc_ray.models.nets import build_net, count_parameters, net_info
+from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
+from dlbc_ray.models.weights import check_architecture
+from dlbc_ray.schema import Submission, Task, Verdict
+from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, ValidatorStats
+
+RINGS_KEPT = 4  # key rings a validator keeps (one per host and candidate set)
+
+
+@dataclass
+class Clock:
+    """Milliseconds spent per kind of work in one ballot (for the overhead benchmark)."""
+
+    ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ValidatorStats.model_fields, 0.0))
+
+    def add(self, kind: str, since: float) -> float:
+        now = time.perf_counter()
+        self.ms[kind] += (now - since) * 1e3
+        return now
+
+
+@dataclass
+class Judged:
+    """One submission's verdict before it is signed (near copies may still change it)."""
+
+    sub: Submission
+    weights: dict[str, np.ndarray] | None
+    verdict: Verdict
+    score: int
+    detail: str
+    seed: bytes | None = None  # the revealed mapping seed the model was scored behind
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict is Verdict.VALID
+
+
+class Bench:
+    """The checks that need the miners' mark secrets (given by the assembler, as the validator's own are)."""
+
+    def __init__(self, cfg: ValidatorConfig, protection: ProtectionConfig, marks: Mapping[str, bytes],
+                 memory: threading.Lock, fetch: Callable[[Any], dict[str, np.ndarray] | None]) -> None:
+        self.cfg, self.protection, self.marks, self.memory, self.fetch = cfg, protection, marks, memory, fetch
+        self.keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
+        self.rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
+
+    def judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
+              won: Collection[str], judged: Sequence[Judged], clock: Clock, owners: Sequence[str]) -> Judged:
+        sub = arrival.signed.message
+        t = time.perf_counter()
+        early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
+        t = clock.add("verify_ms", t)
+        if early:
+            return Judged(sub, None, early[0], 0, early[1])
+        weights = self.fetch(ref)
+        t = clock.add("fetch_ms", t)
+        if weights is None or crypto.hash_weights(weights) != sub.model_hash:
+            clock.add("hash_ms", t)
+            return Judged(sub, None, Verdict.HASH_MISMATCH, 0, "weights do not hash to model_hash")
+        t = clock.add("hash_ms", t)
+        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        # Ownership before reuse: a thief who copies a victim's weights and arrives first must
+        # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
+        rejection = self.check_model(spec, net, sub, weights, arrival, ctx.chain_id, owners)
+        earlier_valid = {j.sub.model_hash for j in judged if j.valid}
+        rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
+        t = clock.add("checks_ms", t)
+        if rejection:
+            return Judged(sub, weights, rejection[0], 0, rejection[1])
+        score = self.score(spec, net, test, sub, weights, arrival)
+        clock.add("eval_ms", t)
+        seed = bytes.fromhex(arrival.reveal.message.sml_seed) if sub.sml_commitment and arrival.reveal else None
+        return Judged(sub, weights, Verdict.VALID, score, "", seed)
+
+    def check_model(self, spec: Task, net: torch.nn.Module, sub: Submission, weights: dict[str, np.ndarray],
+                    arrival: SubmissionArrival, chain_id: str, owners: Sequence[str]) -> Judgement | None:
+        try:
+            check_architecture(net, weights)
+        except DLBCError as e:
+            return Verdict.WRONG_ARCHITECTURE, str(e)
+        if sub.num_params != count_parameters(net):
+            return Verdict.WRONG_ARCHITECTURE, f"claims {sub.num_params} parameters, the model has another count"
+        seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
+        if self.protection.secure_mapping and sub.sml_commitment is None:
+            return Verdict.BAD_REVEAL, "no Secure Mapping Layer commitment"
+        reveal = check_reveal(sub, arrival.reveal, sml.seed_commitment(seed) if seed else None, chain_id)
+        return reveal or self.check_marks(spec, sub, weights, owners)
+
+    def check_marks(self, spec: Task, sub: Submission, weights: dict[str, np.ndarray],
+                    owners: Sequence[str]) -> Judgement | None:
+        """The submitter's own mark must be there and nobody else's of ``owners`` (DLBC's anti-theft rule)."""
+        if not self.protection.watermark:
+            return None
+        for owner, mark in zip(owners, self.read_marks(spec.model.name, weights, owners)):
+            if owner == sub.miner and not mark.owned:
+                return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {mark.ber:.3f})"
+            if owner != sub.miner and mark.carried:
+                return Verdict.STOLEN, (f"carries the watermark of miner {owner[:12]} ({mark.errors}/{mark.t} bit "
+                                        f"errors, chance {mark.chance:.1e})")
+        if sub.miner not in self.marks:
+            return Verdict.STOLEN, "the submitter is not a registered miner"
+        return None
+
+    def read_marks(self, model: str, weights: dict[str, np.ndarray],
+                   owners: Sequence[str] | None = None) -> list[MarkReading]:
+        """Each of ``owners``' marks in ``weights`` (every registered owner's, in registration order, when None),
+        from one projection (``watermark.key_ring``: the same counts as reading key by key, one BLAS call)."""
+        owners = list(self.marks) if owners is None else owners
+        keys = [mark_key(self.keys, self.marks, self.protection, owner, model, weights) for owner in owners]
+        if not keys:
+            return []
+        ring_key = (model, keys[0].layer, keys[0].x.shape[0], tuple(owners))
+        with self.memory:
+            if ring_key not in self.rings:
+                while len(self.rings) >= RINGS_KEPT:  # a ring per candidate set: the oldest go (M x sum T each)
+                    del self.rings[next(iter(self.rings))]
+                self.rings[ring_key] = watermark.key_ring(keys)
+            ring = self.rings[ring_key]
+        errors = watermark.bit_errors(weights, ring)
+        return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
+
+    def score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
+              weights: dict[str, np.ndarray], arrival: SubmissionArrival) -> int:
+        x = test.x
+        if sub.sml_commitment is not None and arrival.reveal is not None:
+            q, kind = mapping_layer(bytes.fromhex(arrival.reveal.message.sml_seed), net, spec.model.name,
+                                    spec.dataset.input_shape)
+            x = sml.map_inputs(test.x, q, kind)
+        value = evaluate(net, weights, Split(x=x, y=test.y), metric=spec.metric, batch_size=self.cfg.eval_batch_size)
+        return round(value * SCORE_SCALE)
+
+    def resolve_copies(self, spec: Task, judged: Sequence[Judged]) -> set[frozenset[str]]:
+        """Two valid models within ``copy_distance`` of each other are one model twice; one is a copy.
+
+        The copy is the one that carries the other submitter's watermark (a thief can re-mark
+        the host layer with its own key, but cannot scrub a mark whose key it never saw, so
+        the victim's bits stay far better than chance in the copy, while the victim's model
+        shows nothing of the thief's key): judged ``stolen``. When the marks do not tell,
+        SN9's rule: the later one is a ``copy`` unless it beats the earlier by ``copy_epsilon``.
+        Returns the near pairs (by commit): this rule has judged them, provenance leaves them be.
+        """
+        near: set[frozenset[str]] = set()
+        for i, later in enumerate(judged):
+            for earlier in judged[:i]:
+                if not (later.valid and earlier.valid) or later.sub.miner == earlier.sub.miner:
+                    continue
+                assert later.weights is not None and earlier.weights is not None
+                distance = layer_distance(later.weights, earlier.weights)
+                if distance >= self.protection.copy_distance:
+                    continue
+                near.add(frozenset((later.sub.commit, earlier.sub.commit)))
+                owner = self.copied_by_marks(spec, earlier, later)
+                if owner is not None:
+                    copy, original, chance = owner
+                    copy.verdict, copy.detail = Verdict.STOLEN, (
+                        f"a near copy (layer distance {distance:.4f}) of {original.sub.commit[:12]}, carrying its "
+                        f"submitter's watermark (chance {chance:.1e})")
+                elif later.score <= earlier.score + self.protection.copy_epsilon:
+                    later.verdict, later.detail = Verdict.COPY, (
+                        f"within {distance:.4f} of {earlier.sub.commit[:12]} without beating it")
+        return near
+
+    def copied_by_marks(self, spec: Task, a: Judged, b: Judged) -> tuple[Judged, Judged, float] | None:
+        """(copy, original, chance) when exactly one of the pair carries the other's mark beyond ``copy_owner_p``."""
+        if not self.protection.watermark or a.sub.miner not in self.marks or b.sub.miner not in self.marks:
+            return None
+        assert a.weights is not None and b.weights is not None
+        key_a = mark_key(self.keys, self.marks, self.protection, a.sub.miner, spec.model.name, b.weights)
+        key_b = mark_key(self.keys, self.marks, self.protection, b.sub.miner, spec.model.name, a.weights)
+        b_has_a = read_mark(b.weights, key_a, self.protection).chance
+        a_has_b = read_mark(a.weights, key_b, self.protection).chance
+        p = self.protection.copy_owner_p
+        if b_has_a < p <= a_has_b:
+            return b, a, b_has_a
+        if a_has_b < p <= b_has_a:
+            return a, b, a_has_b
+        return None
+
+
+def mark_reading(errors: int, t: int, protection: ProtectionConfig) -> MarkReading:
+    """What ``errors`` wrong bits of ``t`` mean, judged as ``protect.read_mark`` judges them."""
+    chance = watermark.chance_of_matching(errors, t)
+    return MarkReading(t=t, errors=errors, ber=errors / t, chance=chance, owned=errors / t <= protection.max_ber,
+                       carried=chance < protection.foreign_p)
+
+def mark_key(cache: dict[tuple[str, str, Any], watermark.WatermarkKey], marks: Mapping[str, bytes],
+             protection: ProtectionConfig, owner: str, model: str,
+             weights: dict[str, np.ndarray]) -> watermark.WatermarkKey:
+    """``owner``'s mark key, derived once per miner and host shape (a seeded M x T Gaussian each).
+
+    A module function, not a method: every method of an actor answers whoever holds its handle.
+    """
+    layer = net_info(model).watermark_layer
+    cache_key = (owner, model, tuple(weights[layer].shape) if layer in weights else None)
+    if cache_key not in cache:
+        cache[cache_key] = watermark_key(marks[owner], owner, weights, model, protection.watermark_bits)
+    return cache[cache_key]
