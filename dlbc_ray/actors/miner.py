@@ -173,6 +173,10 @@ class Miner:
         spec, round_ = inbound.round_of(task, ctx, self.proposer)  # a stranger's round trains nothing (RoundRefused)
         return mine_round(self, spec, inbound.split(data, "data", optional=True), round_, progress)
 
+    def drain_kept(self, timeout_s: float = 60.0) -> bool:
+        """Finish writing the transcripts being kept in the home (before the actor is stopped); True when done."""
+        return True if self._keeper is None else self._keeper.drain(min(max(0.0, float(timeout_s)), 600.0))
+
     def release_gpu(self) -> None:
         """Give this task's GPU memory back: the actor lives on, its cached blocks must not."""
         if self.accelerator == "gpu":

@@ -105,6 +105,14 @@ class Keeper:
         self._done[commit] = None
         return self._pool.submit(self._write, commit, transcript, seed.hex() if seed else None)
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait for the writes asked so far (one thread: a no-op queued last runs last); False on timeout."""
+        try:
+            self._pool.submit(lambda: None).result(timeout=timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     def _write(self, commit: str, transcript: Any, seed: str | None) -> None:
         try:
             keep_transcript(self.folder / commit, transcript, seed, keep=self.count, max_bytes=self.max_bytes)

@@ -31,7 +31,8 @@ PROPOSER = Identity.from_seed("consensus", b"consensus")
 CHAIN = fake_hash("chain")
 DEADLINE = T0 + 60_000
 # Every method Ray would expose on a miner's handle; a new one must be reviewed here first.
-REVIEWED = {"__init__", "info", "cancel", "reveal", "mine", "release_gpu", "gpu_memory", "transcript_opening"}
+REVIEWED = {"__init__", "info", "cancel", "reveal", "mine", "release_gpu", "gpu_memory", "transcript_opening",
+            "drain_kept"}  # drain_kept: waits for the home's transcript writes, answers a bool
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def test_a_miner_exposes_only_reviewed_methods() -> None:
 
 
 def test_no_answer_of_a_miner_carries_a_secret(done: Mined) -> None:
-    answers = [done.miner.info(), done.miner.gpu_memory(), done.miner.release_gpu(), (done.mined, done.weights)]
+    answers = [done.miner.info(), done.miner.gpu_memory(), done.miner.release_gpu(), done.miner.drain_kept(-1.0),
+               (done.mined, done.weights)]
     for answer in answers:
         blob = cloudpickle.dumps(answer)
         assert not any(secret in blob for secret in secrets_of(done.ctx)), answer
