@@ -213,8 +213,8 @@ def figures(trials: list[Trial]) -> dict[str, Any]:
 
 def report(fig: dict[str, Any]) -> str:
     m, n = fig["measured"], fig["trials"]
-    rows = [(f"Q={k}" + (" (default)" if k == fig["q"] else ""), f"{v['validator']:.2f}", f"{v['round_rejected']:.2f}",
-             f"{v['round_named']:.2f}") for k, v in ((int(k[2:]), v) for k, v in fig["computed"].items())]
+    rows = [(f"Q={k}" + (" (default)" if k == fig["q"] else ""), f"{v['validator']:.3f}", f"{v['round_rejected']:.4f}",
+             f"{v['round_named']:.3f}") for k, v in ((int(k[2:]), v) for k, v in fig["computed"].items())]
     return "\n".join([
         f"distillation vs the transcript audit: {n} trials, {fig['validators']} validators, digits mlp (demo settings)",
         f"segments per transcript (median) {fig['segments']}; dirty (replay diverges) median "
