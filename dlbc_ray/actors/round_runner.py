@@ -11,79 +11,34 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from dlbc_ray import crypto
-from dlbc_ray.actors._ray import Member, get, wait_each, wait_one
+from dlbc_ray.actors._ray import Member, get, wait_each
+from dlbc_ray.actors.round_parts import (RoundResult, RoundState, TaskData, assign_shards,  # re-exported too
+                                        first_to_target, miner_policy, now_ms, outcome, progress_update, try_get)
 from dlbc_ray.actors.transcript_asks import RoundAudits, TranscriptAsk
-from dlbc_ray.config import ConsensusConfig, MinerConfig
+from dlbc_ray.config import ConsensusConfig
 from dlbc_ray.crypto import Identity
-from dlbc_ray.consensus import ChainState, Event, Phase, next_phase
+from dlbc_ray.consensus import ChainState, Event
 from dlbc_ray.consensus.baas import compute_contributors
 from dlbc_ray.consensus.ballot import compute_round_id
 from dlbc_ray.consensus.decision import RoundDecision, decide_round
-from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Task
 from dlbc_ray.schema.round_messages import (
-    ActorProgress,
     BallotReply,
     MinedSubmission,
-    ProgressEvent,
     RoundContext,
-    RoundStatus,
     SubmissionArrival,
     SubmissionOutcome,
     ValidatorStats,
     WindowClose,
 )
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """Object refs of a task's splits; wrapped so Ray passes the refs, not the arrays."""
-
-    train: Any
-    test: Any
-
-
-@dataclass
-class RoundState:
-    """What the live display shows of one round; guarded by the coordinator's lock."""
-
-    task_id: str
-    round_id: str
-    phase: Phase = Phase.OPEN
-    actors: dict[str, ActorProgress] = field(default_factory=dict)
-
-    def advance(self, event: Event) -> None:
-        self.phase = next_phase(self.phase, event)
-
-    def set(self, name: str, **changes: Any) -> None:
-        self.actors[name] = self.actors.get(name, ActorProgress(name=name)).model_copy(update=changes)
-
-    def status(self) -> RoundStatus:
-        return RoundStatus(phase=self.phase.value, task_id=self.task_id, actors=dict(self.actors))
-
-
-@dataclass
-class RoundResult:
-    """Everything a block needs from the round, plus what the user and benchmarks see."""
-
-    ctx: RoundContext
-    arrivals: list[SubmissionArrival]
-    ballots: list[Signed[Ballot]]
-    weight_refs: dict[str, Any]
-    outcomes: list[SubmissionOutcome]
-    timings: dict[str, float]
-    fusion_votes: list[Signed[FusionVote]] = field(default_factory=list)
-    fused_refs: dict[str, Any] = field(default_factory=dict)  # validator key -> its fused weights (a ref)
+__all__ = ["RoundAudits", "RoundResult", "RoundRunner", "RoundState", "TaskData", "TranscriptAsk", "assign_shards",
+           "compute_round_id", "miner_policy", "now_ms", "progress_update"]
 
 
 class RoundRunner:
@@ -163,7 +118,8 @@ class RoundRunner:
         t0 = time.perf_counter()
         window = max(0.0, (self.ctx.submit_deadline_ms - now_ms()) / 1e3)
         standing = self.task.message.kind == "standing"
-        done, pending = self._first_to_target(pending, window) if standing else wait_each(pending, timeout=window)
+        done, pending = first_to_target(pending, window, target=self.task.message.target, grace_s=self.cfg.grace_s,
+                                             commit_timeout_s=self.cfg.commit_timeout_s) if standing else wait_each(pending, timeout=window)
         arrivals, refs, stats, verify_ms = [], {}, [], 0.0
         for ref, arrived in done:
             name = self._names[ref]
@@ -176,7 +132,7 @@ class RoundRunner:
                                                                                     self.ctx.submit_deadline_ms)
             verify_ms += (time.perf_counter() - t) * 1e3
             if judgement:  # would break a ledger rule: recorded here, never put in a block
-                self.outcomes.append(_outcome(name, mined.signed.message.miner, judgement[0].value, judgement[1]))
+                self.outcomes.append(outcome(name, mined.signed.message.miner, judgement[0].value, judgement[1]))
                 continue
             arrivals.append(arrival)
             refs[mined.signed.message.commit] = calls[name][1]
@@ -196,7 +152,7 @@ class RoundRunner:
             name = self._names[ref]
             self.miners_by_name[name].handle.cancel.remote(close)
             self._mark(name, stage="late")
-            self.outcomes.append(_outcome(name, None, "late", "did not submit before the deadline"))
+            self.outcomes.append(outcome(name, None, "late", "did not submit before the deadline"))
 
     def _reopen(self, arrivals: Sequence[SubmissionArrival], ballots: Sequence[Signed[Ballot]],
                 pending: Sequence[Any]) -> bool:
@@ -212,32 +168,12 @@ class RoundRunner:
             self.timings["refuted_claims"] = self.timings.get("refuted_claims", 0.0) + len(arrivals)
         return decision.winner is None
 
-    def _first_to_target(self, refs: list[Any], timeout_s: float) -> tuple[list[tuple[Any, int]], list[Any]]:
-        """PoLe: the window closes a short grace after the first submission claiming the target."""
-        deadline = time.monotonic() + timeout_s
-        close_at: float | None = None
-        done: list[tuple[Any, int]] = []
-        pending, lost = list(refs), []
-        while pending:
-            left = (close_at or deadline) - time.monotonic()
-            if left <= 0:
-                break
-            ready, pending, dropped = wait_one(pending, timeout=left)
-            lost += dropped
-            for ref, seen in ready:
-                done.append((ref, seen))
-                mined = _try_get(ref, self.cfg.commit_timeout_s)
-                if close_at is None and isinstance(mined, MinedSubmission) and (
-                        mined.signed.message.claimed_score >= self.task.message.target):
-                    close_at = min(deadline, time.monotonic() + self.cfg.grace_s)
-        return done, pending + lost
-
     def _receive(self, ref: Any, name: str) -> MinedSubmission | None:
         try:
             mined = get(ref, timeout=self.cfg.commit_timeout_s, what=f"miner {name}")
         except DLBCError as e:
             self._mark(name, stage="failed")
-            self.outcomes.append(_outcome(name, None, "failed", str(e)))
+            self.outcomes.append(outcome(name, None, "failed", str(e)))
             return None
         return mined if isinstance(mined, MinedSubmission) else None
 
@@ -262,10 +198,10 @@ class RoundRunner:
         for a in arrivals:
             commit = a.signed.message.commit
             ref = asks.get(commit)
-            reveal = _try_get(ref, max(0.0, deadline - time.monotonic())) if ref is not None else None
+            reveal = try_get(ref, max(0.0, deadline - time.monotonic())) if ref is not None else None
             if ref is not None and reveal is None:  # a lost reply: revealing is idempotent, so ask once more
                 again = by_key[a.signed.message.miner].reveal.remote(close, commit)
-                reveal = _try_get(again, max(1.0, deadline - time.monotonic()))
+                reveal = try_get(again, max(1.0, deadline - time.monotonic()))
             revealed.append(a.model_copy(update={"reveal": reveal}))
         self.timings["reveal_s"] = time.perf_counter() - t0
         return revealed
@@ -287,7 +223,7 @@ class RoundRunner:
         ballots: list[Signed[Ballot]] = []
         replies: list[BallotReply] = []
         for ref, _ in done:
-            reply = _try_get(ref, self.cfg.commit_timeout_s)
+            reply = try_get(ref, self.cfg.commit_timeout_s)
             if isinstance(reply, BallotReply):
                 replies.append(reply)
                 ballots.extend(self._verified(reply.ballots, calls[ref].public_key))
@@ -338,7 +274,7 @@ class RoundRunner:
                                                                        self.signed_ctx)
             calls[vote] = (v, fused)
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
-        found = [v for ref, _ in done for v in self._verified([_try_get(ref, self.cfg.commit_timeout_s)],
+        found = [v for ref, _ in done for v in self._verified([try_get(ref, self.cfg.commit_timeout_s)],
                                                               calls[ref][0].public_key)]
         self.fused_refs = {calls[ref][0].public_key: calls[ref][1] for ref, _ in done}
         self.timings["fuse_s"] = time.perf_counter() - t0
@@ -354,38 +290,3 @@ class RoundRunner:
         return good
 
 
-def miner_policy(miner: MinerConfig) -> dict[str, object]:
-    """The hyperparameters every miner of the network trains with, as transcript headers carry them."""
-    return compute_hyperparameters(miner.batch_size, miner.lr, miner.optimizer, miner.val_fraction)
-
-
-def assign_shards(task: Task, task_id: str, data: TaskData, miners: Sequence[Member],
-                  timeout_s: float) -> dict[str, tuple[int, int]]:
-    """BaaS: miner (by public key order) -> (its shard index, the examples in it); {} unless partitioned."""
-    if task.dataset.partition == "none":
-        return {}
-    from dlbc_ray.models.baas_fusion import common_seed
-    from dlbc_ray.models.data import shard_indices
-
-    labels = get(data.train, timeout=timeout_s, what="training labels").y
-    parts = shard_indices(labels, len(miners), iid=task.dataset.partition == "iid", seed=common_seed(task_id),
-                          alpha=task.dataset.dirichlet_alpha)
-    keys = sorted(m.public_key for m in miners)
-    return {key: (i, int(len(part))) for i, (key, part) in enumerate(zip(keys, parts))}
-
-
-def _outcome(name: str, miner: str | None, verdict: str, detail: str) -> SubmissionOutcome:
-    return SubmissionOutcome(miner=miner or "0" * 64, commit=None, verdict=verdict, score=None,
-                             detail=f"{name}: {detail}")
-
-
-def _try_get(ref: Any, timeout: float) -> Any:
-    try:
-        return get(ref, timeout=timeout, what="call")
-    except DLBCError:
-        return None
-
-
-def progress_update(state: RoundState, event: ProgressEvent) -> None:
-    state.set(event.actor, stage=event.stage, epoch=event.epoch, epochs=event.epochs,
-              val_accuracy=event.val_accuracy)
