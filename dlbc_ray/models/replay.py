@@ -144,8 +144,9 @@ class Committed:
 
 @dataclass(frozen=True)
 class Derived:
-    """What the validator derives itself: the system to replay, the fit split, the initial weights,
-    how the miner finishes its last checkpoint (the watermark settle), and the submitted model's hash."""
+    """What the validator derives itself: the system to replay (``replay`` loads its weights and a new optimizer's
+    state each time, so ``derive_for`` hands out one system for all segments), the fit split, the initial
+    weights, how the miner finishes its last checkpoint (the watermark settle), and the submitted model's hash."""
 
     make_system: Callable[[], StepSystem]
     fit: Split
@@ -184,24 +185,25 @@ def audit(committed: Committed, derived: Derived, params: AuditParams, seed: byt
     steps = checkpoint_steps(header.steps, header.interval)
     segments = compute_audit_segments(seed, len(steps) - 1, params.segments)
     wanted = sorted({0, *segments, *(s + 1 for s in segments)})
-    opened, problems, fetched = {}, [], 0
+    opened, proven, problems, fetched = {}, {}, [], 0
     for index in wanted:
-        checkpoint, problem = _open(committed, index, steps)
+        found, problem = _open(committed, index, steps)
         if problem is not None:
             problems.append((index, *problem))
-        else:
-            opened[index], fetched = checkpoint, fetched + _nbytes(checkpoint)
+        elif found is not None:  # its tensors hash to its proven leaf (``_open``): no need to hash them again
+            opened[index], proven[index] = found[0], compute_state_hash(found[1])
+            fetched += _nbytes(found[0])
     report = replace(report, fetch_problems=tuple(problems))
     if problems:
         return judge_audit(report, params), AuditCost(segments, 0, fetched, time.perf_counter() - started)
     results, replayed = [], 0
     for s in segments:
-        result = _replay_segment(derived, header, opened[s], opened[s + 1], s)
+        result = _replay_segment(derived, header, opened[s], opened[s + 1], s, proven[s + 1])
         results.append(result)
         replayed += opened[s + 1].step - opened[s].step
         if result.replayed != result.expected and report.exact:
             break  # the first mismatch is the verdict: replaying on would only cost more
-    init = (_state(opened[0]), compute_state_hash(Checkpoint(0, derived.initial, {}).leaf(0)))
+    init = (proven[0], compute_state_hash(Checkpoint(0, derived.initial, {}).leaf(0)))
     final = _finished_hash(derived, opened[len(steps) - 1])
     report = replace(report, init=init, segments=tuple(results), final=(final, derived.model_hash))
     return judge_audit(report, params), AuditCost(segments, replayed, fetched, time.perf_counter() - started)
@@ -214,8 +216,10 @@ def _parsed(header: object) -> TranscriptHeader | None:
         return None
 
 
-def _open(committed: Committed, index: int, steps: tuple[int, ...]) -> tuple[Checkpoint | None, tuple[AuditFailure, str] | None]:
-    """Checkpoint ``index`` proven against the committed checkpoints root, or the named reason it is not."""
+def _open(committed: Committed, index: int,
+          steps: tuple[int, ...]) -> tuple[tuple[Checkpoint, CheckpointLeaf] | None, tuple[AuditFailure, str] | None]:
+    """Checkpoint ``index`` and its leaf, proven against the committed checkpoints root (its tensors hashed
+    once, here), or the named reason it is not."""
     try:
         opening = committed.fetch(index)
     except DLBCError as e:
@@ -240,22 +244,18 @@ def _open(committed: Committed, index: int, steps: tuple[int, ...]) -> tuple[Che
         same = False
     if not same:
         return None, (AuditFailure.MALFORMED_CHECKPOINT, "its tensors do not hash to its committed leaf")
-    return checkpoint, None
+    return (checkpoint, leaf), None
 
 
 def _replay_segment(derived: Derived, header: TranscriptHeader, start: Checkpoint, end: Checkpoint,
-                    index: int) -> SegmentResult:
-    expected = compute_state_hash(end.leaf(index + 1))
+                    index: int, expected: str) -> SegmentResult:
+    """Replay ``start`` -> ``end`` and compare with ``expected``, the state hash of ``end`` (already proven)."""
     try:
         replayed = replay(derived.make_system, derived.fit, header, start, end.step)
     except DLBCError as e:  # a checkpoint of another architecture, or an optimizer state that does not fit
         return SegmentResult(index, expected, f"unreplayable: {e.reason}", float("inf"))
     return SegmentResult(index, expected, compute_state_hash(replayed.leaf(index + 1)),
                          relative_distance(replayed.weights, end.weights))
-
-
-def _state(checkpoint: Checkpoint) -> str:
-    return compute_state_hash(checkpoint.leaf(0))
 
 
 def _finished_hash(derived: Derived, last: Checkpoint) -> str:
@@ -304,24 +304,26 @@ def derive_for(spec: Task, task_id: str, round_id: str, train: Split, submission
             load_into(net, fusion.common_start(to_numpy(net), net_info(spec.model.name).first_layer, q, kind))
         return sml.MappedNet(net, sml.SecureMappingLayer(q, kind))
 
-    key = (watermark_key(secrets.mark, submission.miner, fresh(), spec.model.name, secrets.protection.watermark_bits)
+    settling = fresh()  # the key's shapes, and the net ``finish`` settles (each call loads every tensor first)
+    key = (watermark_key(secrets.mark, submission.miner, settling, spec.model.name, secrets.protection.watermark_bits)
            if secrets.mark is not None and secrets.protection.watermark else None)
     marks = [watermark.WatermarkRegularizer(key, secrets.protection.watermark_lambda)] if key is not None else []
-
-    def make_system() -> StepSystem:
-        return StepSystem(trainable(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]),  # type: ignore[arg-type]
-                          optimizer=str(hyper["optimizer"]), regularizers=marks, objective=spec.metric)
+    # One system for every segment: ``replay`` loads all of its weights and a new optimizer's state each time,
+    # so a segment never sees another's (no net, mapping layer or system built per segment)
+    system = StepSystem(trainable(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"]),  # type: ignore[arg-type]
+                        optimizer=str(hyper["optimizer"]), regularizers=marks, objective=spec.metric)
+    initial = to_numpy(system.net)
 
     def finish(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if key is None:
             return weights
-        net = load_into(fresh(), weights)
+        net = load_into(settling, weights)
         steps = watermark.settle(net, key, margin=secrets.protection.mark_margin)
         return to_numpy(net) if steps else weights
 
     expected = Expected(task_id=task_id, miner=submission.miner, round_id=round_id, examples=len(fit),
                         max_epochs=spec.max_epochs, epochs=submission.epochs, hyperparameters=hyper)
-    return Derived(make_system=make_system, fit=fit, initial=to_numpy(trainable()), finish=finish,
+    return Derived(make_system=lambda: system, fit=fit, initial=initial, finish=finish,
                    model_hash=submission.model_hash, expected=expected)
 
 
