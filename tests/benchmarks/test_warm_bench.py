@@ -65,3 +65,14 @@ def test_plain_lightning_baseline_trains_the_miners_model() -> None:
     ctx = RoundContext(chain_id="11" * 32, round_id="22" * 32, task_id=crypto.message_hash(task.message),
                        base_height=0, base_hash="00" * 32, eval_seed=0, submit_deadline_ms=task.message.deadline_ms)
     assert bench.plain_lightning_fit(identity, MINIMAL, bundle, task, ctx) > 0
+
+
+def test_round_overhead_reports_the_fit_and_the_whole_mine_call_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    """The miner's fit (train_s) and its whole mine() call are two rows, never one figure under one name."""
+    baseline = {"threads": 1, "plain_s": [0.45, 0.44, 0.46], "miner_s": [0.5, 0.52, 0.51], "call_s": [0.71, 0.7, 0.72],
+                "plain_cpu_s": [0.4] * 3, "miner_cpu_s": [0.6] * 3, "cpu_ratio": 0.4 / 0.6}
+    load("round_overhead").print_baseline(baseline)
+    out = capsys.readouterr().out
+    fit = next(line for line in out.splitlines() if line.strip().startswith("miner fit"))
+    call = next(line for line in out.splitlines() if line.strip().startswith("mine() call"))
+    assert "0.510" in fit and "0.710" in call
