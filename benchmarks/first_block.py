@@ -98,9 +98,12 @@ def one_run() -> dict[str, Any]:
                 kind = procs[pid][1]
             procs[pid] = (cpu, kind)
 
+    tail: list[str] = []  # the demo's last stderr lines, shown if it fails
+
     def watch_stderr() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
+            tail[:] = [*tail[-9:], line.rstrip()]
             if "block 1 committed" in line and "first_block_s" not in seen:
                 seen["first_block_s"] = time.perf_counter() - started
                 sample()
@@ -118,7 +121,8 @@ def one_run() -> dict[str, Any]:
         t.join(timeout=5)
     out = out_file.read_text()
     if proc.returncode != 0 or "first_block_s" not in seen:
-        raise SystemExit(f"dlbc-ray demo failed (exit {proc.returncode}); home kept at {home}")
+        last = "\n".join(f"  | {line[:300]}" for line in tail if line.strip())
+        raise SystemExit(f"dlbc-ray demo failed (exit {proc.returncode}); home kept at {home}; its stderr ended:\n{last}")
     startup = json.loads(out)["startup"]
     row = {"first_block_s": seen["first_block_s"], "cpu_s": sum(cpu for cpu, _ in procs.values()),
            "imports_s": seen["first_block_s"] - startup["first_block_s"]}
