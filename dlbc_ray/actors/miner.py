@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import os
 import time
@@ -112,7 +113,8 @@ class Miner:
 
         self._transcripts = Kept()  # commit -> training transcript (bounded, in memory), opened after the close
         # after the close, each opened transcript is also written to the home (``dlbc-ray audit``), off the round's path
-        self._keeper = (Keeper(Path(keep_dir), cfg.keep_transcripts, cfg.keep_transcripts_mb << 20)
+        settings = json.dumps({"miner": cfg.model_dump(mode="json"), "protection": protection.model_dump(mode="json")})
+        self._keeper = (Keeper(Path(keep_dir), cfg.keep_transcripts, cfg.keep_transcripts_mb << 20, settings)
                         if keep_dir and cfg.keep_transcripts else None)
 
     def info(self) -> dict[str, Any]:

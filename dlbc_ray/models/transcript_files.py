@@ -19,10 +19,12 @@ from dlbc_ray.consensus.transcript import CheckpointLeaf, TranscriptHeader
 from dlbc_ray.errors import DLBCError, InvalidModelFile
 
 log = logging.getLogger(__name__)
+SETTINGS = "settings.json"
+MAX_SETTINGS = 256 * 1024
 
 
 def keep_transcript(folder: Path, transcript: Any, sml_seed: str | None, *, keep: int | None = None,
-                    max_bytes: int | None = None) -> Path:
+                    max_bytes: int | None = None, settings: str | None = None) -> Path:
     """Write a finished ``models.transcript.Transcript`` where ``dlbc-ray audit`` finds it (after the reveal:
     the mapping seed is public by then). Written whole under a temporary name, then renamed (a reader never
     sees half a transcript); folders 0700, files 0600. With ``keep``/``max_bytes``: then the oldest kept
@@ -40,6 +42,8 @@ def keep_transcript(folder: Path, transcript: Any, sml_seed: str | None, *, keep
     (partial / "header.json").write_text(transcript.header.model_dump_json())
     (partial / "leaves.json").write_text(json.dumps([leaf.model_dump() for leaf in transcript.leaves]))
     (partial / "reveal.json").write_text(json.dumps({"sml_seed": sml_seed}))
+    if settings is not None:  # the miner's and protection settings it trained under (``dlbc-ray audit`` replays with them)
+        (partial / SETTINGS).write_text(settings)
     for path in partial.iterdir():
         path.chmod(0o600)
     shutil.rmtree(folder, ignore_errors=True)
@@ -63,6 +67,20 @@ def drop_oldest(root: Path, *, keep: int | None, max_bytes: int | None, spare: s
         sizes.pop(gone.name)
         dropped.append(gone.name)
     return dropped
+
+
+def kept_settings(folder: Path) -> dict[str, Any] | None:
+    """The settings a kept transcript was made under (``{"miner": ..., "protection": ...}``), None without them."""
+    try:
+        found = json.loads((folder / SETTINGS).read_text()[:MAX_SETTINGS])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise InvalidModelFile(f"{folder / SETTINGS}: unreadable settings ({str(e)[:80]})",
+                               reason="malformed_transcript") from None
+    if not isinstance(found, dict) or not {"miner", "protection"} <= set(found):
+        raise InvalidModelFile(f"{folder / SETTINGS}: not a miner's settings", reason="malformed_transcript")
+    return found
 
 
 def private_dir(path: Path) -> Path:
@@ -92,8 +110,8 @@ class Keeper:
     """Writes a miner's opened transcripts to ``folder/<commit>`` on one background thread (a write never delays
     a reveal or an audit), each once; the oldest go beyond ``keep`` transcripts or ``max_bytes``."""
 
-    def __init__(self, folder: Path, keep: int, max_bytes: int) -> None:
-        self.folder, self.count, self.max_bytes = folder, keep, max_bytes
+    def __init__(self, folder: Path, keep: int, max_bytes: int, settings: str | None = None) -> None:
+        self.folder, self.count, self.max_bytes, self.settings = folder, keep, max_bytes, settings
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="keep-transcripts")
         self._done: dict[str, None] = {}  # commits written or being written, oldest first
 
@@ -115,6 +133,7 @@ class Keeper:
 
     def _write(self, commit: str, transcript: Any, seed: str | None) -> None:
         try:
-            keep_transcript(self.folder / commit, transcript, seed, keep=self.count, max_bytes=self.max_bytes)
+            keep_transcript(self.folder / commit, transcript, seed, keep=self.count, max_bytes=self.max_bytes,
+                            settings=self.settings)
         except (OSError, DLBCError) as e:  # a full or read-only disk costs `dlbc-ray audit` this one, never the round
             log.warning("transcript %s not kept in %s: %s", commit[:12], self.folder, e)

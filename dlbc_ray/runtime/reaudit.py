@@ -35,7 +35,7 @@ from dlbc_ray.consensus import compute_block_hash
 from dlbc_ray.consensus.ballot import votes_by_commit
 from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.errors import ConfigError, DLBCError, InvalidModelFile
-from dlbc_ray.models.transcript_files import keep_transcript, load_transcript, private_dir
+from dlbc_ray.models.transcript_files import keep_transcript, kept_settings, load_transcript, private_dir
 from dlbc_ray.runtime.home import Home, read_ledger
 from dlbc_ray.runtime.keystore import list_keys, load_key
 from dlbc_ray.schema import Block, PostTaskTx, Submission, Task
@@ -111,13 +111,12 @@ def find_block(home: Home, target: str) -> tuple[Block, Task]:
 def reaudit(home: Home, target: str, *, segments: int | None = None, protection: ProtectionConfig | None = None,
             miner: MinerConfig | None = None) -> tuple[Block, list[AuditRow]]:
     """Every submission of the block, audited again from the home's artifacts where they are kept, with the
-    settings the network ran with (kept in the home: ``read_config``) unless others are given."""
+    settings its miner trained under (kept with its transcript), else the network's (``read_config``); ``protection``
+    and ``miner`` given here are the fallback instead of the network's."""
     block, task = find_block(home, target)
     if protection is None or miner is None:
         kept = read_config(home)
         protection, miner = protection or kept.protection, miner or kept.miner
-    params = protection.transcript if segments is None else protection.transcript.model_copy(update={"segments": segments})
-    policy = compute_hyperparameters(miner.batch_size, miner.lr, miner.optimizer, miner.val_fraction)
     voted = votes_by_commit(b.message for b in block.ballots)
     train: Any = None
     rows = []
@@ -125,10 +124,17 @@ def reaudit(home: Home, target: str, *, segments: int | None = None, protection:
         sub = signed.message
         verdicts = tuple(v.verdict.value for _, v in voted.get(sub.commit, ()))
         try:
+            own = kept_settings(kept_folder(home, sub.commit))  # what this transcript was made under, when kept
+            p, m = (ProtectionConfig.model_validate(own["protection"]), MinerConfig.model_validate(own["miner"])) \
+                if own else (protection, miner)
+            params = p.transcript if segments is None else p.transcript.model_copy(update={"segments": segments})
             train = train if train is not None else training_split(home, task)
             rows.append(audit_one(home, task, sub, train, round_id=str(block.header.round_id),
-                                  block_hash=compute_block_hash(block.header), params=params, protection=protection,
-                                  policy=policy, verdicts=verdicts))
+                                  block_hash=compute_block_hash(block.header), params=params, protection=p,
+                                  policy=compute_hyperparameters(m.batch_size, m.lr, m.optimizer, m.val_fraction),
+                                  verdicts=verdicts))
+        except ValidationError as e:
+            rows.append(AuditRow(sub.commit, sub.miner, verdicts, None, f"malformed_transcript: {config_error(e)}"[:200]))
         except DLBCError as e:
             rows.append(AuditRow(sub.commit, sub.miner, verdicts, None, f"{e.reason}: {e}"[:200]))
     return block, rows

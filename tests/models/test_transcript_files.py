@@ -16,7 +16,8 @@ import pytest
 
 from dlbc_ray.actors.miner import Miner
 from dlbc_ray.models.protect import mapping_seed
-from dlbc_ray.models.transcript_files import Keeper, drop_oldest, keep_transcript, load_transcript
+from dlbc_ray.errors import InvalidModelFile
+from dlbc_ray.models.transcript_files import Keeper, drop_oldest, keep_transcript, kept_settings, load_transcript
 from tests.actors.test_transcript_miner import CFG, MINER, MINIMAL, PROPOSER, Mined, close, done
 from tests.builders import signed_round
 
@@ -79,6 +80,18 @@ def test_a_miner_given_a_home_folder_keeps_each_transcript_it_reveals(done: Mine
     miner._keeper._pool.shutdown(wait=True)  # type: ignore[union-attr]
     transcript, seed = load_transcript(keep_dir / commit)
     assert transcript.root == mined.signed.message.transcript_root and seed.hex() == reveal.message.sml_seed
+    settings = kept_settings(keep_dir / commit)  # what `dlbc-ray audit` replays it with, whatever the home says later
+    assert settings == {"miner": CFG.model_dump(mode="json"), "protection": MINIMAL.protection.model_dump(mode="json")}
+
+
+def test_kept_settings_are_optional_and_malformed_ones_are_named(done: Mined, tmp_path: Path) -> None:
+    folder = keep_transcript(tmp_path / "t" / done.submission.commit, _transcript(done), None)
+    assert kept_settings(folder) is None  # an older transcript: the network's settings apply
+    for bad in ("{not json", '{"miner": {}}', "[1, 2]"):
+        (folder / "settings.json").write_text(bad)
+        with pytest.raises(InvalidModelFile) as caught:
+            kept_settings(folder)
+        assert caught.value.reason == "malformed_transcript" and "\n" not in str(caught.value)
 
 
 def test_a_miner_told_to_keep_none_writes_nothing(tmp_path: Path) -> None:
