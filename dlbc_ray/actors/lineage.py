@@ -35,7 +35,7 @@ from dlbc_ray.schema.round_messages import RoundContext
 
 
 class Judged(Protocol):
-    """What the validator knows of one submission when provenance runs (``validator._Judged``)."""
+    """What the validator knows of one submission when provenance runs (``judging.Judged``)."""
 
     sub: Submission
     weights: dict[str, np.ndarray] | None
