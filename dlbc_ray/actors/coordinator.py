@@ -16,60 +16,36 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dlbc_ray import crypto
-from dlbc_ray.actors import delivery
+from dlbc_ray.actors import inbound
 from dlbc_ray.actors import pool as task_pool
 from dlbc_ray.actors import task_code
 from dlbc_ray.actors._ray import Member, current_actor, get, get_retrying, named_actor, resolve
 from dlbc_ray.actors.delivery import Artifact
 from dlbc_ray.actors.names import LEDGER_NAME, NAMESPACE, miner_name, validator_name
-from dlbc_ray.actors.round_runner import (
-    RoundResult,
-    RoundRunner,
-    RoundState,
-    TaskData,
-    compute_round_id,
-    now_ms,
-    progress_update,
-)
+from dlbc_ray.actors.round_commit import Group, Live, block_builder, committed_report, failed_report, task_view
+from dlbc_ray.actors.round_runner import (RoundResult, RoundRunner, RoundState, TaskData, compute_round_id, now_ms,
+                                          progress_update)
+from dlbc_ray.actors.scheduler import mine_entry, mine_standing_group, run_loop
 from dlbc_ray.actors.settle import Settler
 from dlbc_ray.actors.standing import StandingTemplate, load_standing_data, make_standing_task
 from dlbc_ray.config import ConsensusConfig
-from dlbc_ray.consensus import ChainState, Event, compute_block_hash, propose_task_block, propose_tx_block
-from dlbc_ray.consensus import escrow
-from dlbc_ray.consensus.decision import Decision
+from dlbc_ray.consensus import ChainState, Event, compute_block_hash, escrow, propose_tx_block
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask, NoQuorum
+from dlbc_ray.errors import ConsensusError, DLBCError, InvalidBlock, InvalidTask
 from dlbc_ray.ledger.chain import BlockImportResult
 from dlbc_ray.models.fusion import check_fusion_mode
 from dlbc_ray.models.objectives import check_task_objective
 from dlbc_ray.schema import Block, PostTaskTx, Signed, Task, Transfer, TransferTx
-from dlbc_ray.schema.base import revalidated
 from dlbc_ray.schema.round_messages import ProgressEvent, RoundReport, RoundStatus
 
 __all__ = ["Consensus", "StandingTemplate", "TaskData", "now_ms"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Group:
-    members: list[Member]
-    busy: bool = False
-
-
-@dataclass
-class _Live:
-    """State shared by the scheduler thread, round threads and status calls (under ``lock``)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    rounds: dict[str, RoundState] = field(default_factory=dict)
-    reports: dict[str, RoundReport] = field(default_factory=dict)
-    done: int = 0
 
 
 class Consensus:
@@ -88,8 +64,8 @@ class Consensus:
         self.miners = {m.name: resolve(m, miner_name(m.name), NAMESPACE) for m in miners}
         self.validators = [resolve(v, validator_name(v.name), NAMESPACE) for v in validators]
         names = groups or [list(self.miners)]
-        self.groups = [_Group([self.miners[n] for n in g]) for g in names]
-        self.live = _Live()
+        self.groups = [Group([self.miners[n] for n in g]) for g in names]
+        self.live = Live()
         self._chain_id: str | None = None
         self.pool = task_pool.TaskPool(Path(home) / "tasks" if home else None, allow_code=self.cfg.allow_task_code)
         self._commit = threading.Lock()
@@ -149,7 +125,7 @@ class Consensus:
         Idempotent: the same signed task again (a retry after a lost reply) is queued if it
         is open on chain, and is never escrowed twice.
         """
-        task = revalidated(task)  # Ray unpickles without validating: re-parse what a client sent
+        task = inbound.wire(Signed[Task], task, "task")  # Ray runs no validators: parsed as declared
         spec = crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester)
         task_id = crypto.message_hash(spec)
         task_pool.check_data(spec.dataset, train, test)
@@ -182,7 +158,7 @@ class Consensus:
         Idempotent: the same signed transfer again (a retry after a lost reply) is answered
         with the block that already holds it, and never sent twice.
         """
-        transfer = revalidated(transfer)
+        transfer = inbound.wire(Signed[Transfer], transfer, "transfer")
         crypto.verify(transfer, chain_id=self.chain_id, expected_signer=transfer.message.sender)
         with self._commit:
             state = self.snapshot()
@@ -197,7 +173,9 @@ class Consensus:
 
     def mine(self, task: Signed[Task], data: TaskData) -> RoundReport:
         """One round on the first miner group, now, for a task not yet on chain (the demo's path)."""
-        return self._round(task, data, self.groups[0].members)
+        if not isinstance(data, TaskData):
+            raise InvalidTask(f"expected the task's data refs, got {type(data).__name__}", reason="data")
+        return self._round(inbound.wire(Signed[Task], task, "task"), data, self.groups[0].members)
 
     def mine_standing(self, template: StandingTemplate | None = None, data: TaskData | None = None,
                       group: int = 0) -> RoundReport:
@@ -207,12 +185,9 @@ class Consensus:
             raise ConsensusError("this network has no standing task (start it with PoLe)", reason="standing_task")
         task = make_standing_task(self.treasury, template, self.snapshot(), now_ms(),
                                   int(self.cfg.collect_timeout_s * 1e3))
-        return self._round(task, data or self._load_standing(template), self.groups[group].members)
-
-    def _load_standing(self, template: StandingTemplate) -> TaskData:
-        if self._standing_data is None:  # loaded once by this actor
+        if data is None and self._standing_data is None:  # the public built-in set, loaded once by this actor
             self._standing_data = load_standing_data(template)
-        return self._standing_data
+        return self._round(task, data or self._standing_data, self.groups[group].members)
 
     def _round(self, task: Signed[Task], data: TaskData, miners: Sequence[Member]) -> RoundReport:
         task_id = crypto.message_hash(crypto.verify(task, chain_id=self.chain_id, expected_signer=task.message.requester))
@@ -235,9 +210,7 @@ class Consensus:
                 log.exception("round of task %s broke", task_id[:12])
             with self.live.lock:
                 state.advance(Event.FAIL)
-            report = RoundReport(height=None, block_hash=None, task_id=task_id, winner=None, score=None,
-                                 committed=False, failure=str(e), outcomes=tuple(runner.outcomes),
-                                 timings=runner.timings, round_seconds=time.perf_counter() - started)
+            report = failed_report(task_id, e, runner.outcomes, runner.timings, started)
         with self.live.lock:
             self.live.rounds.pop(task_id, None)
             self.live.reports[task_id] = report
@@ -246,41 +219,12 @@ class Consensus:
 
     def _commit_round(self, task: Signed[Task], result: RoundResult, state: RoundState,
                       started: float) -> RoundReport:
-        t0 = time.perf_counter()
-        decided: list[Decision] = []
-
-        def build(snapshot: ChainState) -> Block:
-            try:
-                block, decision = propose_task_block(snapshot, task, [a.signed for a in result.arrivals],
-                                                     result.ballots, self.identity, now_ms(), state.round_id,
-                                                     result.fusion_votes)
-            except NoQuorum as e:
-                raise ConsensusError(f"no block: {e}", reason="quorum") from None
-            decided.append(decision)
-            if decision.winner is None and not block.header.fused and task.message.kind == "request" \
-                    and block.header.timestamp_ms < task.message.deadline_ms:
-                raise ConsensusError("no model reached the target yet: the task stays open until its deadline",
-                                     reason="no_winner")
-            if task.message.kind == "standing" and decision.winner is None:
-                raise ConsensusError(f"no valid model reached the difficulty {task.message.target}: no block",
-                                     reason="no_winner")
-            if block.header.fused:
-                self._keep(delivery.fused_artifact(task.message, block, result, lambda ref: get(
-                    ref, timeout=self.cfg.commit_timeout_s, what="contributor weights")))
-            else:
-                self._keep(delivery.winner_artifact(decision, result.arrivals, result.weight_refs))
-            return block
-
-        imported = self._commit_block(build)
-        decision = decided[-1]
+        t0, decided = time.perf_counter(), []
+        fetch = lambda ref: get(ref, timeout=self.cfg.commit_timeout_s, what="contributor weights")  # noqa: E731
+        imported = self._commit_block(block_builder(task, result, state, self.identity, self._keep, fetch, decided))
         with self.live.lock:
             state.advance(Event.BLOCK_COMMITTED)
-        timings = {**result.timings, "commit_s": time.perf_counter() - t0,
-                   "ledger_validate_ms": imported.validate_ms, "ledger_persist_ms": imported.persist_ms}
-        return RoundReport(height=imported.height, block_hash=imported.hash, prev_hash=imported.prev_hash,
-                           task_id=state.task_id, winner=imported.winner, score=decision.score, committed=True,
-                           outcomes=tuple(result.outcomes) + delivery.outcomes(decision, result.arrivals), timings=timings,
-                           round_seconds=time.perf_counter() - started)
+        return committed_report(imported, decided[-1], result, state, started, time.perf_counter() - t0)
 
     def _keep(self, artifact: Artifact | None) -> None:
         """The delivered model, into the ledger's artifact folder (a repeated store is a no-op)."""
@@ -294,23 +238,12 @@ class Consensus:
         if self._scheduler and self._scheduler.is_alive():
             return False
         self._stop.clear()
-        self._scheduler = threading.Thread(target=self._loop, name="dlbc-scheduler", daemon=True)
+        self._scheduler = threading.Thread(target=run_loop, args=(self,), name="dlbc-scheduler", daemon=True)
         self._scheduler.start()
         return True
 
     def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        last = ""
-        while not self._stop.wait(self.cfg.tick_s):
-            try:
-                self.tick()
-                last = ""
-            except Exception as e:  # the ledger unreachable, or a bug: logged once, and the loop goes on
-                if str(e) != last:
-                    log.warning("scheduler tick failed: %s", e)
-                last = str(e)
+        self._stop.set()  # the loop (actors/scheduler.py) ends at its next tick
 
     def tick(self) -> int:
         """Settle what the chain says is owed, then start the best-ranked tasks on free groups.
@@ -319,40 +252,17 @@ class Consensus:
         in ``settler.failures`` and tried again later, and never keeps another task from its round.
         """
         self.settler.settle(now_ms())
-        started = 0
-        free = self._free_groups()
+        started, free = 0, [g for g in self.groups if not g.busy]
         for group, entry in zip(free, self.pool.next(now_ms(), self.cfg.ranking)):
             group.busy = True
             self.pool.mark(entry.task_id, "mining")
-            self._workers.submit(self._mine_entry, group, entry)
+            self._workers.submit(partial(mine_entry, self), group, entry)
             started += 1
         if self.standing is not None and not started and len(free) == len(self.groups) and not self.pool.waiting():
             free[0].busy = True  # idle network: PoLe mines the standing task
-            self._workers.submit(self._mine_standing_group, free[0])
+            self._workers.submit(partial(mine_standing_group, self), free[0])
             started += 1
         return started
-
-    def _mine_standing_group(self, group: _Group) -> None:
-        try:
-            self.mine_standing(group=self.groups.index(group))
-        except DLBCError:  # an empty treasury or a failed start: the next idle tick tries again
-            pass
-        finally:
-            group.busy = False
-
-    def _free_groups(self) -> list[_Group]:
-        return [g for g in self.groups if not g.busy]
-
-    def _mine_entry(self, group: _Group, entry: task_pool.PoolEntry) -> None:
-        report: RoundReport | None = None
-        try:
-            report = self._round(entry.task, entry.data, group.members)
-        except Exception as e:  # the round could not begin (ledger unreachable): a failed attempt
-            self.settler.note(entry.task_id, getattr(e, "reason", type(e).__name__), str(e))
-        finally:
-            self.pool.finish(entry.task_id, report, retry=report is None or not report.committed,
-                             max_attempts=self.cfg.max_attempts)
-            group.busy = False
 
     # ------------------------------------------------------------------ status
 
@@ -376,23 +286,15 @@ class Consensus:
     def task_view(self, task_id: str) -> dict[str, Any]:
         """Where one task stands: queued, mining (with its phase), done, failed or expired."""
         with self.live.lock:
-            state = self.live.rounds.get(task_id)
-            report = self.live.reports.get(task_id)
-        view = self.pool.view(task_id)
-        if task_id in self.settler.failures:
-            view["settlement"] = self.settler.failures[task_id]
-        if state is not None:
-            view["round"] = state.status().model_dump()
-        if report is not None:
-            view["report"] = report.model_dump()
-        return view
+            state, report = self.live.rounds.get(task_id), self.live.reports.get(task_id)
+        return task_view(self.pool.view(task_id), self.settler.failures.get(task_id), state, report)
 
     def queue(self) -> list[dict[str, Any]]:
         return self.pool.explain(now_ms(), self.cfg.ranking)
 
     def members(self) -> dict[str, Any]:
+        running = bool(self._scheduler and self._scheduler.is_alive())
         return {"miners": [m.name for m in self.miners.values()], "validators": [v.name for v in self.validators],
-                "groups": [[m.name for m in g.members] for g in self.groups],
-                "busy": [g.busy for g in self.groups], "scheduler": bool(self._scheduler and
-                                                                         self._scheduler.is_alive())}
+                "groups": [[m.name for m in g.members] for g in self.groups], "busy": [g.busy for g in self.groups],
+                "scheduler": running}
 
