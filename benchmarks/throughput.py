@@ -11,7 +11,9 @@ mining until every task's block is committed, then ``down``. Reported:
 - blocks/hour: every block the run appended (each submit's escrow block, then each task's
   block) / the whole run (first submit to the last commit);
 - the ratio of both to one miner, measured in the same run;
-- per round, the median share of its wall time spent outside training and evaluation.
+- per round, the median share of its wall time spent outside training and evaluation;
+- per task, the CPU seconds each kind of process spent in the mining window (miners, validators,
+  coordinator, ledger, Ray's own daemons, this driver): where the cores went when N miners share them.
 
 The machine's cores bound the speedup: miners share the node's CPUs equally (``num_cpus``
 None), so past the core count more miners only split the same CPUs.
@@ -40,6 +42,46 @@ TASK_FILE = ROOT / "examples" / "tasks" / "digits-mlp.yaml"
 SHARED_TOKEN = secrets.token_hex(32)
 
 
+KINDS = ("Miner", "Validator", "Consensus", "Ledger")  # actor classes, as Ray titles their processes (ray::Miner...)
+
+
+def process_kind(cmdline: str) -> str | None:
+    """Which part of the network a process is, from its command line; None when it is none of ours."""
+    if cmdline.startswith("ray::"):
+        name = cmdline[5:].split(".", 1)[0].split(" ", 1)[0]
+        return next((k.lower() for k in KINDS if name.endswith(k)), "ray_worker")
+    words = cmdline.split()
+    if words and any(daemon in words[0] for daemon in ("raylet", "gcs_server")):
+        return "ray_daemons"
+    if "ray" in cmdline and ("dashboard" in cmdline or "log_monitor" in cmdline or "runtime_env" in cmdline):
+        return "ray_daemons"
+    return None
+
+
+def cpu_by_kind(marker: str, own: int | None = None) -> dict[str, float]:
+    """CPU seconds so far (user + system, /proc) of the network's processes, summed by kind: those whose command
+    line names ``marker`` (this network's Ray temp folder: raylet, GCS, daemons) and their children (the workers,
+    retitled ``ray::<Actor>``), so other Ray clusters on the machine do not count; ``own`` counts as "driver"."""
+    tick, procs = os.sysconf("SC_CLK_TCK"), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # fields[1]: parent pid; [11], [12]: user, system ticks
+        procs[int(entry.name)] = (cmdline, int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    ours = {pid for pid, (cmdline, _, _) in procs.items() if marker in cmdline}
+    totals: dict[str, float] = {}
+    for pid, (cmdline, parent, cpu) in procs.items():
+        kind = "driver" if pid == own else process_kind(cmdline) if pid in ours or parent in ours else None
+        if kind is not None:
+            totals[kind] = totals.get(kind, 0.0) + cpu
+    return totals
+
+
 def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
     """One network of ``miners`` miners mining ``tasks`` copies of ``task_file``; the figures of the run."""
     import ray
@@ -56,17 +98,18 @@ def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
     home.ray_token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.ray_token.write_text(SHARED_TOKEN)
     home.ray_token.chmod(0o600)
-    service.up(cfg, home, address="local")
+    record, _ = service.up(cfg, home, address="local")
+    marker = record.head_temp_dir or str(home.root)  # in the command line of this network's raylet, GCS, daemons
     try:
         consensus = ray.get_actor(CONSENSUS_NAME, namespace=NAMESPACE)
         ray.get(consensus.stop.remote())
         height0 = Chain.open(home.ledger, create=False, verify=False).height
         t_submit = time.perf_counter()
         ids = [client.submit(home, task_file, requester="requester", address=None) for _ in range(tasks)]
-        t_start = time.perf_counter()
+        t_start, cpu0 = time.perf_counter(), cpu_by_kind(marker, os.getpid())
         ray.get(consensus.start.remote())
         views = [client.wait_for(home, task_id, address=None, timeout_s=3600) for task_id in ids]
-        t_end = time.perf_counter()
+        t_end, cpu1 = time.perf_counter(), cpu_by_kind(marker, os.getpid())
     finally:
         service.down(home)
     failed = [v for v in views if v["status"] != "done"]
@@ -80,7 +123,8 @@ def run_network(miners: int, tasks: int, task_file: Path) -> dict[str, Any]:
     return {"miners": miners, "tasks": tasks, "blocks": blocks, "mining_s": mining_s, "total_s": total_s,
             "tasks_per_hour": tasks / mining_s * 3600, "blocks_per_hour": blocks / total_s * 3600,
             "round_s_median": statistics.median(r["round_seconds"] for r in reports),
-            "outside_train_eval_median": statistics.median(outside)}
+            "outside_train_eval_median": statistics.median(outside),
+            "cpu_s_per_task": {k: (cpu1[k] - cpu0.get(k, 0.0)) / tasks for k in sorted(cpu1)}}
 
 
 RATIO_TARGET = 2, 1.8  # 2 miners mine at least 1.8x the tasks/hour of 1 (on 2 cores), in every repeat
@@ -136,6 +180,12 @@ def report(fig: dict[str, Any]) -> str:
     word = {True: "met in every run", False: "NOT met in every run", None: "not measured"}
     lines.append(f"target: {n} miners >= {target:g}x one miner's tasks/h: {word[v['two_over_one']]}; "
                  f"4 miners not below 2: {word[v['four_not_below_two']]}")
+    for i, rows in enumerate(fig["runs"], 1):
+        for r in rows:
+            cpu = r.get("cpu_s_per_task", {})
+            if cpu:
+                lines.append(f"run {i}, {r['miners']} miner(s): CPU s per task {sum(cpu.values()):.2f} = "
+                             + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
     lines.append("tasks/h over the mining window; blocks/h over the whole run (escrow blocks included); "
                  "round s and the share outside training and evaluation are medians per round")
     return "\n".join(lines)

@@ -76,3 +76,20 @@ def test_round_overhead_reports_the_fit_and_the_whole_mine_call_apart(capsys: py
     fit = next(line for line in out.splitlines() if line.strip().startswith("miner fit"))
     call = next(line for line in out.splitlines() if line.strip().startswith("mine() call"))
     assert "0.510" in fit and "0.710" in call
+
+
+@pytest.mark.parametrize(("cmdline", "kind"), [
+    ("ray::Miner.mine()", "miner"), ("ray::AdversaryMiner", "miner"), ("ray::Validator.validate()", "validator"),
+    ("ray::Consensus", "consensus"), ("ray::Ledger.import_block()", "ledger"), ("ray::IDLE", "ray_worker"),
+    ("/v/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --node_ip_address=127.0.0.1", "ray_daemons"),
+    ("/v/bin/python /v/ray/dashboard/dashboard.py --temp-dir=/tmp/x", "ray_daemons"),
+    ("python -m pytest tests", None), ("", None),
+])
+def test_throughput_names_each_process_of_the_network(cmdline: str, kind: str | None) -> None:
+    assert load("throughput").process_kind(cmdline) == kind
+
+
+def test_throughput_cpu_counts_this_network_only() -> None:
+    """No process names the marker: only the driver counts (another cluster's workers never do)."""
+    totals = load("throughput").cpu_by_kind("/tmp/no-such-network-7f3a", os.getpid())
+    assert set(totals) == {"driver"} and totals["driver"] > 0
