@@ -28,12 +28,12 @@ NET = ModelSpec(name="dlbc_resnet.nets:resnet_small", params={"width": 8, "block
 def saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
     """A task with code saved by a coordinator that has since restarted; its code is on this node already
     (fetched from the cluster before the restart), but no process has imported it."""
+    task_code._unload("dlbc_resnet")  # another test may have loaded the example into this process
     package = Path(shutil.copytree(EXAMPLE, tmp_path / "src" / "dlbc_resnet",
                                    ignore=shutil.ignore_patterns("__pycache__")))
     code = CodeSpec(package="dlbc_resnet", hash=code_hash(package))
     monkeypatch.setattr(task_code, "ROOT", tmp_path / "code-root")
     shutil.copytree(package, tmp_path / "code-root" / code.hash / "dlbc_resnet")
-    task_code._unload("dlbc_resnet")  # another test may have loaded the example into this process
     world = World()
     task = world.task().message.model_copy(update={"model": NET, "code": code})
     task_id = crypto.message_hash(task)
