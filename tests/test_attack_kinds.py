@@ -18,7 +18,7 @@ from tests.builders import World, fake_hash
 BEFORE = ("thief", "copy-noise", "random-weights", "replay", "disguised-replay", "partial-reuse", "layer-reset",
           "fine-tuned-replay", "pruned-replay", "distilled", "forged-signature", "hash-mismatch", "wrong-task", "late",
           "lying-validators", "equivocating-validator", "too-many-liars", "false-claim", "secret-probe",
-          "cross-chain-replay", "proposer-drop", "fake-transcript")
+          "cross-chain-replay", "proposer-drop", "fake-transcript", "mark-oracle")
 
 
 def network() -> SimpleNamespace:

@@ -123,3 +123,11 @@ def drop_refused(trial: Trial) -> tuple[bool, str]:
     how = f"forged block {refused}, honest block " + (f"{trial.report.height}" if trial.report.committed else
                                                        f"lost ({trial.report.failure[:60]})")
     return refused == "ballot_set" and trial.report.committed and moved == 1, how
+
+
+def oracle_refused(trial: Trial) -> tuple[bool, str]:
+    """No validator judges a round the proposer did not sign: a thief learns nothing of anyone's watermark."""
+    answered = sorted(q for q, answer in trial.refusals.items() if answer == "accepted")
+    reasons = sorted(set(trial.refusals.values()) - {"accepted"})
+    how = f"{len(trial.refusals)} questions, {len(answered)} answered" + (f" ({', '.join(reasons)})" if reasons else "")
+    return bool(trial.refusals) and not answered, how + (f": {answered[0]}" if answered else "")

@@ -170,6 +170,13 @@ def replayed_then_round(network: AttackNetwork, task: Signed[Task]) -> tuple[Rou
     return network.round(task), refusals
 
 
+def oracle_then_round(network: AttackNetwork, task: Signed[Task]) -> tuple[RoundReport, dict[str, str]]:
+    from dlbc_ray.attack.plays import ask_validators_for_marks
+
+    refusals = ask_validators_for_marks(network)  # during the window: before the trial's round is decided
+    return network.round(task), refusals
+
+
 def censoring_proposer(network: AttackNetwork, task: Signed[Task]) -> tuple[RoundReport, dict[str, str]]:
     from dlbc_ray.attack.plays import drop_best_as_proposer
 
@@ -199,5 +206,6 @@ for _kind in (
     AttackKind("cross-chain-replay", cross_chain, d.replays_refused, play=replayed_then_round),
     AttackKind("proposer-drop", no_miner, d.drop_refused, play=censoring_proposer),
     AttackKind("fake-transcript", miner("fake-transcript"), d.adversary_rejected(Verdict.BAD_TRANSCRIPT.value)),
+    AttackKind("mark-oracle", no_miner, d.oracle_refused, play=oracle_then_round),
 ):
     register_attack_kind(_kind)

@@ -119,3 +119,43 @@ def drop_best_as_proposer(network: AttackNetwork, task: Signed[Task]) -> tuple[R
     return RoundReport(height=imported.height, block_hash=imported.hash, prev_hash=imported.prev_hash,
                        task_id=task_id, winner=imported.winner, score=decision.score, committed=True,
                        outcomes=tuple(result.outcomes) + outcomes, timings=result.timings), refused
+
+
+def ask_validators_for_marks(network: AttackNetwork) -> dict[str, str]:
+    """A thief's questions to every validator during the window: the adversary's own task (the public data, its
+    own test split, never posted), untrained weights under its own submission, and a round context it signed
+    itself, or that claims the proposer's key; then the mark helpers asked by name. Each answer, by question:
+    'accepted' would make the validator a mark oracle (it would say whose watermark the weights carry)."""
+    from dlbc_ray import crypto
+    from dlbc_ray.actors.round_runner import now_ms
+    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.weights import to_numpy
+    from dlbc_ray.runtime.network import make_task
+    from dlbc_ray.schema import Submission
+    from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival
+
+    ids, chain = network.net.identities, network.net.chain_id
+    thief = next(i for i in ids.miners if i.name == ADVERSARY)
+    own = make_task(thief, network.cfg.task, network.bundle, nonce=time.time_ns(), created_ms=now_ms(), chain_id=chain)
+    spec, task_id = own.message, crypto.message_hash(own.message)
+    weights = to_numpy(build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes))
+    model_hash = crypto.hash_weights(weights)
+    sub = Submission(task_id=task_id, miner=thief.public_key, model_hash=model_hash,
+                     commit=crypto.compute_commit(model_hash, thief.public_key, task_id),
+                     num_params=sum(int(w.size) for w in weights.values()), claimed_score=0, epochs=1, train_ms=1,
+                     examples=len(network.bundle.train.y))
+    arrival = SubmissionArrival(signed=crypto.sign(thief, sub, chain), arrived_ms=now_ms())
+    head = network.get(network.net.ledger.head.remote(), "ledger")
+    ctx = RoundContext(chain_id=chain, round_id=crypto.sha256_hex(b"oracle", str(time.time_ns()).encode()),
+                       task_id=task_id, base_height=int(head["height"]), base_hash=str(head["hash"]), eval_seed=0,
+                       submit_deadline_ms=now_ms() + 60_000)
+    self_signed = crypto.sign(thief, ctx, chain)
+    rounds = {"self-signed round": self_signed,
+              "round claiming the proposer's key": self_signed.model_copy(update={"signer": ids.consensus.public_key})}
+    answers = {}
+    for v in network.net.validators:
+        for label, signed in rounds.items():
+            ref = v.handle.validate.remote(own, network.bundle.test, [arrival], [weights], signed)
+            answers[f"{v.name}: {label}"] = network.refusal(ref, f"{v.name} validate")
+        answers[f"{v.name}: _read_marks by name"] = "accepted" if hasattr(v.handle, "_read_marks") else "no_such_method"
+    return answers
