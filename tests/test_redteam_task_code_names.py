@@ -51,3 +51,14 @@ def test_the_requesters_own_copy_on_its_path_is_no_clash(tmp_path: Path, monkeyp
     package = renamed(tmp_path, "dlbc_resnet_local_copy")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert code_spec(package)[0] == "dlbc_resnet_local_copy"
+
+
+def test_another_copy_of_a_task_package_importable_from_a_folder_is_no_clash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requester's checkout (or an earlier task's code) on the path is not an installed module: hashing a
+    copy of the same package elsewhere still works, wherever the first one was imported from."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    importlib.import_module("dlbc_resnet")
+    assert code_hash(renamed(tmp_path, "dlbc_resnet")) == code_hash(EXAMPLE)

@@ -11,6 +11,7 @@ URI) and installs it in a node's process after checking this hash.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import sys
@@ -69,20 +70,25 @@ def import_name(package: str) -> str:
 
 
 def check_import_name(path: Path) -> None:
-    """Refuse a package whose import name is a module this Python already has (stdlib or installed): first on
-    ``sys.path`` it would replace that module in every later import of the process (``json``, ``safetensors``
-    inside a validator). The package's own copy at ``path`` (the requester's process may import it) is no clash."""
+    """Refuse a package whose import name is a module this Python ships or an installed distribution provides:
+    first on ``sys.path`` it would replace that module in every later import of the process (``json``,
+    ``safetensors`` inside a validator). The package's own copy at ``path`` is no clash, nor is another copy of
+    a task package that is merely importable from a folder (a requester's checkout, an earlier task's code)."""
     name = import_name(path.name)
     if not name.isidentifier():
         raise InvalidTask(f"{path}: '{name}' is not a Python import name", reason="bad_code")
-    try:
-        found = importlib.util.find_spec(name)
-        clash = found is not None and not _inside(found.origin, path)
-    except (ImportError, ValueError):  # loaded already, without a spec (e.g. __main__): the name is taken
-        clash = True
-    if clash or name in sys.stdlib_module_names:
+    if name in sys.stdlib_module_names or (name in importlib.metadata.packages_distributions()
+                                           and not _own_copy(name, path)):
         raise InvalidTask(f"{path}: task code named '{name}' would shadow the module '{name}' this Python already "
                           "has; rename the package", reason="shadows_module")
+
+
+def _own_copy(name: str, path: Path) -> bool:
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # loaded already, without a spec (e.g. __main__): not this package
+        return False
+    return found is not None and _inside(found.origin, path)
 
 
 def _inside(origin: str | None, path: Path) -> bool:
