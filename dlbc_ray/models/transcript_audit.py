@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401  torch's optimizers import it on their first step (~1 s of CPU): validators import
+# this module as they start (Validator.__init__), so each pays that there, not inside its first ballot's audit
 
 from dlbc_ray import crypto
 from dlbc_ray.consensus.transcript import (
