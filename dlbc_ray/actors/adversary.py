@@ -83,8 +83,10 @@ class AdversaryMiner(Miner):
     """A miner that mines honestly until ``arm`` gives it an attack."""
 
     def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str,
-                 victims: Mapping[str, Identity] | None = None, keep_dir: str | None = None) -> None:
-        super().__init__(cfg, identity=identity, protection=protection, proposer=proposer, keep_dir=keep_dir)
+                 victims: Mapping[str, Identity] | None = None, keep_dir: str | None = None,
+                 chain_id: str | None = None) -> None:
+        super().__init__(cfg, identity=identity, protection=protection, proposer=proposer, keep_dir=keep_dir,
+                         chain_id=chain_id)
         self.victims = dict(victims or {})
         self.attack: MinerAttack | None = None
         self.records: list[AttackRecord] = []
@@ -108,7 +110,7 @@ class AdversaryMiner(Miner):
         if attack is None or data is None:  # private shards (BaaS): no attack is written for them
             return super().mine(task, data, ctx, progress)
         self._leaks, self._signed = (), ctx  # the proposer's signed round: plays that train honestly pass it on
-        _, round_ = inbound.round_of(task, ctx, self.proposer)  # it attacks real rounds only, as a miner would
+        _, round_ = inbound.round_of(task, ctx, self.proposer, self.chain_id)  # it attacks real rounds only, as a miner would
         mined, weights, note = PLAYS[attack.kind](self, attack, task, data, round_)
         sub = mined.signed.message
         self.records.append(AttackRecord(attack.kind, sub.commit, sub.model_hash, note, self._leaks))

@@ -103,12 +103,12 @@ def commit(value: object, what: str) -> str:
         raise _refused(what, "expected 64 lowercase hex digits") from None
 
 
-def round_of(task: object, ctx: object, proposer: str) -> tuple[Task, RoundContext]:
+def round_of(task: object, ctx: object, proposer: str, chain_id: str | None = None) -> tuple[Task, RoundContext]:
     """The task and the round a miner or validator may work for: both parsed as declared, the round signed by
     ``proposer`` for the very task handed over (``consensus.round_context``: RoundRefused otherwise, before
     anything else is read), the task signed by its requester for that round's chain."""
     signed_task, signed_ctx = wire(Signed[Task], task, "task"), wire(Signed[RoundContext], ctx, "ctx")
-    round_ = check_round_context(signed_ctx, crypto.message_hash(signed_task.message), proposer)
+    round_ = check_round_context(signed_ctx, crypto.message_hash(signed_task.message), proposer, chain_id)
     spec = crypto.verify(signed_task, chain_id=round_.chain_id, expected_signer=signed_task.message.requester)
     return spec, round_
 

@@ -36,9 +36,9 @@ class AdversaryValidator(Validator):
     """A validator that judges honestly, then, when armed, signs lies about what it found."""
 
     def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes], proposer: str, winners: Any = None) -> None:
+                 marks: Mapping[str, bytes], proposer: str, winners: Any = None, chain_id: str | None = None) -> None:
         super().__init__(cfg, identity=identity, protection=protection, marks=marks, proposer=proposer,
-                         winners=winners)
+                         winners=winners, chain_id=chain_id)
         self.lie: ValidatorLie | None = None
 
     def arm(self, lie: ValidatorLie | None) -> None:

@@ -98,8 +98,9 @@ class Miner:
     """Trains, watermarks, hashes and signs; weights leave through the object store."""
 
     def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str,
-                 keep_dir: str | None = None) -> None:
+                 keep_dir: str | None = None, chain_id: str | None = None) -> None:
         self.cfg, self.identity, self.protection, self.proposer = cfg, identity, protection, proposer
+        self.chain_id = chain_id  # the network's chain (from the assembler): a round signed for another is refused
         self.threads = torch_threads(cfg.num_cpus)
         torch.set_num_threads(self.threads)
         from dlbc_ray.models import training  # noqa: F401  warm: Lightning loads now, not in the first round
@@ -172,7 +173,7 @@ class Miner:
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
         """Train the task's model on ``data`` (or this miner's private shard) and return the signed
         submission and its weights: only for a round the proposer signed, every argument re-parsed first."""
-        spec, round_ = inbound.round_of(task, ctx, self.proposer)  # a stranger's round trains nothing (RoundRefused)
+        spec, round_ = inbound.round_of(task, ctx, self.proposer, self.chain_id)  # a stranger's round trains nothing (RoundRefused)
         return mine_round(self, spec, inbound.split(data, "data", optional=True), round_, progress)
 
     def drain_kept(self, timeout_s: float = 60.0) -> bool:

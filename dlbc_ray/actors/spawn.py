@@ -52,10 +52,11 @@ def miner_resources(cfg: MinerConfig) -> dict[str, float]:
 
 
 def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConfig, *, proposer: str,
-                keep_dir: str | None = None, named: bool = False, detached: bool = False, actor_class: type = Miner,
+                chain_id: str | None = None, keep_dir: str | None = None, named: bool = False, detached: bool = False, actor_class: type = Miner,
                 init: dict[str, Any] | None = None, **options: Any) -> Member:
     """``actor_class`` (a Miner subclass, e.g. an adversary) gets ``init`` as extra constructor arguments;
-    ``proposer`` is the only key whose window close opens this miner's reveals; ``keep_dir``: where it keeps
+    ``proposer`` is the only key whose signed rounds it trains for and whose window close opens its reveals, on
+    ``chain_id`` only (the network's chain; the same keys may run another); ``keep_dir``: where it keeps
     its opened transcripts for ``dlbc-ray audit`` (the home's ``transcripts``, on the miner's node)."""
     # max_concurrency=2: reveal() must answer while mine() is still running for a late task.
     own = miner_resources(cfg)  # a data-parallel miner reserves neither CPU nor GPU: its workers do
@@ -66,15 +67,17 @@ def spawn_miner(cfg: MinerConfig, identity: Identity, protection: ProtectionConf
                                     **options)
     return Member(identity.name, identity.public_key,
                   cls.remote(cfg, identity=identity, protection=protection, proposer=proposer, keep_dir=keep_dir,
-                             **(init or {})))
+                             chain_id=chain_id, **(init or {})))
 
 
 def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: ProtectionConfig, *,
-                    marks: Mapping[str, bytes], proposer: str, ledger: Any = None, named: bool = False,
+                    marks: Mapping[str, bytes], proposer: str, chain_id: str | None = None, ledger: Any = None,
+                    named: bool = False,
                     detached: bool = False, actor_class: type = Validator, init: dict[str, Any] | None = None,
                     **options: Any) -> Member:
     """``marks``: every miner's watermark secret by public key, handed over here and by no method; ``proposer``:
-    the only key whose signed rounds this validator judges (no mark oracle for anyone else); ``ledger``: the
+    the only key whose signed rounds this validator judges (no mark oracle for anyone else), on ``chain_id``
+    only; ``ledger``: the
     ledger actor, where a validator that restarts or joins later reads earlier blocks' winners back
     (``actors.winners``), so a disguised copy of one is still ``derived``."""
     winners = LedgerWinners(ledger, cfg.fetch_timeout_s) if ledger is not None else None
@@ -87,7 +90,7 @@ def spawn_validator(cfg: ValidatorConfig, identity: Identity, protection: Protec
                                                      detached), **options)
     return Member(identity.name, identity.public_key,
                   cls.remote(cfg, identity=identity, protection=protection, marks=dict(marks), proposer=proposer,
-                             winners=winners, **(init or {})))
+                             winners=winners, chain_id=chain_id, **(init or {})))
 
 
 def spawn_consensus(cfg: ConsensusConfig, identity: Identity, ledger: Any, miners: Sequence[Member],

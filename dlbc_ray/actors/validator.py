@@ -48,9 +48,12 @@ class Validator:
     """Verifies and scores; only validators ever receive a task's test split."""
 
     def __init__(self, cfg: ValidatorConfig, *, identity: Identity, protection: ProtectionConfig,
-                 marks: Mapping[str, bytes], proposer: str, winners: WinnerSource | None = None) -> None:
+                 marks: Mapping[str, bytes], proposer: str, winners: WinnerSource | None = None,
+                 chain_id: str | None = None) -> None:
         self.cfg, self.identity, self.protection = cfg, identity, protection
-        self.proposer = proposer  # from the assembler, as marks are: it alone signs the rounds this validator judges
+        # from the assembler, as marks are: the proposer alone signs the rounds this validator judges, and only
+        # for this chain (the same keys may run another one)
+        self.proposer, self.chain_id = proposer, chain_id
         # miner public key -> watermark secret, from the network's assembler at construction: no method
         # sets it (anyone could re-register a rival) and none hands it out
         self._marks: dict[str, bytes] = dict(marks)
@@ -72,7 +75,7 @@ class Validator:
                  progress: Any = None, audits: TranscriptAudits | RoundAudits | None = None) -> BallotReply:
         """One signed ballot: a vote per submission, in arrival order; with ``audits``, each training transcript too.
         Only for a round the proposer signed (no mark oracle for strangers); every argument re-parsed first."""
-        spec, ctx = inbound.round_of(task, ctx, self.proposer)  # RoundRefused before any secret is read
+        spec, ctx = inbound.round_of(task, ctx, self.proposer, self.chain_id)  # RoundRefused before any secret is read
         test, arrivals = inbound.split(test, "test"), inbound.wires(SubmissionArrival, arrivals, "arrivals", least=1)
         weight_refs = inbound.refs(weight_refs, "weight_refs", len(arrivals))
         won_models = inbound.hashes(won_models, "won_models")
@@ -107,7 +110,7 @@ class Validator:
 
         Also returns the fused weights (a second object the caller leaves in the object store): the
         coordinator delivers the fusion the votes agreed on from a validator that made it, by hash."""
-        spec, ctx = inbound.round_of(task, ctx, self.proposer)
+        spec, ctx = inbound.round_of(task, ctx, self.proposer, self.chain_id)
         test = inbound.split(test, "test")
         contributors = inbound.wires(SubmissionArrival, contributors, "contributors", least=2)
         weight_refs = inbound.refs(weight_refs, "weight_refs", len(contributors))

@@ -15,14 +15,18 @@ from dlbc_ray.schema import Signed
 from dlbc_ray.schema.round_messages import RoundContext
 
 
-def find_round_fault(signed: Signed[RoundContext], task_id: str, proposer: str) -> tuple[str, str] | None:
+def find_round_fault(signed: Signed[RoundContext], task_id: str, proposer: str,
+                     chain_id: str | None = None) -> tuple[str, str] | None:
     """(reason, message) for the first thing wrong with ``signed`` as the round of ``task_id``, or None.
 
-    Signed for the chain the context names, by ``proposer``, verifying, and for this very task.
+    Signed for the chain the context names, which is ``chain_id`` (the network's own, when the caller knows
+    it: the same keys may run another chain), by ``proposer``, verifying, and for this very task.
     """
     ctx = signed.message
     if signed.chain_id != ctx.chain_id:
         return "round_chain", f"round context names chain {ctx.chain_id[:12]} but is signed for {signed.chain_id[:12]}"
+    if chain_id is not None and ctx.chain_id != chain_id:
+        return "round_chain", f"round is of chain {ctx.chain_id[:12]}, this network's is {chain_id[:12]}"
     if signed.signer != proposer:
         return "round_signer", f"round context signed by {signed.signer[:12]}, not by this network's proposer"
     if not crypto.is_valid_signature(signed):
@@ -32,9 +36,10 @@ def find_round_fault(signed: Signed[RoundContext], task_id: str, proposer: str) 
     return None
 
 
-def check_round_context(signed: Signed[RoundContext], task_id: str, proposer: str) -> RoundContext:
+def check_round_context(signed: Signed[RoundContext], task_id: str, proposer: str,
+                        chain_id: str | None = None) -> RoundContext:
     """The round ``signed`` describes when ``find_round_fault`` finds nothing, else RoundRefused naming it."""
-    fault = find_round_fault(signed, task_id, proposer)
+    fault = find_round_fault(signed, task_id, proposer, chain_id)
     if fault is not None:
         raise RoundRefused(fault[1], reason=fault[0])
     return signed.message

@@ -170,6 +170,18 @@ def latest_state(store: LedgerStore, head_height: int) -> tuple[ChainState | Non
     return None, 0
 
 
+def stored_chain_id(path: Path | str) -> str:
+    """The chain a ledger file holds (its genesis header's ``chain_id``), read without replaying the chain."""
+    store = LedgerStore(path, create=False, read_only=True)
+    try:
+        row = store.get(0)
+    finally:
+        store.close()
+    if row is None:
+        raise half_made(path)
+    return decode_block(row).header.chain_id
+
+
 def half_made(path: Path | str) -> CorruptLedger:
     return CorruptLedger(f"ledger {path} has no genesis block: its creation was cut short. Run the command that "
                          "made it again (`dlbc-ray up` or `dlbc-ray demo` with this --home): it writes genesis "

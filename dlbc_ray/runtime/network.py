@@ -25,7 +25,7 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.runtime.home import Home
-from dlbc_ray.ledger import ledger_status, verify_chain
+from dlbc_ray.ledger import ledger_status, stored_chain_id, verify_chain
 from dlbc_ray.runtime.identities import Identities, check_home, genesis_params, load_identities
 from dlbc_ray.runtime.raystart import (Placement, check_resources, configure_ray_auth, ensure_home_token,
                                        local_resources, share_cpus, start_local_ray)
@@ -100,12 +100,13 @@ def assemble(cfg: NetworkConfig, home: Home, ids: Identities, genesis_ms: int | 
     if detached:  # consensus finds the ledger by name as it starts: it must answer first
         get(ledger.head.remote(), timeout=120, what="ledger start")
     proposer, marks, by_name = ids.consensus.public_key, miner_marks(ids), {m.name: m for m in ids.miners}
+    chain = genesis.header.chain_id if genesis is not None else stored_chain_id(home.ledger)  # rounds of it only
     keep_dir = str(keep_config(home, cfg).parent) if cfg.miner.keep_transcripts else None  # for `dlbc-ray audit`
-    miners = [spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=proposer, keep_dir=keep_dir, **kept,
-                          **place.miner(index, slot), **options(name))
+    miners = [spawn_miner(cfg.miner, by_name[name], cfg.protection, proposer=proposer, chain_id=chain,
+                          keep_dir=keep_dir, **kept, **place.miner(index, slot), **options(name))
               for index, group in enumerate(groups) for slot, name in enumerate(group)]
-    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, proposer=proposer, ledger=ledger,
-                                  **kept, **options(i.name))
+    validators = [spawn_validator(cfg.validator, i, cfg.protection, marks=marks, proposer=proposer, chain_id=chain,
+                                  ledger=ledger, **kept, **options(i.name))
                   for i in ids.validators]
     if detached:  # ... and the miners and validators
         _wait_started(miners, validators)

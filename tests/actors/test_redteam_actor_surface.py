@@ -35,7 +35,7 @@ from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict
 from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival
 from tests.actors.test_miner_secrets import REVIEWED as MINER_REVIEWED
-from tests.builders import T0, fake_hash
+from tests.builders import T0, fake_hash, signed_round
 
 SEALED = "guarded: answers only against the proposer's signed close of the caller's round (check_close)"
 PUBLIC = "harmless: chain data or public configuration, nothing secret"
@@ -159,7 +159,7 @@ def theft() -> Theft:
 def judge() -> Validator:
     return Validator(ValidatorConfig(), identity=Identity.from_seed("validator", b"validator"),
                      protection=MINIMAL.protection, marks={m.public_key: mark_secret(m) for m in (VICTIM, THIEF)},
-                     proposer=PROPOSER.public_key)
+                     proposer=PROPOSER.public_key, chain_id=CHAIN)
 
 
 def told(reply: BallotReply) -> bool:
@@ -175,12 +175,15 @@ def asked_round(t: Theft, how: str) -> Signed[RoundContext]:
             "the real round, its own task": crypto.sign(PROPOSER, t.real_ctx, CHAIN),
             "the proposer's round, altered": crypto.sign(PROPOSER, t.real_ctx, CHAIN).model_copy(
                 update={"message": t.own_ctx}),
-            "another chain's round": crypto.sign(PROPOSER, t.own_ctx, fake_hash("another chain"))}[how]
+            "another chain's round": crypto.sign(PROPOSER, t.own_ctx, fake_hash("another chain")),
+            # the same keys run another chain (a demo home made anew): the proposer's own round there, consistent
+            "the proposer's round on a chain sharing its keys": signed_round(
+                PROPOSER, t.own_ctx.model_copy(update={"chain_id": fake_hash("another chain")}))}[how]
 
 
 REFUSED = {"self-signed": "round_signer", "claims the proposer's key": "round_signature",
            "the real round, its own task": "round_task", "the proposer's round, altered": "round_signature",
-           "another chain's round": "round_chain"}
+           "another chain's round": "round_chain", "the proposer's round on a chain sharing its keys": "round_chain"}
 
 
 @pytest.mark.parametrize("how", sorted(REFUSED))
@@ -204,7 +207,8 @@ def test_the_question_would_be_answered_in_a_round_the_proposer_signed(theft: Th
 @pytest.mark.parametrize("how", sorted(REFUSED))
 def test_a_miner_trains_for_no_strangers_round(theft: Theft, how: str) -> None:
     """A stranger cannot keep a rival's slots busy: the miner refuses before any training."""
-    miner = Miner(MINIMAL.miner, identity=VICTIM, protection=MINIMAL.protection, proposer=PROPOSER.public_key)
+    miner = Miner(MINIMAL.miner, identity=VICTIM, protection=MINIMAL.protection, proposer=PROPOSER.public_key,
+                  chain_id=CHAIN)
     with pytest.raises(RoundRefused) as refused:
         miner.mine(theft.own, theft.bundle.train, asked_round(theft, how))
     assert refused.value.reason == REFUSED[how]

@@ -59,6 +59,17 @@ def test_a_round_naming_another_chain_than_it_is_signed_for_is_refused() -> None
     assert refused(crypto.sign(PROPOSER, context(chain_id=fake_hash("another chain")), CHAIN)) == "round_chain"
 
 
+def test_the_proposers_round_of_another_chain_is_refused_where_the_network_knows_its_own() -> None:
+    """The same keys run two chains (a demo home made anew keeps its keys): a round the proposer signed,
+    consistently, for the other chain passes every check but the network's own chain id."""
+    elsewhere = signed_round(PROPOSER, context(chain_id=fake_hash("another chain")))
+    assert find_round_fault(elsewhere, TASK, PROPOSER.public_key) is None  # self-consistent
+    with pytest.raises(RoundRefused) as e:
+        check_round_context(elsewhere, TASK, PROPOSER.public_key, CHAIN)
+    assert e.value.reason == "round_chain" and "this network's" in str(e.value)
+    assert check_round_context(signed_round(PROPOSER, context()), TASK, PROPOSER.public_key, CHAIN) == context()
+
+
 def test_the_proposers_round_of_another_task_is_refused() -> None:
     """A thief replays the real round's context with its own task: the round is of another task."""
     assert refused(signed_round(PROPOSER, context()), task_id=fake_hash("the thief's own task")) == "round_task"

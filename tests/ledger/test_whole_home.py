@@ -139,3 +139,15 @@ def test_a_corrupt_stored_number_is_named_by_its_height(tmp_path: Path, value: b
     result = runner.invoke(app, ["chain", "verify", "--home", str(tmp_path)])
     assert result.exit_code == CorruptLedger.exit_code and "block 0" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_chain_id_of_a_ledger_file_is_read_without_replay_and_a_half_made_one_is_named(tmp_path: Path) -> None:
+    """What the assembler hands miners and validators (only rounds of this chain): the file's genesis chain id."""
+    from dlbc_ray.ledger import stored_chain_id
+
+    world, path = World(), tmp_path / "ledger.sqlite"
+    Chain.open(path).import_block(world.genesis)
+    assert stored_chain_id(path) == world.chain_id == world.genesis.header.chain_id
+    with pytest.raises(CorruptLedger) as e:
+        stored_chain_id(half_made(tmp_path / "half.sqlite", 3))
+    assert e.value.reason == "empty"
