@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from dlbc_ray.config import MinerConfig, ProtectionConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.consensus.transcript import TranscriptHeader, compute_hyperparameters, compute_training_seed
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import BadSignature, RevealRefused
+from dlbc_ray.errors import BadSignature, RevealRefused, RoundRefused
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.baas_fusion import common_seed
@@ -94,6 +95,8 @@ def check_close(close: Signed[WindowClose], ctx: RoundContext, proposer: str) ->
     return message
 
 
+MINED_ROUNDS_KEPT = 4096  # rounds a miner remembers having mined (ids only: about 0.5 MB)
+
 class Miner:
     """Trains, watermarks, hashes and signs; weights leave through the object store."""
 
@@ -108,6 +111,8 @@ class Miner:
         self._cancelled: set[str] = set()  # task ids whose submission window closed: stop at the next epoch
         self._channels: dict[str, Any] = {}  # task id -> the channel to its data-parallel run's workers
         self._rounds: dict[str, RoundContext] = {}  # task id -> the round this miner is mining it in
+        self._mined_rounds: dict[str, None] = {}  # round ids mined here, oldest first (MINED_ROUNDS_KEPT)
+        self._claims = threading.Lock()  # mine() may run twice at once (max_concurrency=2)
         self._sealed: dict[str, Sealed] = {}  # commit -> what only the proposer's close of its round opens
         self._marks: dict[tuple[Any, ...], list[watermark.WatermarkRegularizer]] = {}  # per architecture, kept warm
         from dlbc_ray.models.transcript import Kept
@@ -173,7 +178,9 @@ class Miner:
              progress: Any = None) -> tuple[MinedSubmission, dict[str, np.ndarray]]:
         """Train the task's model on ``data`` (or this miner's private shard) and return the signed
         submission and its weights: only for a round the proposer signed, every argument re-parsed first."""
-        spec, round_ = inbound.round_of(task, ctx, self.proposer, self.chain_id)  # a stranger's round trains nothing (RoundRefused)
+        # a stranger's round trains nothing, nor does a round replayed: each proposer's round trains once
+        spec, round_ = inbound.round_of(task, ctx, self.proposer, self.chain_id)
+        claim_round(self, round_.round_id)
         return mine_round(self, spec, inbound.split(data, "data", optional=True), round_, progress)
 
     def drain_kept(self, timeout_s: float = 60.0) -> bool:
@@ -189,6 +196,19 @@ class Miner:
     def gpu_memory(self) -> int:
         """Bytes this miner holds on its GPU now (0 on CPU)."""
         return int(torch.cuda.memory_allocated()) if self.accelerator == "gpu" else 0
+
+
+def claim_round(miner: Miner, round_id: str) -> None:
+    """RoundRefused for a round ``miner`` already trains or trained: a copy of the proposer's signed round (the
+    object store is shared) would otherwise keep its slots busy for as long as anyone replays it. A module
+    function: no caller reaches it through Ray (claiming a round ahead of its miner would block it)."""
+    with miner._claims:
+        if round_id in miner._mined_rounds:
+            raise RoundRefused(f"round {round_id[:12]} is already mined here; a round trains once",
+                               reason="round_repeat")
+        miner._mined_rounds[round_id] = None
+        while len(miner._mined_rounds) > MINED_ROUNDS_KEPT:
+            del miner._mined_rounds[next(iter(miner._mined_rounds))]
 
 
 def mine_round(miner: Miner, spec: Task, data: Split | None, ctx: RoundContext,

@@ -212,3 +212,19 @@ def test_a_miner_trains_for_no_strangers_round(theft: Theft, how: str) -> None:
     with pytest.raises(RoundRefused) as refused:
         miner.mine(theft.own, theft.bundle.train, asked_round(theft, how))
     assert refused.value.reason == REFUSED[how]
+
+
+def test_a_miner_trains_the_proposers_round_once_however_often_it_is_replayed(theft: Theft) -> None:
+    """The proposer's signed round is in the shared object store: a stranger who replays it must not keep the
+    miner's slots busy. The first call trains; every later one is refused before any training."""
+    real = make_task(REQUESTER, MINIMAL.task, theft.bundle, nonce=1, created_ms=T0, chain_id=CHAIN)
+    miner = Miner(MINIMAL.miner, identity=VICTIM, protection=MINIMAL.protection, proposer=PROPOSER.public_key,
+                  chain_id=CHAIN)
+    signed = signed_round(PROPOSER, theft.real_ctx)
+    mined, _ = miner.mine(real, theft.bundle.train, signed)
+    assert mined.signed.message.task_id == theft.real_ctx.task_id
+    for _ in range(2):
+        with pytest.raises(RoundRefused) as refused:
+            miner.mine(real, theft.bundle.train, signed)
+        assert refused.value.reason == "round_repeat"
+    assert "claim_round" not in dir(Miner)  # no caller can claim a round ahead of its miner
