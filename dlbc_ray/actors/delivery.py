@@ -56,8 +56,8 @@ def fused_artifact(task: Task, block: Block, result: RoundResult, fetch: Callabl
             weights = fetch(ref)
             if isinstance(weights, dict) and hash_weights(weights) == want:
                 return weights, want, metadata
-        except DLBCError as e:
-            log.warning("fused model of validator %s unavailable: %s", vote.validator[:12], e)
+        except (DLBCError, TypeError, ValueError) as e:  # unavailable, or a lying validator's junk (odd keys)
+            log.warning("fused model of validator %s unavailable: %s", vote.validator[:12], str(e)[:200])
             continue
         log.warning("fused model of validator %s does not hash to the block's %s", vote.validator[:12], want[:12])
     raise ConsensusError(f"no validator that voted for fused model {want[:12]} delivered it", reason="delivery")

@@ -58,7 +58,7 @@ def test_the_agreed_fusion_is_delivered_from_a_validator_that_voted_for_it() -> 
     assert metadata["members"] == "3" and metadata["fusion"] == "fedavg"
 
 
-@pytest.mark.parametrize("failure", ["altered", "unavailable", "missing"])
+@pytest.mark.parametrize("failure", ["altered", "unavailable", "missing", "junk keys", "junk values"])
 def test_a_bad_copy_is_passed_over_and_the_next_voter_delivers(failure: str) -> None:
     world = World()
     task, block, result = fused_block(world, [FUSED_HASH] * 4)
@@ -68,7 +68,8 @@ def test_a_bad_copy_is_passed_over_and_the_next_voter_delivers(failure: str) -> 
         if ref == "ref-0":
             if failure == "unavailable":
                 raise ActorUnavailable("validator-0 died", reason="actor_died")
-            return altered if failure == "altered" else None
+            return {"altered": altered, "junk keys": {1: np.ones(1), "w": np.ones(1)},
+                    "junk values": {"w": object()}}.get(failure)  # a lying validator hands anything back
         return FUSED
 
     weights, model_hash, _ = fused_artifact(task, block, result, fetch)
