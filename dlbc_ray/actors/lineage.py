@@ -105,7 +105,8 @@ class Lineage:
                          won: Collection[str]) -> None:
         """Earlier blocks' winners this validator has not seen judged (it restarted, or joined later), read back
         from the chain's artifacts by hash: only a hash the chain says won can become a reference this way.
-        The newest first where ``won`` gives heights; each hash is asked for once (a failed ask: next round)."""
+        The newest first where ``won`` gives heights; each hash is asked for once; a source that cannot answer
+        costs one wait per ballot, not one per hash (asked again next round)."""
         if self._winners is None:
             return
         order = sorted(won, key=lambda h: -won[h]) if isinstance(won, Mapping) else sorted(won)
@@ -114,8 +115,8 @@ class Lineage:
         for model_hash in wanted:
             try:
                 found = checked(self._winners(model_hash), model_hash)
-            except DLBCError:
-                continue
+            except DLBCError:  # the source cannot answer now: no more waits in this ballot, all asked next round
+                break
             ref = winner_reference(spec, model_hash, found, probes, init)
             with self._memory:
                 self.asked.add(model_hash)

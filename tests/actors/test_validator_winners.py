@@ -23,6 +23,7 @@ from dlbc_ray.models.replay import TranscriptAudits
 from dlbc_ray.schema import Verdict
 from tests.actors.test_validator_verdicts import (THIEF, Sent, Setup, adversary, honest_miner, judge, mined_by,
                                                   next_round, setup, validator)
+from tests.builders import fake_hash
 
 __all__ = ["setup"]  # the module fixture, shared
 
@@ -101,6 +102,22 @@ def test_a_source_that_cannot_answer_now_is_asked_again_next_round(setup: Setup)
     assert judge(later, honest, by=fresh, won=won)[0].verdict is Verdict.VALID
     judge(later, honest, by=fresh, won=won)
     assert calls == [setup.victim.signed.message.model_hash] * 2
+
+
+def test_a_source_that_cannot_answer_costs_one_wait_per_ballot_not_one_per_winner(setup: Setup) -> None:
+    """A ledger that is away (each ask waits out its timeout) must not hold a ballot for 8 timeouts."""
+    calls: list[str] = []
+
+    def away(model_hash: str) -> None:
+        calls.append(model_hash)
+        raise ActorUnavailable("ledger away", reason="timeout")
+
+    fresh = validator(winners=away)
+    won = frozenset({setup.victim.signed.message.model_hash, fake_hash("winner a"), fake_hash("winner b")})
+    later = next_round(setup)
+    honest = mined_by(honest_miner(THIEF), later.task, later.bundle, later.ctx)
+    assert judge(later, honest, by=fresh, won=won)[0].verdict is Verdict.VALID
+    assert len(calls) == 1
 
 
 def test_a_model_voted_bad_transcript_never_becomes_a_reference(setup: Setup) -> None:
