@@ -32,7 +32,7 @@ from dlbc_ray.actors import reuse_plays
 from dlbc_ray.actors.miner import Miner, Sealed, mine_round
 from dlbc_ray.actors.reuse_plays import THIEF_MARGIN, fresh_net, own_mark
 from dlbc_ray.actors.secret_probe import probe_rivals
-from dlbc_ray.config import MinerConfig, ProtectionConfig
+from dlbc_ray.config import MinerConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models import sml
@@ -82,11 +82,8 @@ class AttackRecord:
 class AdversaryMiner(Miner):
     """A miner that mines honestly until ``arm`` gives it an attack."""
 
-    def __init__(self, cfg: MinerConfig, *, identity: Identity, protection: ProtectionConfig, proposer: str,
-                 victims: Mapping[str, Identity] | None = None, keep_dir: str | None = None,
-                 chain_id: str | None = None) -> None:
-        super().__init__(cfg, identity=identity, protection=protection, proposer=proposer, keep_dir=keep_dir,
-                         chain_id=chain_id)
+    def __init__(self, cfg: MinerConfig, *, victims: Mapping[str, Identity] | None = None, **miner: Any) -> None:
+        super().__init__(cfg, **miner)  # identity, protection, proposer, keep_dir, chain_id: as an honest miner's
         self.victims = dict(victims or {})
         self.attack: MinerAttack | None = None
         self.records: list[AttackRecord] = []
