@@ -88,7 +88,9 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
     """Attach this process to the cluster: the given address, else the one this home's network uses."""
     record = read_record(home)
     target = address or (record.address if record else "auto")
-    if ray.is_initialized():
+    if ray.is_initialized():  # attached already (an in-process caller): a recorded network that stopped says so
+        if target != "auto" and target != _attached_address():
+            check_listening(target)
         return record
     if record and record.head_pid and target == record.address:
         use_home_token(home)
@@ -108,6 +110,13 @@ def connect(home: Home, address: str | None) -> NetworkRecord | None:
     if not (record and record.head_pid and target == record.address):  # a head we did not start ourselves
         check_cluster_auth(target)
     return record
+
+
+def _attached_address() -> str:
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except (AttributeError, RuntimeError):
+        return ""
 
 
 def check_cluster_auth(target: str) -> None:

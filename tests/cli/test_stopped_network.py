@@ -51,3 +51,20 @@ def test_a_damaged_network_record_is_named(tmp_path: Path, text: str) -> None:
     assert result.exit_code == ConfigError.exit_code, result.stderr
     (line,) = [x for x in result.stderr.splitlines() if x.strip()]
     assert "network.json" in line
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("command", [["status"], ["transfer", "alice", "1", "--as", "alice"]])
+def test_a_stopped_network_is_named_as_such_even_by_a_process_attached_to_another_cluster(
+        ray_session: None, tmp_path: Path, command: list[str]) -> None:
+    """An in-process caller already attached to some Ray cluster (this test session's) asks about a home whose
+    recorded network stopped: the answer is that nothing answers at its address, not "no network on this
+    cluster" about a cluster the home never used (it ran once, in one session, after a Ray test)."""
+    home = open_home(tmp_path / "home")
+    create_key(home, "alice")
+    record(home.root, f'{{"address": "127.0.0.1:{closed_port()}", "miners": [], "validators": [], "groups": [], '
+                      '"started_ms": 0}')
+    result = runner.invoke(app, [*command, "--home", str(home.root)])
+    assert result.exit_code == NetworkNotRunning.exit_code, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    assert "nothing answers" in line
