@@ -102,17 +102,19 @@ class Consensus:
         """A ledger call that is safe to repeat, asked again for up to the commit timeout while unanswered."""
         return get_retrying(call, timeout=self.cfg.commit_timeout_s, what=what, patience_s=self.cfg.commit_timeout_s)
 
-    def _commit_block(self, build: Callable[[ChainState], Block]) -> BlockImportResult:
+    def _commit_block(self, build: Callable[[ChainState], tuple[Block, Artifact | None]]) -> BlockImportResult:
         """Propose on the current head and import, one block at a time.
 
         The same block is sent again while the ledger does not answer: importing the head
         twice is a no-op, so a lost reply neither loses the block nor commits it twice.
         """
         with self._commit:
-            return self._import(build(self.snapshot()))
+            return self._import(*build(self.snapshot()))
 
-    def _import(self, block: Block) -> BlockImportResult:
-        return self._ask(lambda: self.ledger.import_block.remote(block), "ledger")
+    def _import(self, block: Block, delivered: Artifact | None = None) -> BlockImportResult:
+        """The ledger validates ``block`` and, only then, keeps the model it delivers (``Ledger.import_block``)."""
+        weights, _, metadata = delivered or (None, None, None)
+        return self._ask(lambda: self.ledger.import_block.remote(block, weights, metadata), "ledger")
 
     def _blocks(self, start: int, stop: int) -> list[Block]:
         return self._ask(lambda: self.ledger.blocks.remote(start, stop), "ledger blocks")
@@ -221,15 +223,10 @@ class Consensus:
                       started: float) -> RoundReport:
         t0, decided = time.perf_counter(), []
         fetch = lambda ref: get(ref, timeout=self.cfg.commit_timeout_s, what="contributor weights")  # noqa: E731
-        imported = self._commit_block(block_builder(task, result, state, self.identity, self._keep, fetch, decided))
+        imported = self._commit_block(block_builder(task, result, state, self.identity, fetch, decided))
         with self.live.lock:
             state.advance(Event.BLOCK_COMMITTED)
         return committed_report(imported, decided[-1], result, state, started, time.perf_counter() - t0)
-
-    def _keep(self, artifact: Artifact | None) -> None:
-        """The delivered model, into the ledger's artifact folder (a repeated store is a no-op)."""
-        if artifact is not None:
-            self._ask(lambda: self.ledger.store_artifact.remote(*artifact), "artifact store")
 
     # ---------------------------------------------------------------- scheduler
 

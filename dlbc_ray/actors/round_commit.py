@@ -40,11 +40,12 @@ class Live:
 
 
 def block_builder(task: Signed[Task], result: RoundResult, state: RoundState, proposer: Identity,
-                  keep: Callable[[Artifact | None], None], fetch: Callable[[Any], Any],
-                  decided: list[Decision]) -> Callable[[ChainState], Block]:
+                  fetch: Callable[[Any], Any],
+                  decided: list[Decision]) -> Callable[[ChainState], tuple[Block, Artifact | None]]:
     """What the round proposes on whatever head the commit lock finds (its decision appended to ``decided``),
-    keeping the delivered model; ConsensusError when it has no block to propose."""
-    def build(snapshot: ChainState) -> Block:
+    with the model it delivers (the ledger keeps it once the block validates); ConsensusError when it has no
+    block to propose."""
+    def build(snapshot: ChainState) -> tuple[Block, Artifact | None]:
         try:
             block, decision = propose_task_block(snapshot, task, [a.signed for a in result.arrivals], result.ballots,
                                                  proposer, now_ms(), state.round_id, result.fusion_votes)
@@ -59,10 +60,8 @@ def block_builder(task: Signed[Task], result: RoundResult, state: RoundState, pr
             raise ConsensusError(f"no valid model reached the difficulty {task.message.target}: no block",
                                  reason="no_winner")
         if block.header.fused:
-            keep(delivery.fused_artifact(task.message, block, result, fetch))
-        else:
-            keep(delivery.winner_artifact(decision, result.arrivals, result.weight_refs))
-        return block
+            return block, delivery.fused_artifact(task.message, block, result, fetch)
+        return block, delivery.winner_artifact(decision, result.arrivals, result.weight_refs)
 
     return build
 

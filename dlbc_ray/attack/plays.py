@@ -85,6 +85,7 @@ def drop_best_as_proposer(network: AttackNetwork, task: Signed[Task]) -> tuple[R
     import threading
 
     from dlbc_ray import crypto
+    from dlbc_ray.actors.delivery import winner_artifact
     from dlbc_ray.actors.round_runner import RoundRunner, RoundState, miner_policy, now_ms
     from dlbc_ray.consensus import propose_task_block
     from dlbc_ray.consensus.ballot import compute_round_id
@@ -102,17 +103,13 @@ def drop_best_as_proposer(network: AttackNetwork, task: Signed[Task]) -> tuple[R
                                           now_ms(), state.round_id)
     refused = {"block without the best submission": network.refusal(
         ledger.import_block.remote(drop_best(honest, base, proposer)), "forged block")}
+    # the winner kept as the consensus actor keeps it (``replay`` replays the latest winner), once the block validates
+    delivered = winner_artifact(decision, result.arrivals, result.weight_refs) or (None, None, None)
     try:
-        imported = network.get(ledger.import_block.remote(honest), "ledger")
+        imported = network.get(ledger.import_block.remote(honest, delivered[0], delivered[2]), "ledger")
     except InvalidBlock as e:
         return RoundReport(height=None, block_hash=None, task_id=task_id, winner=None, score=None,
                            committed=False, failure=str(e), outcomes=tuple(result.outcomes)), refused
-    winner = decision.winner
-    if winner is not None:  # kept like the consensus actor keeps it: ``replay`` replays the latest winner
-        arrival = next(a for a in result.arrivals if a.signed.message.commit == winner.commit)
-        seed = {"sml_seed": arrival.reveal.message.sml_seed} if arrival.reveal else {}
-        network.get(ledger.store_artifact.remote(result.weight_refs[winner.commit], winner.model_hash,
-                                               {"task_id": task_id, "miner": winner.miner, **seed}), "artifacts")
     outcomes = tuple(SubmissionOutcome(miner=a.signed.message.miner, commit=a.signed.message.commit,
                                        verdict=t.verdict.value if t.verdict else "undecided", score=t.score)
                      for a, t in zip(result.arrivals, decision.tallies))
@@ -128,7 +125,7 @@ def ask_validators_for_marks(network: AttackNetwork) -> dict[str, str]:
     'accepted' would make the validator a mark oracle (it would say whose watermark the weights carry)."""
     from dlbc_ray import crypto
     from dlbc_ray.actors.round_runner import now_ms
-    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.nets import build_task_net
     from dlbc_ray.models.weights import to_numpy
     from dlbc_ray.runtime.network import make_task
     from dlbc_ray.schema import Submission
@@ -138,7 +135,7 @@ def ask_validators_for_marks(network: AttackNetwork) -> dict[str, str]:
     thief = next(i for i in ids.miners if i.name == ADVERSARY)
     own = make_task(thief, network.cfg.task, network.bundle, nonce=time.time_ns(), created_ms=now_ms(), chain_id=chain)
     spec, task_id = own.message, crypto.message_hash(own.message)
-    weights = to_numpy(build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes))
+    weights = to_numpy(build_task_net(spec))
     model_hash = crypto.hash_weights(weights)
     sub = Submission(task_id=task_id, miner=thief.public_key, model_hash=model_hash,
                      commit=crypto.compute_commit(model_hash, thief.public_key, task_id),

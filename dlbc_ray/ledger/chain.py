@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,15 +242,18 @@ class Chain:
 
     # ----------------------------------------------------------------- writes
 
-    def import_block(self, block: Block) -> BlockImportResult:
+    def import_block(self, block: Block, before_persist: Callable[[], object] | None = None) -> BlockImportResult:
         """Validate against the head, then persist in one transaction; raises InvalidBlock."""
-        return self.import_blocks([block])[0]
+        return self.import_blocks([block], before_persist)[0]
 
-    def import_blocks(self, blocks: Sequence[Block]) -> list[BlockImportResult]:
+    def import_blocks(self, blocks: Sequence[Block],
+                      before_persist: Callable[[], object] | None = None) -> list[BlockImportResult]:
         """Validate each block on the one before, then persist them all in one transaction (all or none).
 
-        A crash before the commit loses the whole batch and leaves the previous head; after
-        it, the whole batch is durable (WAL, ``synchronous=FULL``).
+        ``before_persist`` runs once every block validated and before any is written (the ledger actor
+        keeps the delivered model there: nothing is written for a block the rules refuse). A crash before
+        the commit loses the whole batch and leaves the previous head; after it, the whole batch is
+        durable (WAL, ``synchronous=FULL``).
         """
         with self._lock:
             t0 = time.perf_counter()
@@ -264,6 +267,8 @@ class Chain:
                     rows.append(StoredBlock(block.height, block_hash, block.header.prev_hash, encode_block(block)))
                     if is_checkpoint_height(block.height):
                         checkpoints.append(make_checkpoint(state))
+            if before_persist is not None:
+                before_persist()
             t1 = time.perf_counter()
             self._store.append_many(rows, checkpoints)
             t2 = time.perf_counter()

@@ -65,9 +65,8 @@ REVIEWS: dict[type, dict[str, str]] = {
     AdversaryValidator: {**VALIDATOR, "arm": "the attack suite's switch (test-only actor)"},
     Ledger: {
         "__init__": "constructor", "head": PUBLIC, "params": PUBLIC, "snapshot": PUBLIC, "blocks": PUBLIC,
-        "import_block": "validates every rule before it writes (the ledger re-checks; a caller gains nothing)",
-        "store_artifact": "anyone may store weights by hash; readers trust only the seed the winner committed "
-                          "to on chain (client.committed_seed)",
+        "import_block": "validates every rule before it writes, the delivered model too (kept only for a block "
+                        "that validated, under the block's model hash; a caller gains nothing)",
         "artifact": PUBLIC + " (a delivered model by its hash: what a committed block made public; readers check "
                     "the hash again, actors.winners.checked)",
     },

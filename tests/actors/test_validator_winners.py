@@ -155,7 +155,7 @@ def test_the_ledger_actor_hands_a_kept_winner_back_by_hash_and_nothing_else(setu
     ledger = Ledger(str(tmp_path / "ledger.sqlite"), genesis=World().genesis)
     won = setup.victim
     model_hash = won.signed.message.model_hash
-    ledger.store_artifact(won.weights, model_hash, {"miner": won.signed.message.miner})
+    ledger.artifacts.put(won.weights, model_hash, metadata={"miner": won.signed.message.miner})  # as a block keeps it
     weights, metadata = ledger.artifact(model_hash)  # type: ignore[misc]
     assert checked((weights, metadata), model_hash) is not None and metadata["miner"] == won.signed.message.miner
     assert ledger.artifact("0" * 64) is None and ledger.artifact("../ledger.sqlite") is None
