@@ -37,7 +37,7 @@ from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
 from dlbc_ray.models import sml
 from dlbc_ray.models.data import Split
-from dlbc_ray.models.nets import build_net, count_parameters
+from dlbc_ray.models.nets import build_task_net, count_parameters
 from dlbc_ray.models.protect import mapping_seed
 from dlbc_ray.models.weights import to_numpy
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
@@ -143,8 +143,7 @@ class AdversaryMiner(Miner):
         on the first claim of the target, and the claim, not the model, is the attack."""
         spec = task.message
         seed = int.from_bytes(self.identity.derive("untrained")[:4], "big")
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes,
-                        seed=seed)
+        net = build_task_net(spec, seed=seed)
         bait = a.kind in ("bait", "false-claim")
         weights = to_numpy(net) if bait else own_mark(self, spec, to_numpy(net), a.settle_steps)
         note = "untrained, unmarked" if bait else "untrained, own mark settled"

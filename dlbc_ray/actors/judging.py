@@ -26,7 +26,7 @@ from dlbc_ray.errors import DLBCError
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.evaluate import evaluate
-from dlbc_ray.models.nets import build_net, count_parameters, net_info
+from dlbc_ray.models.nets import build_task_net, count_parameters, net_info
 from dlbc_ray.models.protect import MarkReading, layer_distance, mapping_layer, read_mark, watermark_key
 from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Submission, Task, Verdict
@@ -86,7 +86,7 @@ class Bench:
             clock.add("hash_ms", t)
             return Judged(sub, None, Verdict.HASH_MISMATCH, 0, "weights do not hash to model_hash")
         t = clock.add("hash_ms", t)
-        net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+        net = build_task_net(spec)
         # Ownership before reuse: a thief who copies a victim's weights and arrives first must
         # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
         rejection = self.check_model(spec, net, sub, weights, arrival, ctx.chain_id, owners)

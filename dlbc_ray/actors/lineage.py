@@ -27,7 +27,7 @@ from dlbc_ray.models import sml
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, compare, fingerprint, fingerprint_model,
                                          null_fingerprints, probe_inputs)
-from dlbc_ray.models.nets import build_net, checked_kwargs
+from dlbc_ray.models.nets import build_task_net, checked_kwargs
 from dlbc_ray.models.protect import mapping_layer
 from dlbc_ray.models.weights import check_architecture, to_numpy
 from dlbc_ray.schema import Submission, Task, Verdict
@@ -132,8 +132,7 @@ class Lineage:
                 probes = probe_inputs(test, spec.dataset.test_hash)
 
                 def build(seed: int) -> Any:
-                    return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape,
-                                     spec.dataset.n_classes, seed=seed)
+                    return build_task_net(spec, seed=seed)
 
                 self._probes[key] = probes, null_fingerprints(build, probes), to_numpy(build(0))
             return self._probes[key]
@@ -145,7 +144,7 @@ def winner_reference(spec: Task, model_hash: str, found: tuple[dict[str, np.ndar
     if found is None:
         return None
     weights, metadata = found
-    net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+    net = build_task_net(spec)
     try:
         check_architecture(net, weights)
         seed = bytes.fromhex(metadata["sml_seed"]) if metadata.get("sml_seed") else None
@@ -159,7 +158,7 @@ def model_fingerprint(spec: Task, seed: bytes | None, probes: np.ndarray, weight
                       init: dict[str, np.ndarray] | None = None) -> Fingerprint:
     """What ``weights`` compute on the raw probes behind the mapping layer of ``seed`` (the submitter's own);
     with ``init`` (the shared start), its gauge-fixed weights too."""
-    net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+    net = build_task_net(spec)
     if init is not None:
         return fingerprint_model(net, spec.model.name, spec.dataset.input_shape, weights, seed, probes, init)
     x = probes

@@ -40,7 +40,7 @@ from dlbc_ray.errors import BadSignature, RevealRefused, RoundRefused
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.baas_fusion import common_seed
-from dlbc_ray.models.nets import build_net, count_parameters
+from dlbc_ray.models.nets import build_task_net, count_parameters
 from dlbc_ray.models.transcript_files import Keeper
 from dlbc_ray.models.weights import load_into
 from dlbc_ray.schema import Reveal, Signed, Submission, Task
@@ -227,7 +227,7 @@ def train_round(miner: Miner, spec: Task, task_id: str, data: Split, ctx: RoundC
     own: the attack suite's distiller trains on another model's labels and commits that run's transcript)."""
     miner._rounds[task_id] = ctx
     seed = common_seed(task_id) if spec.fusion != "winner" else 0  # fusion needs one shared init
-    net = build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes, seed=seed)
+    net = build_task_net(spec, seed=seed)
     mapped, sml_seed = mapped_net(miner.identity, miner.protection, net, spec, task_id, ctx.round_id)
     report = reporter(progress, miner.identity, task_id, spec.max_epochs)
     marks = kept_marks(miner._marks, miner.identity, miner.protection, net, spec)

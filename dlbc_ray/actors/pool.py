@@ -54,9 +54,9 @@ def check_data(dataset: DatasetSpec, train: Split, test: Split) -> None:
 def task_cost(task: Task) -> PendingTask:
     """DLBC's factors for one task, from its model and dataset spec; a net from the task's own code needs
     that code installed first (``TaskPool.add`` does)."""
-    from dlbc_ray.models.nets import build_net, count_parameters, estimate_flops
+    from dlbc_ray.models.nets import build_task_net, count_parameters, estimate_flops
 
-    net = build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes)
+    net = build_task_net(task)
     cost = estimate_cost(parameters=count_parameters(net), flops_per_sample=estimate_flops(net, task.dataset.input_shape),
                          input_shape=task.dataset.input_shape, train_examples=task.dataset.n_train,
                          test_examples=task.dataset.n_test, epochs=task.max_epochs)

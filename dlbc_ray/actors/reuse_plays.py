@@ -18,7 +18,7 @@ from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.disguise import (embed_mark, host_prefix, kill_units, permute_and_rescale, prune, remap,
                                      reset_layer, teacher_labels)
-from dlbc_ray.models.nets import build_net, net_info
+from dlbc_ray.models.nets import build_task_net, net_info
 from dlbc_ray.models.protect import mapping_layer, mapping_seed
 from dlbc_ray.models.training import TrainSettings, train
 from dlbc_ray.models.weights import load_into, to_numpy
@@ -34,7 +34,7 @@ THIEF_MARGIN = 0.05  # how far past 0 a disguiser writes its own mark's bits (va
 
 
 def fresh_net(spec: Task) -> Any:
-    return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes)
+    return build_task_net(spec)
 
 
 def replay(self: AdversaryMiner, a: MinerAttack, task: Signed[Task], data: Split, ctx: RoundContext) -> Play:

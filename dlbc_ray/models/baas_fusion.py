@@ -19,7 +19,7 @@ from dlbc_ray.crypto import hash_weights
 from dlbc_ray.models import fusion
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.evaluate import evaluate
-from dlbc_ray.models.nets import build_net, net_info
+from dlbc_ray.models.nets import build_task_net, net_info
 from dlbc_ray.models.protect import mapping_layer
 from dlbc_ray.schema import Task
 
@@ -56,7 +56,7 @@ def fuse(task: Task, contributions: Sequence[fusion.Contribution]) -> Weights:
 
 def score(task: Task, weights: Weights, members: int, test: Split, rule: str) -> int:
     def builder():
-        return build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes)
+        return build_task_net(task)
 
     net = fusion.fused_net(rule, builder, members) if members > 1 else builder()
     return round(evaluate(net, weights, test, metric=task.metric) * SCORE_SCALE)

@@ -21,6 +21,7 @@ from torch import nn
 
 from dlbc_ray.config import LIMITS, Limits
 from dlbc_ray.errors import InvalidTask
+from dlbc_ray.schema.task import Task
 from dlbc_ray.models.plugins import (
     ENTRY_POINT_GROUP, NETS, Footprint, NetInfo, available, checked_params, entry, is_width, net_factory, net_info, probe,
     register_net,
@@ -109,6 +110,11 @@ register_net(NetInfo(
     "cnn1d", "1-D conv net for (C, L) signals such as mnist1d", _factory(partial(ConvNet, dims=1)),
     MappingProxyType({"channels": (16, 32), "hidden": 64}), "conv.1.weight", "conv.0.weight", (2,),
     partial(conv_footprint, dims=1)))
+
+
+def build_task_net(task: Task, *, seed: int = 0) -> nn.Module:
+    """``build_net`` for what a task names: its model, its data's input shape and class count."""
+    return build_net(task.model.name, task.model.params, task.dataset.input_shape, task.dataset.n_classes, seed=seed)
 
 
 def build_net(

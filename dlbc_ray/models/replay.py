@@ -28,7 +28,7 @@ from dlbc_ray.errors import ActorUnavailable, DLBCError
 from dlbc_ray.models import fusion, sml, watermark
 from dlbc_ray.models.baas_fusion import common_seed
 from dlbc_ray.models.data import Split, holdout
-from dlbc_ray.models.nets import build_net, net_info
+from dlbc_ray.models.nets import build_task_net, net_info
 from dlbc_ray.models.protect import mapping_layer, watermark_key
 from dlbc_ray.models.step import StepSystem
 from dlbc_ray.models.transcript import Opening
@@ -75,8 +75,7 @@ def derive_for(spec: Task, task_id: str, round_id: str, train: Split, submission
     init_seed = common_seed(task_id) if spec.fusion != "winner" else 0
 
     def fresh() -> torch.nn.Module:
-        return build_net(spec.model.name, spec.model.params, spec.dataset.input_shape, spec.dataset.n_classes,
-                         seed=init_seed)
+        return build_task_net(spec, seed=init_seed)
 
     def trainable() -> torch.nn.Module:
         net = fresh()
