@@ -140,8 +140,9 @@ COMMANDS: dict[tuple[str, ...], tuple[dict[str, str], list[str]]] = {
     ("attack",): ({"--kind": "w", "--trials": "n", "--json": "flag"}, []),
     ("explorer",): ({"--host": "w", "--port": "n", "--address": "w"}, []),
     ("nets",): ({"--json": "flag"}, []),
+    ("audit",): ({"--segments": "n", "--json": "flag"}, ["w"]),
     ("up",): ({"--address": "w", "--miners": "n", "--validators": "n", "--miner-gpus": "n",
-               "--miners-per-task": "n", "--pole": "flag", "--new-chain": "flag"}, []),
+               "--miners-per-task": "n", "--pole": "flag", "--new-chain": "flag", "--allow-task-code": "flag"}, []),
     ("down",): ({"--address": "w"}, []),
     ("status",): ({"--address": "w", "--json": "flag"}, []),
     ("submit",): ({"--as": "w", "--wait": "flag", "--address": "w", "--json": "flag"}, ["p"]),
@@ -154,7 +155,7 @@ COMMANDS: dict[tuple[str, ...], tuple[dict[str, str], list[str]]] = {
     ("keys", "show"): ({"--name": "w", "--json": "flag"}, []),
     ("watermark", "check"): ({"--miner": "w", "--json": "flag", "--model": "w", "--input-shape": "w",
                               "--classes": "n", "--params": "w"}, ["p"]),
-    ("bench", "submit"): ({"--address": "w", "--no-wait": "flag", "--working-dir": "p", "--token-file": "p",
+    ("bench", "submit"): ({"--address": "w", "--no-wait": "flag", "--wait": "flag", "--working-dir": "p", "--token-file": "p",
                            "--timeout": "n", "--json": "flag"}, ["p"]),
     ("bench", "fetch"): ({"--address": "w", "--token-file": "p", "--timeout": "n", "--json": "flag"}, ["w"]),
 }
@@ -297,3 +298,25 @@ def test_chain_verify_starts_no_more_processes_than_it_may(world: dict[str, Any]
     not turn --workers 100000 into a fork bomb."""
     result = runner.invoke(app, ["chain", "verify", "--workers", "100000", "--home", str(world["homes"] / "chain")])
     assert result.exit_code == 2 and "--workers" in result.stderr, result.stderr
+
+
+def test_the_fuzzer_knows_every_command_and_option() -> None:
+    """A command or option added later is fuzzed too: COMMANDS must name every one the CLI has."""
+    import typer
+
+    from dlbc_ray.cli.app import app
+
+    def walk(command: Any, path: tuple[str, ...]) -> Any:  # typer's own click: groups have ``commands``
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield path, command
+
+    unknown = {}
+    for path, command in walk(typer.main.get_command(app), ()):
+        options = {o for p in command.params if p.param_type_name == "option" for o in p.opts if o.startswith("--")}
+        left = options - {"--home", "--help", "--debug"} - set(COMMANDS.get(path, ({}, []))[0])
+        if path not in COMMANDS or left:
+            unknown[" ".join(path)] = sorted(left)
+    assert not unknown, f"add these to COMMANDS: {unknown}"
