@@ -91,3 +91,22 @@ def test_a_dropping_proposer_is_caught_by_its_ballots_and_the_honest_block_commi
     t = trial("proposer-drop", {DROP: refused}, after=after, committed=committed)
     caught, how = attack_kind("proposer-drop").detect(t)
     assert caught is detected and refused in how
+
+
+@pytest.mark.parametrize(("armed", "kept"), [(False, True), (True, False)])
+def test_an_unarmed_adversary_that_mines_honestly_may_win_an_armed_one_may_not(armed: bool, kept: bool) -> None:
+    """Kinds that attack from elsewhere (liars, a proposer, a thief's questions) leave the adversary miner
+    unarmed: it mines honestly, and its best model winning is the honest outcome (it once failed
+    ``mark-oracle`` whenever the adversary happened to train the best model)."""
+    from dlbc_ray.attack.judging import is_honest_winner_kept
+
+    world = World()
+    block, _ = world.round({0: [7000] * 4, 1: [8000] * 4, 2: [9000] * 4})  # miner-2, the adversary, is best
+    keys = {f"miner-{i}": m.public_key for i, m in enumerate(world.miners)}
+    keys |= {f"validator-{j}": v.public_key for j, v in enumerate(world.validators)}
+    assert block.header.winner == keys[ADVERSARY]
+    report = RoundReport(height=1, block_hash=None, task_id=block.header.task_id, winner=block.header.winner,
+                         score=9000, committed=True)
+    record = SimpleNamespace(commit=block.submissions[2].message.commit) if armed else None
+    t = Trial("mark-oracle", 0, report, block, 0, 1, record, keys, (), 5000, {})  # type: ignore[arg-type]
+    assert is_honest_winner_kept(t) is kept

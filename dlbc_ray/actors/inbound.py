@@ -8,7 +8,7 @@ raised before the actor changes any state: never a traceback, never a half-done 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -64,14 +64,19 @@ def refs(values: object, what: str, count: int) -> list[Any]:
     return list(values)
 
 
-def hashes(values: object, what: str) -> frozenset[str]:
-    """A set of model hashes (earlier winners), each 64 hex digits."""
+def winners(values: object, what: str) -> dict[str, int]:
+    """Earlier winners: model hash (64 hex digits) -> the height it won at, as the chain state keeps them, so a
+    validator recovers the newest first; a plain collection of hashes is taken with heights unknown (0)."""
     if not isinstance(values, Collection) or isinstance(values, (str, bytes)) or len(values) > MAX_WON:
-        raise _refused(what, "expected a collection of model hashes")
+        raise _refused(what, "expected earlier winners: model hashes, or hashes to heights")
+    pairs = list(values.items()) if isinstance(values, Mapping) else [(v, 0) for v in values]
     try:
-        return _HASHES.validate_python(frozenset(values))
+        _HASHES.validate_python(frozenset(h for h, _ in pairs))
     except (ValidationError, TypeError) as e:
         raise _refused(what, f"not a set of model hashes ({type(e).__name__})") from None
+    if any(type(height) is not int or height < 0 for _, height in pairs):
+        raise _refused(what, "a winner's height is not a non-negative integer")
+    return dict(pairs)
 
 
 def split(value: object, what: str, *, optional: bool = False) -> Split | None:

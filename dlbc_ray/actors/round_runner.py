@@ -213,7 +213,7 @@ class RoundRunner:
             return []
         t0 = time.perf_counter()
         weight_refs = [refs[a.signed.message.commit] for a in arrivals]
-        won = frozenset(self.base.won_models)
+        won = dict(self.base.won_models)  # hash -> height: a validator that recovers winners takes the newest first
         audits = self.transcript_audits(arrivals)
         calls = {v.handle.validate.remote(self.task, self.data.test, list(arrivals), weight_refs, self.signed_ctx, won,
                                           self.sink, audits=audits): v for v in self.validators}

@@ -13,6 +13,7 @@ look like at first sight (``models.fingerprint``, ``models.alignment``).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -68,7 +69,7 @@ class Validator:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.identity.name, "public_key": self.identity.public_key, "num_cpus": self.cfg.num_cpus,
-                "num_gpus": self.cfg.num_gpus, "device": "cpu", "miners_known": len(self._marks)}
+                "num_gpus": self.cfg.num_gpus, "device": "cpu", "miners_known": len(self._marks), "pid": os.getpid()}
 
     def validate(self, task: Signed[Task], test: Split, arrivals: Sequence[SubmissionArrival],
                  weight_refs: Sequence[Any], ctx: Signed[RoundContext], won_models: Collection[str] = frozenset(),
@@ -78,7 +79,7 @@ class Validator:
         spec, ctx = inbound.round_of(task, ctx, self.proposer, self.chain_id)  # RoundRefused before any secret is read
         test, arrivals = inbound.split(test, "test"), inbound.wires(SubmissionArrival, arrivals, "arrivals", least=1)
         weight_refs = inbound.refs(weight_refs, "weight_refs", len(arrivals))
-        won_models = inbound.hashes(won_models, "won_models")
+        won_models = inbound.winners(won_models, "won_models")
         audits = self._resolve_audits(inbound.audits(audits, "audits"))
         install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
         if split_hash(test) != spec.dataset.test_hash:

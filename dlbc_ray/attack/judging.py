@@ -196,11 +196,14 @@ def count_false_positives(trial: Trial) -> int:
 
 
 def honest_choice(trial: Trial) -> str | None:
-    """The winner honest validators alone would pick among honest miners alone (None: nobody)."""
+    """The winner honest validators alone would pick among honest miners alone (None: nobody). An adversary
+    miner that was not armed this trial (the suite attacked from elsewhere: liars, a proposer, questions)
+    mined honestly, so it is one of them: its model winning is the honest outcome, not a beaten defense."""
     if trial.block is None:
         return None
     honest_validators = {k for n, k in trial.keys.items() if n.startswith("validator-") and n not in trial.liars}
-    miners = {trial.key(n) for n in HONEST_MINERS}
+    honest_miners = HONEST_MINERS if trial.record is not None else (*HONEST_MINERS, ADVERSARY)
+    miners = {trial.key(n) for n in honest_miners if n in trial.keys}
     subs = [s.message for s in trial.block.submissions if s.message.miner in miners]
     votes = votes_by_commit(b.message for b in trial.block.ballots if b.message.validator in honest_validators)
     tallies = [compute_tally(s.commit, [v for _, v in votes.get(s.commit, [])], len(honest_validators))

@@ -9,6 +9,7 @@ shows up as a failure to remove the mark. The CLI's wiring is tested without Ray
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,9 +225,15 @@ def test_a_restarted_validator_reads_the_earlier_winner_back_from_the_chain(netw
     from dlbc_ray.schema import Verdict
 
     restarted = network.handles["validator-0"]
+    before = get_retrying(lambda: restarted.info.remote(), timeout=30, what="validator")["pid"]
     ray.kill(restarted, no_restart=False)  # Ray restarts it (max_restarts): a fresh process, a fresh memory
-    after = get_retrying(lambda: restarted.info.remote(), timeout=30, what="restarted validator", patience_s=180)
-    assert after["name"] == "validator-0"
+    # ray.kill returns at once: the old process may still answer for a moment, and a round sent to it then dies
+    # with it (no ballot); wait for the new process itself
+    deadline = time.monotonic() + 180
+    while (after := get_retrying(lambda: restarted.info.remote(), timeout=30, what="restarted validator",
+                                 patience_s=180))["pid"] == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after["name"] == "validator-0" and after["pid"] != before
     result = network.trial("disguised-replay", 0)
     trial = network.last
     assert trial is not None and trial.block is not None and trial.record is not None
