@@ -162,3 +162,18 @@ def test_the_ledger_actor_hands_a_kept_winner_back_by_hash_and_nothing_else(setu
     path = ledger.artifacts.path(model_hash)
     path.write_bytes(path.read_bytes()[:-8] + b"\x00" * 8)  # a tensor's last bytes altered
     assert ledger.artifact(model_hash) is None
+
+
+def test_a_restarted_validator_asks_for_the_newest_winners_first(setup: Setup) -> None:
+    """Told winners with the heights they won at (as rounds tell it), a validator with an empty memory asks its
+    source newest first, so the winners a thief is likeliest to copy are among the few it asks for per ballot."""
+    asked: list[str] = []
+
+    def record(model_hash: str) -> None:
+        asked.append(model_hash)  # none kept here: every one is asked for
+
+    won = {fake_hash("old"): 2, fake_hash("newest"): 40, fake_hash("middle"): 17}
+    later = next_round(setup)
+    honest = mined_by(honest_miner(THIEF), later.task, later.bundle, later.ctx)
+    judge(later, honest, by=validator(winners=record), won=won)  # type: ignore[arg-type]
+    assert asked == [fake_hash("newest"), fake_hash("middle"), fake_hash("old")]
