@@ -110,3 +110,23 @@ def test_an_unarmed_adversary_that_mines_honestly_may_win_an_armed_one_may_not(a
     record = SimpleNamespace(commit=block.submissions[2].message.commit) if armed else None
     t = Trial("mark-oracle", 0, report, block, 0, 1, record, keys, (), 5000, {})  # type: ignore[arg-type]
     assert is_honest_winner_kept(t) is kept
+
+
+def test_a_trial_with_a_refused_honest_miner_says_why() -> None:
+    """A failed trial names the cause (the arrival's verdict and detail, or the block's rejecting votes), not
+    only a count: CI once failed proposer-drop with 'false_positives=1' and nothing to go on."""
+    from dlbc_ray.attack.judging import explain_false_positives, judge
+
+    world = World()
+    block, _ = world.round({0: [9000] * 4, 1: [8000] * 4})
+    keys = {f"miner-{i}": m.public_key for i, m in enumerate(world.miners)}
+    late = SubmissionOutcome(miner=keys["miner-1"], commit=None, verdict="late", score=None,
+                             detail="miner-1: arrived after the window")
+    won = SubmissionOutcome(miner=keys["miner-0"], commit=block.submissions[0].message.commit, verdict="valid",
+                            score=9000)
+    report = RoundReport(height=1, block_hash=None, task_id=block.header.task_id, winner=keys["miner-0"], score=9000,
+                         committed=True, outcomes=(won, late))
+    t = Trial("proposer-drop", 0, report, block, 0, 1, None, keys, (), 5000, {DROP: "ballot_set"})
+    assert explain_false_positives(t) == "miner-1 (late miner-1: arrived after the window)"
+    result = judge(t)
+    assert result.false_positives == 1 and "honest refused: miner-1 (late" in result.how

@@ -158,8 +158,10 @@ def judge(trial: Trial, seconds: float = 0.0) -> TrialResult:
     from dlbc_ray.attack.kinds import attack_kind  # the registry imports this module's definitions
 
     detected, how = attack_kind(trial.kind).detect(trial)
-    return TrialResult(trial.kind, trial.index, detected, is_honest_winner_kept(trial), count_false_positives(trial),
-                       how, seconds)
+    false_positives = count_false_positives(trial)
+    if false_positives:
+        how = f"{how}; honest refused: {explain_false_positives(trial)}"
+    return TrialResult(trial.kind, trial.index, detected, is_honest_winner_kept(trial), false_positives, how, seconds)
 
 
 # -------------------------------------------------------------- definitions
@@ -193,6 +195,26 @@ def count_false_positives(trial: Trial) -> int:
         return trial.report.committed and not accepted
 
     return sum(refused(n) for n in HONEST_MINERS)
+
+
+def explain_false_positives(trial: Trial) -> str:
+    """Why each honest miner got nothing: its outcomes, and the block's rejecting votes on it (so a failed
+    trial names the cause, not only the count)."""
+    parts = []
+    for name in HONEST_MINERS:
+        if name not in trial.keys:
+            continue
+        mine = [o for o in trial.report.outcomes if o.miner == trial.key(name)]
+        if any(o.commit and verdict_of(o) == Verdict.VALID.value for o in mine):
+            continue
+        said = [f"{verdict_of(o)} {o.detail}".strip() for o in mine] or ["no outcome"]
+        commits = {o.commit for o in mine if o.commit}
+        if trial.block is not None:
+            said += [f"{b.message.validator[:8]}: {v.verdict.value} {v.detail}".strip()
+                     for b in trial.block.ballots for v in b.message.votes
+                     if v.commit in commits and v.verdict is not Verdict.VALID]
+        parts.append(f"{name} ({'; '.join(said)})")
+    return ", ".join(parts) or "none"
 
 
 def honest_choice(trial: Trial) -> str | None:
