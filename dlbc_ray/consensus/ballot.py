@@ -9,7 +9,8 @@ A block carries whole ballots in one canonical order (by validator, each ballot'
 arrival order): a proposer can neither drop one vote of a ballot (which would cost that
 validator its fee, unseen) nor re-order, repeat or keep an equivocator's ballot to make a
 second encoding of the same block. Two different ballots (or BaaS fusion votes) of one
-validator for one round are equivocation, and one such pair is the evidence that excludes it.
+validator for one round are equivocation, and one such pair is the evidence that excludes it,
+unless one is a dispute revision of the other (``consensus.dispute.is_revision``): the revision counts.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dlbc_ray import crypto
+from dlbc_ray.consensus.dispute import is_revision
 from dlbc_ray.schema import (
     Ballot,
     Block,
@@ -56,7 +58,10 @@ def is_fresh_round(ballot: Ballot, recent_hashes: Sequence[str], timestamp_ms: i
 
 
 def is_conflicting(a: Ballot | FusionVote, b: Ballot | FusionVote) -> bool:
-    """Two ballots (or two fusion votes) by one validator for one round that say different things: equivocation."""
+    """Two ballots (or two fusion votes) by one validator for one round that say different things: equivocation,
+    unless one ballot is a dispute revision of the other (it names the confirmed challenge; it supersedes)."""
+    if isinstance(a, Ballot) and isinstance(b, Ballot) and (is_revision(a, b) or is_revision(b, a)):
+        return False
     return type(a) is type(b) and (a.validator, a.task_id, a.round_id) == (b.validator, b.task_id, b.round_id) \
         and a != b
 
@@ -121,21 +126,23 @@ def find_ballot_fault(block: Block, deadline_ms: int | None = None) -> Fault | N
 
 def find_equivocations(ballots: Sequence[Signed[Ballot]], fusion_votes: Sequence[Signed[FusionVote]] = ()
                        ) -> tuple[Evidence, ...]:
-    """One conflicting pair per equivocating validator (its first ballot, or else fusion vote, and the first that
-    differs from it), in the one order the ledger accepts: by validator; within a pair, by message hash."""
+    """One conflicting pair per equivocating validator (the first conflicting pair among its ballots, or else its
+    fusion votes, in the order received), in the one order the ledger accepts: by validator; within a pair, by
+    message hash. Pairs are checked two by two: two revisions of one ballot that revise it differently conflict."""
     found = {**_conflicts(fusion_votes, FusionEquivocationEvidence), **_conflicts(ballots, EquivocationEvidence)}
     return tuple(found[v] for v in sorted(found))
 
 
 def _conflicts(signeds: Sequence[Signed[Any]], make: Callable[..., Evidence]) -> dict[str, Evidence]:
-    first: dict[str, Signed[Any]] = {}
+    seen: dict[str, list[Signed[Any]]] = {}
     found: dict[str, Evidence] = {}
     for signed in signeds:
         validator = signed.message.validator
-        earlier = first.setdefault(validator, signed)
-        if validator not in found and is_conflicting(earlier.message, signed.message):
+        earlier = next((e for e in seen.get(validator, ()) if is_conflicting(e.message, signed.message)), None)
+        if validator not in found and earlier is not None:
             a, b = sorted((earlier, signed), key=lambda s: crypto.message_hash(s.message))
             found[validator] = make(first=a, second=b)
+        seen.setdefault(validator, []).append(signed)
     return found
 
 
@@ -159,14 +166,17 @@ def select_bound(ballots: Sequence[Signed[Ballot]], round_id: str, commits: Sequ
 
 def select_ballots(ballots: Sequence[Signed[Ballot]], round_id: str, commits: Sequence[str],
                    validators: Iterable[str], excluded: Iterable[str] = ()) -> tuple[Signed[Ballot], ...]:
-    """The first whole ballot bound to this round of each validator not excluded, sorted by validator."""
+    """The first whole ballot bound to this round of each validator not excluded, or its latest dispute revision
+    (a revision supersedes the ballot it revises), sorted by validator."""
     root, members, skip = compute_submissions_root(commits), set(validators), set(excluded)
     chosen: dict[str, Signed[Ballot]] = {}
     for signed in ballots:
         b = signed.message
         if b.validator in members and b.validator not in skip and is_bound_to(b, round_id, root) \
                 and is_whole(b, commits):
-            chosen.setdefault(b.validator, signed)
+            kept = chosen.setdefault(b.validator, signed)
+            if is_revision(kept.message, b):
+                chosen[b.validator] = signed
     return tuple(chosen[v] for v in sorted(chosen))
 
 

@@ -87,11 +87,25 @@ class ValidatorStats(FrozenModel):
     sign_ms: float  # signing the ballot
 
 
+class Challenge(FrozenModel):
+    """One validator's finding that a submission's transcript segment does not replay to its committed checkpoint
+    (``consensus.dispute``): every other validator that voted the submission valid replays that one segment."""
+
+    commit: Hash
+    segment: int = Field(ge=0, le=4096, description="checkpoint segment -> segment + 1")
+    expected: Hash = Field(description="state hash of the committed checkpoint segment + 1")
+    replayed: str = Field(min_length=1, max_length=120, description="the challenger's replayed state hash (or why "
+                          "the segment could not be replayed)")
+    challenger: PublicKey
+
+
 class BallotReply(FrozenModel):
-    """A validator's answer to a round: its signed ballot (an honest one signs exactly one) and its stats."""
+    """A validator's answer to a round: its signed ballot (an honest one signs exactly one), its stats, and the
+    exact-replay mismatches its audits found (challenges the round's other validators referee)."""
 
     ballots: tuple[Signed[Ballot], ...]
     stats: ValidatorStats
+    challenges: tuple[Challenge, ...] = Field(default=(), max_length=MAX_SUBMISSIONS)
 
 
 class ProgressEvent(FrozenModel):
