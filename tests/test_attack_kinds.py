@@ -19,6 +19,7 @@ BEFORE = ("thief", "copy-noise", "random-weights", "replay", "disguised-replay",
           "fine-tuned-replay", "pruned-replay", "distilled", "forged-signature", "hash-mismatch", "wrong-task", "late",
           "lying-validators", "equivocating-validator", "too-many-liars", "false-claim", "secret-probe",
           "cross-chain-replay", "proposer-drop", "fake-transcript", "mark-oracle")
+NOW = (*BEFORE, "spliced")
 
 
 def network() -> SimpleNamespace:
@@ -56,12 +57,18 @@ def test_a_registered_kind_is_selected_armed_and_judged(late_thief: str) -> None
 def test_the_registry_holds_every_kind_the_suite_had_and_each_plan_arms_a_known_behaviour() -> None:
     from dlbc_ray.actors.adversary import PLAYS
 
-    assert kinds.check_kinds("all") == BEFORE and kinds.check_kinds("gaps") == ()
+    assert kinds.check_kinds("all") == NOW and kinds.check_kinds("gaps") == ()
     task = World().task()
-    for name in BEFORE:
+    for name in NOW:
         attack, lies = kinds.attack_kind(name).plan(network(), 1, task)  # type: ignore[arg-type]
         assert attack is None or attack.kind in PLAYS, name
-        assert set(lies) <= set(LIARS), name
+        assert {n for n, lie in lies.items() if lie.kind != "sample"} <= set(LIARS), name  # a forced sample is no lie
+
+
+def test_spliced_forces_exactly_one_validators_sample_onto_the_spliced_segment() -> None:
+    attack, lies = kinds.attack_kind("spliced").plan(network(), 0, World().task())  # type: ignore[arg-type]
+    assert attack is not None and all(lie.kind == "sample" for lie in lies.values()) and len(lies) == 4
+    assert [n for n, lie in lies.items() if attack.segment in lie.segments] == ["validator-0"]
 
 
 @pytest.mark.parametrize("name", ["", "all", "gaps", "thief"])

@@ -32,6 +32,7 @@ from dlbc_ray.actors import reuse_plays
 from dlbc_ray.actors.miner import Miner, Sealed, mine_round
 from dlbc_ray.actors.reuse_plays import THIEF_MARGIN, fresh_net, own_mark
 from dlbc_ray.actors.secret_probe import probe_rivals
+from dlbc_ray.actors.splice_play import splice
 from dlbc_ray.config import MinerConfig
 from dlbc_ray.constants import SCORE_SCALE
 from dlbc_ray.crypto import Identity
@@ -63,6 +64,7 @@ class MinerAttack:
     rivals: Mapping[str, Any] | None = None  # secret-probe: the honest miners' actor handles, by name
     chain_id: str | None = None  # cross-chain-replay: the other chain its submission is signed for
     settle_steps: int = 5_000  # an adversary settles its own mark to the end, not to an honest step cap
+    segment: int = 1  # spliced: the transcript segment whose end checkpoint is swapped (clamped before the last)
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,8 @@ class AdversaryMiner(Miner):
         return max(loot, key=lambda x: x.submission.claimed_score)
 
     def _submit(self, task: Signed[Task], ctx: RoundContext, weights: Weights, seed: bytes | None, *,
-                template: Submission | None = None, claimed: int | None = None) -> MinedSubmission:
+                template: Submission | None = None, claimed: int | None = None,
+                transcript_root: str | None = None) -> MinedSubmission:
         """Sign ``weights`` as our own submission for ``task``, committing to ``seed``'s mapping layer."""
         spec = task.message
         task_id = crypto.message_hash(spec)
@@ -257,7 +260,8 @@ class AdversaryMiner(Miner):
                          epochs=template.epochs if template else spec.max_epochs,
                          train_ms=template.train_ms if template else 0,
                          examples=template.examples if template else 0,
-                         sml_commitment=sml.seed_commitment(seed) if seed is not None else None)
+                         sml_commitment=sml.seed_commitment(seed) if seed is not None else None,
+                         transcript_root=transcript_root)
         stats = MinerStats(train_s=0.0, epochs=sub.epochs, hash_ms=0.0, sign_ms=0.0, put_ms=0.0, device="cpu")
         return MinedSubmission(signed=crypto.sign(self.identity, sub, ctx.chain_id), stats=stats)
 
@@ -294,5 +298,6 @@ PLAYS: dict[str, Callable[[AdversaryMiner, MinerAttack, Signed[Task], Split, Rou
     "secret-probe": AdversaryMiner._probe,
     "cross-chain-replay": AdversaryMiner._cross_chain,
     "fake-transcript": AdversaryMiner._fake_transcript,
+    "spliced": splice,
     "distilled": reuse_plays.distill,
 }

@@ -24,11 +24,13 @@ from dlbc_ray.consensus import ChainState, Event
 from dlbc_ray.consensus.baas import compute_contributors
 from dlbc_ray.consensus.ballot import compute_round_id
 from dlbc_ray.consensus.decision import RoundDecision, decide_round
+from dlbc_ray.consensus.dispute import compute_challenges
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Task
 from dlbc_ray.schema.round_messages import (
     BallotReply,
+    Challenge,
     MinedSubmission,
     RoundContext,
     SubmissionArrival,
@@ -222,16 +224,41 @@ class RoundRunner:
         done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
         ballots: list[Signed[Ballot]] = []
         replies: list[BallotReply] = []
+        voted: dict[str, tuple[Member, Signed[Ballot], BallotReply]] = {}  # validator key -> its first ballot
         for ref, _ in done:
             reply = try_get(ref, self.cfg.commit_timeout_s)
             if isinstance(reply, BallotReply):
                 replies.append(reply)
-                ballots.extend(self._verified(reply.ballots, calls[ref].public_key))
+                mine = self._verified(reply.ballots, calls[ref].public_key)
+                ballots.extend(mine)
+                if mine:
+                    voted[calls[ref].public_key] = (calls[ref], mine[0], reply)
                 self._mark(calls[ref].name, stage="voted")
         self.timings.update(validate_s=time.perf_counter() - t0,
                             **{k: max((getattr(r.stats, k) for r in replies), default=0.0)
                                for k in ValidatorStats.model_fields})
+        challenges = compute_challenges(((key, r.challenges) for key, (_, _, r) in voted.items()),
+                                        [a.signed.message.commit for a in arrivals])
+        if challenges:  # an honest round has none: no second trip, nothing more signed
+            ballots += self.dispute(arrivals, challenges, {k: (m, b) for k, (m, b, _) in voted.items()}, audits)
         return ballots
+
+    def dispute(self, arrivals: Sequence[SubmissionArrival], challenges: Sequence[Challenge],
+                voted: Mapping[str, tuple[Member, Signed[Ballot]]], audits: Any) -> list[Signed[Ballot]]:
+        """Every validator that voted referees the others' challenges (``consensus.dispute``): the revisions it
+        signs supersede its ballot in the decision and the block; a false challenge gets no revision."""
+        t0 = time.perf_counter()
+        calls = {m.handle.referee.remote(self.task, list(arrivals), self.signed_ctx, ballot, list(challenges),
+                                         audits): m for m, ballot in voted.values()}
+        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
+        revisions = []
+        for ref, _ in done:
+            reply = try_get(ref, self.cfg.commit_timeout_s)
+            if isinstance(reply, BallotReply):
+                revisions += self._verified(reply.ballots, calls[ref].public_key)
+        self.timings.update(dispute_s=time.perf_counter() - t0, challenges=float(len(challenges)),
+                            revised_ballots=float(len(revisions)))
+        return revisions
 
     def decide(self, arrivals: Sequence[SubmissionArrival], ballots: Sequence[Signed[Ballot]]) -> RoundDecision:
         """The round decided exactly as its block will decide it (raises NoQuorum)."""

@@ -32,13 +32,14 @@ from dlbc_ray.actors.winners import WinnerSource
 from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.ballot import compute_submissions_root
+from dlbc_ray.consensus.dispute import commits_to_referee, compute_challenge, compute_revision, judge_challenge
 from dlbc_ray.consensus.marks import compute_mark_candidates
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import DLBCError, InvalidModelFile
+from dlbc_ray.errors import DLBCError, InvalidMessage, InvalidModelFile
 from dlbc_ray.models import baas_fusion as baas
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Task, Verdict, Vote
-from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival, ValidatorStats
+from dlbc_ray.schema.round_messages import BallotReply, Challenge, RoundContext, SubmissionArrival, ValidatorStats
 
 if TYPE_CHECKING:
     from dlbc_ray.actors.round_runner import RoundAudits
@@ -92,8 +93,9 @@ class Validator:
         t = time.perf_counter()
         near = self._bench.resolve_copies(spec, judged)
         fresh = self._lineage.resolve(spec, test, judged, ctx, won_models, near)
+        challenges: list[Challenge] = []
         if audits is not None:  # last: a copy or a derived model is named as such, not only as a bad transcript
-            self._audit(spec, ctx, root, arrivals, judged, audits)
+            challenges = self._audit(spec, ctx, root, arrivals, judged, audits)
         self._lineage.remember(spec, fresh, won_models)  # after the audit: a bad transcript is nobody's reference
         t = clock.add("checks_ms", t)
         votes = tuple(Vote(commit=j.sub.commit, verdict=j.verdict, score=j.score if j.valid else 0,
@@ -102,7 +104,37 @@ class Validator:
                                                    base_hash=ctx.base_hash, close_ms=ctx.submit_deadline_ms,
                                                    validator=self.identity.public_key, votes=votes), ctx.chain_id)
         clock.add("sign_ms", t)
-        return BallotReply(ballots=(ballot,), stats=ValidatorStats(**clock.ms))
+        return BallotReply(ballots=(ballot,), stats=ValidatorStats(**clock.ms), challenges=tuple(challenges))
+
+    def referee(self, task: Signed[Task], arrivals: Sequence[SubmissionArrival], ctx: Signed[RoundContext],
+                ballot: Signed[Ballot], challenges: Sequence[Challenge],
+                audits: TranscriptAudits | RoundAudits | None = None) -> BallotReply:
+        """A dispute (``consensus.dispute``): replay each other validator's challenged segment of a submission this
+        validator's own ``ballot`` voted valid; a confirmed mismatch signs a revision of that ballot (the vote
+        turned ``bad_transcript``, naming segment and hashes). Nothing new is signed when every challenge fails."""
+        spec, ctx = inbound.round_of(task, ctx, self.proposer, self.chain_id)
+        arrivals = inbound.wires(SubmissionArrival, arrivals, "arrivals", least=1)
+        ballot = self._own_ballot(inbound.wire(Signed[Ballot], ballot, "ballot"), ctx)
+        challenges = inbound.wires(Challenge, challenges, "challenges", least=1)
+        audits = self._resolve_audits(inbound.audits(audits, "audits"))
+        todo = commits_to_referee(ballot.message, challenges, self.identity.public_key)
+        if audits is None or not todo:
+            return BallotReply(ballots=(), stats=ValidatorStats(**Clock().ms))
+        install_task_code(spec.code)
+        from dlbc_ray.models.replay import referee_arrival
+
+        by_commit, rulings = {a.signed.message.commit: a for a in arrivals}, []
+        for commit, asked in todo.items():
+            for ch in asked if commit in by_commit else ():
+                seen = referee_arrival(spec, ctx, by_commit[commit], audits, ch.segment, protection=self.protection,
+                                       mark=self._marks.get(by_commit[commit].signed.message.miner))
+                rulings.append(judge_challenge(ch, expected=seen.expected, replayed=seen.replayed, exact=seen.exact,
+                                               problem=seen.problem))
+                if rulings[-1].confirmed:
+                    break  # one confirmation turns the vote: the commit's other challenges cost nothing more
+        revised = compute_revision(ballot.message, rulings)
+        signed = () if revised is None else (crypto.sign(self.identity, revised, ctx.chain_id),)
+        return BallotReply(ballots=signed, stats=ValidatorStats(**Clock().ms))
 
     def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
              weight_refs: Sequence[Any], ctx: Signed[RoundContext]) -> tuple[Signed[FusionVote], dict[str, Any]]:
@@ -131,21 +163,36 @@ class Validator:
         return crypto.sign(self.identity, vote, ctx.chain_id), scores.weights
 
     def _audit(self, spec: Task, ctx: RoundContext, root: str, arrivals: Sequence[SubmissionArrival],
-               judged: Sequence[Judged], audits: TranscriptAudits) -> None:
-        """The training itself, replayed on sampled segments, for each submission still valid."""
+               judged: Sequence[Judged], audits: TranscriptAudits,
+               sample: tuple[int, ...] | None = None) -> list[Challenge]:
+        """The training itself, replayed on sampled segments, for each submission still valid; each replay
+        mismatch is also a challenge the round's other validators referee (``consensus.dispute``)."""
         from dlbc_ray.models.replay import audit_arrival, describe  # Lightning: in the validator's process only
 
+        challenges = []
         for arrival, j in zip(arrivals, judged):
             if not j.valid:
                 continue
             outcome, cost = audit_arrival(spec, ctx, root, arrival, audits, mark=self._marks.get(j.sub.miner),
-                                          protection=self.protection, validator=self.identity.public_key)
+                                          protection=self.protection, validator=self.identity.public_key,
+                                          sample=sample)
             if not outcome.passed:
                 j.verdict, j.detail = Verdict.BAD_TRANSCRIPT, describe(outcome)
+                challenge = compute_challenge(j.sub.commit, outcome, self.identity.public_key)
+                challenges += [challenge] if challenge is not None else []
             else:  # evidence of the work checked: which segments, how compared, how many steps replayed
                 tolerance = self.protection.transcript.tolerance
                 j.detail = (f"audit: segments {','.join(map(str, cost.segments))} "
                             f"{'bitwise' if tolerance == 0 else f'within {tolerance:g}'}, {cost.replayed_steps} steps")
+        return challenges
+
+    def _own_ballot(self, ballot: Signed[Ballot], ctx: RoundContext) -> Signed[Ballot]:
+        """Only a ballot this validator signed for this round is revised (nobody makes it sign another's)."""
+        if ballot.signer != self.identity.public_key or ballot.message.validator != self.identity.public_key \
+                or ballot.chain_id != ctx.chain_id or ballot.message.round_id != ctx.round_id \
+                or not crypto.is_valid_signature(ballot):
+            raise InvalidMessage("ballot: not this validator's signed ballot for this round", reason="malformed")
+        return ballot
 
     def _resolve_audits(self, audits: TranscriptAudits | RoundAudits | None) -> TranscriptAudits | None:
         """A round's audits (rounds.RoundAudits: the training split a ref) as models.replay audits them."""

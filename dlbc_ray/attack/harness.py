@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dlbc_ray.attack.judging import ADVERSARY, HONEST_MINERS, LIARS, KindResult, Trial, TrialResult, judge, summarize
+from dlbc_ray.attack.judging import ADVERSARY, HONEST_MINERS, KindResult, Trial, TrialResult, judge, summarize
 from dlbc_ray.attack.kinds import attack_kind, check_kinds
 from dlbc_ray.config import MINIMAL, NetworkConfig, network_config
 from dlbc_ray.constants import SCORE_SCALE
@@ -84,8 +84,9 @@ class AttackNetwork:
         check_home(self.home, self.cfg)
         ids = load_identities(self.home, self.cfg)
         victims = {i.name: i for i in ids.miners if i.name in HONEST_MINERS}
+        # every validator honest until armed: liars lie; ``sample`` forces whose audit sees what (spliced)
         roles = {ADVERSARY: Role(AdversaryMiner, {"victims": victims}),
-                 **{name: Role(AdversaryValidator) for name in LIARS}}
+                 **{v.name: Role(AdversaryValidator) for v in ids.validators}}
         self.net = assemble(self.cfg, self.home, ids, roles=roles)
         self.bundle = load_builtin(self.cfg.task.dataset, cache_dir=self.home.datasets)
         self.data = TaskData(train=ray.put(self.bundle.train), test=ray.put(self.bundle.test))
@@ -123,7 +124,8 @@ class AttackNetwork:
             if report.committed and report.height is not None else None
         target = block.header.difficulty if block and block.header.difficulty is not None else \
             round(self.cfg.task.target * SCORE_SCALE)
-        self.last = Trial(kind, index, report, block, before, self._height(), record, self.keys, tuple(lies), target,
+        liars = tuple(name for name, lie in lies.items() if lie.kind != "sample")  # a forced sample is no lie
+        self.last = Trial(kind, index, report, block, before, self._height(), record, self.keys, liars, target,
                           refusals)
         return judge(self.last, time.perf_counter() - t0)
 
@@ -157,7 +159,7 @@ class AttackNetwork:
 
     def _arm(self, attack: MinerAttack | None, lies: dict[str, ValidatorLie]) -> None:
         calls = [self.handles[ADVERSARY].arm.remote(attack)]
-        calls += [self.handles[name].arm.remote(lies.get(name)) for name in LIARS]
+        calls += [v.handle.arm.remote(lies.get(v.name)) for v in self.net.validators]
         self.get(calls, "arming adversaries")  # a thief steals while being armed: a few seconds
 
     def key(self, name: str) -> str:

@@ -150,6 +150,17 @@ def too_many_liars(network: AttackNetwork, index: int, task: Signed[Task]) -> Ar
     return MinerAttack("bait"), {name: ValidatorLie("reject-best") for name in LIARS}
 
 
+def splicer(network: AttackNetwork, index: int, task: Signed[Task]) -> Arms:
+    """One segment of an honest run spliced; ``validator-0``'s audit alone samples it (the others' samples are forced
+    to the last segment only): its challenge, refereed by all, must refuse the run, never be outvoted 3 to 1."""
+    from dlbc_ray.actors.adversary import MinerAttack
+    from dlbc_ray.actors.liars import ValidatorLie
+
+    names = ("validator-0", "validator-1", *LIARS)  # the attack network's four (harness.attack_config)
+    return MinerAttack("spliced", segment=1), {n: ValidatorLie("sample", segments=(1,) if i == 0 else ())
+                                               for i, n in enumerate(names)}
+
+
 def no_miner(network: AttackNetwork, index: int, task: Signed[Task]) -> Arms:
     """The dropping proposer is the suite itself: no miner is armed."""
     return None, {}
@@ -207,5 +218,6 @@ for _kind in (
     AttackKind("proposer-drop", no_miner, d.drop_refused, play=censoring_proposer),
     AttackKind("fake-transcript", miner("fake-transcript"), d.adversary_rejected(Verdict.BAD_TRANSCRIPT.value)),
     AttackKind("mark-oracle", no_miner, d.oracle_refused, play=oracle_then_round),
+    AttackKind("spliced", splicer, d.adversary_rejected(Verdict.BAD_TRANSCRIPT.value)),
 ):
     register_attack_kind(_kind)

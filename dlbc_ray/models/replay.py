@@ -36,9 +36,11 @@ from dlbc_ray.models.transcript_audit import (  # re-exported: callers import th
     AuditCost,
     Committed,
     Derived,
+    Refereed,
     audit,
     committed,
     deterministic_cpu,
+    referee_segment,
     relative_distance,
     replay,
     step_hashes,
@@ -47,9 +49,9 @@ from dlbc_ray.models.weights import load_into, to_numpy
 from dlbc_ray.schema import Submission, Task
 from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival
 
-__all__ = ["AuditCost", "Committed", "Derived", "Secrets", "Served", "TranscriptAudits", "audit", "audit_arrival",
-           "audit_submission", "committed", "derive_for", "describe", "deterministic_cpu", "relative_distance",
-           "replay", "step_hashes"]
+__all__ = ["AuditCost", "Committed", "Derived", "Refereed", "Secrets", "Served", "TranscriptAudits", "audit",
+           "audit_arrival", "audit_submission", "committed", "derive_for", "describe", "deterministic_cpu",
+           "referee_arrival", "referee_segment", "relative_distance", "replay", "step_hashes"]
 
 
 # ------------------------------------------------------------------ the validator's side of a submission
@@ -113,7 +115,7 @@ Served = tuple[TranscriptHeader, str, Opening | None]  # what ``Miner.transcript
 
 
 def audit_submission(submission: Submission, derived: Derived, params: AuditParams, seed: bytes,
-                     ask: Callable[[int], Served]) -> tuple[AuditOutcome, AuditCost]:
+                     ask: Callable[[int], Served], sample: tuple[int, ...] | None = None) -> tuple[AuditOutcome, AuditCost]:
     """A validator's audit of one submission, reaching the miner only through ``ask(index)``; a miner that
     does not answer (any DLBCError: refused, timed out, dead) is a named failure, never an exception."""
     if submission.transcript_root is None:
@@ -127,11 +129,16 @@ def audit_submission(submission: Submission, derived: Derived, params: AuditPara
     except (TypeError, IndexError, KeyError):
         header = checkpoints_root = None
 
+    return audit(Committed(submission.transcript_root, header, checkpoints_root, _fetcher(ask)), derived, params, seed,
+                 sample)
+
+
+def _fetcher(ask: Callable[[int], Served]) -> Callable[[int], Opening | None]:
     def fetch(index: int) -> Opening | None:
         answer = ask(index)
         return answer[2] if isinstance(answer, tuple) and len(answer) == 3 else None
 
-    return audit(Committed(submission.transcript_root, header, checkpoints_root, fetch), derived, params, seed)
+    return fetch
 
 
 def describe(outcome: AuditOutcome) -> str:
@@ -155,9 +162,9 @@ class TranscriptAudits:
 
 def audit_arrival(spec: Task, ctx: RoundContext, submissions_root: str, arrival: SubmissionArrival,
                   audits: TranscriptAudits, *, mark: bytes | None, protection: ProtectionConfig,
-                  validator: str) -> tuple[AuditOutcome, AuditCost]:
-    """One validator's audit of one arrival: its own segments (seeded by its key), the revealed seed, the
-    miner's mark; every failure is an outcome with a reason."""
+                  validator: str, sample: tuple[int, ...] | None = None) -> tuple[AuditOutcome, AuditCost]:
+    """One validator's audit of one arrival: its own segments (seeded by its key; ``sample`` forces them, for
+    tests), the revealed seed, the miner's mark; every failure is an outcome with a reason."""
     sub = arrival.signed.message
     close_signature, ask = audits.openers.get(sub.commit, ("", _nobody))
     sml_seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
@@ -167,7 +174,26 @@ def audit_arrival(spec: Task, ctx: RoundContext, submissions_root: str, arrival:
     except DLBCError as e:
         return AuditOutcome(False, AuditFailure.WRONG_INIT, f"cannot derive the run: {e}"[:150]), AuditCost()
     seed = compute_audit_seed(ctx.base_hash, submissions_root, close_signature, sub.commit, validator)
-    return audit_submission(sub, derived, protection.transcript, seed, ask)
+    return audit_submission(sub, derived, protection.transcript, seed, ask, sample)
+
+
+def referee_arrival(spec: Task, ctx: RoundContext, arrival: SubmissionArrival, audits: TranscriptAudits,
+                    segment: int, *, mark: bytes | None, protection: ProtectionConfig) -> Refereed:
+    """A dispute's one segment of one arrival, replayed as its audit would (``referee_segment``); a miner that does
+    not answer, or a run that cannot be derived, is the problem named (the challenge stands)."""
+    sub = arrival.signed.message
+    _, ask = audits.openers.get(sub.commit, ("", _nobody))
+    sml_seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
+    try:
+        derived = derive_for(spec, ctx.task_id, ctx.round_id, audits.train, sub, Secrets(sml_seed, mark, protection),
+                             audits.policy)
+        served = ask(0)
+        header, checkpoints_root = served[0], served[1]
+    except DLBCError as e:
+        return Refereed(None, None, f"cannot open the segment: {e.reason}", True)
+    except (TypeError, IndexError, KeyError):
+        return Refereed(None, None, "the miner served something that is not an opening", True)
+    return referee_segment(Committed(sub.transcript_root, header, checkpoints_root, _fetcher(ask)), derived, segment)
 
 
 def _nobody(index: int) -> Served:

@@ -36,8 +36,10 @@ from dlbc_ray.consensus.transcript import (
     check_header,
     checkpoint_steps,
     compute_audit_segments,
+    compute_header_hash,
     compute_state_hash,
     compute_step_seed,
+    compute_transcript_root,
     is_valid_proof,
     judge_audit,
 )
@@ -162,8 +164,10 @@ class AuditCost:
     seconds: float = 0.0
 
 
-def audit(committed: Committed, derived: Derived, params: AuditParams, seed: bytes) -> tuple[AuditOutcome, AuditCost]:
-    """Replay the segments ``seed`` picks and judge what was seen with ``judge_audit``; never raises on bad input."""
+def audit(committed: Committed, derived: Derived, params: AuditParams, seed: bytes,
+          sample: tuple[int, ...] | None = None) -> tuple[AuditOutcome, AuditCost]:
+    """Replay the segments ``seed`` picks (or ``sample``'s, plus the last: tests force a validator's sample) and
+    judge what was seen with ``judge_audit``; never raises on bad input."""
     started = time.perf_counter()
     header, croot = _parsed(committed.header), committed.checkpoints_root
     croot = croot if isinstance(croot, str) and len(croot) == 64 and set(croot) <= set("0123456789abcdef") else None
@@ -175,7 +179,8 @@ def audit(committed: Committed, derived: Derived, params: AuditParams, seed: byt
     if header is None or croot is None or early.reason in (AuditFailure.ROOT_MISMATCH, AuditFailure.WRONG_HEADER):
         return early, AuditCost(seconds=time.perf_counter() - started)
     steps = checkpoint_steps(header.steps, header.interval)
-    segments = compute_audit_segments(seed, len(steps) - 1, params.segments)
+    segments = compute_audit_segments(seed, len(steps) - 1, params.segments) if sample is None else \
+        tuple(sorted({*(s for s in sample if 0 <= s < len(steps) - 2), len(steps) - 2})) if len(steps) > 1 else ()
     wanted = sorted({0, *segments, *(s + 1 for s in segments)})
     opened, proven, problems, fetched = {}, {}, [], 0
     for index in wanted:
@@ -199,6 +204,41 @@ def audit(committed: Committed, derived: Derived, params: AuditParams, seed: byt
     final = _finished_hash(derived, opened[len(steps) - 1])
     report = replace(report, init=init, segments=tuple(results), final=(final, derived.model_hash))
     return judge_audit(report, params), AuditCost(segments, replayed, fetched, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Refereed:
+    """What a referee saw of one challenged segment: the committed (proven) state hash of its end, its own
+    replayed one, or the problem that kept it from opening or replaying the segment."""
+
+    expected: str | None
+    replayed: str | None
+    problem: str | None
+    exact: bool
+
+
+def referee_segment(committed: Committed, derived: Derived, index: int) -> Refereed:
+    """Open checkpoints ``index`` and ``index + 1`` (each proven against the committed root) and replay between
+    them: a dispute's one segment. A header that does not bind to the committed root, or a segment the miner
+    cannot open, is a problem (the challenge stands); never raises on bad input."""
+    header = _parsed(committed.header)
+    croot = committed.checkpoints_root
+    if header is None or not isinstance(croot, str) or compute_transcript_root(compute_header_hash(header), croot) \
+            != committed.root:
+        return Refereed(None, None, "the transcript does not bind to its committed root", True)
+    exact = header.device == derived.device and header.workers <= 2
+    steps = checkpoint_steps(header.steps, header.interval)
+    if not 0 <= index < len(steps) - 1:
+        return Refereed(None, None, None, exact)  # no such segment: nothing to confirm
+    opened = []
+    for i in (index, index + 1):
+        found, problem = _open(committed, i, steps)
+        if problem is not None or found is None:
+            return Refereed(None, None, f"{problem[0].value if problem else 'missing_checkpoint'}: checkpoint {i}", exact)
+        opened.append(found)
+    (start, _), (end, leaf) = opened
+    result = _replay_segment(derived, header, start, end, index, compute_state_hash(leaf))
+    return Refereed(result.expected, result.replayed, None, exact)
 
 
 def _parsed(header: object) -> TranscriptHeader | None:

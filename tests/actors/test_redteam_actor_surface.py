@@ -27,13 +27,14 @@ from dlbc_ray.actors.miner import Miner
 from dlbc_ray.actors.validator import Validator
 from dlbc_ray.config import MINIMAL, ValidatorConfig
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import RoundRefused
+from dlbc_ray.consensus.ballot import compute_submissions_root
+from dlbc_ray.errors import InvalidMessage, RoundRefused
 from dlbc_ray.models import sml
 from dlbc_ray.models.data import DatasetBundle, load_builtin
 from dlbc_ray.models.protect import mark_secret
 from dlbc_ray.runtime.network import make_task
-from dlbc_ray.schema import Reveal, Signed, Submission, Task, Verdict
-from dlbc_ray.schema.round_messages import BallotReply, RoundContext, SubmissionArrival
+from dlbc_ray.schema import Ballot, Reveal, Signed, Submission, Task, Verdict, Vote
+from dlbc_ray.schema.round_messages import BallotReply, Challenge, RoundContext, SubmissionArrival
 from tests.actors.test_miner_secrets import REVIEWED as MINER_REVIEWED
 from tests.builders import T0, fake_hash, signed_round
 
@@ -50,6 +51,9 @@ VALIDATOR: dict[str, str] = {
     "info": PUBLIC + " (counts of known miners, no secrets)",
     "validate": ROUND + " (test_a_validator_is_no_mark_oracle); the test split must hash to the task's test_hash",
     "fuse": ROUND + "; reads no mark secret",
+    "referee": ROUND + "; and only for its own signed ballot of that round (test_a_referee_revises_only_its_own_ballot);"
+               " answers a segment's replayed state hash, what a challenger's vote already quotes",
+    "_own_ballot": INTERNAL + " (checks a ballot is the validator's own; reads no secret)",
     "_audit": INTERNAL + " (returns nothing: it changes the caller's own copy of the verdicts)",
     "_fetch": INTERNAL + " (an object ref the caller already holds)",
     "_fingerprint": INTERNAL, "_probe_set": INTERNAL + " (probes derive from the public task spec)",
@@ -194,6 +198,36 @@ def test_a_validator_is_no_mark_oracle(theft: Theft, how: str) -> None:
     assert refused.value.reason == REFUSED[how]
     with pytest.raises(RoundRefused):  # nor fuses for it
         judge().fuse(theft.own, theft.bundle.test, [theft.arrival], [theft.stolen], asked_round(theft, how))
+    with pytest.raises(RoundRefused):  # nor referees a dispute in it (``referee`` reads the mark to replay)
+        judge().referee(theft.own, [theft.arrival], asked_round(theft, how), ballot_of(THIEF, theft), [])
+
+
+def ballot_of(signer: Identity, t: Theft, *, validator: Identity | None = None) -> Signed[Ballot]:
+    sub = t.arrival.signed.message
+    ballot = Ballot(task_id=t.real_ctx.task_id, round_id=t.real_ctx.round_id,
+                    submissions_root=compute_submissions_root([sub.commit]), base_hash=t.real_ctx.base_hash,
+                    close_ms=t.real_ctx.submit_deadline_ms, validator=(validator or signer).public_key,
+                    votes=(Vote(commit=sub.commit, verdict=Verdict.VALID, score=9000),))
+    return crypto.sign(signer, ballot, CHAIN)
+
+
+@pytest.mark.parametrize("whose", ["another validator's", "signed by another", "another round's"])
+def test_a_referee_revises_only_its_own_ballot(theft: Theft, whose: str) -> None:
+    """Nobody makes a validator sign a revision of a ballot it did not sign for this very round."""
+    me = Identity.from_seed("validator", b"validator")
+    ballot = {"another validator's": ballot_of(THIEF, theft),
+              "signed by another": ballot_of(THIEF, theft, validator=me),
+              "another round's": crypto.sign(me, ballot_of(me, theft).message.model_copy(
+                  update={"round_id": fake_hash("other round")}), CHAIN)}[whose]
+    ch = Challenge(commit=theft.arrival.signed.message.commit, segment=0, expected=fake_hash("e"),
+                   replayed=fake_hash("r"), challenger=THIEF.public_key)
+    real = crypto.sign(PROPOSER, theft.real_ctx, CHAIN)
+    with pytest.raises(InvalidMessage, match="ballot"):
+        judge().referee(real_task(theft), [theft.arrival], real, ballot, [ch])
+
+
+def real_task(t: Theft) -> Signed[Task]:
+    return make_task(REQUESTER, MINIMAL.task, t.bundle, nonce=1, created_ms=T0, chain_id=CHAIN)
 
 
 def test_the_question_would_be_answered_in_a_round_the_proposer_signed(theft: Theft) -> None:
