@@ -22,7 +22,7 @@ from dlbc_ray import crypto
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.consensus.verdicts import Judgement, check_envelope, check_reuse, check_reveal, check_timing
 from dlbc_ray.constants import SCORE_SCALE
-from dlbc_ray.errors import DLBCError
+from dlbc_ray.errors import DLBCError, InvalidModelFile
 from dlbc_ray.models import sml, watermark
 from dlbc_ray.models.data import Split
 from dlbc_ray.models.evaluate import evaluate
@@ -72,8 +72,31 @@ class Bench:
         self.keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
         self.rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
 
+    def judge_all(self, spec: Task, test: Split, arrivals: Sequence[SubmissionArrival], refs: Sequence[Any],
+                  ctx: RoundContext, won: Collection[str], clock: Clock, owners: Sequence[str]) -> list[Judged]:
+        """Every arrival judged as ``judge`` does, in arrival order, with one difference in cost only: the weights
+        are fetched first and every submission's marks are read from ONE product with the ballot's key ring
+        (``watermark.bit_errors_many``), not one pass over the ring per submission."""
+        received = [self.receive(arrival, ref, ctx, clock) for arrival, ref in zip(arrivals, refs)]
+        t = time.perf_counter()
+        net = build_task_net(spec)
+        readings = self.read_marks_many(spec, [w if isinstance(w, dict) and _fits(net, w) else None
+                                               for w in received], owners)
+        clock.add("checks_ms", t)
+        judged: list[Judged] = []
+        for arrival, got, marks in zip(arrivals, received, readings):
+            judged.append(got if isinstance(got, Judged) else
+                          self.assess(spec, test, arrival, got, ctx, won, judged, clock, owners, marks))
+        return judged
+
     def judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
               won: Collection[str], judged: Sequence[Judged], clock: Clock, owners: Sequence[str]) -> Judged:
+        got = self.receive(arrival, ref, ctx, clock)
+        return got if isinstance(got, Judged) else self.assess(spec, test, arrival, got, ctx, won, judged, clock, owners)
+
+    def receive(self, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
+                clock: Clock) -> Judged | dict[str, np.ndarray]:
+        """The submission's weights, or its verdict when its envelope, timing or hash already rejects it."""
         sub = arrival.signed.message
         t = time.perf_counter()
         early = check_envelope(arrival.signed, ctx.task_id, ctx.chain_id) or check_timing(arrival, ctx.submit_deadline_ms)
@@ -85,11 +108,18 @@ class Bench:
         if weights is None or crypto.hash_weights(weights) != sub.model_hash:
             clock.add("hash_ms", t)
             return Judged(sub, None, Verdict.HASH_MISMATCH, 0, "weights do not hash to model_hash")
-        t = clock.add("hash_ms", t)
+        clock.add("hash_ms", t)
+        return weights
+
+    def assess(self, spec: Task, test: Split, arrival: SubmissionArrival, weights: dict[str, np.ndarray],
+               ctx: RoundContext, won: Collection[str], judged: Sequence[Judged], clock: Clock, owners: Sequence[str],
+               marks: Sequence[MarkReading] | None = None) -> Judged:
+        """The checks of received weights (``marks``: their readings of ``owners``, when already read)."""
+        sub, t = arrival.signed.message, time.perf_counter()
         net = build_task_net(spec)
         # Ownership before reuse: a thief who copies a victim's weights and arrives first must
         # be the one rejected (stolen), never the victim (duplicate of a rejected submission).
-        rejection = self.check_model(spec, net, sub, weights, arrival, ctx.chain_id, owners)
+        rejection = self.check_model(spec, net, sub, weights, arrival, ctx.chain_id, owners, marks)
         earlier_valid = {j.sub.model_hash for j in judged if j.valid}
         rejection = rejection or check_reuse(sub.model_hash, earlier_valid, won)
         t = clock.add("checks_ms", t)
@@ -101,7 +131,8 @@ class Bench:
         return Judged(sub, weights, Verdict.VALID, score, "", seed)
 
     def check_model(self, spec: Task, net: torch.nn.Module, sub: Submission, weights: dict[str, np.ndarray],
-                    arrival: SubmissionArrival, chain_id: str, owners: Sequence[str]) -> Judgement | None:
+                    arrival: SubmissionArrival, chain_id: str, owners: Sequence[str],
+                    marks: Sequence[MarkReading] | None = None) -> Judgement | None:
         try:
             check_architecture(net, weights)
         except DLBCError as e:
@@ -112,14 +143,15 @@ class Bench:
         if self.protection.secure_mapping and sub.sml_commitment is None:
             return Verdict.BAD_REVEAL, "no Secure Mapping Layer commitment"
         reveal = check_reveal(sub, arrival.reveal, sml.seed_commitment(seed) if seed else None, chain_id)
-        return reveal or self.check_marks(spec, sub, weights, owners)
+        return reveal or self.check_marks(spec, sub, weights, owners, marks)
 
-    def check_marks(self, spec: Task, sub: Submission, weights: dict[str, np.ndarray],
-                    owners: Sequence[str]) -> Judgement | None:
+    def check_marks(self, spec: Task, sub: Submission, weights: dict[str, np.ndarray], owners: Sequence[str],
+                    marks: Sequence[MarkReading] | None = None) -> Judgement | None:
         """The submitter's own mark must be there and nobody else's of ``owners`` (DLBC's anti-theft rule)."""
         if not self.protection.watermark:
             return None
-        for owner, mark in zip(owners, self.read_marks(spec.model.name, weights, owners)):
+        marks = self.read_marks(spec.model.name, weights, owners) if marks is None else marks
+        for owner, mark in zip(owners, marks):
             if owner == sub.miner and not mark.owned:
                 return Verdict.STOLEN, f"the submitter's own watermark is missing (BER {mark.ber:.3f})"
             if owner != sub.miner and mark.carried:
@@ -134,18 +166,43 @@ class Bench:
         """Each of ``owners``' marks in ``weights`` (every registered owner's, in registration order, when None),
         from one projection (``watermark.key_ring``: the same counts as reading key by key, one BLAS call)."""
         owners = list(self.marks) if owners is None else owners
+        found = self.ring(model, weights, owners)
+        if found is None:
+            return []
+        ring, keys = found
+        errors = watermark.bit_errors(weights, ring)
+        return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
+
+    def read_marks_many(self, spec: Task, models: Sequence[dict[str, np.ndarray] | None],
+                        owners: Sequence[str]) -> list[list[MarkReading] | None]:
+        """``read_marks`` of each model from one product; None for a model the ring cannot read (no such host,
+        another shape, non-finite: ``check_marks`` then reads it alone and rejects it as before) or None given."""
+        out: list[list[MarkReading] | None] = [None] * len(models)
+        first = next((w for w in models if w is not None), None)
+        if not self.protection.watermark or first is None or not owners:
+            return out
+        found = self.ring(spec.model.name, first, owners)
+        if found is None:
+            return out
+        ring, keys = found
+        fits = [i for i, w in enumerate(models) if w is not None and _reads(w, ring)]
+        for i, errors in zip(fits, watermark.bit_errors_many([models[i] for i in fits], ring)):  # type: ignore[misc]
+            out[i] = [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
+        return out
+
+    def ring(self, model: str, weights: dict[str, np.ndarray],
+             owners: Sequence[str]) -> tuple[watermark.KeyRing, list[watermark.WatermarkKey]] | None:
+        """``owners``' keys for ``weights``' host, side by side (kept for the next ballots), or None for no owner."""
         keys = [mark_key(self.keys, self.marks, self.protection, owner, model, weights) for owner in owners]
         if not keys:
-            return []
+            return None
         ring_key = (model, keys[0].layer, keys[0].x.shape[0], tuple(owners))
         with self.memory:
             if ring_key not in self.rings:
                 while len(self.rings) >= RINGS_KEPT:  # a ring per candidate set: the oldest go (M x sum T each)
                     del self.rings[next(iter(self.rings))]
                 self.rings[ring_key] = watermark.key_ring(keys)
-            ring = self.rings[ring_key]
-        errors = watermark.bit_errors(weights, ring)
-        return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
+            return self.rings[ring_key], keys
 
     def score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
               weights: dict[str, np.ndarray], arrival: SubmissionArrival) -> int:
@@ -203,6 +260,24 @@ class Bench:
         if a_has_b < p <= b_has_a:
             return a, b, a_has_b
         return None
+
+
+def _fits(net: torch.nn.Module, weights: dict[str, np.ndarray]) -> bool:
+    """Whether ``weights`` fit the task's net (what ``check_model`` asks before any mark is read)."""
+    try:
+        check_architecture(net, weights)
+    except DLBCError:
+        return False
+    return True
+
+
+def _reads(weights: dict[str, np.ndarray], ring: watermark.KeyRing) -> bool:
+    """Whether ``ring`` can read ``weights``' host (the checks of ``watermark.host_vector``)."""
+    try:
+        watermark.host_vector(weights, ring)
+    except InvalidModelFile:
+        return False
+    return True
 
 
 def mark_reading(errors: int, t: int, protection: ProtectionConfig) -> MarkReading:

@@ -85,11 +85,10 @@ class Validator:
         install_task_code(spec.code)  # the task's own code, checked against its signed hash (actors/task_code.py)
         if split_hash(test) != spec.dataset.test_hash:
             raise InvalidModelFile("test split does not match the task's test_hash", reason="data_hash")
-        clock, judged = Clock(), []
+        clock = Clock()
         root = compute_submissions_root([a.signed.message.commit for a in arrivals])
         owners = mark_candidates(self._lineage, self._memory, list(self._marks), self.protection, spec, ctx, arrivals)
-        for arrival, ref in zip(arrivals, weight_refs):
-            judged.append(self._bench.judge(spec, test, arrival, ref, ctx, won_models, judged, clock, owners))
+        judged = self._bench.judge_all(spec, test, arrivals, weight_refs, ctx, won_models, clock, owners)
         t = time.perf_counter()
         near = self._bench.resolve_copies(spec, judged)
         fresh = self._lineage.resolve(spec, test, judged, ctx, won_models, near)
