@@ -11,7 +11,7 @@ envelope of hex strings is composed around its message's bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from functools import cache
 from json.encoder import encode_basestring  # the C escaping the encoder itself uses with ensure_ascii=False
@@ -170,21 +170,60 @@ def _write(kind: Kind, value: Any) -> str:
     if name == "enum" and kind_type is detail:
         return encode_basestring(value.value)  # model_dump(mode="json") writes an enum's value
     if name == "model" and kind_type is detail:
-        return canonical_bytes(value).decode()
+        return _nested(value)
     if name == "tuple" and kind_type is tuple:
         return "[" + ",".join([_write(detail, v) for v in value]) + "]"
     raise _NotFlat
 
 
-def _flat_bytes(message: BaseModel) -> bytes | None:
-    keys = _flat_keys(type(message))
-    if keys is None or message.__pydantic_extra__:
+def _nested(message: BaseModel) -> str:
+    """A nested message's JSON: remembered, composed field by field, or (envelopes and the rest) ``canonical_bytes``."""
+    hit = _CANONICAL.get(id(message))
+    if hit is not None and hit[0] is message:
+        return hit[1].decode()
+    if not isinstance(message, Signed):
+        encoder = _flat_encoder(type(message))
+        if encoder is not None and not message.__pydantic_extra__:
+            try:
+                return encoder(message.__dict__)
+            except (_NotFlat, KeyError):
+                pass
+    return canonical_bytes(message).decode()
+
+
+# The exact-type fast path of each kind, inlined by ``_flat_encoder``; any other value goes through ``_write``.
+_FAST = {_STR: "_eb(v) if type(v := f[{name!r}]) is str else _write(k{i}, v)",
+         _INT: "_int(v) if type(v := f[{name!r}]) is int else _write(k{i}, v)",
+         _BOOL: "(\"true\" if v else \"false\") if type(v := f[{name!r}]) is bool else _write(k{i}, v)"}
+
+
+@cache
+def _flat_encoder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], str] | None:
+    """A function from a flat model's field dict to its JSON text, generated once per class (as dataclasses does).
+
+    It writes exactly what ``_write`` writes for each field, in sorted key order; the
+    generated source holds only field names (Python identifiers) and constant indices.
+    """
+    keys = _flat_keys(cls)
+    if keys is None:
         return None
-    fields = message.__dict__
+    namespace: dict[str, Any] = {"_eb": encode_basestring, "_int": int.__repr__, "_write": _write}
+    parts = []
+    for i, (name, key, kind) in enumerate(keys):
+        namespace[f"p{i}"], namespace[f"k{i}"] = ("{" if i == 0 else ",") + key, kind
+        parts.append(f"p{i}, " + _FAST.get(kind[0], "_write(k{i}, f[{name!r}])").format(name=name, i=i))
+    source = "def encode(f):\n    return \"\".join((" + ", ".join(parts) + ", \"}\"))\n"
+    if not keys:
+        source = "def encode(f):\n    return \"{}\"\n"
+    exec(source, namespace)  # noqa: S102 - source built above from identifiers and indices only
+    return namespace["encode"]  # type: ignore[no-any-return]
+
+
+def _flat_bytes(message: BaseModel) -> bytes | None:
+    encoder = _flat_encoder(type(message))
+    if encoder is None or message.__pydantic_extra__:
+        return None
     try:
-        # Strings (hashes, keys) are most fields: written inline, everything else through ``_write``.
-        parts = [key + (encode_basestring(v) if type(v := fields[name]) is str and kind[0] == _STR else _write(kind, v))
-                 for name, key, kind in keys]
+        return encoder(message.__dict__).encode()
     except (_NotFlat, KeyError):
         return None
-    return ("{" + ",".join(parts) + "}").encode()

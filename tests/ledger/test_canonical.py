@@ -179,3 +179,24 @@ def test_every_message_of_real_blocks_takes_a_shortcut_and_encodes_as_the_defini
         for message in messages:
             assert canonical_bytes(message) == definition(message)
         assert all(canonical._flat_bytes(m) is not None for m in messages if not isinstance(m, Signed))
+
+
+class Empty(BaseModel):
+    model_config = WIRE
+
+
+def test_each_flat_class_gets_one_generated_encoder_and_a_fieldless_one_writes_braces() -> None:
+    assert canonical._flat_encoder(Flat) is canonical._flat_encoder(Flat)  # generated once per class
+    assert canonical._flat_encoder(Mixed) is None
+    assert canonical._flat_bytes(Empty()) == definition(Empty()) == b"{}"
+
+
+def test_a_nested_message_remembered_under_its_id_is_reused_only_for_that_object() -> None:
+    """The nested shortcut consults the per-block memory by identity: another object with the same id-slot is encoded afresh."""
+    inner, other = Inner(z="q", a=1), Inner(z="r", a=2)
+    canonical._CANONICAL.put(id(inner), (other, b'{"a":2,"z":"r"}'))  # a stale entry naming another object
+    try:
+        message = Flat(zeta="z", alpha=1, flag=True, inner=inner)
+        assert canonical_bytes(message) == definition(message)
+    finally:
+        canonical._CANONICAL.clear()
