@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,8 +25,8 @@ from dlbc_ray.consensus.provenance import check_derived
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.models import sml
 from dlbc_ray.models.data import Split
-from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, compare, fingerprint, fingerprint_model,
-                                         null_fingerprints, probe_inputs)
+from dlbc_ray.models.fingerprint import (Fingerprint, Reference, ReferenceSet, Similarity, compare, fingerprint,
+                                         fingerprint_model, null_fingerprints, probe_inputs, weight_similarity)
 from dlbc_ray.models.nets import build_task_net, checked_kwargs
 from dlbc_ray.models.protect import mapping_layer
 from dlbc_ray.models.weights import check_architecture, to_numpy
@@ -85,9 +85,8 @@ class Lineage:
             start = model_fingerprint(spec, j.seed, probes, init)
             rivals = [ref for k, ref in here if frozenset((k.sub.commit, j.sub.commit)) not in near]
             refs = [r for r in earlier + rivals if r.miner != j.sub.miner]
-            sims = compare(fp, [r.fingerprint for r in refs], nulls, start)
-            judgement = check_derived([(r.name, s.units, s.agreement, s.weights) for r, s in zip(refs, sims)],
-                                      model=measured)
+            sims = compare(fp, [r.fingerprint for r in refs], nulls, start, weights=False)
+            judgement = check_derived(lazily(fp, refs, sims), model=measured)
             if judgement is not None:
                 j.verdict, j.detail = judgement
                 continue
@@ -136,6 +135,18 @@ class Lineage:
 
                 self._probes[key] = probes, null_fingerprints(build, probes), to_numpy(build(0))
             return self._probes[key]
+
+
+def lazily(fp: Fingerprint, refs: Sequence[Reference],
+           sims: Sequence[Similarity]) -> Iterator[tuple[str, tuple[float, ...], float, tuple[float, ...]]]:
+    """``check_derived``'s matches, each reference's weight matching done only when the rule reads it: per
+    reference first without its weight figures, then with them. The rule stops at the first reference with a
+    reason, and a reason from the activations or the agreement is the one it gives whatever the weights say
+    (they are read last), so the verdict and its detail are those of the full list; a thief's model costs one
+    weight matching, not one per reference, and the honest case costs what it did."""
+    for ref, sim in zip(refs, sims):
+        yield ref.name, sim.units, sim.agreement, ()
+        yield ref.name, sim.units, sim.agreement, weight_similarity(fp, ref.fingerprint)
 
 
 def winner_reference(spec: Task, model_hash: str, found: tuple[dict[str, np.ndarray], dict[str, str]] | None,

@@ -17,7 +17,7 @@ catch; a net, or a width, that was not measured gets cautious defaults.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -77,13 +77,14 @@ def _per_layer(measured: tuple[float, ...], layers: int, default: float, *, over
     return measured if len(measured) == layers and not override else (default,) * layers
 
 
-def check_derived(matches: Sequence[tuple[str, Sequence[float], float, Sequence[float]]], *,
+def check_derived(matches: Iterable[tuple[str, Sequence[float], float, Sequence[float]]], *,
                   model: str = "") -> tuple[Verdict, str] | None:
     """``derived`` when the submission computes what one of the named models computes, or keeps a layer of it.
 
     ``matches``: per earlier model (a name for the detail line), the unit match above chance per hidden
     layer, the label agreement on the probes, and the weight sharing per layer; ``model``: the net whose
-    measured thresholds apply ("" for the defaults).
+    measured thresholds apply ("" for the defaults). Read in order, up to the first with a reason (so a lazy
+    iterable computes no more than that: ``actors.lineage.lazily``).
     """
     for name, units, agreement, weights in matches:
         reason = compute_derived_reason(units, agreement, weights, model=model)

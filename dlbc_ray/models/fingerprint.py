@@ -131,13 +131,14 @@ def _columns(acts: torch.Tensor) -> np.ndarray:
 
 
 def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Fingerprint],
-            start: Fingerprint | None = None) -> list[Similarity]:
+            start: Fingerprint | None = None, *, weights: bool = True) -> list[Similarity]:
     """``fp`` against each reference, one matrix product per layer for all of them together.
 
     Each layer's match is rescaled by its chance level: ``fp``'s match with ``nulls`` (random nets
     of the same architecture; a layer of few weights per unit, a 3-tap first conv, matches anything
     well), or with ``start`` (the task's public shared init, seen through the submitter's own map)
-    where that is higher: what every honest miner starts from is no evidence of copying.
+    where that is higher: what every honest miner starts from is no evidence of copying. ``weights=False``
+    leaves out the weight figures (``weight_similarity``, one weight matching per reference: the costly part).
     """
     if not refs:
         return []
@@ -151,8 +152,14 @@ def compare(fp: Fingerprint, refs: Sequence[Fingerprint], nulls: Sequence[Finger
     return [Similarity(units=tuple(layer[r] for layer in excess),
                        agreement=float(np.mean(fp.labels == ref.labels))
                        if ref.labels.shape == fp.labels.shape and fp.labels.size else 0.0,
-                       weights=layer_similarity(ref.canon, fp.canon) if ref.canon and fp.canon else ())
+                       weights=weight_similarity(fp, ref) if weights else ())
             for r, ref in enumerate(refs)]
+
+
+def weight_similarity(fp: Fingerprint, ref: Fingerprint) -> tuple[float, ...]:
+    """Per layer, the share of ``ref``'s learned weights ``fp`` keeps (``alignment.layer_similarity``); () unless
+    both carry their gauge-fixed weights."""
+    return layer_similarity(ref.canon, fp.canon) if ref.canon and fp.canon else ()
 
 
 def _unit_match(a: np.ndarray, refs: Sequence[np.ndarray | None]) -> list[float]:
