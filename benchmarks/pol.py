@@ -16,11 +16,16 @@ Per trial (a new distiller key and round, so a new data order; the demo's settin
   land on the next checkpoint. Cross-checked against the labels (a segment is dirty iff one of its batches
   holds a teacher label that is not the task's);
 - measured: 4 validators each audit with its own seed (Q sampled segments plus the last, as in a round);
-  a round rejects the model when at least 2 of 4 vote ``bad_transcript`` (nobody reaches the 3 valid votes
-  a 4-validator quorum needs) and names it ``bad_transcript`` when at least 3 do;
+  without disputes a round rejects the model when at least 2 of 4 vote ``bad_transcript`` (nobody reaches
+  the 3 valid votes a 4-validator quorum needs) and names it ``bad_transcript`` when at least 3 do. With
+  disputes (``consensus.dispute``, what rounds run) each exact replay mismatch is a challenge the other
+  validators referee (``referee_segment``: they replay that one segment); the round refuses the model
+  when the bad votes plus the confirmed referees reach 3 of 4, so one validator's catch suffices;
 - computed from the dirty count: a validator misses with C(n-1-d, Q)/C(n-1, Q) when the last segment is
   clean (d dirty among the n-1 others) and never when it is dirty; the round's figures follow (4 validators
-  draw independently); the same for larger Q.
+  draw independently); the same for larger Q. With disputes a round refuses iff one validator catches:
+  1 - (1 - p)^4. The escape probability of a one-segment splice (``consensus.dispute``): with disputes
+  (1 - Q/(n-1))^V, without them the chance that at most V - quorum validators sample it.
 
 An honest miner of the same round is audited alike in the first trials (false positives: target 0).
 Times are not the point here; the machine is shared.
@@ -46,12 +51,15 @@ from benchmarks._common import MINER, PROTECTION, TASK, command_line, emit, iden
 from dlbc_ray import crypto
 from dlbc_ray.actors.adversary import AdversaryMiner, MinerAttack
 from dlbc_ray.actors.miner import Miner
+from dlbc_ray.consensus.dispute import (compute_challenge, judge_challenge, splice_escape_probability,
+                                        splice_escape_without_disputes)
+from dlbc_ray.consensus.quorum import quorum_size
 from dlbc_ray.consensus.transcript import checkpoint_steps, compute_hyperparameters, escape_probability
 from dlbc_ray.models.data import holdout, load_builtin
 from dlbc_ray.models.disguise import teacher_labels
 from dlbc_ray.models.nets import build_net
 from dlbc_ray.models.protect import mapping_seed, mark_secret
-from dlbc_ray.models.replay import Committed, Secrets, audit, derive_for, replay
+from dlbc_ray.models.replay import Committed, Secrets, audit, derive_for, referee_segment, replay
 from dlbc_ray.models.transcript import epoch_order
 from dlbc_ray.runtime.network import make_task
 from dlbc_ray.schema import Signed, Task
@@ -73,6 +81,7 @@ class Trial:
     wrong_labels: float  # share of the fit examples the teacher labels otherwise
     votes_bad: int  # of VALIDATORS, measured
     honest_bad: int | None  # the honest control's bad votes (None: not run)
+    refused_with_disputes: bool = False  # bad votes plus confirmed referees reach a quorum (measured)
 
 
 def _ctx(task: Signed[Task], name: str) -> RoundContext:
@@ -135,6 +144,25 @@ def dirty_by_labels(header: Any, wrong: np.ndarray) -> tuple[int, ...]:
     return tuple(dirty)
 
 
+def refused_with_disputes(committed: Committed, derived: Any, outcomes: list[Any]) -> bool:
+    """The round's dispute, played: each exact mismatch is challenged; every validator that passed the audit
+    referees each challenge by replaying that one segment; the model is refused when the validators voting
+    ``bad_transcript`` (by their own audit or a confirmed challenge) reach a quorum."""
+    keys = [identity("validator", v).public_key for v in range(VALIDATORS)]
+    challenges = [c for k, o in zip(keys, outcomes)
+                  if (c := compute_challenge(committed.root or "0" * 64, o, k)) is not None]
+    bad = sum(not o.passed for o in outcomes)
+    for k, o in zip(keys, outcomes):
+        if o.passed and any(judge_challenge(c, **_seen(referee_segment(committed, derived, c.segment))).confirmed
+                            for c in challenges if c.challenger != k):
+            bad += 1
+    return bad >= quorum_size(VALIDATORS)
+
+
+def _seen(r: Any) -> dict[str, Any]:
+    return {"expected": r.expected, "replayed": r.replayed, "exact": r.exact, "problem": r.problem}
+
+
 def caught_by_one(n: int, dirty: tuple[int, ...], q: int) -> float:
     """P(one validator's audit replays a dirty segment): the last always, Q of the n-1 others sampled."""
     if n - 1 in dirty:
@@ -164,7 +192,8 @@ def run(trials: int, honest_controls: int) -> list[Trial]:
         sub, _ = _mine(thief, task, bundle.train, ctx)
         committed, derived = _audited(thief, task, bundle.train, ctx, sub)
         seeds = [hashlib.sha256(f"pol|{i}|validator {v}".encode()).digest() for v in range(VALIDATORS)]
-        bad = sum(not audit(committed, derived, params, seed)[0].passed for seed in seeds)
+        outcomes = [audit(committed, derived, params, seed)[0] for seed in seeds]
+        bad = sum(not o.passed for o in outcomes)
         header = committed.header
         fit_true, _ = holdout(bundle.train, MINER.val_fraction, header.seed)
         spec = task.message
@@ -181,7 +210,7 @@ def run(trials: int, honest_controls: int) -> list[Trial]:
             honest_bad = sum(not audit(h_committed, h_derived, params, seed)[0].passed for seed in seeds)
         n = len(checkpoint_steps(header.steps, header.interval)) - 1
         out.append(Trial(i, n, dirty_by_replay(committed, derived), dirty_by_labels(header, wrong),
-                         float(wrong.mean()), bad, honest_bad))
+                         float(wrong.mean()), bad, honest_bad, refused_with_disputes(committed, derived, outcomes)))
     return out
 
 
@@ -197,12 +226,18 @@ def figures(trials: list[Trial]) -> dict[str, Any]:
         "wrong_labels_median": statistics.median(t.wrong_labels for t in trials),
         "measured": {"validator_votes_bad": sum(t.votes_bad for t in trials) / (VALIDATORS * len(trials)),
                      "rounds_rejected": sum(t.votes_bad >= 2 for t in trials),
-                     "rounds_named_bad_transcript": sum(t.votes_bad >= 3 for t in trials)},
+                     "rounds_named_bad_transcript": sum(t.votes_bad >= 3 for t in trials),
+                     "rounds_refused_with_disputes": sum(t.refused_with_disputes for t in trials)},
         "computed": {f"Q={k}": {"validator": statistics.mean(caught_by_one(t.segments, t.dirty, k) for t in trials),
                                 "round_rejected": statistics.mean(at_least(2, caught_by_one(t.segments, t.dirty, k))
                                                                   for t in trials),
                                 "round_named": statistics.mean(at_least(3, caught_by_one(t.segments, t.dirty, k))
-                                                               for t in trials)} for k in QS},
+                                                               for t in trials),
+                                "round_refused_with_disputes": statistics.mean(
+                                    at_least(1, caught_by_one(t.segments, t.dirty, k)) for t in trials)} for k in QS},
+        "splice_escape": {f"Q={k}": {"with_disputes": splice_escape_probability(n, k, VALIDATORS),
+                                     "without": splice_escape_without_disputes(n, k, VALIDATORS)}
+                          for k in QS for n in [int(statistics.median(t.segments for t in trials))]},
         "computed_validator_at_default_q": statistics.mean(per_v),
         "honest_false_positive_votes": sum(t.honest_bad or 0 for t in trials),
         "honest_audits": VALIDATORS * sum(t.honest_bad is not None for t in trials),
@@ -214,7 +249,9 @@ def figures(trials: list[Trial]) -> dict[str, Any]:
 def report(fig: dict[str, Any]) -> str:
     m, n = fig["measured"], fig["trials"]
     rows = [(f"Q={k}" + (" (default)" if k == fig["q"] else ""), f"{v['validator']:.3f}", f"{v['round_rejected']:.4f}",
-             f"{v['round_named']:.3f}") for k, v in ((int(k[2:]), v) for k, v in fig["computed"].items())]
+             f"{v['round_named']:.3f}", f"{v['round_refused_with_disputes']:.4f}")
+            for k, v in ((int(k[2:]), v) for k, v in fig["computed"].items())]
+    splices = [(k, f"{v['without']:.3f}", f"{v['with_disputes']:.3f}") for k, v in fig["splice_escape"].items()]
     return "\n".join([
         f"distillation vs the transcript audit: {n} trials, {fig['validators']} validators, digits mlp (demo settings)",
         f"segments per transcript (median) {fig['segments']}; dirty (replay diverges) median "
@@ -222,11 +259,15 @@ def report(fig: dict[str, Any]) -> str:
         f"teacher labels not the task's: {100 * fig['wrong_labels_median']:.1f}% (median)",
         f"dirty by labels == dirty by replay in {fig['labels_agree_with_replay']}/{n} trials",
         section("measured (real audits, Q = %d)" % fig["q"], table(
-            ("validator votes bad_transcript", "rounds rejected (>= 2 of 4)", "rounds named bad_transcript (>= 3)"),
+            ("validator votes bad_transcript", "rounds rejected (>= 2 of 4)", "rounds named bad_transcript (>= 3)",
+             "refused with disputes (refereed)"),
             [(f"{100 * m['validator_votes_bad']:.0f}%", f"{m['rounds_rejected']}/{n}",
-              f"{m['rounds_named_bad_transcript']}/{n}")])),
+              f"{m['rounds_named_bad_transcript']}/{n}", f"{m['rounds_refused_with_disputes']}/{n}")])),
         section("computed from each trial's dirty segments (mean over trials; target 1.00)",
-                table(("Q", "one validator", "round rejected", "round named"), rows)),
+                table(("Q", "one validator", "round rejected", "round named", "refused with disputes"), rows)),
+        section(f"one spliced segment (not the last) of {fig['segments']} escapes {fig['validators']} validators "
+                "(consensus.dispute; target: as small as Q allows)",
+                table(("Q", "without disputes", "with disputes"), splices)),
         f"\nhonest control: {fig['honest_false_positive_votes']} bad votes of {fig['honest_audits']} audits (target 0)",
         f"\n{fig['command']}  ({fig['seconds']:.0f} s)",
     ])
