@@ -45,14 +45,23 @@ class Ruling:
     expected: str  # the committed (proven) state hash of checkpoint segment + 1, as the referee opened it
 
 
+_UNOPENED = (AuditFailure.MISSING_CHECKPOINT, AuditFailure.BAD_PROOF, AuditFailure.MALFORMED_CHECKPOINT)
+
+
 def compute_challenge(commit: str, outcome: AuditOutcome, challenger: str) -> Challenge | None:
-    """The challenge one audit's outcome makes: a replay mismatch, with its segment and both hashes; else None
-    (other failures are seen alike by every validator that opens the transcript, or need no referee)."""
-    if outcome.reason is not AuditFailure.REPLAY_MISMATCH or outcome.segment is None or not outcome.expected \
-            or not outcome.replayed:
+    """The challenge one audit's outcome makes, for what only the validators that sampled a segment can see: a
+    replay mismatch (its segment and both hashes), or a checkpoint the miner would not open (the segment ending
+    at it; a miner that cannot serve a checkpoint it committed must not pass because few asked). Else None:
+    every other failure (root, header, init, final) is seen alike by every validator."""
+    if outcome.segment is None:
         return None
-    return Challenge(commit=commit, segment=outcome.segment, expected=outcome.expected,
-                     replayed=outcome.replayed[:120], challenger=challenger)
+    if outcome.reason is AuditFailure.REPLAY_MISMATCH and outcome.expected and outcome.replayed:
+        return Challenge(commit=commit, segment=outcome.segment, expected=outcome.expected,
+                         replayed=outcome.replayed[:120], challenger=challenger)
+    if outcome.reason in _UNOPENED:  # ``segment`` names the checkpoint here: the segment ending at it opens it
+        return Challenge(commit=commit, segment=max(0, outcome.segment - 1), expected=None,
+                         replayed=f"{outcome.reason.value}: {outcome.detail}"[:120], challenger=challenger)
+    return None
 
 
 def compute_challenges(replies: Iterable[tuple[str, Sequence[Challenge]]],

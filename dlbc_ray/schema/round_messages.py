@@ -93,9 +93,10 @@ class Challenge(FrozenModel):
 
     commit: Hash
     segment: int = Field(ge=0, le=4096, description="checkpoint segment -> segment + 1")
-    expected: Hash = Field(description="state hash of the committed checkpoint segment + 1")
+    expected: Hash | None = Field(description="state hash of the committed checkpoint segment + 1 (None: the miner "
+                                  "did not open the segment to the challenger)")
     replayed: str = Field(min_length=1, max_length=120, description="the challenger's replayed state hash (or why "
-                          "the segment could not be replayed)")
+                          "the segment could not be opened or replayed)")
     challenger: PublicKey
 
 

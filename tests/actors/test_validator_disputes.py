@@ -103,6 +103,30 @@ def test_a_splice_only_one_validator_samples_is_refused_and_the_block_shows_why(
         assert challenge.expected in vote.detail and challenge.replayed in vote.detail  # bitwise: the same replay
 
 
+@dataclass(frozen=True)
+class Withholding:
+    """An honest run's miner that will not serve one committed checkpoint (as a miner that skipped the training
+    behind a leaf it committed could not): every other opening is the honest one."""
+
+    inner: object
+    index: int
+
+    def transcript_opening(self, close: object, commit: str, index: int) -> object:
+        header, root, opening = self.inner.transcript_opening(close, commit, index)  # type: ignore[attr-defined]
+        return header, root, None if index == self.index else opening
+
+
+def test_a_checkpoint_withheld_from_the_one_validator_that_asks_is_refused_by_dispute(setup: Setup,  # noqa: F811
+                                                                                       honest: Mined) -> None:
+    withheld = Mined(honest.sent, Withholding(honest.miner, 2), -1)
+    lies = [ValidatorLie("sample", segments=(1,))] + [ValidatorLie("sample", segments=())] * 3  # 1 opens checkpoint 2
+    replies, refereed, result = play(setup, [withheld], judges(lies))
+    assert [r.ballots[0].message.votes[0].verdict for r in replies] == [Verdict.BAD_TRANSCRIPT] + [Verdict.VALID] * 3
+    assert [(c.segment, c.expected) for c in replies[0].challenges] == [(1, None)]
+    assert [len(r.ballots) for r in refereed] == [0, 1, 1, 1]
+    assert result.decision.tally(honest.sent.signed.message.commit).verdict is Verdict.BAD_TRANSCRIPT
+
+
 def test_a_false_challenge_costs_one_replay_and_changes_nothing(setup: Setup, honest: Mined) -> None:  # noqa: F811
     liar = JUDGES[3].public_key
     replies, refereed, result = play(setup, [honest], judges([None, None, None, ValidatorLie("false-challenge")]))

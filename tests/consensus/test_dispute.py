@@ -138,8 +138,23 @@ def test_only_an_exact_replay_mismatch_makes_a_challenge() -> None:
     for outcome in (AuditOutcome(True), AuditOutcome(False, AuditFailure.FINAL_MISMATCH, "x", expected=EXPECTED,
                                                      replayed=REPLAYED),
                     AuditOutcome(False, AuditFailure.WRONG_INIT, "x", segment=0, expected=EXPECTED, replayed=REPLAYED),
+                    AuditOutcome(False, AuditFailure.ROOT_MISMATCH, "x"),
                     AuditOutcome(False, AuditFailure.REPLAY_MISMATCH, "x", segment=None)):
         assert compute_challenge(fake_hash("c"), outcome, me) is None
+
+
+@pytest.mark.parametrize("reason", [AuditFailure.MISSING_CHECKPOINT, AuditFailure.BAD_PROOF,
+                                    AuditFailure.MALFORMED_CHECKPOINT])
+def test_a_checkpoint_the_miner_would_not_open_is_challenged_by_the_segment_ending_at_it(reason: AuditFailure) -> None:
+    """A miner that committed a leaf it cannot serve (a skipped segment) must not pass because only one validator
+    asked for it: the segment ending at that checkpoint is challenged, and a referee that cannot open it confirms."""
+    me = fake_key("me")
+    outcome = AuditOutcome(False, reason, "checkpoint 7: the miner did not serve it", segment=7)
+    ch = compute_challenge(fake_hash("c"), outcome, me)
+    assert ch is not None and ch.segment == 6 and ch.expected is None and reason.value in ch.replayed
+    assert compute_challenge(fake_hash("c"), outcome.__class__(False, reason, "x", segment=0), me).segment == 0
+    assert judge_challenge(ch, expected=None, replayed=None, exact=True, problem=f"{reason.value}: checkpoint 7").confirmed
+    assert not judge_challenge(ch, expected=EXPECTED, replayed=EXPECTED, exact=True).confirmed  # it opens to others
 
 
 def test_challenges_are_the_challengers_own_on_this_round_and_bounded() -> None:
