@@ -38,7 +38,7 @@ def plot(grid: dict[tuple[int, int], list[dict[str, float]]], path: Path) -> Pat
 
 
 def print_report(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int, dict[str, float]],
-                 proj: dict[str, Any]) -> None:
+                 proj: dict[str, Any], checks: dict[str, Any] | None = None) -> None:
     cells = list(next(iter(parts.values()))["cells"])
     print("\nper part of a round: median ms [min-max] per grid point MxV; growth exponent k of cost ~ x^k for x = "
           f"M x V, M, V (target k <= {TARGET_EXPONENT:g});\nfitted ms per term (1, M, M2 = pairs, sig = M + V, "
@@ -68,6 +68,8 @@ def print_report(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int
     for n, r in marks["per_n"].items():
         print(f"  N={n:>3}: all {r['all_ms']:8.2f} ms   now {r['ring_ms']:8.2f} ms ({r['read']} keys read)")
     print(f"  exponent in N: all {marks['all_exponent']:.2f}, now {marks['ring_exponent']:.2f} (target: flat in N)")
+    if checks:
+        print_checks(checks)
     p = proj
     print(f"\nprojection at {p['miners']} miners (all submitting), {p['validators']} validators, seconds per block:")
     print("  each validator (in parallel): " + ", ".join(f"{k} {c:.1f}" for k, c in p["validator_s"].items())
@@ -80,3 +82,18 @@ def print_report(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int
           f"{load['vote_lines']} vote lines ({load['ballot_verify_ms']:.1f} ms to check one ballot of M votes), block "
           f"{load['block_mib']:.1f} MiB of ballots")
     print(f"  first bottleneck: {p['first_bottleneck']} ({p['first_bottleneck_s']:.0f} s)")
+
+
+def print_checks(checks: dict[str, Any]) -> None:
+    """A validator's per-pair work, without Ray, on one BLAS thread as in its actor (CPU ms, provisional)."""
+    bm = checks["ballot_marks"]
+    print("\nmark reads of a ballot with S submitters (each submission read for every submitter's key), ms per "
+          "submission: one pass over the ring per submission (before) vs all from one product (now)")
+    for s, r in bm["per_s"].items():
+        print(f"  S={s:>3}: before {r['one_by_one_ms']:8.2f} ms   now {r['batched_ms']:8.2f} ms   "
+              f"(ring {r['ring_mib']:.0f} MiB)")
+    print(f"  exponent in S: before {bm['one_by_one_exponent']:.2f}, now {bm['batched_exponent']:.2f} (target: flat; "
+          "the product's work still grows with S, its memory traffic does not)")
+    pc = checks["pairs"]
+    print(f"provenance per reference (digits mlp): activations and agreement {pc['cheap_ms']:.2f} ms, weight matching "
+          f"{pc['weights_ms']:.2f} ms CPU (matched only when the rule reads it: every reference in an honest round)")

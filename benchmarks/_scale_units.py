@@ -51,6 +51,70 @@ def mark_checks(registered: list[int], repeats: int, submitters: int = 4, earlie
             "ring_exponent": exponent([(n, r["ring_ms"]) for n, r in rows.items()])}
 
 
+def ballot_marks(sizes: list[int], repeats: int) -> dict[str, Any]:
+    """A ballot's mark reads with S submitters (each reads every submitter's key): model by model, one pass over
+    the ring each (before), and all S from one product (``watermark.bit_errors_many``, now). One BLAS thread, as
+    in a validator actor (Ray sets OMP_NUM_THREADS to its CPUs, at least 1); ms per submission."""
+    from threadpoolctl import threadpool_limits
+
+    from dlbc_ray.config import ProtectionConfig
+    from dlbc_ray.crypto import Identity
+    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.protect import mark_secret, watermark_key
+    from dlbc_ray.models.watermark import bit_errors, bit_errors_many, key_ring
+
+    protection, rows = ProtectionConfig(), {}
+    models = [{k: v.detach().numpy().copy() for k, v in build_net("mlp", {}, (64,), 10, seed=i).state_dict().items()}
+              for i in range(max(sizes))]
+    ids = [Identity.from_seed(f"miner-{i}", f"scale/{i}".encode()) for i in range(max(sizes))]
+    keys = [watermark_key(mark_secret(i), i.public_key, models[0], "mlp", protection.watermark_bits) for i in ids]
+    with threadpool_limits(1):
+        for s in sizes:
+            ring, ballot = key_ring(keys[:s]), models[:s]
+            one_by_one = _median_ms(lambda: [bit_errors(w, ring) for w in ballot], repeats) / s
+            batched = _median_ms(lambda: bit_errors_many(ballot, ring), repeats) / s
+            rows[s] = {"one_by_one_ms": one_by_one, "batched_ms": batched, "ring_mib": ring.x.nbytes / 2**20}
+    return {"per_s": rows, "one_by_one_exponent": exponent([(s, r["one_by_one_ms"]) for s, r in rows.items()]),
+            "batched_exponent": exponent([(s, r["batched_ms"]) for s, r in rows.items()])}
+
+
+def pair_costs(repeats: int) -> dict[str, float]:
+    """Provenance per reference on the digits mlp, one BLAS thread as in a validator actor: ms of CPU to compare a
+    fingerprint with one more reference without its weight figures, and one weight matching (``alignment``). Two
+    nets trained briefly here (a few seconds), so the matching has real, not random, weights to align."""
+    from threadpoolctl import threadpool_limits
+
+    from dlbc_ray.models.data import load_builtin
+    from dlbc_ray.models.fingerprint import compare, fingerprint_model, null_fingerprints, probe_inputs, \
+        weight_similarity
+    from dlbc_ray.models.nets import build_net
+    from dlbc_ray.models.training import TrainSettings, train
+    from dlbc_ray.models.weights import to_numpy
+
+    bundle = load_builtin("digits")
+    net = lambda seed=0: build_net("mlp", {}, (64,), 10, seed=seed)  # noqa: E731
+    probes, init = probe_inputs(bundle.test, "scale/pairs"), to_numpy(net())
+    trained = []
+    for seed in (1, 2):
+        model = net()
+        train(model, bundle.train, TrainSettings(epochs=1, seed=seed, num_threads=1))
+        trained.append(fingerprint_model(net(), "mlp", (64,), to_numpy(model), None, probes, init))
+    nulls = null_fingerprints(net, probes)
+    with threadpool_limits(1):
+        cheap = _cpu_ms(lambda: compare(trained[0], trained[1:] * 16, nulls, None, weights=False), repeats) / 16
+        matching = _cpu_ms(lambda: weight_similarity(trained[0], trained[1]), repeats * 4)
+    return {"cheap_ms": cheap, "weights_ms": matching}
+
+
+def _cpu_ms(fn: Any, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        samples.append((time.process_time() - t0) * 1e3)
+    return statistics.median(samples)
+
+
 def ballot_costs(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]:
     """One ballot of M votes, without Ray: its signature (a validator's), its check (the coordinator's, and the
     ledger's again at import) and its size on the wire, what a block holds V of."""

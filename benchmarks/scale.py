@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._scale_report import plot, print_report  # noqa: E402,F401  (plot: also for the tests)
-from benchmarks._scale_units import actor_memory, ballot_costs, exponent, mark_checks  # noqa: E402
+from benchmarks._scale_units import (actor_memory, ballot_costs, ballot_marks, exponent, mark_checks,  # noqa: E402
+                                     pair_costs)
 
 QUICK_GRID = [(4, 4), (16, 4), (4, 16)]
 FULL_GRID = [(m, v) for m in (4, 16, 64) for v in (4, 16)]
@@ -212,6 +213,7 @@ def main() -> None:
     marks = marks if marks and "all_ms" in next(iter(marks["per_n"].values())) else mark_checks(
         [4, 16, 64], repeats=5 if args.quick else 9)
     ballots = ballot_costs([16, 256, 1_000], repeats=5)
+    checks = {"ballot_marks": ballot_marks([4, 16, 64], repeats=3 if args.quick else 5), "pairs": pair_costs(5)}
     for m, v in [] if args.source else grid_points:
         t0 = time.monotonic()
         grid[(m, v)] = run_grid_point(m, v, rounds)
@@ -228,14 +230,14 @@ def main() -> None:
     figures = {"command": " ".join(["python", *sys.argv]), "cores": cores,
                "grid": {f"{m}x{v}": rows for (m, v), rows in grid.items()},
                "memory": {f"{m}x{v}": mem for (m, v), mem in MEMORY.items()},
-               "parts": parts, "marks": marks, "ballots": ballots, "projection": proj}
+               "parts": parts, "marks": marks, "ballots": ballots, "checks": checks, "projection": proj}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=1))
     if args.json:
         print(json.dumps(figures))
         return
-    print_report(parts, marks, ballots, proj)
+    print_report(parts, marks, ballots, proj, checks)
 
 
 if __name__ == "__main__":

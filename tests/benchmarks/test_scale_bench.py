@@ -81,3 +81,23 @@ def test_projection_prices_signatures_per_ballot_and_votes_per_line() -> None:
 def test_plot_writes_a_png(tmp_path) -> None:
     path = plot(GRID, tmp_path / "scale.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_checks_report_prints_each_ballot_size_and_the_pair_costs(capsys) -> None:
+    from benchmarks._scale_report import print_checks
+
+    print_checks({"ballot_marks": {"per_s": {4: {"one_by_one_ms": 2.7, "batched_ms": 2.2, "ring_mib": 32.0},
+                                             64: {"one_by_one_ms": 130.0, "batched_ms": 12.0, "ring_mib": 512.0}},
+                                   "one_by_one_exponent": 1.4, "batched_exponent": 0.6},
+                  "pairs": {"cheap_ms": 0.29, "weights_ms": 0.82}})
+    out = capsys.readouterr().out
+    assert "S= 64: before   130.00 ms   now    12.00 ms" in out and "weight matching 0.82 ms" in out
+
+
+def test_a_ballots_mark_reads_are_measured_both_ways() -> None:
+    from benchmarks._scale_units import ballot_marks
+
+    got = ballot_marks([2, 4], repeats=1)
+    assert set(got["per_s"]) == {2, 4} and all(r["batched_ms"] > 0 and r["one_by_one_ms"] > 0
+                                               for r in got["per_s"].values())
+    assert got["per_s"][4]["ring_mib"] == 2 * got["per_s"][2]["ring_mib"]
