@@ -186,6 +186,12 @@ class LedgerStore:
         query = "SELECT height FROM checkpoints WHERE height >= ? ORDER BY height"
         return [int(h) for (h,) in self._conn.execute(query, (start,))]
 
+    def checkpoint_sizes(self) -> dict[int, int]:
+        """Height -> bytes of each stored checkpoint's state, read without loading any state."""
+        if self._conn is None:
+            return {}
+        return {int(h): int(n) for h, n in self._conn.execute("SELECT height, length(state) FROM checkpoints")}
+
     def checkpoint(self, height: int) -> Checkpoint | None:
         if self._conn is None:
             return None

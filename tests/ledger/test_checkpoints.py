@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dlbc_ray.ledger.snapshot as snapshot
 from dlbc_ray.errors import CorruptLedger, InvalidBlock
@@ -90,6 +92,26 @@ def test_stretches_cut_at_checkpoints() -> None:
     assert compute_stretches([500, 1000, 1500], 1999, 2) == [(0, 1000), (1000, 1999)]
     assert compute_stretches([500, 1000], 1000, 4) == [(0, 500), (500, 1000)]
     assert compute_stretches([], 10, 2) == [(0, 10)]
+
+
+def test_later_blocks_on_a_larger_state_get_a_shorter_stretch() -> None:
+    """At 10,000 blocks with the state growing 800 bytes a block, the cut moves before the middle."""
+    heights = list(range(500, 10_000, 500))
+    growing = {h: 800 * h for h in heights}
+    assert compute_stretches(heights, 10_000, 2) == [(0, 5000), (5000, 10_000)]
+    assert compute_stretches(heights, 10_000, 2, growing) == [(0, 5500), (5500, 10_000)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(checkpoints=st.lists(st.integers(-5, 3000), max_size=12), head=st.integers(0, 3000),
+       workers=st.integers(0, 6), sizes=st.dictionaries(st.integers(-5, 3000), st.integers(-(2**40), 2**40)))
+def test_stretches_cover_every_block_once_whatever_the_sizes_say(checkpoints: list[int], head: int, workers: int,
+                                                                   sizes: dict[int, int]) -> None:
+    """A forged size can move a cut, never skip a block: contiguous from genesis to the head, cut at checkpoints."""
+    stretches = compute_stretches(checkpoints, head, workers, sizes)
+    assert stretches[0][0] == 0 and stretches[-1][1] == head and len(stretches) <= max(1, workers)
+    assert all(a[1] == b[0] for a, b in zip(stretches, stretches[1:]))
+    assert all(a in checkpoints and a < b for a, b in stretches[1:])
 
 
 def test_a_batch_import_is_all_or_nothing(tmp_path: Path) -> None:
