@@ -142,8 +142,8 @@ def _start(triples: list[tuple[str, str, bytes]]) -> _Chunk:
     return chunk
 
 
-def _verify_ahead(signeds: Iterable[Signed[Any]], *, remember: bool) -> list[_Chunk]:
-    """Hand the envelopes' signatures to the pool a chunk at a time, as soon as each chunk is encoded."""
+def _verify_ahead(signeds: Iterable[Signed[Any]], *, remember: bool, chunk_size: int = VERIFY_CHUNK) -> list[_Chunk]:
+    """Hand the envelopes' signatures to the pool ``chunk_size`` at a time, as soon as each chunk is encoded."""
     chunks, todo, seen = [], [], set()
     for signed in signeds:
         message = signed.message
@@ -159,7 +159,7 @@ def _verify_ahead(signeds: Iterable[Signed[Any]], *, remember: bool) -> list[_Ch
         if key not in _VERDICTS and key not in _PENDING and key not in seen:
             seen.add(key)
             todo.append(key)
-            if len(todo) == VERIFY_CHUNK:
+            if len(todo) >= chunk_size:
                 chunks.append(_start(todo))
                 todo = []
     if todo:
@@ -180,7 +180,7 @@ def prefetch_signatures(signeds: Iterable[Signed[Any]]) -> None:
 
 
 @contextmanager
-def prefetched(signeds: Iterable[Signed[Any]]) -> Iterator[None]:
+def prefetched(signeds: Iterable[Signed[Any]], chunk_size: int = VERIFY_CHUNK) -> Iterator[None]:
     """Verify the envelopes' signatures in the background while the rules run; remember their encodings.
 
     A rule that asks for a verdict still being computed waits for it, or verifies that
@@ -190,7 +190,7 @@ def prefetched(signeds: Iterable[Signed[Any]]) -> Iterator[None]:
     model's dict) is encoded afresh. Verdicts stay cached, as they are keyed by content;
     chunks nobody needed by the end (a block refused early) are dropped.
     """
-    chunks = _verify_ahead(signeds, remember=True)
+    chunks = _verify_ahead(signeds, remember=True, chunk_size=max(1, chunk_size))
     try:
         yield
     finally:

@@ -1,7 +1,11 @@
 """SQLite storage of blocks: one row per block, written in one transaction (py-evm's atomic batch).
 
-WAL journal with ``synchronous=FULL``: a crash mid-write leaves the previous head
-intact and nothing half-written. A new ledger is built in a temporary file (schema,
+WAL journal: a crash mid-write leaves the previous head intact and nothing half-written.
+Durability of a commit (SQLite's ``synchronous`` in WAL mode): ``FULL``, the default, fsyncs
+the WAL at every commit, so a returned append survives a process kill, an OS crash and a
+power loss; ``NORMAL`` fsyncs only at WAL checkpoints, so a returned append survives a
+process kill (the OS holds the write) but the newest commits may roll back after an OS crash
+or power loss (the file stays consistent: they vanish whole). A new ledger is built in a temporary file (schema,
 version and genesis in one transaction) and renamed into place, so the ledger's path
 holds a whole chain or nothing. The store knows bytes, not rules; ``Chain`` does.
 """
@@ -38,6 +42,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 _SCHEMA_STATEMENTS = [s.strip() for s in _SCHEMA.split(";") if s.strip()]
 
 LedgerStatus = Literal["absent", "empty", "chain"]
+Synchronous = Literal["FULL", "NORMAL"]
+SYNCHRONOUS: tuple[Synchronous, ...] = ("FULL", "NORMAL")
 
 
 @dataclass(frozen=True)
@@ -83,21 +89,26 @@ class LedgerStore:
     arrives; that block creates the file whole.
     """
 
-    def __init__(self, path: Path | str, *, create: bool = True, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True, read_only: bool = False,
+                 synchronous: Synchronous = "FULL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ConfigError(f"ledger synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}",
+                              reason="config")
         self.path = str(path)
+        self.synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
         if self.path != ":memory:" and not Path(self.path).exists():
             if not create or read_only:
                 raise ConfigError(f"no ledger at {self.path}", reason="missing_ledger")
             return
-        self._conn = self._connect_read_only(self.path) if read_only else self._connect(self.path)
+        self._conn = self._connect_read_only(self.path) if read_only else self._connect(self.path, synchronous)
 
     @staticmethod
-    def _connect(path: str) -> sqlite3.Connection:
+    def _connect(path: str, synchronous: Synchronous) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")  # one of SYNCHRONOUS, checked in __init__
             _check_version(conn, path)
         except sqlite3.DatabaseError as e:
             raise CorruptLedger(f"{path} is not a dlbc-ray ledger ({e})", reason="not_a_ledger") from None
@@ -137,7 +148,7 @@ class LedgerStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        self._conn = self._connect(self.path)
+        self._conn = self._connect(self.path, self.synchronous)
 
     def append(self, block: StoredBlock, checkpoint: Checkpoint | None = None) -> None:
         """Write one block (and the state checkpoint after it) atomically; the height must be the next one."""

@@ -239,3 +239,18 @@ def test_a_malformed_block_signature_is_refused_by_name(tmp_path: Path, signatur
     with pytest.raises(InvalidBlock) as refused:
         chain.import_blocks([block.model_copy(update={"signature": signature})])
     assert (refused.value.reason, refused.value.height, chain.height) == ("block_signature", 1, 0)
+
+
+@pytest.mark.parametrize("chunk_size", [0, 1, 3, 4, 100])
+def test_any_chunk_size_gives_the_serial_verdicts_and_refuses_a_forgery(chunk_size: int) -> None:
+    """One block's signatures are split finer (both pool threads take part): the verdicts may not depend on it."""
+    world = World()
+    (block,) = blocks_of(world, 1)
+    signeds = block_signatures(block)
+    forged = signeds[3].model_copy(update={"signature": signeds[4].signature})
+    batch = [*signeds[:3], forged, *signeds[4:]]
+    crypto.clear_signature_cache()
+    with crypto.prefetched(batch, chunk_size):
+        verdicts = [crypto.is_valid_signature(s) for s in batch]
+    assert verdicts == [True] * 3 + [False] + [True] * (len(signeds) - 4)
+    assert not sigpool._PENDING
