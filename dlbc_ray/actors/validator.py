@@ -122,6 +122,7 @@ class Validator:
         install_task_code(spec.code)
         from dlbc_ray.models.replay import referee_arrival
 
+        clock, t = Clock(), time.perf_counter()
         by_commit, rulings = {a.signed.message.commit: a for a in arrivals}, []
         for commit, asked in todo.items():
             for ch in asked if commit in by_commit else ():
@@ -131,9 +132,11 @@ class Validator:
                                                problem=seen.problem))
                 if rulings[-1].confirmed:
                     break  # one confirmation turns the vote: the commit's other challenges cost nothing more
+        t = clock.add("checks_ms", t)  # the segments replayed
         revised = compute_revision(ballot.message, rulings)
         signed = () if revised is None else (crypto.sign(self.identity, revised, ctx.chain_id),)
-        return BallotReply(ballots=signed, stats=ValidatorStats(**Clock().ms))
+        clock.add("sign_ms", t)
+        return BallotReply(ballots=signed, stats=ValidatorStats(**clock.ms))
 
     def fuse(self, task: Signed[Task], test: Split, contributors: Sequence[SubmissionArrival],
              weight_refs: Sequence[Any], ctx: Signed[RoundContext]) -> tuple[Signed[FusionVote], dict[str, Any]]:
