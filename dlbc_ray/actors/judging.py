@@ -92,7 +92,9 @@ class Bench:
     def judge(self, spec: Task, test: Split, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
               won: Collection[str], judged: Sequence[Judged], clock: Clock, owners: Sequence[str]) -> Judged:
         got = self.receive(arrival, ref, ctx, clock)
-        return got if isinstance(got, Judged) else self.assess(spec, test, arrival, got, ctx, won, judged, clock, owners)
+        if isinstance(got, Judged):
+            return got
+        return self.assess(spec, test, arrival, got, ctx, won, judged, clock, owners)
 
     def receive(self, arrival: SubmissionArrival, ref: Any, ctx: RoundContext,
                 clock: Clock) -> Judged | dict[str, np.ndarray]:
