@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from dlbc_ray.consensus.transcript import CheckpointLeaf, compute_step_seed
+from dlbc_ray.models.step import use_deterministic_algorithms
 from dlbc_ray.models.transcript import Checkpoint, CheckpointStore, flatten_optimizer, seed_step
 from dlbc_ray.models.weights import to_numpy
 
@@ -30,7 +31,7 @@ class TranscriptRecorder(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
+        use_deterministic_algorithms(True)
         self._record(0, pl_module, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
@@ -45,7 +46,7 @@ class TranscriptRecorder(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer.global_step, pl_module, trainer.optimizers[0])
-        torch.use_deterministic_algorithms(self._deterministic)
+        use_deterministic_algorithms(self._deterministic)
 
     @property
     def leaves(self) -> list[CheckpointLeaf]:

@@ -11,6 +11,7 @@ torch._dynamo (another ~1.3 s of CPU in every validator).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,6 +35,16 @@ class Regularizer(Protocol):
     name: str
 
     def __call__(self, net: nn.Module) -> torch.Tensor: ...
+
+
+def use_deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode)`` for eager kernels, which is all a step runs: torch's own
+    function also sets TorchInductor's flag, importing torch._inductor and torch._dynamo (~1.3 s of CPU in a
+    validator whose replay needs neither). Where TorchInductor is already loaded, torch's function is called."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode)
+    else:
+        torch._C._set_deterministic_algorithms(mode)
 
 
 def check_optimizer(optimizer: str) -> str:

@@ -199,3 +199,15 @@ def test_a_lightning_run_with_weight_decay_passes_a_full_audit(kind: str) -> Non
     outcome, cost = audit(committed(transcript), derived, PARAMS, b"x" * 32)
     assert outcome.passed, outcome
     assert cost.replayed_steps == transcript.header.steps
+
+
+def test_deterministic_mode_toggles_without_importing_inductor_and_keeps_its_flag_where_loaded() -> None:
+    """torch.use_deterministic_algorithms imports torch._inductor (and torch._dynamo) to set its flag; the
+    replay's switch sets the eager flag alone until TorchInductor is loaded, then both, as torch does."""
+    code = ("import sys, torch; from dlbc_ray.models.step import use_deterministic_algorithms as use\n"
+            "use(True); on = torch.are_deterministic_algorithms_enabled(); use(False)\n"
+            "print(on, torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules, "
+            "'torch._dynamo' in sys.modules)\n"
+            "import torch._inductor.config as c; use(True); print(c.deterministic, torch.are_deterministic_algorithms_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["True", "False", "False", "False", "True", "True"], out.stdout
