@@ -80,9 +80,10 @@ class Lineage:
             earlier = self.refs.earlier(key, round_id=ctx.round_id)
         measured = measured_net(spec)
         here: list[tuple[Judged, Reference]] = []
+        net = build_task_net(spec)  # one net for every forward pass here: each loads its weights in full
         for j in valid:
-            fp = model_fingerprint(spec, j.seed, probes, j.weights, init)
-            start = model_fingerprint(spec, j.seed, probes, init)
+            fp = model_fingerprint(spec, j.seed, probes, j.weights, init, net=net)
+            start = model_fingerprint(spec, j.seed, probes, init, net=net)
             rivals = [ref for k, ref in here if frozenset((k.sub.commit, j.sub.commit)) not in near]
             refs = [r for r in earlier + rivals if r.miner != j.sub.miner]
             sims = compare(fp, [r.fingerprint for r in refs], nulls, start, weights=False)
@@ -166,10 +167,11 @@ def winner_reference(spec: Task, model_hash: str, found: tuple[dict[str, np.ndar
 
 
 def model_fingerprint(spec: Task, seed: bytes | None, probes: np.ndarray, weights: Any,
-                      init: dict[str, np.ndarray] | None = None) -> Fingerprint:
+                      init: dict[str, np.ndarray] | None = None, *, net: Any = None) -> Fingerprint:
     """What ``weights`` compute on the raw probes behind the mapping layer of ``seed`` (the submitter's own);
-    with ``init`` (the shared start), its gauge-fixed weights too."""
-    net = build_task_net(spec)
+    with ``init`` (the shared start), its gauge-fixed weights too. ``net``: the task's net to run them in (its
+    parameters are all overwritten; building one costs more than a forward pass), else a new one."""
+    net = build_task_net(spec) if net is None else net
     if init is not None:
         return fingerprint_model(net, spec.model.name, spec.dataset.input_shape, weights, seed, probes, init)
     x = probes
