@@ -37,7 +37,8 @@ from dlbc_ray.schema.signed import Signed
 
 __all__ = [
     "COMMIT_DOMAIN", "HASHABLE_KINDS", "HASH_CHUNK_BYTES", "Identity", "PUBLIC_KEY_BYTES", "SECRET_BYTES",
-    "SIGNATURE_BYTES", "VERIFY_CHUNK", "WEIGHTS_DOMAIN", "clear_signature_cache", "compute_commit", "domain_of", "hash_weights",
+    "SIGNATURE_BYTES", "VERIFY_CHUNK", "WEIGHTS_DOMAIN", "clear_signature_cache", "compute_commit", "domain_of",
+    "hash_weights",
     "is_on_chain", "is_public_key", "is_valid_signature", "merkle_root", "merkle_root_of", "message_hash",
     "prefetch_signatures", "prefetched", "sha256_hex", "sign", "signing_root", "verify",
 ]

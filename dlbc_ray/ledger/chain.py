@@ -263,7 +263,7 @@ class Chain:
         """
         with self._lock:
             t0 = time.perf_counter()
-            state, rows, checkpoints, results = self._state, [], [], []
+            state, rows, checkpoints = self._state, [], []
             now_ms = time.time_ns() // 1_000_000  # the importer's clock: no block from the future
             with prefetched(blocks):
                 for block in blocks:

@@ -5,9 +5,9 @@ Durability of a commit (SQLite's ``synchronous`` in WAL mode): ``FULL``, the def
 the WAL at every commit, so a returned append survives a process kill, an OS crash and a
 power loss; ``NORMAL`` fsyncs only at WAL checkpoints, so a returned append survives a
 process kill (the OS holds the write) but the newest commits may roll back after an OS crash
-or power loss (the file stays consistent: they vanish whole). A new ledger is built in a temporary file (schema,
-version and genesis in one transaction) and renamed into place, so the ledger's path
-holds a whole chain or nothing. The store knows bytes, not rules; ``Chain`` does.
+or power loss (the file stays consistent: they vanish whole). A new ledger is built in a
+temporary file (schema, version and genesis in one transaction) and renamed into place, so
+the ledger's path holds a whole chain or nothing. The store knows bytes, not rules; ``Chain`` does.
 """
 
 from __future__ import annotations

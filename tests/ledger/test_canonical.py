@@ -192,7 +192,7 @@ def test_each_flat_class_gets_one_generated_encoder_and_a_fieldless_one_writes_b
 
 
 def test_a_nested_message_remembered_under_its_id_is_reused_only_for_that_object() -> None:
-    """The nested shortcut consults the per-block memory by identity: another object with the same id-slot is encoded afresh."""
+    """The nested shortcut consults the per-block memory by identity: an entry naming another object is not used."""
     inner, other = Inner(z="q", a=1), Inner(z="r", a=2)
     canonical._CANONICAL.put(id(inner), (other, b'{"a":2,"z":"r"}'))  # a stale entry naming another object
     try:

@@ -130,11 +130,11 @@ def test_a_batch_import_is_all_or_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_verification_restores_the_cyclic_collector_even_when_a_block_is_bad(ledger: Path, enabled: bool) -> None:
-    """verify pauses the cyclic GC while it replays (reference counting frees blocks); the caller's setting comes back."""
+    """verify pauses the cyclic GC while it replays (reference counting frees blocks); the caller's setting returns."""
     import gc
 
-    _sql(ledger, "UPDATE blocks SET body = CAST(replace(CAST(body AS TEXT), '\"score\":9000', '\"score\":9001') AS BLOB) "
-                 "WHERE height=5")
+    _sql(ledger, "UPDATE blocks SET body = "
+                 "CAST(replace(CAST(body AS TEXT), '\"score\":9000', '\"score\":9001') AS BLOB) WHERE height=5")
     was = gc.isenabled()
     try:
         (gc.enable if enabled else gc.disable)()
