@@ -258,3 +258,21 @@ def test_a_distiller_is_refused_by_the_transcript_audit_and_honest_audits_leave_
     honest = {s.message.commit for s in trial.block.submissions if s.message.miner != trial.key(ADVERSARY)}
     valid = [v for b in trial.block.ballots for v in b.message.votes if v.commit in honest]
     assert valid and all(v.detail.startswith("audit: segments ") and " bitwise, " in v.detail for v in valid), valid
+
+
+@pytest.mark.ray
+def test_a_splice_one_validator_sampled_is_refused_by_the_others_revisions(network: AttackNetwork) -> None:
+    """One spliced segment that only validator-0's sample hits: its challenge is refereed by the three others,
+    whose revised ballots turn their votes ``bad_transcript`` naming the segment (no equivocation evidence)."""
+    from dlbc_ray.consensus.dispute import is_dispute_vote
+    from dlbc_ray.schema import Verdict
+
+    network.trial("spliced", 0)
+    trial = network.last
+    assert trial is not None and trial.block is not None and trial.record is not None
+    votes = {b.message.validator: v for b in trial.block.ballots for v in b.message.votes
+             if v.commit == trial.record.commit}
+    challenger = trial.key("validator-0")
+    assert votes[challenger].verdict is Verdict.BAD_TRANSCRIPT and not is_dispute_vote(votes[challenger])
+    assert sum(is_dispute_vote(v) for k, v in votes.items() if k != challenger) == 3, votes
+    assert not trial.block.evidence
