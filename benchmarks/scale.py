@@ -152,7 +152,7 @@ def fit(costs: dict[tuple[int, int], float], terms: tuple[str, ...]) -> dict[str
 
 
 def projection(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int, dict[str, float]],
-               m: int = PROJECT_M, v: int = PROJECT_V) -> dict[str, Any]:
+               m: int = PROJECT_M, v: int = PROJECT_V, checks: dict[str, Any] | None = None) -> dict[str, Any]:
     """Seconds per block at M miners (all submitting) and V validators, from the fitted cost per term.
 
     Validators run on V machines in parallel, so their side is one validator's wall time: transfer, checks
@@ -161,10 +161,11 @@ def projection(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int, 
     registered miner submitting, that is all M, as before; measured apart, so the part of ``checks`` fitted on
     small rounds that is marks counts twice: an upper bound). The coordinator (one actor) pays per signature
     (M submissions + V ballots) and per vote line (M x V) to check, decide, build and import the block, plus
-    scheduling per miner.
+    scheduling per miner. With ``checks`` (``ballot_marks``), the marks are priced as a validator reads them
+    now: a ballot's submissions from one product, per key and submission at the largest ballot measured.
     """
     cost = {p: sum(c * TERMS[t](m, v) for t, c in info["coef_ms"].items()) / 1e3 for p, info in parts.items()}
-    per_key = _per_key(marks)
+    per_key = _per_key(marks, checks)
     read = m  # all M submit, so the round's submitters are the whole registry (``earlier`` owners among them)
     validator = {p: cost[p] for p, info in parts.items() if info["payer"] == "validator"}
     validator["marks"] = m * read * per_key / 1e3
@@ -182,8 +183,12 @@ def projection(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int, 
             "first_bottleneck_s": worst[1]}
 
 
-def _per_key(marks: dict[str, Any]) -> float:
-    """ms per key and submission of the ring (read at the largest ring measured)."""
+def _per_key(marks: dict[str, Any], checks: dict[str, Any] | None = None) -> float:
+    """ms per key and submission of the ring (read at the largest ring measured; batched when measured)."""
+    if checks and checks.get("ballot_marks"):
+        rows = checks["ballot_marks"]["per_s"]
+        biggest = max(rows, key=int)
+        return rows[biggest]["batched_ms"] / int(biggest)
     biggest = max(marks["per_n"])
     return marks["per_n"][biggest]["all_ms"] / biggest
 
@@ -224,7 +229,7 @@ def main() -> None:
             args.out.write_text(json.dumps({"cores": cores, "grid": {f"{a}x{b}": r for (a, b), r in grid.items()},
                                             "marks": marks}, indent=1))
     parts = summarize(grid, cores)
-    proj = projection(parts, marks, ballots)
+    proj = projection(parts, marks, ballots, checks=checks)
     if args.plot:
         plot(grid, args.plot)
     figures = {"command": " ".join(["python", *sys.argv]), "cores": cores,

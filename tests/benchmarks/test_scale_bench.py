@@ -101,3 +101,12 @@ def test_a_ballots_mark_reads_are_measured_both_ways() -> None:
     assert set(got["per_s"]) == {2, 4} and all(r["batched_ms"] > 0 and r["one_by_one_ms"] > 0
                                                for r in got["per_s"].values())
     assert got["per_s"][4]["ring_mib"] == 2 * got["per_s"][2]["ring_mib"]
+
+
+def test_projection_prices_marks_as_read_now_when_a_ballot_was_measured() -> None:
+    parts = summarize(GRID, CORES)
+    marks = {"host_m": 8192, "bits_t": 256, "per_n": {4: {"all_ms": 4.0}, 64: {"all_ms": 64.0}}}
+    ballots = {16: {"verify_ms": 0.1, "bytes": 1600}, 1000: {"verify_ms": 2.0, "bytes": 100_000}}
+    checks = {"ballot_marks": {"per_s": {"4": {"batched_ms": 1.0}, "64": {"batched_ms": 3.2}}}}  # as JSON keys them
+    p = projection(parts, marks, ballots, m=1000, v=100, checks=checks)
+    assert p["validator_s"]["marks"] == pytest.approx(1000 * 1000 * (3.2 / 64) / 1e3)  # 0.05 ms per key, not 1
