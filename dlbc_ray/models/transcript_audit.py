@@ -19,8 +19,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch._dynamo  # noqa: F401  torch's optimizers import it on their first step (~1 s of CPU): validators import
-# this module as they start (Validator.__init__), so each pays that there, not inside its first ballot's audit
 
 from dlbc_ray import crypto
 from dlbc_ray.consensus.transcript import (
@@ -45,7 +43,7 @@ from dlbc_ray.consensus.transcript import (
 )
 from dlbc_ray.errors import DLBCError, InvalidModelFile
 from dlbc_ray.models.data import Split
-from dlbc_ray.models.step import StepSystem
+from dlbc_ray.models.step import StepSystem, use_deterministic_algorithms
 from dlbc_ray.models.transcript import (Checkpoint, Opening, Transcript, epoch_order, flatten_optimizer, load_optimizer,
                                         seed_step)
 from dlbc_ray.models.weights import load_into, to_numpy
@@ -59,12 +57,12 @@ def deterministic_cpu(threads: int) -> Iterator[None]:
     """Deterministic algorithms and ``threads`` torch threads for the block; both restored after."""
     was_threads, was_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    use_deterministic_algorithms(True)  # torch's own imports torch._dynamo (~1.3 s CPU a validator)
     try:
         yield
     finally:
         torch.set_num_threads(was_threads)
-        torch.use_deterministic_algorithms(was_det)
+        use_deterministic_algorithms(was_det)
 
 
 def replay(make_system: Callable[[], StepSystem], fit: Split, header: TranscriptHeader, start: Checkpoint,
