@@ -88,7 +88,7 @@ def print_checks(checks: dict[str, Any]) -> None:
     """A validator's per-pair work, without Ray, on one BLAS thread as in its actor (CPU ms, provisional)."""
     bm = checks["ballot_marks"]
     print("\nmark reads of a ballot with S submitters (each submission read for every submitter's key), ms per "
-          "submission: one pass over the ring per submission (before) vs all from one product (now)")
+          "submission: one pass over the ring per submission (before) vs all together, one product per key (now)")
     for s, r in bm["per_s"].items():
         print(f"  S={s:>3}: before {r['one_by_one_ms']:8.2f} ms   now {r['batched_ms']:8.2f} ms   "
               f"(ring {r['ring_mib']:.0f} MiB)")

@@ -32,7 +32,6 @@ from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Submission, Task, Verdict
 from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, ValidatorStats
 
-RINGS_KEPT = 4  # key rings a validator keeps (one per host and candidate set)
 
 
 @dataclass
@@ -70,13 +69,12 @@ class Bench:
                  memory: threading.Lock, fetch: Callable[[Any], dict[str, np.ndarray] | None]) -> None:
         self.cfg, self.protection, self.marks, self.memory, self.fetch = cfg, protection, marks, memory, fetch
         self.keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
-        self.rings: dict[Any, watermark.KeyRing] = {}  # every owner's key of one host, side by side
 
     def judge_all(self, spec: Task, test: Split, arrivals: Sequence[SubmissionArrival], refs: Sequence[Any],
                   ctx: RoundContext, won: Collection[str], clock: Clock, owners: Sequence[str]) -> list[Judged]:
         """Every arrival judged as ``judge`` does, in arrival order, with one difference in cost only: the weights
-        are fetched first and every submission's marks are read from ONE product with the ballot's key ring
-        (``watermark.bit_errors_many``), not one pass over the ring per submission."""
+        are fetched first and every submission's marks are read together, one product per owner's key for all of
+        them (``watermark.bit_errors_many``), not one pass over every key per submission."""
         received = [self.receive(arrival, ref, ctx, clock) for arrival, ref in zip(arrivals, refs)]
         t = time.perf_counter()
         net = build_task_net(spec)
@@ -165,46 +163,27 @@ class Bench:
 
     def read_marks(self, model: str, weights: dict[str, np.ndarray],
                    owners: Sequence[str] | None = None) -> list[MarkReading]:
-        """Each of ``owners``' marks in ``weights`` (every registered owner's, in registration order, when None),
-        from one projection (``watermark.key_ring``: the same counts as reading key by key, one BLAS call)."""
+        """Each of ``owners``' marks in ``weights`` (every registered owner's, in registration order, when None):
+        the same counts as ``protect.read_mark`` key by key."""
         owners = list(self.marks) if owners is None else owners
-        found = self.ring(model, weights, owners)
-        if found is None:
-            return []
-        ring, keys = found
-        errors = watermark.bit_errors(weights, ring)
+        keys = [mark_key(self.keys, self.marks, self.protection, owner, model, weights) for owner in owners]
+        (errors,) = watermark.bit_errors_many([weights], keys)
         return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
 
     def read_marks_many(self, spec: Task, models: Sequence[dict[str, np.ndarray] | None],
                         owners: Sequence[str]) -> list[list[MarkReading] | None]:
-        """``read_marks`` of each model from one product; None for a model the ring cannot read (no such host,
-        another shape, non-finite: ``check_marks`` then reads it alone and rejects it as before) or None given."""
+        """``read_marks`` of each model, all read at once (one product per owner's key); None for a model the keys
+        cannot read (no such host, another shape, non-finite: ``check_marks`` then reads it alone and rejects it as
+        before) or None given."""
         out: list[list[MarkReading] | None] = [None] * len(models)
         first = next((w for w in models if w is not None), None)
         if not self.protection.watermark or first is None or not owners:
             return out
-        found = self.ring(spec.model.name, first, owners)
-        if found is None:
-            return out
-        ring, keys = found
-        fits = [i for i, w in enumerate(models) if w is not None and _reads(w, ring)]
-        for i, errors in zip(fits, watermark.bit_errors_many([models[i] for i in fits], ring)):  # type: ignore[misc]
+        keys = [mark_key(self.keys, self.marks, self.protection, owner, spec.model.name, first) for owner in owners]
+        fits = [i for i, w in enumerate(models) if w is not None and _reads(w, keys[0])]
+        for i, errors in zip(fits, watermark.bit_errors_many([models[i] for i in fits], keys)):  # type: ignore[misc]
             out[i] = [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
         return out
-
-    def ring(self, model: str, weights: dict[str, np.ndarray],
-             owners: Sequence[str]) -> tuple[watermark.KeyRing, list[watermark.WatermarkKey]] | None:
-        """``owners``' keys for ``weights``' host, side by side (kept for the next ballots), or None for no owner."""
-        keys = [mark_key(self.keys, self.marks, self.protection, owner, model, weights) for owner in owners]
-        if not keys:
-            return None
-        ring_key = (model, keys[0].layer, keys[0].x.shape[0], tuple(owners))
-        with self.memory:
-            if ring_key not in self.rings:
-                while len(self.rings) >= RINGS_KEPT:  # a ring per candidate set: the oldest go (M x sum T each)
-                    del self.rings[next(iter(self.rings))]
-                self.rings[ring_key] = watermark.key_ring(keys)
-            return self.rings[ring_key], keys
 
     def score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
               weights: dict[str, np.ndarray], arrival: SubmissionArrival) -> int:
@@ -273,10 +252,10 @@ def _fits(net: torch.nn.Module, weights: dict[str, np.ndarray]) -> bool:
     return True
 
 
-def _reads(weights: dict[str, np.ndarray], ring: watermark.KeyRing) -> bool:
-    """Whether ``ring`` can read ``weights``' host (the checks of ``watermark.host_vector``)."""
+def _reads(weights: dict[str, np.ndarray], key: watermark.WatermarkKey) -> bool:
+    """Whether ``key`` can read ``weights``' host (the checks of ``watermark.host_vector``)."""
     try:
-        watermark.host_vector(weights, ring)
+        watermark.host_vector(weights, key)
     except InvalidModelFile:
         return False
     return True

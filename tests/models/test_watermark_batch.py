@@ -1,5 +1,6 @@
-"""A ballot reads every submission's marks from ONE product with its key ring (``watermark.bit_errors_many``,
-``Bench.read_marks_many``): the counts, and so every verdict, must equal reading each model on its own."""
+"""A ballot reads every submission's marks together, one product per key for all of them
+(``watermark.bit_errors_many``, ``Bench.read_marks_many``): the counts, and so every verdict, must equal reading
+each model on its own, key by key."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from dlbc_ray.actors.judging import Bench
 from dlbc_ray.config import MINIMAL
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import InvalidModelFile
+from dlbc_ray.errors import ConfigError, InvalidModelFile
 from dlbc_ray.models.nets import build_net, net_info
 from dlbc_ray.models.protect import mark_secret, read_mark, watermark_key
 from dlbc_ray.models.watermark import bit_errors, bit_errors_many, derive_key, key_ring, settle
@@ -48,26 +49,33 @@ def models() -> list[dict[str, np.ndarray]]:
 
 
 def test_one_product_counts_what_each_model_read_alone_counts(models) -> None:
-    ring = key_ring([key(o) for o in OWNERS])
-    many = bit_errors_many(models, ring)
+    keys = [key(o) for o in OWNERS]
+    ring = key_ring(keys)
+    many = bit_errors_many(models, keys)
     assert many.shape == (len(models), len(OWNERS))
     assert many.tolist() == [bit_errors(w, ring).tolist() for w in models]
     assert [row[i] for i, row in enumerate(many[:4])] == [0, 0, 0, 0]  # each owner's own mark, every bit
     assert many[4][1] == 0 and many[4][0] < 0.25 * many.max()  # the re-marker's, and the owner's under it
 
 
-def test_no_model_reads_as_no_row() -> None:
-    ring = key_ring([key(o) for o in OWNERS[:3]])
-    assert bit_errors_many([], ring).shape == (0, 3)
+def test_no_model_reads_as_no_row_and_no_key_as_no_column(models) -> None:
+    assert bit_errors_many([], [key(o) for o in OWNERS[:3]]).shape == (0, 3)
+    assert bit_errors_many(models[:2], []).shape == (2, 0)
+
+
+def test_keys_of_two_hosts_are_not_read_together(models) -> None:
+    other = derive_key(OWNERS[1].derive("watermark"), OWNERS[1].public_key, "fc.0.weight", 64 * 64, 16)
+    with pytest.raises(ConfigError, match="one host"):
+        bit_errors_many(models[:1], [key(OWNERS[0]), other])
 
 
 def test_one_bad_model_is_refused_as_alone(models) -> None:
-    ring = key_ring([key(o) for o in OWNERS[:2]])
+    keys = [key(o) for o in OWNERS[:2]]
     bad = {**models[0], HOST: np.full_like(models[0][HOST], np.nan)}
     with pytest.raises(InvalidModelFile) as alone:
-        bit_errors(bad, ring)
+        bit_errors(bad, key_ring(keys))
     with pytest.raises(InvalidModelFile) as batched:
-        bit_errors_many([models[1], bad], ring)
+        bit_errors_many([models[1], bad], keys)
     assert batched.value.reason == alone.value.reason == "non_finite"
 
 
@@ -78,11 +86,12 @@ def test_any_finite_hosts_read_the_same_batched(n: int, rows: int, cols: int, se
                                                  zeros: float) -> None:
     rng = np.random.default_rng(seed)
     m = rows * cols
-    ring = key_ring([derive_key(o.derive("watermark"), o.public_key, "h", m, min(16, m)) for o in OWNERS[:3]])
+    keys = [derive_key(o.derive("watermark"), o.public_key, "h", m, min(t, m)) for o, t in zip(OWNERS, (16, 1, 40))]
+    ring = key_ring(keys)
     hosts = [(rng.standard_normal((rows, cols)) * scale).astype(np.float32) for _ in range(n)]
     for h in hosts:
         h[rng.random(h.shape) < zeros] = 0.0  # exact zeros: a projection at 0 reads as bit 0 both ways
-    assert bit_errors_many([{"h": h} for h in hosts], ring).tolist() == [bit_errors({"h": h}, ring).tolist()
+    assert bit_errors_many([{"h": h} for h in hosts], keys).tolist() == [bit_errors({"h": h}, ring).tolist()
                                                                          for h in hosts]
 
 
@@ -97,7 +106,7 @@ def test_a_bench_reads_a_ballot_batched_as_model_by_model(models) -> None:
     misshapen = {**models[0], HOST: models[0][HOST][:8]}
     got = bench.read_marks_many(spec, [*models, None, misshapen], owners)
     assert got[:-2] == [bench.read_marks("mlp", w, owners) for w in models]
-    assert got[-2:] == [None, None]  # not given; not readable by the ring (check_marks reads it alone, refuses it)
+    assert got[-2:] == [None, None]  # not given; not readable by the keys (check_marks reads it alone, refuses it)
     assert got[0] == [read_mark(models[0], key(o), PROTECTION) for o in OWNERS]
 
 
