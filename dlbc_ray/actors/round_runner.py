@@ -24,7 +24,7 @@ from dlbc_ray.consensus import ChainState, Event
 from dlbc_ray.consensus.baas import compute_contributors
 from dlbc_ray.consensus.ballot import compute_round_id
 from dlbc_ray.consensus.decision import RoundDecision, decide_round
-from dlbc_ray.consensus.dispute import compute_challenges
+from dlbc_ray.consensus.dispute import compute_challenges, select_answers
 from dlbc_ray.consensus.verdicts import check_envelope, check_timing
 from dlbc_ray.errors import DLBCError
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Task
@@ -249,13 +249,15 @@ class RoundRunner:
         signs supersede its ballot in the decision and the block; a false challenge gets no revision."""
         t0 = time.perf_counter()
         calls = {m.handle.referee.remote(self.task, list(arrivals), self.signed_ctx, ballot, list(challenges),
-                                         audits): m for m, ballot in voted.values()}
-        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)
+                                         audits): (m, ballot) for m, ballot in voted.values()}
+        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)  # a referee that misses it: ballot stands
         revisions = []
         for ref, _ in done:
             reply = try_get(ref, self.cfg.commit_timeout_s)
             if isinstance(reply, BallotReply):
-                revisions += self._verified(reply.ballots, calls[ref].public_key)
+                member, ballot = calls[ref]
+                revisions += select_answers(ballot.message, self._verified(reply.ballots, member.public_key),
+                                            challenges)
         self.timings.update(dispute_s=time.perf_counter() - t0, challenges=float(len(challenges)),
                             revised_ballots=float(len(revisions)))
         return revisions

@@ -23,16 +23,21 @@ of one validator of which neither revises the other still are. Pure: no torch, n
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dlbc_ray.consensus.quorum import quorum_size
 from dlbc_ray.consensus.transcript import AuditFailure, AuditOutcome
 from dlbc_ray.schema import Ballot, Verdict, Vote
 from dlbc_ray.schema.round_messages import Challenge
 
-MAX_CHALLENGES = 2  # per validator and submission: an exact audit stops at its first mismatch, so one suffices
+# per validator and submission: an exact audit stops at its first mismatch, so one suffices; a referee then replays
+# at most one segment per other validator on each commit it voted valid, whatever a flood of challenges asks
+MAX_CHALLENGES = 1
 DISPUTE_PREFIX = "dispute: "
+_DISPUTE = re.compile(r"dispute: segment (\d+) expected (\S+) replayed (\S.*)")
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,16 @@ def compute_revision(ballot: Ballot, rulings: Iterable[Ruling]) -> Ballot | None
     return None if votes == ballot.votes else ballot.model_copy(update={"votes": votes})
 
 
+def parse_dispute(vote: Vote) -> tuple[int, str, str] | None:
+    """(segment, expected, replayed) of a dispute vote, or None: exactly what ``compute_revision`` signs (score 0,
+    the detail ``dispute_detail`` writes, two different hashes). Anything else is an ordinary vote, which can
+    never excuse a second ballot from being equivocation."""
+    m = _DISPUTE.fullmatch(vote.detail) if vote.verdict is Verdict.BAD_TRANSCRIPT and vote.score == 0 else None
+    return None if m is None or m[2] == m[3] else (int(m[1]), m[2], m[3])
+
+
 def is_dispute_vote(vote: Vote) -> bool:
-    return vote.verdict is Verdict.BAD_TRANSCRIPT and vote.detail.startswith(DISPUTE_PREFIX)
+    return parse_dispute(vote) is not None
 
 
 def is_revision(earlier: Ballot, later: Ballot) -> bool:
@@ -122,6 +135,21 @@ def is_revision(earlier: Ballot, later: Ballot) -> bool:
             or [v.commit for v in earlier.votes] != [v.commit for v in later.votes]:
         return False
     return all(a == b or (a.verdict is Verdict.VALID and is_dispute_vote(b)) for a, b in zip(earlier.votes, later.votes))
+
+
+def is_answer(earlier: Ballot, later: Ballot, challenges: Sequence[Challenge]) -> bool:
+    """``later`` revises ``earlier`` and each vote it turns names a segment another validator challenged on that
+    commit: what a referee may sign. A revision of a vote nobody challenged is the referee's own word, refused."""
+    asked = {(c.commit, c.segment) for c in challenges if c.challenger != earlier.validator}
+    return is_revision(earlier, later) and all(
+        a == b or (b.commit, (parse_dispute(b) or (-1,))[0]) in asked for a, b in zip(earlier.votes, later.votes))
+
+
+def select_answers(ballot: Ballot, signeds: Iterable[Any], challenges: Sequence[Challenge]) -> list[Any]:
+    """What a round keeps of a referee's signed reply to ``challenges`` on its ``ballot``: its answers, and any
+    ballot that is no revision at all (equivocation evidence against it); never a revision that answers nothing."""
+    return [s for s in signeds if isinstance(s.message, Ballot) and s.message.validator == ballot.validator
+            and (is_answer(ballot, s.message, challenges) or not is_revision(ballot, s.message))]
 
 
 def commits_to_referee(ballot: Ballot, challenges: Sequence[Challenge], referee: str) -> Mapping[str, list[Challenge]]:
