@@ -77,3 +77,25 @@ def test_local_head_refuses_a_loose_token_before_starting(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="mode 0666"):
         start(tmp_path / "head", token)
     assert not (tmp_path / "head").exists()
+
+
+def test_the_demo_cluster_starts_no_dashboard_ui_and_forwards_no_worker_logs(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first block waits on CPU: the demo's private cluster leaves out what nothing of it uses (the dashboard
+    UI's modules; worker logs copied to the driver), on loopback only. Ray 2.60 still starts its minimal
+    dashboard head, the dashboard agent, the runtime-env agent, the log monitor and the autoscaler monitor
+    for any cluster ``ray.init`` starts (about 5 s of CPU together); public ``ray.init`` arguments cannot drop them.
+    ``dlbc-ray up`` keeps the dashboard: its Jobs API serves ``bench submit`` (tests/integration/test_jobs.py)."""
+    from dlbc_ray.config import MINIMAL
+    from dlbc_ray.runtime import raystart
+
+    seen: dict[str, object] = {}
+    for name, value in (("RAY_AUTH_MODE", "token"), ("RAY_AUTH_TOKEN", "t" * 64), ("RAY_USAGE_STATS_ENABLED", "0")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(raystart, "keep_loopback_driver", lambda: None)
+    monkeypatch.setattr(raystart.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(raystart.ray, "init", lambda **kwargs: seen.update(kwargs))
+    assert raystart.start_local_ray(open_home(tmp_path / "home"), MINIMAL) is True
+    assert seen["include_dashboard"] is False and seen["log_to_driver"] is False
+    assert seen["_node_ip_address"] == seen["dashboard_host"] == "127.0.0.1" and seen["address"] == "local"
+
