@@ -248,9 +248,12 @@ class RoundRunner:
         """Every validator that voted referees the others' challenges (``consensus.dispute``): the revisions it
         signs supersede its ballot in the decision and the block; a false challenge gets no revision."""
         t0 = time.perf_counter()
+        # referees answer by the deadline with what they confirmed (a miner slow to open counts against it); the
+        # round waits one reply's time more, then a referee that missed it keeps its ballot: nothing stalls
+        deadline_ms = now_ms() + int(self.cfg.validate_timeout_s * 1e3)
         calls = {m.handle.referee.remote(self.task, list(arrivals), self.signed_ctx, ballot, list(challenges),
-                                         audits): (m, ballot) for m, ballot in voted.values()}
-        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s)  # a referee that misses it: ballot stands
+                                         audits, deadline_ms): (m, ballot) for m, ballot in voted.values()}
+        done, _ = wait_each(list(calls), timeout=self.cfg.validate_timeout_s + self.cfg.commit_timeout_s)
         revisions = []
         for ref, _ in done:
             reply = try_get(ref, self.cfg.commit_timeout_s)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from dlbc_ray.actors import inbound
 from dlbc_ray.actors._ray import get, get_retrying
 from dlbc_ray.actors.judging import Bench, Clock, Judged
 from dlbc_ray.actors.lineage import Lineage, provenance_key
+from dlbc_ray.actors.transcript_asks import TranscriptAsk
 from dlbc_ray.actors.winners import WinnerSource
 from dlbc_ray.actors.task_code import install as install_task_code
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
@@ -35,7 +37,7 @@ from dlbc_ray.consensus.ballot import compute_submissions_root
 from dlbc_ray.consensus.dispute import commits_to_referee, compute_challenge, compute_revision, judge_challenge
 from dlbc_ray.consensus.marks import compute_mark_candidates
 from dlbc_ray.crypto import Identity
-from dlbc_ray.errors import DLBCError, InvalidMessage, InvalidModelFile
+from dlbc_ray.errors import ActorUnavailable, DLBCError, InvalidMessage, InvalidModelFile
 from dlbc_ray.models import baas_fusion as baas
 from dlbc_ray.models.data import Split, split_hash
 from dlbc_ray.schema import Ballot, FusionVote, Signed, Task, Verdict, Vote
@@ -107,15 +109,22 @@ class Validator:
 
     def referee(self, task: Signed[Task], arrivals: Sequence[SubmissionArrival], ctx: Signed[RoundContext],
                 ballot: Signed[Ballot], challenges: Sequence[Challenge],
-                audits: TranscriptAudits | RoundAudits | None = None) -> BallotReply:
+                audits: TranscriptAudits | RoundAudits | None = None, deadline_ms: int | None = None) -> BallotReply:
         """A dispute (``consensus.dispute``): replay each other validator's challenged segment of a submission this
         validator's own ``ballot`` voted valid; a confirmed mismatch signs a revision of that ballot (the vote
-        turned ``bad_transcript``, naming segment and hashes). Nothing new is signed when every challenge fails."""
+        turned ``bad_transcript``, naming segment and hashes). Nothing new is signed when every challenge fails.
+        By ``deadline_ms`` (when the round stops waiting) it answers with what it confirmed: a miner that keeps it
+        waiting past it has not opened the segment, so a miner cannot run the dispute out of time."""
         spec, ctx = inbound.round_of(task, ctx, self.proposer, self.chain_id)
         arrivals = inbound.wires(SubmissionArrival, arrivals, "arrivals", least=1)
         ballot = self._own_ballot(inbound.wire(Signed[Ballot], ballot, "ballot"), ctx)
         challenges = inbound.wires(Challenge, challenges, "challenges", least=1)
         audits = self._resolve_audits(inbound.audits(audits, "audits"))
+        if deadline_ms is not None and (not isinstance(deadline_ms, int) or isinstance(deadline_ms, bool)):
+            raise InvalidMessage("deadline_ms: not an integer", reason="malformed")
+        if audits is not None and deadline_ms is not None:
+            audits = replace(audits, openers={c: (sig, ByDeadline(ask, deadline_ms))
+                                              for c, (sig, ask) in audits.openers.items()})
         todo = commits_to_referee(ballot.message, challenges, self.identity.public_key)
         if audits is None or not todo:
             return BallotReply(ballots=(), stats=ValidatorStats(**Clock().ms))
@@ -126,6 +135,8 @@ class Validator:
         by_commit, rulings = {a.signed.message.commit: a for a in arrivals}, []
         for commit, asked in todo.items():
             for ch in asked if commit in by_commit else ():
+                if deadline_ms is not None and _now_ms() >= deadline_ms:
+                    break  # the round no longer waits: answer with what is confirmed
                 seen = referee_arrival(spec, ctx, by_commit[commit], audits, ch.segment, protection=self.protection,
                                        mark=self._marks.get(by_commit[commit].signed.message.miner))
                 rulings.append(judge_challenge(ch, expected=seen.expected, replayed=seen.replayed, exact=seen.exact,
@@ -215,6 +226,30 @@ class Validator:
             return None
         return weights if isinstance(weights, dict) else None
 
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1e3)
+
+
+@dataclass(frozen=True)
+class ByDeadline:
+    """A miner's transcript opening asked for a dispute, never waited for past ``deadline_ms``: one that comes
+    later was not served in time, and the challenge stands against the miner that made the referee wait."""
+
+    ask: Callable[[int], Any]
+    deadline_ms: int
+
+    def __call__(self, index: int) -> Any:
+        left_s = (self.deadline_ms - _now_ms()) / 1e3
+        if left_s <= 0:
+            raise ActorUnavailable("the dispute's deadline passed before the miner opened it", reason="timeout")
+        ask = replace(self.ask, timeout_s=min(self.ask.timeout_s, left_s)) if isinstance(self.ask, TranscriptAsk) \
+            else self.ask
+        served = ask(index)
+        if _now_ms() > self.deadline_ms:
+            raise ActorUnavailable("the miner opened it after the dispute's deadline", reason="timeout")
+        return served
 
 
 def mark_candidates(lineage: Lineage, lock: threading.Lock, registered: Sequence[str], protection: ProtectionConfig,
