@@ -24,6 +24,7 @@ from dlbc_ray.consensus.dispute import (
     select_answers,
 )
 from dlbc_ray.consensus.proposal import propose_task_block
+from dlbc_ray.consensus.validation import validate_block
 from dlbc_ray.schema import Ballot, Signed, Submission, Verdict, Vote
 from dlbc_ray.schema.round_messages import Challenge
 from tests.builders import World, fake_hash, fake_key
@@ -262,4 +263,57 @@ def test_a_forged_revision_given_to_the_proposer_excludes_its_signer_on_the_ledg
     block, _ = propose_task_block(world.state, task, subs, ballots + [forged], world.proposer, when,
                                   world.round_id(subs[0].message.task_id))
     assert [e.first.message.validator for e in block.evidence] == [liar.public_key]
-    world.apply(block)
+    validate_block(block, world.state)  # World.apply alone runs no rule
+
+
+# ------------------------------------------------------------------ the ledger's view of revisions
+
+
+def _round_with_revisions(world: World):  # noqa: ANN202
+    from tests.builders import T0
+
+    task = world.task()
+    when = T0 + 1000 * (world.state.height + 1)
+    subs = [world.submission(world.miners[i], task) for i in range(2)]
+    ballots = [world.ballot(v, subs, [9000, 8000], close_ms=when - 1) for v in world.validators]
+    v = world.validators[1]
+    first, second = (world.sign(v, revised(ballots[1].message, challenge(s.message.commit,
+                                                                           world.validators[0].public_key)))
+                     for s in subs)
+    return task, when, subs, ballots, first, second
+
+
+def test_a_ballot_and_its_revision_given_as_evidence_are_refused_by_the_ledger() -> None:
+    """A proposer that frames a referee (its ballot and its honest revision as 'equivocation'): 'evidence'."""
+    from dlbc_ray.consensus.proposal import seal
+    from dlbc_ray.errors import InvalidBlock
+    from dlbc_ray.schema import EquivocationEvidence
+
+    world = World()
+    task, when, subs, ballots, first, _ = _round_with_revisions(world)
+    block, _ = propose_task_block(world.state, task, subs, ballots + [first], world.proposer, when,
+                                  world.round_id(subs[0].message.task_id))
+    assert not block.evidence and first in block.ballots
+    a, b = sorted((ballots[1], first), key=lambda s: canonical_hash(s.message))
+    framed = seal(block.header, block.model_copy(update={
+        "ballots": tuple(x for x in block.ballots if x != first), "evidence": (EquivocationEvidence(first=a, second=b),)}),
+        world.proposer)
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(framed, world.state)
+    assert info.value.reason == "evidence"
+
+
+def test_two_rival_revisions_are_evidence_the_ledger_accepts() -> None:
+    world = World()
+    task, when, subs, ballots, first, second = _round_with_revisions(world)
+    block, _ = propose_task_block(world.state, task, subs, ballots + [first, second], world.proposer, when,
+                                  world.round_id(subs[0].message.task_id))
+    assert [e.first.message.validator for e in block.evidence] == [world.validators[1].public_key]
+    assert world.validators[1].public_key not in {b.message.validator for b in block.ballots}
+    validate_block(block, world.state)
+
+
+def canonical_hash(message: Ballot) -> str:
+    from dlbc_ray import crypto
+
+    return crypto.message_hash(message)
