@@ -74,7 +74,7 @@ def print_report(parts: dict[str, Any], marks: dict[str, Any], ballots: dict[int
     print(f"\nprojection at {p['miners']} miners (all submitting), {p['validators']} validators, seconds per block:")
     print("  each validator (in parallel): " + ", ".join(f"{k} {c:.1f}" for k, c in p["validator_s"].items())
           + f" = {p['sides_s']['validator']:.1f} s; marks read per submission {p['marks_read']}, "
-          f"ring {p['ring_gib']:.1f} GiB")
+          f"keys held {p['ring_gib']:.1f} GiB")
     print("  coordinator (one actor): " + ", ".join(f"{k} {c:.1f}" for k, c in p["coordinator_s"].items())
           + f" = {p['sides_s']['coordinator']:.1f} s")
     load = p["coordinator_load"]
