@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlbc_ray.actors._ray import Member, get, wait_one
-from dlbc_ray.config import MinerConfig
+from dlbc_ray.config import ConsensusConfig, MinerConfig
 from dlbc_ray.consensus import Event, Phase, next_phase
 from dlbc_ray.consensus.transcript import compute_hyperparameters
 from dlbc_ray.errors import DLBCError
@@ -69,6 +69,13 @@ class RoundResult:
     timings: dict[str, float]
     fusion_votes: list[Signed[FusionVote]] = field(default_factory=list)
     fused_refs: dict[str, Any] = field(default_factory=dict)  # validator key -> its fused weights (a ref)
+
+
+def round_budget_s(cfg: ConsensusConfig, margin_s: float = 120.0) -> float:
+    """The longest a round can take on its own timeouts: the window, reveals, ballots, a dispute's trip (its
+    deadline and one reply's time more), fusion; plus ``margin_s``. A caller that waits less abandons rounds that
+    would still decide (a referee that hangs costs the dispute its whole deadline)."""
+    return cfg.collect_timeout_s + cfg.reveal_timeout_s + 3 * cfg.validate_timeout_s + cfg.commit_timeout_s + margin_s
 
 
 def miner_policy(miner: MinerConfig) -> dict[str, object]:

@@ -151,9 +151,10 @@ class AttackNetwork:
 
     def round(self, task: Signed[Task] | None) -> RoundReport:
         """A round on ``task``, or (None) on PoLe's standing task at the chain's difficulty."""
+        from dlbc_ray.actors.round_parts import round_budget_s
         from dlbc_ray.runtime.network import run_round, standing_template
 
-        timeout = self.cfg.consensus.collect_timeout_s + self.cfg.consensus.validate_timeout_s + 120
+        timeout = round_budget_s(self.cfg.consensus)  # a dispute's trip included: a hung referee is not a lost round
         standing = None if task else standing_template(self.cfg, self.bundle)
         return run_round(self.net, task, self.data, timeout_s=timeout, standing=standing)
 

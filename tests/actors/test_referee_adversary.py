@@ -114,3 +114,16 @@ def test_challenges_of_the_last_segment_and_past_it_are_refuted_on_an_honest_run
     assert [len(r.ballots) for r in refereed] == [0, 0, 0]
     assert sorted(set(miner.asked)) == [0, 1, last, last + 1]  # segments 0 and last replayed; past the end: nothing
     assert result.decision.tally(commit).accepted
+
+
+def test_a_rounds_budget_covers_a_dispute_whose_referees_all_hang() -> None:
+    """Every wait the runner makes, each phase at its own timeout (the dispute's: its deadline plus one reply's
+    time), fits in what the callers wait for a round; before, they waited window + one validation + 120 s."""
+    from dlbc_ray.actors.round_parts import round_budget_s
+    from dlbc_ray.config import ConsensusConfig
+
+    cfg = ConsensusConfig(collect_timeout_s=240, reveal_timeout_s=30, validate_timeout_s=120, commit_timeout_s=30)
+    ballots, dispute, fusion = cfg.validate_timeout_s, cfg.validate_timeout_s + cfg.commit_timeout_s, \
+        cfg.validate_timeout_s
+    assert round_budget_s(cfg, margin_s=0) >= cfg.collect_timeout_s + cfg.reveal_timeout_s + ballots + dispute + fusion
+    assert round_budget_s(cfg) > cfg.collect_timeout_s + cfg.validate_timeout_s + 120
