@@ -221,7 +221,7 @@ def test_any_one_field_of_a_revision_mutated_is_no_revision_or_the_same_bytes(fi
     ballot = world.ballot(world.validators[1], subs, [9000, 8000]).message
     revision = revised(ballot, challenge(subs[0].message.commit, world.validators[0].public_key))
     disputes = st.builds(lambda s, a, b: f"dispute: segment {s} expected {a} replayed {b}",
-                         st.integers(0, 99), st.sampled_from([EXPECTED, REPLAYED]), st.sampled_from([EXPECTED, REPLAYED]))
+                         st.integers(0, 99), *[st.sampled_from([EXPECTED, REPLAYED])] * 2)
     hashes = st.sampled_from([fake_hash("x"), subs[0].message.commit, subs[1].message.commit, EXPECTED])
     if field.startswith("vote."):
         name = field.split(".")[1]
@@ -295,9 +295,9 @@ def test_a_ballot_and_its_revision_given_as_evidence_are_refused_by_the_ledger()
                                   world.round_id(subs[0].message.task_id))
     assert not block.evidence and first in block.ballots
     a, b = sorted((ballots[1], first), key=lambda s: canonical_hash(s.message))
-    framed = seal(block.header, block.model_copy(update={
-        "ballots": tuple(x for x in block.ballots if x != first), "evidence": (EquivocationEvidence(first=a, second=b),)}),
-        world.proposer)
+    body = {"ballots": tuple(x for x in block.ballots if x != first),
+            "evidence": (EquivocationEvidence(first=a, second=b),)}
+    framed = seal(block.header, block.model_copy(update=body), world.proposer)
     with pytest.raises(InvalidBlock) as info:
         validate_block(framed, world.state)
     assert info.value.reason == "evidence"
@@ -317,3 +317,40 @@ def canonical_hash(message: Ballot) -> str:
     from dlbc_ray import crypto
 
     return crypto.message_hash(message)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(FIELDS), st.integers(0, 1), st.data())
+def test_a_revision_mutated_in_a_block_is_refused_by_name_or_is_the_same_bytes(field: str, index: int,
+                                                                             data: st.DataObject) -> None:
+    """The ledger's side: one field of a revision in a block changed (the proposer re-seals, the validator does not
+    sign again): refused with a named reason, or the same canonical bytes."""
+    from dlbc_ray.consensus.proposal import seal
+    from dlbc_ray.errors import InvalidBlock
+
+    world = World()
+    task, when, subs, ballots, first, _ = _round_with_revisions(world)
+    block, _ = propose_task_block(world.state, task, subs, ballots + [first], world.proposer, when,
+                                  world.round_id(subs[0].message.task_id))
+    message = first.message
+    if field.startswith("vote."):
+        name = field.split(".")[1]
+        value = data.draw({"commit": st.sampled_from([fake_hash("x"), subs[1 - index].message.commit]),
+                           "verdict": st.sampled_from(list(Verdict)), "score": st.integers(0, 10_000),
+                           "detail": st.text(max_size=200)}[name])
+        votes = list(message.votes)
+        votes[index] = Vote.model_validate({**votes[index].model_dump(), name: value})
+        mutated = message.model_copy(update={"votes": tuple(votes)})
+    else:
+        value = data.draw(st.integers(0, 2**40) if field == "close_ms" else st.sampled_from(
+            [fake_key("y"), world.validators[2].public_key] if field == "validator" else [fake_hash("x"), EXPECTED]))
+        mutated = Ballot.model_validate({**message.model_dump(), field: value})
+    if canonical.canonical_bytes(mutated) == canonical.canonical_bytes(message):
+        return
+    forged = Signed[Ballot].model_construct(message=mutated, chain_id=first.chain_id, signer=first.signer,
+                                            signature=first.signature)
+    ballots_in = tuple(sorted((forged if b == first else b for b in block.ballots), key=lambda b: b.message.validator))
+    with pytest.raises(InvalidBlock) as info:
+        validate_block(seal(block.header, block.model_copy(update={"ballots": ballots_in}), world.proposer),
+                       world.state)
+    assert info.value.reason in {"ballot_signer", "ballot_validator", "ballot_signature", "ballot_round", "ballot_set"}
