@@ -230,6 +230,8 @@ class RoundRunner:
             if isinstance(reply, BallotReply):
                 replies.append(reply)
                 mine = self._verified(reply.ballots, calls[ref].public_key)
+                # a revision comes only from the dispute trip, as an answer: one sent with the ballot answers nothing
+                mine = mine[:1] + select_answers(mine[0].message, mine[1:], ()) if mine else []
                 ballots.extend(mine)
                 if mine:
                     voted[calls[ref].public_key] = (calls[ref], mine[0], reply)

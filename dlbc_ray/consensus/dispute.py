@@ -146,10 +146,12 @@ def is_answer(earlier: Ballot, later: Ballot, challenges: Sequence[Challenge]) -
 
 
 def select_answers(ballot: Ballot, signeds: Iterable[Any], challenges: Sequence[Challenge]) -> list[Any]:
-    """What a round keeps of a referee's signed reply to ``challenges`` on its ``ballot``: its answers, and any
-    ballot that is no revision at all (equivocation evidence against it); never a revision that answers nothing."""
+    """What a round keeps of a validator's other signed ballots beside its ``ballot``: answers to ``challenges``,
+    and any ballot that neither revises it nor is revised by it (equivocation evidence); never a revision that
+    answers nothing (with no challenges, as in the ballot's own reply, none does)."""
     return [s for s in signeds if isinstance(s.message, Ballot) and s.message.validator == ballot.validator
-            and (is_answer(ballot, s.message, challenges) or not is_revision(ballot, s.message))]
+            and (is_answer(ballot, s.message, challenges)
+                 or not (is_revision(ballot, s.message) or is_revision(s.message, ballot)))]
 
 
 def commits_to_referee(ballot: Ballot, challenges: Sequence[Challenge], referee: str) -> Mapping[str, list[Challenge]]:

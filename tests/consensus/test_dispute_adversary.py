@@ -354,3 +354,17 @@ def test_a_revision_mutated_in_a_block_is_refused_by_name_or_is_the_same_bytes(f
         validate_block(seal(block.header, block.model_copy(update={"ballots": ballots_in}), world.proposer),
                        world.state)
     assert info.value.reason in {"ballot_signer", "ballot_validator", "ballot_signature", "ballot_round", "ballot_set"}
+
+
+@pytest.mark.parametrize("order", ["ballot first", "revision first"])
+def test_a_revision_sent_with_the_ballot_answers_nothing(order: str) -> None:
+    """A validator's first reply carrying its ballot and a 'revision' of it (no challenge was made yet): the round
+    keeps one of them as its ballot, never lets the second supersede the first, and no evidence is needed."""
+    world = World()
+    subs = two_subs(world)
+    v = world.validators[3]
+    ballot = world.ballot(v, subs, [9000, 8000])
+    early = world.sign(v, revised(ballot.message, challenge(subs[0].message.commit, fake_key("x"))))
+    mine = [ballot, early] if order == "ballot first" else [early, ballot]
+    kept = mine[:1] + select_answers(mine[0].message, mine[1:], ())  # what RoundRunner.validate keeps
+    assert kept == mine[:1]
