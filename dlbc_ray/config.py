@@ -67,6 +67,11 @@ class ValidatorConfig(_Config):
     eval_batch_size: int = Field(default=1024, ge=1)
     fetch_timeout_s: float = Field(default=120.0, gt=0, le=86_400,
                                    description="how long a validator waits for a submission's weights")
+    mark_key_cache_mb: float = Field(default=160.0, ge=0, le=1 << 20, description="memory for the miners' mark "
+                                     "keys a validator keeps, least recently used evicted (a key is a seeded M x T "
+                                     "Gaussian: 8 MiB for the mlp host, M = 8192, T = 256, so 160 MiB keeps all 16 "
+                                     "keys a network of 16 miners reads, with room; an evicted key is derived again, "
+                                     "bitwise the same, in ~67 ms of one thread, measured under load)")
     max_restarts: int = Field(default=3, ge=-1)
     data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
                                  "a task names a file by name only, never by a path on the requester's machine")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from dlbc_ray.models.weights import check_architecture
 from dlbc_ray.schema import Submission, Task, Verdict
 from dlbc_ray.schema.round_messages import RoundContext, SubmissionArrival, ValidatorStats
 
+KeyId = tuple[str, str, Any]  # (owner, model, host shape): one mark key
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Bench:
     def __init__(self, cfg: ValidatorConfig, protection: ProtectionConfig, marks: Mapping[str, bytes],
                  memory: threading.Lock, fetch: Callable[[Any], dict[str, np.ndarray] | None]) -> None:
         self.cfg, self.protection, self.marks, self.memory, self.fetch = cfg, protection, marks, memory, fetch
-        self.keys: dict[tuple[str, str, Any], watermark.WatermarkKey] = {}
+        self.keys = KeyCache(round(cfg.mark_key_cache_mb * (1 << 20)))
 
     def judge_all(self, spec: Task, test: Split, arrivals: Sequence[SubmissionArrival], refs: Sequence[Any],
                   ctx: RoundContext, won: Collection[str], clock: Clock, owners: Sequence[str]) -> list[Judged]:
@@ -267,15 +269,56 @@ def mark_reading(errors: int, t: int, protection: ProtectionConfig) -> MarkReadi
     return MarkReading(t=t, errors=errors, ber=errors / t, chance=chance, owned=errors / t <= protection.max_ber,
                        carried=chance < protection.foreign_p)
 
-def mark_key(cache: dict[tuple[str, str, Any], watermark.WatermarkKey], marks: Mapping[str, bytes],
+
+class KeyCache:
+    """Mark keys by ``KeyId``, least recently used first evicted once they hold more than ``budget`` bytes.
+
+    A validator reads the same owners' keys ballot after ballot, but a key per registered miner (8 MiB on the mlp
+    host) kept forever grew its memory with the registry. An evicted key is derived again, bitwise the same (a
+    seeded draw), so only time is spent, never a verdict changed. Iteration reads, oldest first, moving nothing.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.held = budget, 0
+        self._keys: OrderedDict[KeyId, watermark.WatermarkKey] = OrderedDict()
+
+    def get(self, kid: KeyId) -> watermark.WatermarkKey | None:
+        key = self._keys.get(kid)
+        if key is not None:
+            self._keys.move_to_end(kid)
+        return key
+
+    def __setitem__(self, kid: KeyId, key: watermark.WatermarkKey) -> None:
+        old = self._keys.pop(kid, None)
+        self.held += key_bytes(key) - (key_bytes(old) if old is not None else 0)
+        self._keys[kid] = key
+        while self.held > self.budget and self._keys:
+            self.held -= key_bytes(self._keys.popitem(last=False)[1])
+
+    def __iter__(self) -> Iterator[KeyId]:
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def key_bytes(key: watermark.WatermarkKey) -> int:
+    """What one key holds: X (M x T float32) and its bits (``xt`` is built only by a training regularizer)."""
+    return int(key.x.nbytes + key.bits.nbytes)
+
+
+def mark_key(cache: KeyCache | MutableMapping[KeyId, watermark.WatermarkKey], marks: Mapping[str, bytes],
              protection: ProtectionConfig, owner: str, model: str,
              weights: dict[str, np.ndarray]) -> watermark.WatermarkKey:
-    """``owner``'s mark key, derived once per miner and host shape (a seeded M x T Gaussian each).
+    """``owner``'s mark key, derived once per miner and host shape (a seeded M x T Gaussian each) while ``cache``
+    keeps it.
 
     A module function, not a method: every method of an actor answers whoever holds its handle.
     """
     layer = net_info(model).watermark_layer
     cache_key = (owner, model, tuple(weights[layer].shape) if layer in weights else None)
-    if cache_key not in cache:
-        cache[cache_key] = watermark_key(marks[owner], owner, weights, model, protection.watermark_bits)
-    return cache[cache_key]
+    key = cache.get(cache_key)
+    if key is None:
+        key = watermark_key(marks[owner], owner, weights, model, protection.watermark_bits)
+        cache[cache_key] = key
+    return key
