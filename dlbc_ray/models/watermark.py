@@ -286,14 +286,14 @@ def settle(net: nn.Module, key: WatermarkKey, *, margin: float = 0.5, max_steps:
     """
     regularizer = WatermarkRegularizer(key, lam=1.0)
     weight = regularizer._host(net)
-    optimizer = torch.optim.SGD([weight], lr=lr)
     for step in range(max_steps + 1):
         weights = {key.layer: weight.detach().cpu().numpy()}
         if float(np.min(signed_margins(weights, key))) >= margin:
             return step
         if step == max_steps:
             break
-        optimizer.zero_grad()
+        weight.grad = None
         regularizer(net).backward()
-        optimizer.step()
+        with torch.no_grad():  # torch.optim.SGD's step without momentum or decay, minus its torch._dynamo import
+            weight.add_(weight.grad, alpha=-lr)
     return max_steps
