@@ -110,7 +110,11 @@ def _header_last(signeds: list[Signed]) -> list[Signed]:  # type: ignore[type-ar
 
 
 def apply_stored(state: ChainState | None, block: Block, block_hash: str, *, verify: bool) -> ChainState:
-    """The state after a stored block: every rule with ``verify``, else its links and money rules."""
+    """The state after a stored block: every rule with ``verify``, else its links and money rules.
+
+    ``state`` is handed over (updated in place, ``process_block(consume=True)``): a replay never
+    reads a state again once the next block applied, and a refused block ends the replay.
+    """
     height = block.header.height
     try:
         if verify:
@@ -118,7 +122,7 @@ def apply_stored(state: ChainState | None, block: Block, block_hash: str, *, ver
         elif state is not None and (height, block.header.prev_hash) != (state.height + 1, state.head_hash):
             raise CorruptLedger(f"block {height}: does not follow the stored block {state.height}",
                                 reason="prev_hash", height=height)
-        return process_block(state, block, block_hash)
+        return process_block(state, block, block_hash, consume=True)
     except InvalidBlock:
         raise
     except (*_RAW_ERRORS, DLBCError) as e:
@@ -269,7 +273,8 @@ class Chain:
                 for block in blocks:
                     validate_block(block, state, now_ms=now_ms)
                     block_hash = compute_block_hash(block.header)
-                    state = process_block(state, block, block_hash)
+                    # The head's state is copied (a refused batch keeps it); the batch's own are handed over.
+                    state = process_block(state, block, block_hash, consume=state is not self._state)
                     rows.append(StoredBlock(block.height, block_hash, block.header.prev_hash, encode_block(block)))
                     if is_checkpoint_height(block.height):
                         checkpoints.append(make_checkpoint(state))

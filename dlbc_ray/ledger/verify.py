@@ -25,9 +25,10 @@ from dlbc_ray.ledger.snapshot import load_checkpoint, make_checkpoint
 from dlbc_ray.ledger.store import LedgerStore
 
 
-# A block replayed on a larger state costs more (state copies, checkpoint dumps): about one block's own
-# cost again for every this many bytes of encoded state it runs on (measured at 2,500 and 7,500 blocks).
-STATE_BYTES_PER_BLOCK_COST = 8 * 2**20
+# A block replayed on a larger state costs more (checkpoint loads and dumps, a larger heap): about one block's
+# own cost again for every this many bytes of encoded state it runs on (1.38 vs 1.59 ms CPU a block at
+# 0-5,000 vs 5,000-10,000 blocks of 800 state bytes each, measured under load, states handed over, not copied).
+STATE_BYTES_PER_BLOCK_COST = 24 * 2**20
 # A worker process starts (spawn, imports) about this many blocks' work after the calling process begins its stretch.
 WORKER_START_BLOCKS = 400
 
