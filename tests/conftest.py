@@ -15,8 +15,14 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from dlbc_ray.runtime.home import Home, open_home  # noqa: E402
+
+# Tests assert behaviour, never timing (that is benchmarks/): no per-example deadline, which on 2 shared
+# cores failed a difficulty property once (543 ms against Hypothesis' default 200 ms) with nothing wrong.
+settings.register_profile("dlbc", deadline=None)
+settings.load_profile("dlbc")
 
 
 def _cuda() -> bool:
