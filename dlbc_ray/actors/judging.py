@@ -168,9 +168,8 @@ class Bench:
         """Each of ``owners``' marks in ``weights`` (every registered owner's, in registration order, when None):
         the same counts as ``protect.read_mark`` key by key."""
         owners = list(self.marks) if owners is None else owners
-        keys = [mark_key(self.keys, self.marks, self.protection, owner, model, weights) for owner in owners]
-        (errors,) = watermark.bit_errors_many([weights], keys)
-        return [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
+        (errors,), t = self.bit_errors(model, weights, [weights], owners)
+        return [mark_reading(int(e), t, self.protection) for e in errors]
 
     def read_marks_many(self, spec: Task, models: Sequence[dict[str, np.ndarray] | None],
                         owners: Sequence[str]) -> list[list[MarkReading] | None]:
@@ -181,11 +180,26 @@ class Bench:
         first = next((w for w in models if w is not None), None)
         if not self.protection.watermark or first is None or not owners:
             return out
-        keys = [mark_key(self.keys, self.marks, self.protection, owner, spec.model.name, first) for owner in owners]
-        fits = [i for i, w in enumerate(models) if w is not None and _reads(w, keys[0])]
-        for i, errors in zip(fits, watermark.bit_errors_many([models[i] for i in fits], keys)):  # type: ignore[misc]
-            out[i] = [mark_reading(int(e), int(k.bits.shape[0]), self.protection) for e, k in zip(errors, keys)]
+        key = mark_key(self.keys, self.marks, self.protection, owners[0], spec.model.name, first)
+        fits = [i for i, w in enumerate(models) if w is not None and _reads(w, key)]
+        errors, t = self.bit_errors(spec.model.name, first, [models[i] for i in fits], owners)  # type: ignore[misc]
+        for i, row in zip(fits, errors):
+            out[i] = [mark_reading(int(e), t, self.protection) for e in row]
         return out
+
+    def bit_errors(self, model: str, like: dict[str, np.ndarray], models: Sequence[dict[str, np.ndarray]],
+                   owners: Sequence[str]) -> tuple[np.ndarray, int]:
+        """``watermark.bit_errors_many`` of ``models`` under ``owners``' keys (for ``like``'s host), and T: a few keys
+        at a time, as many as the key budget holds (at least one), so a ballot that reads many owners never holds
+        more keys at once than the cache keeps (64 owners at once held 512 MiB, whatever the cache)."""
+        get = lambda owner: mark_key(self.keys, self.marks, self.protection, owner, model, like)  # noqa: E731
+        if not owners:
+            return np.zeros((len(models), 0), dtype=np.int64), 0
+        first = get(owners[0])
+        step = max(1, self.keys.budget // key_bytes(first))
+        parts = [watermark.bit_errors_many(models, [get(o) for o in owners[i:i + step]])
+                 for i in range(0, len(owners), step)]
+        return np.concatenate(parts, axis=1), int(first.bits.shape[0])
 
     def score(self, spec: Task, net: torch.nn.Module, test: Split, sub: Submission,
               weights: dict[str, np.ndarray], arrival: SubmissionArrival) -> int:

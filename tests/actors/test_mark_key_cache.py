@@ -136,3 +136,20 @@ def test_a_registry_past_the_budget_still_names_a_lone_copy(setup: Setup) -> Non
     (vote,) = judge(setup, _copy_noise(setup), by=by)
     assert vote.verdict is Verdict.STOLEN and f"watermark of miner {VICTIM.public_key[:12]}" in vote.detail
     assert 0 < len(by._bench.keys) < len(REGISTRY) and by._bench.keys.held <= by._bench.keys.budget
+
+
+def test_a_ballot_read_holds_no_more_keys_at_once_than_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading 6 owners under a two-key budget passes at most two keys to each product (a ballot of 64 owners held
+    all 64 at once, 512 MiB, whatever the cache), and reads the same as one product of all six."""
+    real, widths = watermark.bit_errors_many, []
+
+    def spy(models: list[dict[str, np.ndarray]], keys: list[watermark.WatermarkKey]) -> np.ndarray:
+        widths.append(len(keys))
+        return real(models, keys)
+
+    models, owners = [weights(i) for i in range(2)], OWNERS[:6]
+    expected = [bench(1_000).read_marks("mlp", m, owners) for m in models]
+    monkeypatch.setattr(watermark, "bit_errors_many", spy)
+    narrow = bench(16.5)
+    assert [narrow.read_marks("mlp", m, owners) for m in models] == expected
+    assert widths == [2, 2, 2] * 2
