@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dlbc_ray.actors import judging
 from dlbc_ray.actors.judging import Bench, KeyCache, key_bytes, mark_key
 from dlbc_ray.config import ProtectionConfig, ValidatorConfig
 from dlbc_ray.models import watermark
@@ -153,3 +154,19 @@ def test_a_ballot_read_holds_no_more_keys_at_once_than_the_budget(monkeypatch: p
     narrow = bench(16.5)
     assert [narrow.read_marks("mlp", m, owners) for m in models] == expected
     assert widths == [2, 2, 2] * 2
+
+
+def test_past_the_budget_every_held_key_is_used_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ballots of the same 6 owners under a 3-key budget: each ballot after the first derives only the 3 keys it does
+    not hold (read in ballot order, least recently used eviction drops each key just before it is needed: 6 of 6)."""
+    derived: list[str] = []
+    real = judging.watermark_key
+
+    def spy(secret: bytes, owner: str, *args: object) -> watermark.WatermarkKey:
+        derived.append(owner)
+        return real(secret, owner, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(judging, "watermark_key", spy)
+    by, owners, w = bench(24.5), OWNERS[:6], weights(0)
+    readings = [by.read_marks("mlp", w, owners) for _ in range(3)]
+    assert len(derived) == 6 + 3 + 3 and readings[0] == readings[1] == readings[2] and len(by.keys) == 3
