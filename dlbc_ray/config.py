@@ -71,8 +71,9 @@ class ValidatorConfig(_Config):
                                      "keys a validator keeps, least recently used evicted (a key is a seeded M x T "
                                      "Gaussian: 8 MiB for the mlp host, M = 8192, T = 256, so 160 MiB keeps all 16 "
                                      "keys a network of 16 miners reads, with room; an evicted key is derived again, "
-                                     "bitwise the same, in ~25 ms of CPU on one thread, 67 ms wall on a loaded machine; keys held are read "
-                                     "first, so each ballot past the budget derives only the keys it does not hold)")
+                                     "bitwise the same, in ~25 ms of CPU on one thread, 67 ms wall on a loaded "
+                                     "machine; keys held are read first, so each ballot past the budget derives "
+                                     "only the keys it does not hold)")
     max_restarts: int = Field(default=3, ge=-1)
     data_dir: str | None = Field(default=None, description="BaaS: where this miner keeps its private data files; "
                                  "a task names a file by name only, never by a path on the requester's machine")
