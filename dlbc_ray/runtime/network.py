@@ -18,6 +18,7 @@ import ray
 from dlbc_ray import crypto
 from dlbc_ray.actors._ray import Member, get, is_ready
 from dlbc_ray.actors.coordinator import StandingTemplate
+from dlbc_ray.actors.round_parts import round_budget_s
 from dlbc_ray.actors.round_runner import TaskData, miner_policy, now_ms
 from dlbc_ray.config import NetworkConfig, TaskDefaults
 from dlbc_ray.consensus import make_genesis
@@ -222,7 +223,7 @@ def run_demo(cfg: NetworkConfig, home: Home, *, blocks: int, mode: str = "tasks"
         data = TaskData(train=ray.put(bundle.train), test=ray.put(bundle.test))
         clock.lap("data_wait_s")
         reports = []
-        timeout = cfg.consensus.collect_timeout_s + cfg.consensus.validate_timeout_s + 120
+        timeout = round_budget_s(cfg.consensus)  # a round's own timeouts, the dispute trip included
         standing = standing_template(cfg, bundle) if mode == "pole" else None
         attempts = 3 * blocks if standing else blocks  # a standing round may end without a block; PoLe retries
         while len(reports) < attempts and sum(r.committed for r in reports) < blocks:
