@@ -167,14 +167,20 @@ def audit_arrival(spec: Task, ctx: RoundContext, submissions_root: str, arrival:
     tests), the revealed seed, the miner's mark; every failure is an outcome with a reason."""
     sub = arrival.signed.message
     close_signature, ask = audits.openers.get(sub.commit, ("", _nobody))
-    sml_seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
     try:
-        derived = derive_for(spec, ctx.task_id, ctx.round_id, audits.train, sub, Secrets(sml_seed, mark, protection),
-                             audits.policy)
+        derived = _derive(spec, ctx, arrival, audits, mark, protection)
     except DLBCError as e:
         return AuditOutcome(False, AuditFailure.WRONG_INIT, f"cannot derive the run: {e}"[:150]), AuditCost()
     seed = compute_audit_seed(ctx.base_hash, submissions_root, close_signature, sub.commit, validator)
     return audit_submission(sub, derived, protection.transcript, seed, ask, sample)
+
+
+def _derive(spec: Task, ctx: RoundContext, arrival: SubmissionArrival, audits: TranscriptAudits, mark: bytes | None,
+            protection: ProtectionConfig) -> Derived:
+    """The run an arrival's transcript must replay: the round's data, its revealed seed, the miner's mark."""
+    sml_seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
+    return derive_for(spec, ctx.task_id, ctx.round_id, audits.train, arrival.signed.message,
+                      Secrets(sml_seed, mark, protection), audits.policy)
 
 
 def referee_arrival(spec: Task, ctx: RoundContext, arrival: SubmissionArrival, audits: TranscriptAudits,
@@ -183,10 +189,8 @@ def referee_arrival(spec: Task, ctx: RoundContext, arrival: SubmissionArrival, a
     not answer, or a run that cannot be derived, is the problem named (the challenge stands)."""
     sub = arrival.signed.message
     _, ask = audits.openers.get(sub.commit, ("", _nobody))
-    sml_seed = bytes.fromhex(arrival.reveal.message.sml_seed) if arrival.reveal else None
     try:
-        derived = derive_for(spec, ctx.task_id, ctx.round_id, audits.train, sub, Secrets(sml_seed, mark, protection),
-                             audits.policy)
+        derived = _derive(spec, ctx, arrival, audits, mark, protection)
         served = ask(0)
         header, checkpoints_root = served[0], served[1]
     except DLBCError as e:
