@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,7 @@ def one_run() -> dict[str, Any]:
     if proc.returncode != 0 or "first_block_s" not in seen:
         last = "\n".join(f"  | {line[:300]}" for line in tail if line.strip())
         raise SystemExit(f"dlbc-ray demo failed (exit {proc.returncode}); home kept at {home}; its stderr ended:\n{last}")
+    shutil.rmtree(home, ignore_errors=True)  # a run that failed keeps its home (above), one that passed leaves nothing
     startup = json.loads(out)["startup"]
     row = {"first_block_s": seen["first_block_s"], "cpu_s": sum(cpu for cpu, _ in procs.values()),
            "imports_s": seen["first_block_s"] - startup["first_block_s"]}
