@@ -8,6 +8,7 @@ started before the install still find a package in site-packages, not a path a .
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -42,6 +43,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         pytest.skip(f"cannot install examples/custom_model offline: {done.stderr.strip()[-300:]}")
     yield
     _pip("uninstall", "--yes", "--quiet", "dlbc-resnet")
+    # gone from this process too: find_spec answers from sys.modules first, so a later test that ships the same
+    # package as task code (test_task_code) would otherwise still find the uninstalled one
+    for name in [m for m in sys.modules if m == "dlbc_resnet" or m.startswith("dlbc_resnet.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 @pytest.fixture(scope="module")
