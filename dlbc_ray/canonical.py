@@ -181,14 +181,8 @@ def _nested(message: BaseModel) -> str:
     hit = _CANONICAL.get(id(message))
     if hit is not None and hit[0] is message:
         return hit[1].decode()
-    if not isinstance(message, Signed):
-        encoder = _flat_encoder(type(message))
-        if encoder is not None and not message.__pydantic_extra__:
-            try:
-                return encoder(message.__dict__)
-            except (_NotFlat, KeyError):
-                pass
-    return canonical_bytes(message).decode()
+    flat = None if isinstance(message, Signed) else _flat_text(message)
+    return flat if flat is not None else canonical_bytes(message).decode()
 
 
 # The exact-type fast path of each kind, inlined by ``_flat_encoder``; any other value goes through ``_write``.
@@ -219,11 +213,17 @@ def _flat_encoder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], str] | Non
     return namespace["encode"]  # type: ignore[no-any-return]
 
 
-def _flat_bytes(message: BaseModel) -> bytes | None:
+def _flat_text(message: BaseModel) -> str | None:
+    """A flat message's JSON through its class's generated encoder; None when it is not flat (then the slow path)."""
     encoder = _flat_encoder(type(message))
     if encoder is None or message.__pydantic_extra__:
         return None
     try:
-        return encoder(message.__dict__).encode()
+        return encoder(message.__dict__)
     except (_NotFlat, KeyError):
         return None
+
+
+def _flat_bytes(message: BaseModel) -> bytes | None:
+    text = _flat_text(message)
+    return None if text is None else text.encode()
