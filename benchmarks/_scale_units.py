@@ -102,18 +102,10 @@ def pair_costs(repeats: int) -> dict[str, float]:
         trained.append(fingerprint_model(net(), "mlp", (64,), to_numpy(model), None, probes, init))
     nulls = null_fingerprints(net, probes)
     with threadpool_limits(1):
-        cheap = _cpu_ms(lambda: compare(trained[0], trained[1:] * 16, nulls, None, weights=False), repeats) / 16
-        matching = _cpu_ms(lambda: weight_similarity(trained[0], trained[1]), repeats * 4)
+        cheap = _median_ms(lambda: compare(trained[0], trained[1:] * 16, nulls, None, weights=False), repeats,
+                           clock=time.process_time) / 16
+        matching = _median_ms(lambda: weight_similarity(trained[0], trained[1]), repeats * 4, clock=time.process_time)
     return {"cheap_ms": cheap, "weights_ms": matching}
-
-
-def _cpu_ms(fn: Any, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        samples.append((time.process_time() - t0) * 1e3)
-    return statistics.median(samples)
 
 
 def ballot_costs(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]:
@@ -163,10 +155,11 @@ def actor_memory() -> dict[str, dict[str, float]]:
             for k, v in sorted(kinds.items())}
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
+def _median_ms(fn: Any, repeats: int, clock: Any = time.perf_counter) -> float:
+    """The median of ``repeats`` calls of ``fn``, in ms of ``clock`` (wall by default; ``time.process_time``: CPU)."""
     samples = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
+        samples.append((clock() - t0) * 1e3)
     return statistics.median(samples)
